@@ -1,0 +1,3 @@
+from ann_bench.cli import main
+
+main()

@@ -1,0 +1,59 @@
+"""The backend registry: name -> implementations, the first listed being the default.
+
+Backend modules import only numpy at import time; the libraries they wrap are imported in ``build``/``load``,
+so listing backends never needs faiss, hnswlib or annoy to be installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ann_bench.backends.base import Index, Param, grid_product
+from ann_bench.errors import InputError
+
+# (module, class) for every implementation; within one name, the first is the default implementation.
+_MODULES = [
+    ("ann_bench.backends.flat", "FaissFlat"),
+    ("ann_bench.backends.hnsw", "HnswlibHNSW"),
+    ("ann_bench.backends.ivf", "FaissIVFFlat"),
+    ("ann_bench.backends.ivfpq", "FaissIVFPQ"),
+]
+
+_REGISTRY: dict[str, dict[str, type[Index]]] = {}
+
+
+def _load() -> dict[str, dict[str, type[Index]]]:
+    if not _REGISTRY:
+        for module, cls_name in _MODULES:
+            cls = getattr(importlib.import_module(module), cls_name)
+            _REGISTRY.setdefault(cls.name, {})[cls.impl] = cls
+    return _REGISTRY
+
+
+def backend_names() -> list[str]:
+    return list(_load())
+
+
+def implementations(name: str) -> dict[str, type[Index]]:
+    """The implementations of backend ``name``, default first; InputError listing the valid names."""
+    registry = _load()
+    if name not in registry:
+        raise InputError(f"unknown backend {name!r}; valid backends: {', '.join(registry)}")
+    return registry[name]
+
+
+def get_backend(name: str, impl: str | None = None) -> type[Index]:
+    """The Index class for ``name`` (and ``impl``, default: the backend's first implementation)."""
+    impls = implementations(name)
+    if impl is None:
+        return next(iter(impls.values()))
+    if impl not in impls:
+        raise InputError(f"backend {name!r} has no implementation {impl!r}; valid: {', '.join(impls)}")
+    return impls[impl]
+
+
+def all_backends() -> list[type[Index]]:
+    return [cls for impls in _load().values() for cls in impls.values()]
+
+
+__all__ = ["Index", "Param", "grid_product", "get_backend", "implementations", "backend_names", "all_backends"]

@@ -1,0 +1,280 @@
+"""The backend interface every index implements, and its declarative parameters.
+
+A backend declares its build parameters and search parameters apart (ann-benchmarks' build arguments vs
+query arguments), each with a type, a default, and the allowed values; it also declares default sweep grids.
+Parameter names and values are checked before any work is done, and errors list the valid choices.
+
+The runner uses an index in three steps, so that only the library call is timed:
+
+1. ``index.build(X)`` once per build configuration;
+2. ``index.set_search_params(**p)`` once per search configuration (outside the timed region);
+3. ``index.query(Q, k)`` in the timed region: the raw library call, native distances;
+   ``index.convert(D, I)`` afterwards turns them into the dataset's metric, pads with -1 / +inf.
+
+``index.search(Q, k)`` does 3 in one call for everyone else.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ann_bench.distances import METRICS
+from ann_bench.errors import InputError
+
+
+@dataclass(frozen=True)
+class Param:
+    """One tunable parameter: its type, default, allowed values and a line of help."""
+
+    name: str
+    type: type  # int, float, bool or str
+    default: Any
+    help: str = ""
+    choices: tuple | None = None
+    min: float | None = None
+    max: float | None = None
+
+    def coerce(self, value: Any, backend: str) -> Any:
+        """Return ``value`` converted to this parameter's type; raise InputError saying what is allowed."""
+        try:
+            if self.type is bool:
+                if isinstance(value, str):
+                    low = value.strip().lower()
+                    if low not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                        raise ValueError
+                    value = low in ("true", "1", "yes", "on")
+                elif isinstance(value, (bool, np.bool_, int, np.integer)) and value in (0, 1):
+                    value = bool(value)
+                else:
+                    raise ValueError
+            elif self.type is int:
+                if isinstance(value, (bool, np.bool_)):
+                    raise ValueError
+                if isinstance(value, str):
+                    value = int(value.strip())
+                elif isinstance(value, (int, np.integer)):
+                    value = int(value)
+                elif isinstance(value, (float, np.floating)) and float(value).is_integer():
+                    value = int(value)
+                else:
+                    raise ValueError
+            elif self.type is float:
+                value = float(value)
+                if not math.isfinite(value):
+                    raise ValueError
+            else:
+                value = str(value).strip()
+        except (TypeError, ValueError):
+            raise InputError(
+                f"{backend}: parameter {self.name}={value!r} is not {_a(self.type)}; {self.describe()}"
+            ) from None
+        if self.choices is not None and value not in self.choices:
+            raise InputError(f"{backend}: parameter {self.name}={value!r} is not allowed; {self.describe()}")
+        if self.min is not None and value < self.min or self.max is not None and value > self.max:
+            raise InputError(f"{backend}: parameter {self.name}={value!r} is out of range; {self.describe()}")
+        return value
+
+    def describe(self) -> str:
+        """The allowed values in words, e.g. 'M: int in [2, 512]'."""
+        if self.choices is not None:
+            allowed = "one of " + ", ".join(map(str, self.choices))
+        elif self.min is not None and self.max is not None:
+            allowed = f"in [{_num(self.min)}, {_num(self.max)}]"
+        elif self.min is not None:
+            allowed = f">= {_num(self.min)}"
+        elif self.max is not None:
+            allowed = f"<= {_num(self.max)}"
+        else:
+            allowed = ""
+        return f"{self.name}: {self.type.__name__} {allowed}".rstrip()
+
+
+def _a(t: type) -> str:
+    return {int: "an integer", float: "a finite number", bool: "true/false", str: "a string"}[t]
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def grid_product(grid: dict[str, list]) -> list[dict[str, Any]]:
+    """The cartesian product of a grid {name: [values]} as a list of dicts, in a stable order."""
+    if not grid:
+        return [{}]
+    names = list(grid)
+    return [dict(zip(names, combo)) for combo in itertools.product(*(grid[n] for n in names))]
+
+
+@dataclass
+class Capabilities:
+    """What a backend supports, declared instead of probed."""
+
+    metrics: tuple[str, ...] = METRICS
+    threads: bool = True  # honours a thread count for build and search
+    deterministic: bool = True  # same seed, same data -> same results
+    notes: list[str] = field(default_factory=list)
+
+
+class Index(ABC):
+    """An ANN index behind one interface. Subclasses set the class attributes and fill in the methods.
+
+    Construction only validates and stores parameters; libraries are imported and memory is allocated in
+    :meth:`build`, so a sweep can check every configuration before doing any work.
+    """
+
+    name: ClassVar[str]  # "hnsw"
+    impl: ClassVar[str]  # "hnswlib" | "faiss" | ...
+    requires: ClassVar[tuple[str, ...]] = ()  # importable modules, checked with an install hint
+    install_hint: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    build_params: ClassVar[tuple[Param, ...]] = ()
+    search_params: ClassVar[tuple[Param, ...]] = ()
+    build_grid: ClassVar[dict[str, list]] = {}  # default sweep of build params
+    search_grid: ClassVar[dict[str, list]] = {}  # default sweep of search params
+    grid_notes: ClassVar[dict[str, str]] = {}  # words for data-dependent defaults, shown by `ann-bench backends`
+
+    def __init__(self, metric: str, dim: int, threads: int = 1, seed: int = 0, **build_params: Any):
+        if metric not in self.capabilities.metrics:
+            raise InputError(
+                f"{self.label()}: metric {metric!r} is not supported; it supports "
+                f"{', '.join(self.capabilities.metrics)}"
+            )
+        if int(threads) < 1:
+            raise InputError(f"threads must be >= 1, got {threads}")
+        self.metric = metric
+        self.dim = int(dim)
+        self.threads = int(threads)
+        self.seed = int(seed)
+        self.params = self.validate_build_params(build_params)
+        self.search_config: dict[str, Any] = {}
+        self._built = False
+
+    # ---- declarations -------------------------------------------------------------------------------
+    @classmethod
+    def label(cls) -> str:
+        return f"{cls.name}[{cls.impl}]"
+
+    @classmethod
+    def default_build_grid(cls, n: int, dim: int) -> dict[str, list]:
+        """The default build sweep for a dataset of ``n`` vectors of dimension ``dim``."""
+        return {k: list(v) for k, v in cls.build_grid.items()}
+
+    @classmethod
+    def default_search_grid(cls, n: int, dim: int) -> dict[str, list]:
+        """The default search sweep for a dataset of ``n`` vectors of dimension ``dim``."""
+        return {k: list(v) for k, v in cls.search_grid.items()}
+
+    @classmethod
+    def _validate(cls, declared: tuple[Param, ...], given: dict[str, Any], kind: str) -> dict[str, Any]:
+        by_name = {p.name: p for p in declared}
+        unknown = sorted(set(given) - set(by_name))
+        if unknown:
+            valid = ", ".join(p.describe() for p in declared) or "none"
+            raise InputError(f"{cls.label()}: unknown {kind} parameter {unknown[0]!r}; valid: {valid}")
+        out = {p.name: p.default for p in declared}
+        for key, value in given.items():
+            out[key] = by_name[key].coerce(value, cls.label())
+        return out
+
+    @classmethod
+    def validate_build_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Complete ``params`` with defaults and coerce each value; raise InputError on a bad name or value."""
+        return cls._validate(cls.build_params, params, "build")
+
+    @classmethod
+    def validate_search_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        return cls._validate(cls.search_params, params, "search")
+
+    @classmethod
+    def check_data(cls, build: dict[str, Any], n: int, dim: int) -> None:
+        """Raise InputError if the (validated) build parameters cannot work on n vectors of dimension dim."""
+
+    def search_skip_reason(self, search: dict[str, Any], k: int) -> str | None:
+        """Why a (validated) search configuration is redundant for this built index at this k, or None.
+
+        E.g. nprobe > nlist in an IVF index, or ef < k in hnswlib, which silently searches with ef = k: the
+        runner skips such configurations instead of reporting the same measurement under two labels.
+        """
+        return None
+
+    @classmethod
+    def check_available(cls) -> None:
+        """Raise InputError with an install hint if a library this backend needs cannot be imported."""
+        import importlib.util
+
+        for module in cls.requires:
+            if importlib.util.find_spec(module) is None:
+                hint = cls.install_hint or f"pip install {module}"
+                raise InputError(f"{cls.label()} needs the Python package {module!r}; install it: {hint}")
+
+    # ---- the work -----------------------------------------------------------------------------------
+    @abstractmethod
+    def build(self, X: np.ndarray) -> None:
+        """Build the index over X (n, dim) float32, C-contiguous. Must not keep a reference it modifies."""
+
+    def set_search_params(self, **params: Any) -> None:
+        """Validate and apply search parameters; called outside the timed region."""
+        self.search_config = self.validate_search_params(params)
+        self._apply_search_params(self.search_config)
+
+    @abstractmethod
+    def _apply_search_params(self, params: dict[str, Any]) -> None:
+        """Apply validated search parameters to the built index."""
+
+    @abstractmethod
+    def query(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The library call, and nothing else: (D_native, I) for Q (nq, dim) float32. Timed by the runner."""
+
+    @abstractmethod
+    def convert(self, D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Native (D, I) -> (D, I) in the dataset's metric: D float32 (nq, k), +inf where I is -1 (int64)."""
+
+    def search(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest ``k`` of each row of Q (nq, dim): (D, I), both (nq, k), sorted nearest first.
+
+        D is in the dataset's metric (see :mod:`ann_bench.distances`); I is int64, -1 where fewer than k
+        results were found, and D is +inf there.
+        """
+        return self.convert(*self.query(Q, k))
+
+    @abstractmethod
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the index to ``path`` (one file)."""
+
+    @abstractmethod
+    def load(self, path: str | os.PathLike) -> None:
+        """Read an index written by :meth:`save` into this (unbuilt) instance."""
+
+    def index_bytes(self) -> int:
+        """Serialized size of the index in bytes (deterministic, unlike RSS). Default: size of a saved file."""
+        with tempfile.TemporaryDirectory(prefix="ann-bench-size-") as tmp:
+            path = Path(tmp) / "index.bin"
+            self.save(path)
+            return path.stat().st_size
+
+    def set_threads(self, threads: int) -> None:
+        """Pin the number of threads used by the library from now on."""
+        self.threads = int(threads)
+
+    # ---- helpers for subclasses ---------------------------------------------------------------------
+    @staticmethod
+    def pad(D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Normalise dtypes and put +inf in D wherever I is -1."""
+        I = np.asarray(I, dtype=np.int64)
+        D = np.array(D, dtype=np.float32, copy=True)
+        D[I < 0] = np.inf
+        return D, I
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        return f"{type(self).__name__}({self.metric}, dim={self.dim}, {params})"
