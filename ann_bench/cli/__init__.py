@@ -1,0 +1,41 @@
+"""The ``ann-bench`` command: a root click group, one module per command (group). Thin: parse, call the
+library, render with rich. Expected failures (``InputError``) become one line and exit code 2."""
+
+from __future__ import annotations
+
+import click
+
+from ann_bench import __version__
+from ann_bench.cli.console import CliError
+from ann_bench.errors import InputError
+
+
+class AnnBenchGroup(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except InputError as exc:
+            raise CliError(str(exc)) from None
+
+
+@click.group(cls=AnnBenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ann-bench")
+def cli() -> None:
+    """Benchmark approximate nearest-neighbour indices on your own vectors."""
+
+
+def _register() -> None:
+    from ann_bench.cli import backends, data, plot, results, run
+
+    cli.add_command(data.data)
+    cli.add_command(backends.backends)
+    cli.add_command(run.run)
+    cli.add_command(results.results)
+    cli.add_command(plot.plot)
+
+
+_register()
+
+
+def main() -> None:
+    cli(prog_name="ann-bench")

@@ -1,0 +1,62 @@
+"""One console for all output: results to stdout, progress and errors to stderr, through rich."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from ann_bench.runner import Reporter
+
+# Pipes and files get a wide console so result tables are not truncated at 80 columns.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False)
+
+
+class CliError(click.ClickException):
+    """An expected failure: one line on stderr, exit code 2, no traceback."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        err.print(f"[bold red]error:[/] {escape(self.message)}")
+
+
+def abort(message: str) -> None:
+    raise CliError(message)
+
+
+class RichReporter(Reporter):
+    """Progress bars for ground truth, builds and sweeps on stderr; result lines above them."""
+
+    def __init__(self, verbose: bool = True):
+        self.verbose = verbose
+        self.progress = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=err, transient=False,
+        )
+
+    def __enter__(self) -> RichReporter:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    @contextmanager
+    def task(self, description: str, total: int | None):
+        task_id = self.progress.add_task(description, total=total)
+        try:
+            yield lambda n=1: self.progress.advance(task_id, n)
+        finally:
+            if total is None:
+                self.progress.update(task_id, total=1, completed=1)
+            self.progress.remove_task(task_id) if description.startswith("build") else None
+
+    def log(self, message: str) -> None:
+        if self.verbose:
+            self.progress.console.print(message, markup=False)

@@ -1,0 +1,76 @@
+"""``ann-bench data``: make and inspect VectorSets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from ann_bench.cli.console import RichReporter, err, out
+from ann_bench.datasets import SynthSpec, VectorSet, check_synth_spec, synth, validate
+from ann_bench.distances import METRICS
+
+
+@click.group()
+def data() -> None:
+    """Make and inspect vector sets (ann-benchmarks HDF5 layout)."""
+
+
+@data.command("synth")
+@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--n", "n", type=int, default=100_000, show_default=True, help="Train (base) vectors.")
+@click.option("--dim", type=int, default=128, show_default=True, help="Dimension.")
+@click.option("--queries", type=int, default=10_000, show_default=True, help="Test (query) vectors.")
+@click.option("--clusters", type=int, default=100, show_default=True, help="Mixture components (= labels).")
+@click.option("--metric", default="euclidean", show_default=True, help=f"One of {', '.join(METRICS)}.")
+@click.option("--seed", type=int, default=42, show_default=True, help="Random seed; same seed, same file.")
+@click.option("--subspace-dim", type=int, default=None, help="Intrinsic dimension of each cluster [dim/4].")
+@click.option("-k", "k", type=int, default=100, show_default=True, help="Ground-truth depth.")
+def synth_cmd(output: Path, n: int, dim: int, queries: int, clusters: int, metric: str, seed: int,
+              subspace_dim: int | None, k: int) -> None:
+    """Generate a seeded Gaussian mixture on low-dimensional subspaces, with exact ground truth and labels."""
+    spec = SynthSpec(n=n, dim=dim, queries=queries, clusters=clusters, metric=metric, seed=seed,
+                     subspace_dim=subspace_dim)
+    check_synth_spec(spec)
+    if k < 1:
+        raise click.BadParameter(f"must be >= 1, got {k}", param_hint="-k")
+    with RichReporter() as rep, rep.task("ground truth", queries) as advance:
+        synth(output, spec, k=k, progress=advance)
+    out.print(f"wrote {output}: {n:,} train + {queries:,} test vectors, {dim}-d, {metric}, "
+              f"{clusters} clusters, ground truth depth {min(k, n)}")
+
+
+@data.command("info")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
+@click.option("--sample", type=int, default=20, show_default=True,
+              help="Queries whose ground truth is re-computed to verify the stored one (0: skip).")
+def info_cmd(file: Path, as_json: bool, sample: int) -> None:
+    """Shape, metric, labels, ground-truth depth and a validation verdict (exit 1 if invalid)."""
+    with VectorSet(file) as vs:
+        facts = vs.summary()
+        verdict = validate(vs, check_groundtruth_sample=sample)
+        facts["content_hash"] = vs.content_hash() if verdict.ok else None
+    facts["valid"] = verdict.ok
+    facts["problems"] = verdict.problems
+    facts["warnings"] = verdict.warnings
+    if as_json:
+        out.print_json(json.dumps(facts))
+    else:
+        table = Table(show_header=False, box=None)
+        for key in ("path", "name", "metric", "dimension", "train", "test", "train_dtype", "groundtruth_depth",
+                    "labels", "n_classes", "size_mb", "content_hash"):
+            value = facts[key]
+            table.add_row(key, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value))
+        for key, value in facts["attrs"].items():
+            table.add_row(f"attr {key}", str(value)[:100])
+        out.print(table)
+        for w in verdict.warnings:
+            err.print(f"[yellow]warning:[/] {w}")
+        for p in verdict.problems:
+            err.print(f"[red]problem:[/] {p}")
+        out.print("verdict: [bold green]valid[/]" if verdict.ok else "verdict: [bold red]invalid[/]")
+    if not verdict.ok:
+        raise SystemExit(1)

@@ -1,0 +1,26 @@
+"""Options shared by several commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ann_bench.config import DEFAULT_RESULTS
+
+results_option = click.option(
+    "--results", "results_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_RESULTS,
+    show_default=True, help="SQLite results store.")
+
+
+def dataset_filter(value: str | None) -> str | None:
+    """A --dataset filter for stored results: an HDF5 path becomes its content hash; else a name or hash."""
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if path.is_file():
+        from ann_bench.datasets import VectorSet
+
+        with VectorSet(path) as vs:
+            return vs.content_hash()
+    return value

@@ -1,0 +1,48 @@
+"""``ann-bench results``: the stored measurements as a table, CSV or JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from ann_bench.atomic import atomic_path
+from ann_bench.cli.console import out
+from ann_bench.cli.options import dataset_filter, results_option
+from ann_bench.results import ResultStore, params_str, to_csv, to_json
+
+
+@click.command()
+@click.option("--dataset", default=None, help="Filter: a dataset file, name or content hash (prefix).")
+@click.option("--backend", default=None, help="Filter: backend name.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write to this file instead of stdout (csv/json).")
+@results_option
+def results(dataset: str | None, backend: str | None, fmt: str, output: Path | None, results_path: Path) -> None:
+    """Show stored results. CSV and JSON carry every field (pandas.read_csv / read_json read them directly)."""
+    with ResultStore(results_path, create=False) as store:
+        records = store.records(dataset=dataset_filter(dataset), backend=backend)
+    if fmt == "table":
+        table = Table(title=f"{len(records)} result(s) in {results_path}")
+        for col in ("dataset", "backend", "build", "search", "k", "mode", "thr", "status", "recall", "QPS",
+                    "p99 ms", "build s", "index MB"):
+            table.add_column(col, justify="right" if col in ("recall", "QPS", "p99 ms", "build s", "index MB") else "left")
+        for r in records:
+            ok = r.status == "ok"
+            table.add_row(r.dataset_name, r.label(), params_str(r.build_params) or "-",
+                          params_str(r.search_params) or "-", str(r.k), r.mode, str(r.threads),
+                          r.status if ok else f"[red]{r.status}[/]",
+                          f"{r.recall:.4f}" if ok else "-", f"{r.qps:,.0f}" if ok else "-",
+                          f"{r.p99_ms:.3f}" if r.p99_ms else "-", f"{r.build_s:.2f}" if r.build_s else "-",
+                          f"{r.index_bytes / 1e6:.1f}" if r.index_bytes else "-")
+        out.print(table)
+        return
+    text = to_csv(records) if fmt == "csv" else to_json(records)
+    if output is None:
+        click.echo(text, nl=fmt == "json")
+    else:
+        with atomic_path(output) as tmp:
+            tmp.write_text(text)
+        out.print(f"wrote {len(records)} result(s) to {output}")

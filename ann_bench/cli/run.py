@@ -1,0 +1,82 @@
+"""``ann-bench run``: sweep backends over a dataset and store the measurements."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from ann_bench.cli.console import RichReporter, err, out
+from ann_bench.cli.options import results_option
+from ann_bench.datasets import DEFAULT_SPEC, VectorSet, default_dataset
+from ann_bench.plotting import pareto_by_group
+from ann_bench.results import Record, ResultStore, params_str
+from ann_bench.runner import RunOptions, check_k, plan_sweep, run_sweep
+
+
+@click.command()
+@click.option("--dataset", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help=f"VectorSet HDF5 file [default: the embedded synthetic set {DEFAULT_SPEC.name()}, "
+                   "generated once into the cache directory].")
+@click.option("--backend", "backends", multiple=True, required=True,
+              help="Backend NAME or NAME:IMPL (repeat for several); see `ann-bench backends`.")
+@click.option("--build", "build_specs", multiple=True, metavar="[BACKEND:]NAME=V1,V2",
+              help="Build parameter values, replacing that parameter's default sweep (repeatable).")
+@click.option("--search", "search_specs", multiple=True, metavar="[BACKEND:]NAME=V1,V2",
+              help="Search parameter values, replacing that parameter's default sweep (repeatable).")
+@click.option("-k", "k", type=int, default=10, show_default=True, help="Neighbours per query (recall@k).")
+@click.option("--runs", type=int, default=3, show_default=True, help="Timed runs per configuration; best kept.")
+@click.option("--mode", type=click.Choice(["batch", "single", "both"]), default="batch", show_default=True,
+              help="batch: all queries in one call; single: one query per call, with latency percentiles.")
+@click.option("--threads", type=int, default=1, show_default=True, help="Threads for queries (pinned).")
+@click.option("--build-threads", type=int, default=None, help="Threads for building [default: --threads].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for index construction.")
+@click.option("--force", is_flag=True, help="Re-run configurations already in the store.")
+@click.option("--quiet", "-q", is_flag=True, help="No line per configuration, only the final table.")
+@results_option
+def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_specs, k: int, runs: int, mode: str,
+        threads: int, build_threads: int | None, seed: int, force: bool, quiet: bool, results_path: Path) -> None:
+    """Build each configuration once, sweep its search parameters, measure recall@k, QPS, latency, build
+    time and index size, and store every result. Ends with the recall/QPS Pareto-optimal configurations."""
+    options = RunOptions(k=k, runs=runs, modes=("batch", "single") if mode == "both" else (mode,),
+                         threads=threads, build_threads=build_threads, seed=seed, resume=not force)
+    options.check()
+    with RichReporter(verbose=not quiet) as reporter:
+        if dataset is None:
+            with reporter.task(f"generating the default dataset {DEFAULT_SPEC.name()}", DEFAULT_SPEC.queries) as adv:
+                dataset = default_dataset(progress=adv)
+        with VectorSet(dataset) as vs:
+            check_k(vs, k)
+            plans = plan_sweep(backends, vs.n_train, vs.dim, vs.metric, build_specs, search_specs)
+            with ResultStore(results_path) as store:
+                summary = run_sweep(vs, plans, options, store, reporter)
+    if summary.skipped_existing:
+        err.print(f"skipped {summary.skipped_existing} configuration(s) already in {results_path} "
+                  "(--force re-runs them)")
+    for line in summary.skipped_redundant:
+        err.print(f"[dim]skipped {line}[/]")
+    failed = [r for r in summary.records if r.status != "ok"]
+    for r in failed:
+        err.print(f"[red]failed[/] {r.label()} {params_str(r.build_params)} {params_str(r.search_params)}: {r.error}")
+    print_pareto(summary.records, k)
+    out.print(f"results: {results_path} ({len(summary.records)} new row(s)); plot them with "
+              f"`ann-bench plot --results {results_path} -o plot.png`")
+
+
+def print_pareto(records: list[Record], k: int) -> None:
+    for mode in ("batch", "single"):
+        chosen = [r for r in records if r.status == "ok" and r.mode == mode]
+        if not chosen:
+            continue
+        table = Table(title=f"Pareto-optimal configurations (recall@{k} vs QPS, {mode} mode, "
+                            f"threads={chosen[0].threads})")
+        for col, just in (("backend", "left"), ("build", "left"), ("search", "left"), (f"recall@{k}", "right"),
+                          ("QPS", "right"), ("p99 ms", "right"), ("build s", "right"), ("index MB", "right")):
+            table.add_column(col, justify=just)
+        for group, front in pareto_by_group(chosen).items():
+            for r in front:
+                table.add_row(group, params_str(r.build_params) or "-", params_str(r.search_params) or "-",
+                              f"{r.recall:.4f}", f"{r.qps:,.0f}", f"{r.p99_ms:.3f}" if r.p99_ms else "-",
+                              f"{r.build_s:.2f}", f"{r.index_bytes / 1e6:.1f}")
+        out.print(table)

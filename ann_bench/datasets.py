@@ -1,0 +1,535 @@
+"""VectorSet: the ann-benchmarks HDF5 layout, read lazily, written atomically, validated; and the generator.
+
+Layout (what ann-benchmarks writes and reads):
+
+- datasets ``train`` (n, d) float32, ``test`` (nq, d) float32, ``neighbors`` (nq, depth) int,
+  ``distances`` (nq, depth) float — exact neighbours of each test vector, nearest first;
+- attrs ``distance`` (``euclidean`` | ``angular`` | ``ip``), ``dimension``, ``point_type`` = "float",
+  ``type`` = "dense";
+- optional ``train_labels`` (n,), ``test_labels`` (nq,) and provenance attrs (``source``, ``generator``, ...).
+
+``train`` stays on disk until :meth:`VectorSet.load_train` reads it once, in chunks, into one float32 array,
+checking for NaN/inf and hashing it on the way; nothing else holds a second copy.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ann_bench import __version__
+from ann_bench.atomic import atomic_path
+from ann_bench.distances import METRICS, canonical_metric, normalized
+from ann_bench.errors import InputError
+from ann_bench.groundtruth import DEFAULT_K, exact_knn
+
+READ_CHUNK_ROWS = 1 << 16
+
+
+def _h5py():
+    import h5py
+
+    return h5py
+
+
+class VectorSet:
+    """An ann-benchmarks HDF5 file, opened read-only. Use as a context manager or call :meth:`close`.
+
+    Opening checks only what every later step needs (a readable HDF5 file with 2-D ``train`` and ``test`` of
+    one dimension and a known metric); :func:`validate` checks everything else.
+    """
+
+    def __init__(self, path: str | os.PathLike, metric: str | None = None):
+        self.path = Path(path).expanduser()
+        if not self.path.exists():
+            raise InputError(f"dataset {str(self.path)!r} does not exist; check the path or make one with "
+                             "`ann-bench data synth`")
+        if not self.path.is_file():
+            raise InputError(f"dataset {str(self.path)!r} is not a file")
+        if not os.access(self.path, os.R_OK):
+            raise InputError(f"dataset {str(self.path)!r} is not readable; check its permissions")
+        h5py = _h5py()
+        if not h5py.is_hdf5(self.path):
+            raise InputError(f"dataset {str(self.path)!r} is not an HDF5 file; ann-bench reads the "
+                             "ann-benchmarks HDF5 layout (import other formats with `ann-bench data import`)")
+        try:
+            self.file = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise InputError(f"cannot open dataset {str(self.path)!r}: {exc}") from None
+        try:
+            self._check_structure(metric)
+        except BaseException:
+            self.file.close()
+            raise
+        self._train: np.ndarray | None = None
+        self._hash: str | None = None
+
+    def _check_structure(self, metric: str | None) -> None:
+        f = self.file
+        for key in ("train", "test"):
+            if key not in f or not isinstance(f[key], _h5py().Dataset):
+                raise InputError(f"dataset {str(self.path)!r} has no {key!r} array; an ann-benchmarks file "
+                                 "holds 'train' and 'test' (n x d) arrays")
+            if f[key].ndim != 2:
+                raise InputError(f"{key!r} in {str(self.path)!r} has shape {f[key].shape}; expected 2-D (n, d)")
+            if f[key].dtype.kind not in "fiu":
+                raise InputError(f"{key!r} in {str(self.path)!r} has dtype {f[key].dtype}; expected numbers")
+        if f["train"].shape[1] != f["test"].shape[1]:
+            raise InputError(f"dimension mismatch in {str(self.path)!r}: train is {f['train'].shape[1]}-d, "
+                             f"test is {f['test'].shape[1]}-d")
+        if f["train"].shape[0] == 0 or f["test"].shape[0] == 0:
+            raise InputError(f"{str(self.path)!r} has an empty train or test array "
+                             f"(train {f['train'].shape}, test {f['test'].shape})")
+        raw = metric if metric is not None else _attr_str(f.attrs.get("distance"))
+        if raw is None:
+            raise InputError(f"{str(self.path)!r} has no 'distance' attribute; pass --metric "
+                             f"({', '.join(METRICS)})")
+        self.metric = canonical_metric(raw)
+
+    # ---- facts ----------------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return _attr_str(self.file.attrs.get("name")) or self.path.stem
+
+    @property
+    def dim(self) -> int:
+        return int(self.file["train"].shape[1])
+
+    @property
+    def n_train(self) -> int:
+        return int(self.file["train"].shape[0])
+
+    @property
+    def n_test(self) -> int:
+        return int(self.file["test"].shape[0])
+
+    @property
+    def train(self):
+        """The train vectors as a lazy h5py dataset (n, d); :meth:`load_train` for an array."""
+        return self.file["train"]
+
+    @property
+    def test(self) -> np.ndarray:
+        """The test vectors (nq, d) float32, C-contiguous."""
+        return np.ascontiguousarray(self.file["test"][...], dtype=np.float32)
+
+    @property
+    def has_groundtruth(self) -> bool:
+        return "neighbors" in self.file and "distances" in self.file
+
+    @property
+    def gt_depth(self) -> int:
+        return int(self.file["neighbors"].shape[1]) if self.has_groundtruth and self.file["neighbors"].ndim == 2 else 0
+
+    @property
+    def neighbors(self) -> np.ndarray:
+        """Exact neighbour ids (nq, depth) int64, nearest first."""
+        return np.asarray(self.file["neighbors"][...], dtype=np.int64)
+
+    @property
+    def distances(self) -> np.ndarray:
+        """Exact distances (nq, depth) float64 in the set's metric, nearest first."""
+        return np.asarray(self.file["distances"][...], dtype=np.float64)
+
+    def labels(self, split: str) -> np.ndarray | None:
+        """Labels of ``split`` ("train" or "test") as an array, or None if the set has none."""
+        key = f"{split}_labels"
+        return self.file[key][...] if key in self.file else None
+
+    @property
+    def has_labels(self) -> bool:
+        return "train_labels" in self.file and "test_labels" in self.file
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return {k: _attr_value(v) for k, v in self.file.attrs.items()}
+
+    # ---- data -----------------------------------------------------------------------------------------
+    def load_train(self) -> np.ndarray:
+        """The train vectors (n, d) float32, read once in chunks into one array, checked and hashed on the way.
+
+        Raises InputError on NaN/inf, or on all-zero vectors under ``angular``.
+        """
+        if self._train is None:
+            ds = self.file["train"]
+            out = np.empty(ds.shape, dtype=np.float32)
+            digest = self._hasher()
+            for start in range(0, ds.shape[0], READ_CHUNK_ROWS):
+                stop = min(start + READ_CHUNK_ROWS, ds.shape[0])
+                if ds.dtype == np.float32:
+                    ds.read_direct(out, np.s_[start:stop], np.s_[start:stop])
+                else:
+                    out[start:stop] = ds[start:stop]
+                chunk = out[start:stop]
+                self._check_chunk("train", chunk, start)
+                digest.update(memoryview(chunk).cast("B"))
+            self._train = out
+            self._finish_hash(digest)
+        return self._train
+
+    def _check_chunk(self, key: str, chunk: np.ndarray, start: int) -> None:
+        finite = np.isfinite(chunk).all(axis=1)
+        if not finite.all():
+            row = start + int(np.flatnonzero(~finite)[0])
+            raise InputError(f"{key} vector {row} of {str(self.path)!r} holds NaN or inf; remove or fix it")
+        if self.metric == "angular":
+            zero = ~np.any(chunk != 0, axis=1)
+            if zero.any():
+                row = start + int(np.flatnonzero(zero)[0])
+                raise InputError(f"{key} vector {row} of {str(self.path)!r} is all zeros, which has no angle "
+                                 "under metric 'angular'; drop it or use 'euclidean'")
+
+    def load_test(self) -> np.ndarray:
+        """The test vectors, checked like :meth:`load_train`."""
+        Q = self.test
+        self._check_chunk("test", Q, 0)
+        return Q
+
+    def _hasher(self):
+        h = hashlib.sha256()
+        h.update(json.dumps([self.metric, list(self.file["train"].shape)]).encode())
+        return h
+
+    def _finish_hash(self, digest) -> None:
+        Q = self.test
+        digest.update(memoryview(Q).cast("B"))
+        self._hash = digest.hexdigest()[:16]
+
+    def content_hash(self) -> str:
+        """16 hex digits of sha256 over metric, shapes, train and test vectors (float32): the resume key.
+
+        Two files with the same vectors and metric have the same hash whatever their name or ground truth.
+        """
+        if self._hash is None:
+            if self._train is not None:
+                digest = self._hasher()
+                digest.update(memoryview(self._train).cast("B"))
+            else:
+                ds = self.file["train"]
+                digest = self._hasher()
+                for start in range(0, ds.shape[0], READ_CHUNK_ROWS):
+                    chunk = np.ascontiguousarray(ds[start : start + READ_CHUNK_ROWS], dtype=np.float32)
+                    digest.update(memoryview(chunk).cast("B"))
+            self._finish_hash(digest)
+        return self._hash
+
+    def groundtruth(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact (D, I) of depth k for the test vectors: the stored ones when deep enough, else computed."""
+        if self.has_groundtruth and self.gt_depth >= k:
+            return self.distances[:, :k], self.neighbors[:, :k]
+        D, I = exact_knn(self.load_train(), self.load_test(), self.metric, k)
+        return D.astype(np.float64), I
+
+    def summary(self) -> dict[str, Any]:
+        """The facts `ann-bench data info` shows."""
+        return {
+            "path": str(self.path),
+            "name": self.name,
+            "metric": self.metric,
+            "dimension": self.dim,
+            "train": self.n_train,
+            "test": self.n_test,
+            "train_dtype": str(self.file["train"].dtype),
+            "groundtruth_depth": self.gt_depth,
+            "labels": self.has_labels,
+            "n_classes": int(len(np.unique(self.labels("train")))) if self.has_labels else 0,
+            "size_mb": round(self.path.stat().st_size / 1e6, 2),
+            "attrs": {k: v for k, v in self.attrs.items() if k not in ("distance", "dimension")},
+        }
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> VectorSet:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _attr_str(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value.item()
+    return str(value)
+
+
+def _attr_value(value):
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+# ---- validation -------------------------------------------------------------------------------------------
+@dataclass
+class Verdict:
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def validate(vs: VectorSet, check_groundtruth_sample: int = 20) -> Verdict:
+    """Everything that can be wrong with a VectorSet, as problems (it cannot be benchmarked) and warnings.
+
+    Reads the train vectors in chunks (NaN/inf, zero vectors under angular); checks ground-truth ids (range,
+    duplicates), the shape of distances and labels, attrs; and re-computes the exact neighbours of a sample of
+    ``check_groundtruth_sample`` queries to verify the stored distances.
+    """
+    v = Verdict()
+    f = vs.file
+    try:
+        X = vs.load_train()
+        vs.load_test()
+    except InputError as exc:
+        v.problems.append(str(exc))
+        return v
+    dim_attr = f.attrs.get("dimension")
+    if dim_attr is not None and int(np.asarray(dim_attr)) != vs.dim:
+        v.problems.append(f"attribute dimension={int(np.asarray(dim_attr))} but vectors are {vs.dim}-d")
+    if dim_attr is None:
+        v.warnings.append("no 'dimension' attribute (ann-benchmarks infers it from train)")
+    if f["train"].dtype != np.float32:
+        v.warnings.append(f"train dtype is {f['train'].dtype}; it is read as float32")
+    if not vs.has_groundtruth:
+        v.warnings.append("no ground truth ('neighbors'/'distances'): `ann-bench run` computes it each time")
+    else:
+        N, Dd = f["neighbors"], f["distances"]
+        if N.ndim != 2 or N.shape[0] != vs.n_test:
+            v.problems.append(f"'neighbors' has shape {N.shape}; expected ({vs.n_test}, depth)")
+        elif Dd.shape != N.shape:
+            v.problems.append(f"'distances' has shape {Dd.shape} but 'neighbors' has {N.shape}")
+        else:
+            I = vs.neighbors
+            expected_depth = min(vs.n_train, N.shape[1])
+            head = I[:, :expected_depth]
+            if (head < 0).any() or (I >= vs.n_train).any():
+                bad = np.argwhere((head < 0) | (head >= vs.n_train))[0] if ((head < 0) | (head >= vs.n_train)).any() \
+                    else np.argwhere(I >= vs.n_train)[0]
+                v.problems.append(f"ground truth id {int(I[tuple(bad)])} at query {int(bad[0])} is out of range "
+                                  f"[0, {vs.n_train}); the ground truth is invalid: recompute it or drop 'neighbors'/'distances' so `ann-bench run` computes exact ones")
+            else:
+                s = np.sort(head, axis=1)
+                dup = (s[:, 1:] == s[:, :-1]).any(axis=1)
+                if dup.any():
+                    v.problems.append(f"ground truth of query {int(np.flatnonzero(dup)[0])} lists an id twice; "
+                                      "the ground truth is invalid: recompute it or drop 'neighbors'/'distances'")
+                else:
+                    D = vs.distances
+                    if not np.all(np.diff(D[:, :expected_depth], axis=1) >= -1e-5 * (1 + np.abs(D[:, 1:expected_depth]))):
+                        v.problems.append("ground-truth distances are not sorted nearest first")
+                    else:
+                        v.warnings.extend(_check_gt_sample(vs, X, I, D, check_groundtruth_sample))
+    for split, n in (("train", vs.n_train), ("test", vs.n_test)):
+        key = f"{split}_labels"
+        if key in f and (f[key].ndim != 1 or f[key].shape[0] != n):
+            v.problems.append(f"'{key}' has shape {f[key].shape}; expected ({n},)")
+    if ("train_labels" in f) != ("test_labels" in f):
+        v.warnings.append("labels for only one of train/test; label metrics need both")
+    return v
+
+
+def _check_gt_sample(vs: VectorSet, X: np.ndarray, I: np.ndarray, D: np.ndarray, sample: int) -> list[str]:
+    """Recompute exact neighbours for a sample of queries and compare with the stored distances."""
+    if sample <= 0:
+        return []
+    rng = np.random.default_rng(0)
+    rows = np.sort(rng.choice(vs.n_test, size=min(sample, vs.n_test), replace=False))
+    depth = min(I.shape[1], vs.n_train)
+    Dx, _ = exact_knn(X, vs.test[rows], vs.metric, depth)
+    stored = D[rows, :depth]
+    tol = 1e-3 + 1e-4 * np.abs(Dx)
+    if not np.all(np.abs(stored - Dx) <= tol):
+        q = int(rows[np.argwhere(np.abs(stored - Dx) > tol)[0][0]])
+        return [f"stored ground-truth distances differ from exact ones (query {q}); wrong metric, or "
+                "approximate ground truth? `ann-bench run` trusts the stored values"]
+    return []
+
+
+# ---- writing ----------------------------------------------------------------------------------------------
+def write_vectorset(
+    path: str | os.PathLike,
+    train: np.ndarray,
+    test: np.ndarray,
+    metric: str,
+    *,
+    neighbors: np.ndarray | None = None,
+    distances: np.ndarray | None = None,
+    train_labels: np.ndarray | None = None,
+    test_labels: np.ndarray | None = None,
+    attrs: dict[str, Any] | None = None,
+    k: int = DEFAULT_K,
+    progress: Callable[[int], None] | None = None,
+) -> Path:
+    """Write a VectorSet atomically (temporary file, then rename) and return its path.
+
+    train: (n, d), test: (nq, d); converted to float32. Ground truth of depth ``min(k, n)`` is computed with
+    :func:`ann_bench.groundtruth.exact_knn` unless ``neighbors``/``distances`` (nq, depth) are given.
+    """
+    metric = canonical_metric(metric)
+    train = np.ascontiguousarray(train, dtype=np.float32)
+    test = np.ascontiguousarray(test, dtype=np.float32)
+    if train.ndim != 2 or test.ndim != 2 or train.shape[1] != test.shape[1]:
+        raise InputError(f"train {train.shape} and test {test.shape} must be 2-D with the same dimension")
+    if len(train) == 0 or len(test) == 0:
+        raise InputError(f"train ({len(train)} rows) and test ({len(test)} rows) must not be empty")
+    for name, arr in (("train", train), ("test", test)):
+        if not np.isfinite(arr).all():
+            raise InputError(f"{name} holds NaN or inf at row {int(np.flatnonzero(~np.isfinite(arr).all(1))[0])}")
+    if neighbors is None:
+        distances, neighbors = exact_knn(train, test, metric, min(k, len(train)), progress=progress)
+    h5py = _h5py()
+    with atomic_path(path, ".hdf5") as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["distance"] = metric
+            f.attrs["dimension"] = train.shape[1]
+            f.attrs["point_type"] = "float"
+            f.attrs["type"] = "dense"
+            f.attrs["ann_bench_version"] = __version__
+            f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+            for key, value in (attrs or {}).items():
+                f.attrs[key] = value if isinstance(value, (int, float, str, np.number)) else json.dumps(value)
+            f.create_dataset("train", data=train)
+            f.create_dataset("test", data=test)
+            f.create_dataset("neighbors", data=np.asarray(neighbors, dtype=np.int32 if len(train) < 2**31 else np.int64))
+            f.create_dataset("distances", data=np.asarray(distances, dtype=np.float32))
+            if train_labels is not None:
+                f.create_dataset("train_labels", data=np.asarray(train_labels))
+            if test_labels is not None:
+                f.create_dataset("test_labels", data=np.asarray(test_labels))
+    return Path(path)
+
+
+# ---- the synthetic generator ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SynthSpec:
+    """A Gaussian mixture on low-dimensional random subspaces, the shape of real embedding clouds.
+
+    Each cluster c has a centre mu_c ~ N(0, center_scale^2 I_d), a random orthonormal basis U_c (d x r), and
+    decaying axis scales s_j = spread / sqrt(j); a point is mu_c + U_c (z * s) + noise * N(0, I_d), with
+    z ~ N(0, I_r). Cluster weights are Dirichlet(2), so cluster sizes are uneven. Labels are cluster ids.
+    """
+
+    n: int = 100_000
+    dim: int = 128
+    queries: int = 10_000
+    clusters: int = 100
+    metric: str = "euclidean"
+    seed: int = 42
+    subspace_dim: int | None = None  # default: max(2, dim // 4)
+    center_scale: float = 1.0
+    spread: float = 1.5
+    noise: float = 0.3
+
+    def resolved_subspace(self) -> int:
+        r = self.subspace_dim if self.subspace_dim is not None else max(2, self.dim // 4)
+        return min(r, self.dim)
+
+    def name(self) -> str:
+        return f"synth-{self.n}x{self.dim}-{self.metric}-c{self.clusters}-s{self.seed}"
+
+
+def check_synth_spec(spec: SynthSpec) -> None:
+    for key in ("n", "dim", "queries", "clusters"):
+        if getattr(spec, key) < 1:
+            raise InputError(f"--{key} must be >= 1, got {getattr(spec, key)}")
+    if spec.subspace_dim is not None and not 1 <= spec.subspace_dim <= spec.dim:
+        raise InputError(f"--subspace-dim must be in [1, dim={spec.dim}], got {spec.subspace_dim}")
+    if spec.clusters > spec.n:
+        raise InputError(f"--clusters={spec.clusters} exceeds --n={spec.n}; use fewer clusters")
+    canonical_metric(spec.metric)
+
+
+def synth_arrays(spec: SynthSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(train (n, d) float32, test (queries, d) float32, train_labels (n,), test_labels (queries,)) for spec.
+
+    Deterministic for ``spec.seed``. Rows are generated in chunks straight into the output arrays.
+    """
+    check_synth_spec(spec)
+    metric = canonical_metric(spec.metric)
+    d, r, C = spec.dim, spec.resolved_subspace(), spec.clusters
+    root = np.random.SeedSequence(spec.seed)
+    main_seed, cluster_seed = root.spawn(2)
+    rng = np.random.default_rng(main_seed)
+    centers = (rng.standard_normal((C, d)) * spec.center_scale).astype(np.float32)
+    weights = rng.dirichlet(np.full(C, 2.0))
+    axis_scale = (spec.spread / np.sqrt(np.arange(1, r + 1))).astype(np.float32)
+    cluster_seeds = cluster_seed.spawn(C)
+    cache_budget = 256 << 20
+    cache: dict[int, np.ndarray] = {}
+
+    def basis(c: int) -> np.ndarray:
+        if c in cache:
+            return cache[c]
+        g = np.random.default_rng(cluster_seeds[c]).standard_normal((d, r))
+        q, _ = np.linalg.qr(g)
+        U = (q[:, :r] * axis_scale).astype(np.float32)  # d x r, columns scaled
+        if (len(cache) + 1) * U.nbytes <= cache_budget:
+            cache[c] = U
+        return U
+
+    def draw(count: int) -> tuple[np.ndarray, np.ndarray]:
+        X = np.empty((count, d), dtype=np.float32)
+        labels = rng.choice(C, size=count, p=weights).astype(np.int32)
+        for start in range(0, count, READ_CHUNK_ROWS):
+            stop = min(start + READ_CHUNK_ROWS, count)
+            lab = labels[start:stop]
+            block = X[start:stop]
+            block[:] = rng.standard_normal((stop - start, d), dtype=np.float32) * spec.noise
+            block += centers[lab]
+            z = rng.standard_normal((stop - start, r), dtype=np.float32)
+            order = np.argsort(lab, kind="stable")
+            bounds = np.flatnonzero(np.diff(lab[order])) + 1
+            for rows in np.split(order, bounds):
+                if len(rows):
+                    block[rows] += z[rows] @ basis(int(lab[rows[0]])).T
+            if metric == "angular":
+                block[:] = normalized(block)
+        return X, labels
+
+    train, train_labels = draw(spec.n)
+    test, test_labels = draw(spec.queries)
+    return train, test, train_labels, test_labels
+
+
+def synth(path: str | os.PathLike, spec: SynthSpec, *, k: int = DEFAULT_K,
+          progress: Callable[[int], None] | None = None) -> Path:
+    """Generate ``spec`` and write it, with exact ground truth and labels, as a VectorSet at ``path``."""
+    train, test, train_labels, test_labels = synth_arrays(spec)
+    attrs = {
+        "name": spec.name(),
+        "source": "ann-bench data synth",
+        "generator": json.dumps({**spec.__dict__, "subspace_dim": spec.resolved_subspace()}),
+    }
+    return write_vectorset(path, train, test, spec.metric, train_labels=train_labels, test_labels=test_labels,
+                           attrs=attrs, k=k, progress=progress)
+
+
+DEFAULT_SPEC = SynthSpec(n=50_000, dim=64, queries=1_000, clusters=50, metric="euclidean", seed=42)
+
+
+def default_dataset(progress: Callable[[int], None] | None = None) -> Path:
+    """The embedded default set, generated once into the cache directory (no download)."""
+    from ann_bench.config import cache_dir
+
+    path = cache_dir() / "datasets" / f"{DEFAULT_SPEC.name()}.hdf5"
+    if not path.exists():
+        synth(path, DEFAULT_SPEC, progress=progress)
+    return path

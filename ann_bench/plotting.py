@@ -1,0 +1,118 @@
+"""Recall/QPS Pareto plots drawn from result records only (never from live indices)."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from ann_bench.atomic import atomic_path
+from ann_bench.errors import InputError
+from ann_bench.metrics import pareto_front
+from ann_bench.results import Record
+
+MARKERS = "osD^vP*Xph<>"
+
+
+def select(records: list[Record], mode: str | None = None, k: int | None = None) -> tuple[list[Record], str, int]:
+    """The ok records of one dataset, one mode and one k; InputError saying which option to pass otherwise."""
+    ok = [r for r in records if r.status == "ok" and r.recall is not None and r.qps]
+    if not ok:
+        raise InputError("no successful results to plot; run `ann-bench run` first (or check --dataset/--results)")
+    datasets = sorted({r.dataset_name + " (" + r.dataset_hash[:8] + ")" for r in ok})
+    if len(datasets) > 1:
+        raise InputError(f"results hold {len(datasets)} datasets ({', '.join(datasets)}); pick one with --dataset")
+    modes = sorted({r.mode for r in ok})
+    if mode is None:
+        mode = "batch" if "batch" in modes else modes[0]
+    ok = [r for r in ok if r.mode == mode]
+    if not ok:
+        raise InputError(f"no results in mode {mode!r}; stored modes: {', '.join(modes)}")
+    ks = sorted({r.k for r in ok})
+    if k is None:
+        if len(ks) > 1:
+            raise InputError(f"results hold several k ({', '.join(map(str, ks))}); pick one with -k")
+        k = ks[0]
+    ok = [r for r in ok if r.k == k]
+    if not ok:
+        raise InputError(f"no results with k={k}; stored: {', '.join(map(str, ks))}")
+    return ok, mode, k
+
+
+def group_label(r: Record, with_threads: bool) -> str:
+    return f"{r.backend} [{r.impl}]" + (f" {r.threads}t" if with_threads else "")
+
+
+def pareto_by_group(records: list[Record]) -> dict[str, list[Record]]:
+    """For each backend/impl (and thread count if several), its Pareto-optimal records by recall ascending."""
+    with_threads = len({r.threads for r in records}) > 1
+    groups: dict[str, list[Record]] = defaultdict(list)
+    for r in records:
+        groups[group_label(r, with_threads)].append(r)
+    return {g: [rs[i] for i in pareto_front([r.recall for r in rs], [r.qps for r in rs])]
+            for g, rs in sorted(groups.items())}
+
+
+def plot_recall_qps(records: list[Record], out: str | os.PathLike, *, mode: str | None = None,
+                    k: int | None = None, x_scale: str = "logit", raw: bool = True) -> Path:
+    """Draw recall@k (x) against QPS (y, log) with each backend's Pareto frontier; write PNG/SVG/PDF to out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FuncFormatter
+
+    if x_scale not in ("logit", "linear"):
+        raise InputError(f"unknown --x-scale {x_scale!r}; use logit or linear")
+    out = Path(out)
+    fmt = out.suffix.lstrip(".").lower()
+    if fmt not in ("png", "svg", "pdf"):
+        raise InputError(f"output {str(out)!r} must end in .png, .svg or .pdf")
+    chosen, mode, k = select(records, mode, k)
+    with_threads = len({r.threads for r in chosen}) > 1
+    fronts = pareto_by_group(chosen)
+
+    # On a logit axis recall 1.0 is infinitely far right: draw it at 1 - 1/(2 * nq * k), half the recall
+    # resolution of the run, where it stays apart from the best imperfect recall, and label that tick "1".
+    top = 1 - 0.5 / (max(r.n_test for r in chosen) * k)
+
+    def xval(recall):
+        x = np.asarray(recall, dtype=float)
+        return np.clip(x, 1e-3, top) if x_scale == "logit" else x
+
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    cmap = plt.get_cmap("tab10")
+    for i, (group, front) in enumerate(fronts.items()):
+        color, marker = cmap(i % 10), MARKERS[i % len(MARKERS)]
+        if raw:
+            members = [r for r in chosen if group_label(r, with_threads) == group]
+            ax.scatter(xval([r.recall for r in members]), [r.qps for r in members], color=color, alpha=0.25,
+                       s=14, marker=marker, linewidths=0)
+        ax.plot(xval([r.recall for r in front]), [r.qps for r in front], color=color, marker=marker,
+                linewidth=2, markersize=5, label=group)
+    ax.set_yscale("log")
+    if x_scale == "logit":
+        ax.set_xscale("logit")
+        lo = max(1e-3, min(r.recall for r in chosen) * 0.9)
+        ticks = [t for t in (0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999) if lo <= t < top] + [top]
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_minor_locator(FixedLocator([]))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda t, _: "1" if t >= top else f"{t:g}"))
+        ax.set_xlim(lo, 1 - 0.4 / (max(r.n_test for r in chosen) * k))
+    else:
+        ax.set_xlim(max(0.0, min(r.recall for r in chosen) - 0.05), 1.0)
+    threads = sorted({r.threads for r in chosen})
+    ax.set_xlabel(f"Recall@{k} (ann-benchmarks rule: distance ≤ true {k}-th + 1e-3)")
+    ax.set_ylabel(f"Queries per second ({mode} mode, log scale) — higher is better")
+    first = chosen[0]
+    ax.set_title(f"{first.dataset_name}: {first.n_train:,} × {first.dim}-d, {first.n_test:,} queries, "
+                 f"{first.metric}\nk={k}, {mode} mode, threads={','.join(map(str, threads))}", fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(title="Pareto front per backend", fontsize=8, title_fontsize=8, loc="best")
+    fig.tight_layout()
+    with atomic_path(out, "." + fmt) as tmp:
+        fig.savefig(tmp, format=fmt)
+    plt.close(fig)
+    return out

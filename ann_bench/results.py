@@ -1,0 +1,251 @@
+"""The results store: one SQLite file (stdlib sqlite3, WAL) and a folder of neighbour files beside it.
+
+One row per (dataset hash, backend, impl, build params, search params, k, mode, threads): re-running a
+configuration replaces its row. The ids each configuration returned are kept in ``<store>.neighbors/<key>.npy``
+so that recall can be recomputed later (e.g. against deeper ground truth or with another rule); each is written
+to a temporary name and renamed before the row that names it is committed.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ann_bench.atomic import atomic_path, ensure_writable_dir
+from ann_bench.errors import InputError
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Record:
+    """One measured (or failed) configuration: everything needed to compare, plot and reproduce it."""
+
+    dataset_hash: str
+    dataset_name: str
+    backend: str
+    impl: str
+    build_params: dict[str, Any]
+    search_params: dict[str, Any]
+    k: int
+    mode: str  # "batch" | "single"
+    threads: int
+    status: str = "ok"  # "ok" | "failed" | "timeout"
+    error: str = ""
+    dataset_path: str = ""
+    metric: str = ""
+    n_train: int = 0
+    n_test: int = 0
+    dim: int = 0
+    recall: float | None = None  # ann-benchmarks distance rule
+    id_recall: float | None = None
+    qps: float | None = None
+    search_s: float | None = None  # wall time of the run the figures come from
+    mean_ms: float | None = None
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    p999_ms: float | None = None
+    runs: int = 0
+    build_s: float | None = None
+    index_bytes: int | None = None
+    rss_delta_bytes: int | None = None
+    peak_rss_bytes: int | None = None
+    label_metrics: dict[str, float] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    host: dict[str, Any] = field(default_factory=dict)
+    created_at: str = ""
+    neighbors_file: str = ""
+
+    @property
+    def key(self) -> str:
+        """The resume key: a hash of the configuration's identity."""
+        ident = [self.dataset_hash, self.backend, self.impl, _canon(self.build_params),
+                 _canon(self.search_params), int(self.k), self.mode, int(self.threads)]
+        return hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:24]
+
+    def label(self) -> str:
+        return f"{self.backend}[{self.impl}]"
+
+
+_JSON_FIELDS = ("build_params", "search_params", "label_metrics", "versions", "host")
+_FIELDS = [f.name for f in dataclasses.fields(Record)]
+
+
+def _canon(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, separators=(",", ":"))
+
+
+def _column_type(f: dataclasses.Field) -> str:
+    t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+    if t.startswith("int"):
+        return "INTEGER"
+    if t.startswith("float"):
+        return "REAL"
+    return "TEXT"
+
+
+class ResultStore:
+    """Open (creating if needed) the store at ``path``. Use as a context manager or call :meth:`close`."""
+
+    def __init__(self, path: str | os.PathLike, create: bool = True):
+        self.path = Path(path).expanduser()
+        if not create and not self.path.exists():
+            raise InputError(f"results store {str(self.path)!r} does not exist; run `ann-bench run` first "
+                             "or pass --results")
+        ensure_writable_dir(self.path) if create else None
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise InputError(f"{str(self.path)!r} is not an ann-bench results store ({exc}); "
+                             "pass another --results path") from None
+
+    @property
+    def neighbors_dir(self) -> Path:
+        return self.path.with_suffix("").with_name(self.path.stem + ".neighbors")
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise InputError(f"results store {str(self.path)!r} has schema {version}, newer than this ann-bench "
+                             f"({SCHEMA_VERSION}); upgrade ann-bench")
+        cols = ", ".join(f"{f.name} {_column_type(f)}" for f in dataclasses.fields(Record))
+        with self.db:
+            self.db.execute(f"CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, {cols})")
+            self.db.execute("CREATE INDEX IF NOT EXISTS results_dataset ON results (dataset_hash)")
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # ---- writing --------------------------------------------------------------------------------------
+    def save(self, record: Record, neighbors: np.ndarray | None = None) -> None:
+        """Store ``record`` (replacing a previous one with the same key) and its returned ids (nq, k)."""
+        key = record.key
+        if neighbors is not None:
+            self.neighbors_dir.mkdir(parents=True, exist_ok=True)
+            target = self.neighbors_dir / f"{key}.npy"
+            I = np.asarray(neighbors)
+            I = I.astype(np.int32) if I.size == 0 or I.max() < 2**31 - 1 else I.astype(np.int64)
+            with atomic_path(target, ".npy") as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, I)
+            record.neighbors_file = str(target.relative_to(self.path.parent))
+        row = {name: getattr(record, name) for name in _FIELDS}
+        for name in _JSON_FIELDS:
+            row[name] = _canon(row[name])
+        row["key"] = key
+        names = ["key", *_FIELDS]
+        placeholders = ", ".join(f":{n}" for n in names)
+        with self.db:
+            self.db.execute(f"INSERT OR REPLACE INTO results ({', '.join(names)}) VALUES ({placeholders})", row)
+
+    # ---- reading --------------------------------------------------------------------------------------
+    def keys(self, dataset_hash: str, statuses: tuple[str, ...] = ("ok",)) -> set[str]:
+        """Keys of the stored configurations of a dataset whose status is one of ``statuses``."""
+        marks = ", ".join("?" for _ in statuses)
+        rows = self.db.execute(
+            f"SELECT key FROM results WHERE dataset_hash = ? AND status IN ({marks})", (dataset_hash, *statuses)
+        )
+        return {r[0] for r in rows}
+
+    def records(self, dataset: str | None = None, backend: str | None = None, mode: str | None = None,
+                k: int | None = None) -> list[Record]:
+        """Stored records, oldest first, filtered by dataset (hash, hash prefix, name or path), backend, mode, k."""
+        sql, args = "SELECT * FROM results WHERE 1=1", []
+        if dataset:
+            sql += " AND (dataset_hash LIKE ? OR dataset_name = ? OR dataset_path = ?)"
+            args += [f"{dataset}%", dataset, dataset]
+        if backend:
+            sql += " AND backend = ?"
+            args.append(backend)
+        if mode:
+            sql += " AND mode = ?"
+            args.append(mode)
+        if k is not None:
+            sql += " AND k = ?"
+            args.append(int(k))
+        sql += " ORDER BY rowid"
+        return [self._record(r) for r in self.db.execute(sql, args)]
+
+    def datasets(self) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT dataset_hash, dataset_name, dataset_path, metric, n_train, dim, COUNT(*) AS rows "
+            "FROM results GROUP BY dataset_hash ORDER BY MIN(rowid)"
+        )
+        return [dict(r) for r in rows]
+
+    def load_neighbors(self, record: Record) -> np.ndarray:
+        """The ids (nq, k) returned by the configuration of ``record``."""
+        if not record.neighbors_file:
+            raise InputError(f"record {record.key} has no neighbour file")
+        return np.load(self.path.parent / record.neighbors_file, allow_pickle=False)
+
+    def _record(self, row: sqlite3.Row) -> Record:
+        data = {name: row[name] for name in _FIELDS}
+        for name in _JSON_FIELDS:
+            data[name] = json.loads(data[name]) if data[name] else {}
+        return Record(**data)
+
+    def integrity_ok(self) -> bool:
+        return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# ---- exports ----------------------------------------------------------------------------------------------
+TABLE_COLUMNS = ["dataset_name", "backend", "impl", "build_params", "search_params", "k", "mode", "threads",
+                 "status", "recall", "id_recall", "qps", "p50_ms", "p99_ms", "build_s", "index_bytes"]
+
+
+def flat_dict(record: Record) -> dict[str, Any]:
+    """A record as one flat dict (params as compact strings), the shape of a CSV row or a DataFrame row."""
+    d = dataclasses.asdict(record)
+    d["key"] = record.key
+    d["build_params"] = params_str(record.build_params)
+    d["search_params"] = params_str(record.search_params)
+    for name in ("label_metrics", "versions", "host"):
+        d[name] = _canon(d[name])
+    return d
+
+
+def params_str(params: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in params.items())
+
+
+def to_csv(records: list[Record]) -> str:
+    buf = io.StringIO()
+    names = ["key", *_FIELDS]
+    writer = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
+    writer.writeheader()
+    for r in records:
+        writer.writerow(flat_dict(r))
+    return buf.getvalue()
+
+
+def to_json(records: list[Record]) -> str:
+    return json.dumps([{**dataclasses.asdict(r), "key": r.key} for r in records], indent=1, default=_json_default)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(type(value).__name__)
