@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ann_bench import __version__
-from ann_bench.atomic import atomic_path
+from ann_bench.atomic import atomic_path, ensure_writable_dir
 from ann_bench.distances import METRICS, canonical_metric, normalized
 from ann_bench.errors import InputError
 from ann_bench.groundtruth import DEFAULT_K, exact_knn
@@ -512,6 +512,8 @@ def synth_arrays(spec: SynthSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
 def synth(path: str | os.PathLike, spec: SynthSpec, *, k: int = DEFAULT_K,
           progress: Callable[[int], None] | None = None) -> Path:
     """Generate ``spec`` and write it, with exact ground truth and labels, as a VectorSet at ``path``."""
+    check_synth_spec(spec)
+    ensure_writable_dir(path)  # fail before the work, not after it
     train, test, train_labels, test_labels = synth_arrays(spec)
     attrs = {
         "name": spec.name(),

@@ -94,7 +94,8 @@ def plan_sweep(
 ) -> list[BackendPlan]:
     """Validate the whole sweep before any work: backends (``name`` or ``name:impl``), parameter names and
     values, and their fit to the data (n vectors of dimension dim, metric). Unprefixed parameters apply to
-    every selected backend and must be valid for each; ``BACKEND:NAME=...`` targets one backend."""
+    every selected backend that declares them (a name no selected backend declares is an error);
+    ``BACKEND:NAME=...`` targets one backend."""
     if not backends:
         raise InputError("no backend given; pass --backend NAME (see `ann-bench backends`)")
     classes: list[type[Index]] = []
@@ -111,14 +112,21 @@ def plan_sweep(
               "search": parse_param_specs(search_specs, "--search")}
     names = {cls.name for cls in classes}
     for kind, items in parsed.items():
-        for backend, _, _ in items:
+        for backend, pname, _ in items:
             if backend is not None and backend not in names:
                 raise InputError(f"--{kind} names backend {backend!r}, which is not in this run "
                                  f"({', '.join(sorted(names))})")
+            targets = [c for c in classes if backend is None or c.name == backend]
+            declared = lambda c: c.build_params if kind == "build" else c.search_params  # noqa: E731
+            if not any(pname in {p.name for p in declared(c)} for c in targets):
+                valid = "; ".join(f"{c.label()}: " + (", ".join(p.describe() for p in declared(c)) or "none")
+                                  for c in targets)
+                raise InputError(f"unknown {kind} parameter {pname!r}; valid: {valid}")
     plans = []
     for cls in classes:
-        def mine(kind):
-            return [(nm, vals) for b, nm, vals in parsed[kind] if b is None or b == cls.name]
+        def mine(kind):  # unprefixed values go to every backend that declares the parameter
+            declared = {p.name for p in (cls.build_params if kind == "build" else cls.search_params)}
+            return [(nm, vals) for b, nm, vals in parsed[kind] if b == cls.name or (b is None and nm in declared)]
 
         build_grid = _override(cls.default_build_grid(n, dim), cls, cls.build_params, mine("build"), "build")
         search_grid = _override(cls.default_search_grid(n, dim), cls, cls.search_params, mine("search"), "search")

@@ -6,6 +6,7 @@ import importlib.util
 import json
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from ann_bench.backends import all_backends
@@ -47,6 +48,6 @@ def backends(as_json: bool) -> None:
 
     for r in rows:
         name = r["backend"] if r["available"] else f"{r['backend']} (not installed)"
-        table.add_row(f"{name}\n[dim]{r['description']}[/]", r["impl"], ", ".join(r["metrics"]), fmt(r["build"]),
-                      fmt(r["search"]))
+        table.add_row(f"{escape(name)}\n[dim]{escape(r['description'])}[/]", r["impl"], ", ".join(r["metrics"]),
+                      escape(fmt(r["build"])), escape(fmt(r["search"])))
     out.print(table)

@@ -23,7 +23,7 @@ class CliError(click.ClickException):
     exit_code = 2
 
     def show(self, file=None) -> None:
-        err.print(f"[bold red]error:[/] {escape(self.message)}")
+        err.print(f"[bold red]error:[/] {escape(self.message)}", soft_wrap=True)  # one line, never wrapped
 
 
 def abort(message: str) -> None:

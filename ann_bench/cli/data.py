@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from ann_bench.cli.console import RichReporter, err, out
@@ -63,14 +64,14 @@ def info_cmd(file: Path, as_json: bool, sample: int) -> None:
         for key in ("path", "name", "metric", "dimension", "train", "test", "train_dtype", "groundtruth_depth",
                     "labels", "n_classes", "size_mb", "content_hash"):
             value = facts[key]
-            table.add_row(key, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value))
+            table.add_row(key, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else escape(str(value)))
         for key, value in facts["attrs"].items():
-            table.add_row(f"attr {key}", str(value)[:100])
+            table.add_row(f"attr {key}", escape(str(value)[:100]))
         out.print(table)
         for w in verdict.warnings:
-            err.print(f"[yellow]warning:[/] {w}")
+            err.print(f"[yellow]warning:[/] {escape(w)}")
         for p in verdict.problems:
-            err.print(f"[red]problem:[/] {p}")
+            err.print(f"[red]problem:[/] {escape(p)}")
         out.print("verdict: [bold green]valid[/]" if verdict.ok else "verdict: [bold red]invalid[/]")
     if not verdict.ok:
         raise SystemExit(1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from ann_bench.atomic import atomic_path
@@ -31,7 +32,7 @@ def results(dataset: str | None, backend: str | None, fmt: str, output: Path | N
             table.add_column(col, justify="right" if col in ("recall", "QPS", "p99 ms", "build s", "index MB") else "left")
         for r in records:
             ok = r.status == "ok"
-            table.add_row(r.dataset_name, r.label(), params_str(r.build_params) or "-",
+            table.add_row(escape(r.dataset_name), escape(r.label()), params_str(r.build_params) or "-",
                           params_str(r.search_params) or "-", str(r.k), r.mode, str(r.threads),
                           r.status if ok else f"[red]{r.status}[/]",
                           f"{r.recall:.4f}" if ok else "-", f"{r.qps:,.0f}" if ok else "-",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from ann_bench.cli.console import RichReporter, err, out
@@ -42,23 +43,27 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
     options = RunOptions(k=k, runs=runs, modes=("batch", "single") if mode == "both" else (mode,),
                          threads=threads, build_threads=build_threads, seed=seed, resume=not force)
     options.check()
-    with RichReporter(verbose=not quiet) as reporter:
-        if dataset is None:
-            with reporter.task(f"generating the default dataset {DEFAULT_SPEC.name()}", DEFAULT_SPEC.queries) as adv:
-                dataset = default_dataset(progress=adv)
-        with VectorSet(dataset) as vs:
-            check_k(vs, k)
-            plans = plan_sweep(backends, vs.n_train, vs.dim, vs.metric, build_specs, search_specs)
-            with ResultStore(results_path) as store:
-                summary = run_sweep(vs, plans, options, store, reporter)
+    if dataset is None:
+        with RichReporter() as reporter, reporter.task(
+                f"generating the default dataset {DEFAULT_SPEC.name()}", DEFAULT_SPEC.queries) as advance:
+            dataset = default_dataset(progress=advance)
+    with VectorSet(dataset) as vs:
+        # Everything that can be wrong with the input is found here, before any output file is created.
+        check_k(vs, k)
+        plans = plan_sweep(backends, vs.n_train, vs.dim, vs.metric, build_specs, search_specs)
+        vs.load_train()
+        vs.load_test()
+        with ResultStore(results_path) as store, RichReporter(verbose=not quiet) as reporter:
+            summary = run_sweep(vs, plans, options, store, reporter)
     if summary.skipped_existing:
         err.print(f"skipped {summary.skipped_existing} configuration(s) already in {results_path} "
                   "(--force re-runs them)")
     for line in summary.skipped_redundant:
-        err.print(f"[dim]skipped {line}[/]")
+        err.print(f"[dim]skipped {escape(line)}[/]")
     failed = [r for r in summary.records if r.status != "ok"]
     for r in failed:
-        err.print(f"[red]failed[/] {r.label()} {params_str(r.build_params)} {params_str(r.search_params)}: {r.error}")
+        err.print(f"[red]failed[/] {escape(r.label())} {params_str(r.build_params)} {params_str(r.search_params)}: "
+                  f"{escape(r.error)}")
     print_pareto(summary.records, k)
     out.print(f"results: {results_path} ({len(summary.records)} new row(s)); plot them with "
               f"`ann-bench plot --results {results_path} -o plot.png`")
@@ -76,7 +81,7 @@ def print_pareto(records: list[Record], k: int) -> None:
             table.add_column(col, justify=just)
         for group, front in pareto_by_group(chosen).items():
             for r in front:
-                table.add_row(group, params_str(r.build_params) or "-", params_str(r.search_params) or "-",
+                table.add_row(escape(group), params_str(r.build_params) or "-", params_str(r.search_params) or "-",
                               f"{r.recall:.4f}", f"{r.qps:,.0f}", f"{r.p99_ms:.3f}" if r.p99_ms else "-",
                               f"{r.build_s:.2f}", f"{r.index_bytes / 1e6:.1f}")
         out.print(table)

@@ -1,0 +1,33 @@
+import numpy as np
+import pytest
+
+from ann_bench.datasets import SynthSpec, synth, synth_arrays
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """Every test gets its own cache directory; nothing touches ~/.cache."""
+    monkeypatch.setenv("ANN_BENCH_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="session")
+def small_spec():
+    return SynthSpec(n=3000, dim=16, queries=100, clusters=10, seed=7)
+
+
+@pytest.fixture(scope="session")
+def small_arrays(small_spec):
+    return synth_arrays(small_spec)
+
+
+@pytest.fixture(scope="session")
+def small_set(tmp_path_factory, small_spec):
+    """A 3000 x 16 euclidean VectorSet with ground truth and labels."""
+    path = tmp_path_factory.mktemp("data") / "small.hdf5"
+    synth(path, small_spec)
+    return path
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

@@ -1,0 +1,165 @@
+"""The CLI through click's runner: every command, and bad input -> one line, exit 2, nothing half-written."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from ann_bench.cli import cli
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def invoke(runner, *args):
+    result = runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+def test_synth_info_run_results_plot(runner, tmp_path):
+    data = tmp_path / "d.hdf5"
+    store = tmp_path / "res" / "r.sqlite"
+    r = invoke(runner, "data", "synth", data, "--n", 2000, "--dim", 8, "--queries", 50, "--clusters", 4,
+               "--seed", 1)
+    assert r.exit_code == 0, r.output
+    assert "2,000 train + 50 test vectors" in r.output
+    r = invoke(runner, "data", "info", data, "--json")
+    assert r.exit_code == 0
+    info = json.loads(r.output)
+    assert info["valid"] and info["dimension"] == 8 and info["groundtruth_depth"] == 100 and info["labels"]
+    r = invoke(runner, "run", "--dataset", data, "--backend", "hnsw", "--backend", "flat", "--build", "M=8",
+               "--search", "ef=10,40", "--runs", 1, "--mode", "both", "--results", store)
+    assert r.exit_code == 0, r.output
+    assert "Pareto-optimal configurations" in r.output and "hnsw [hnswlib]" in r.output
+    r = invoke(runner, "results", "--results", store, "--format", "json")
+    rows = json.loads(r.output)
+    assert len(rows) == 6 and {row["mode"] for row in rows} == {"batch", "single"}
+    r = invoke(runner, "results", "--results", store, "--dataset", data, "--backend", "flat", "--format", "csv")
+    assert r.exit_code == 0 and len(r.output.strip().splitlines()) == 3
+    r = invoke(runner, "results", "--results", store)
+    assert "6 result(s)" in r.output
+    # Re-running skips what is stored.
+    r = invoke(runner, "run", "--dataset", data, "--backend", "flat", "--runs", 1, "--results", store)
+    assert "skipped 1 configuration(s) already in" in r.output
+    for fmt in ("png", "svg"):
+        r = invoke(runner, "plot", "--results", store, "-o", tmp_path / f"p.{fmt}", "--mode", "single")
+        assert r.exit_code == 0, r.output
+        assert (tmp_path / f"p.{fmt}").stat().st_size > 1000
+    r = invoke(runner, "plot", "--results", store, "-o", tmp_path / "lin.png", "--x-scale", "linear", "--no-raw")
+    assert r.exit_code == 0
+
+
+def test_run_without_dataset_uses_the_embedded_default(runner, tmp_path, monkeypatch):
+    from ann_bench import datasets
+
+    small = datasets.SynthSpec(n=1500, dim=8, queries=30, clusters=3, seed=42)
+    monkeypatch.setattr(datasets, "DEFAULT_SPEC", small)
+    monkeypatch.setattr("ann_bench.cli.run.DEFAULT_SPEC", small)
+    r = invoke(runner, "run", "--backend", "flat", "--runs", 1, "--results", tmp_path / "r.sqlite")
+    assert r.exit_code == 0, r.output
+    assert list((tmp_path / "cache" / "datasets").glob("synth-1500x8-*.hdf5"))
+
+
+def test_backends_lists_parameters_and_defaults(runner):
+    r = invoke(runner, "backends", "--json")
+    rows = json.loads(r.output)
+    hnsw = next(x for x in rows if x["backend"] == "hnsw" and x["impl"] == "hnswlib")
+    assert [p["name"] for p in hnsw["build"]] == ["M", "ef_construction"]
+    assert hnsw["search"][0]["grid"] == [10, 20, 40, 80, 160, 320, 640]
+    r = invoke(runner, "backends")
+    assert r.exit_code == 0 and "ivfpq" in r.output
+
+
+@pytest.fixture
+def data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "d.hdf5"
+    CliRunner().invoke(cli, ["data", "synth", str(path), "--n", "500", "--dim", "4", "--queries", "10",
+                             "--clusters", "2"], catch_exceptions=False)
+    return path
+
+
+def _raw(path, **arrays):
+    with h5py.File(path, "w") as f:
+        f.attrs["distance"] = arrays.pop("distance", "euclidean")
+        for k, v in arrays.items():
+            f[k] = v
+    return path
+
+
+BAD_RUNS = {
+    "missing file": (lambda d, t: ["--dataset", t / "nope.hdf5", "--backend", "flat"], "does not exist"),
+    "not hdf5": (lambda d, t: ["--dataset", (t / "x.txt").write_text("x") and t / "x.txt", "--backend", "flat"],
+                 "not an HDF5 file"),
+    "no train": (lambda d, t: ["--dataset", _raw(t / "e.h5", test=np.ones((2, 3))), "--backend", "flat"],
+                 "has no 'train' array"),
+    "dim mismatch": (lambda d, t: ["--dataset", _raw(t / "m.h5", train=np.ones((5, 3)), test=np.ones((2, 4))),
+                                   "--backend", "flat"], "dimension mismatch"),
+    "nan": (lambda d, t: ["--dataset", _raw(t / "n.h5", train=np.vstack([np.ones((20, 2)), [[1, np.nan]]]),
+                                            test=np.ones((1, 2))), "--backend", "flat"], "train vector 20"),
+    "k too large": (lambda d, t: ["--dataset", d, "--backend", "flat", "-k", 101], "ground-truth depth 100"),
+    "unknown backend": (lambda d, t: ["--dataset", d, "--backend", "hnws"], "unknown backend 'hnws'"),
+    "unknown impl": (lambda d, t: ["--dataset", d, "--backend", "hnsw:nope"], "no implementation 'nope'"),
+    "unknown param": (lambda d, t: ["--dataset", d, "--backend", "hnsw", "--build", "MM=3"],
+                      "unknown build parameter 'MM'"),
+    "bad value": (lambda d, t: ["--dataset", d, "--backend", "hnsw", "--search", "ef=fast"], "is not an integer"),
+    "malformed": (lambda d, t: ["--dataset", d, "--backend", "hnsw", "--build", "M16"], "malformed --build"),
+    "bad metric": (lambda d, t: ["--dataset", _raw(t / "h.h5", train=np.ones((5, 3)), test=np.ones((2, 3)),
+                                                   distance="hamming"), "--backend", "flat"], "unknown metric"),
+    "zero runs": (lambda d, t: ["--dataset", d, "--backend", "flat", "--runs", 0], "--runs must be >= 1"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RUNS))
+def test_bad_input_is_one_line_and_exit_2(runner, data, tmp_path, case):
+    make_args, message = BAD_RUNS[case]
+    store = tmp_path / "store" / "r.sqlite"
+    r = runner.invoke(cli, ["run", *map(str, make_args(data, tmp_path)), "--results", str(store)])
+    assert r.exit_code == 2, r.output
+    assert message in r.output
+    assert "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1, r.output
+    assert not store.exists()
+
+
+def test_unwritable_results_directory(runner, data, tmp_path):
+    # A regular file where a directory should be: cannot be created, whoever runs the test (CI runs as root).
+    (tmp_path / "afile").write_text("x")
+    r = runner.invoke(cli, ["run", "--dataset", str(data), "--backend", "flat", "--results",
+                            str(tmp_path / "afile" / "sub" / "r.sqlite")])
+    assert r.exit_code == 2 and "cannot create output directory" in r.output, r.output
+    r = runner.invoke(cli, ["data", "synth", str(tmp_path / "afile" / "d.hdf5"), "--n", "100"])
+    assert r.exit_code == 2 and "cannot create output directory" in r.output, r.output
+
+
+def test_synth_bad_options(runner, tmp_path):
+    r = runner.invoke(cli, ["data", "synth", str(tmp_path / "x.hdf5"), "--n", "10", "--clusters", "20"])
+    assert r.exit_code == 2 and "--clusters=20 exceeds --n=10" in r.output
+    r = runner.invoke(cli, ["data", "synth", str(tmp_path / "x.hdf5"), "--metric", "manhattan"])
+    assert r.exit_code == 2 and "unknown metric 'manhattan'" in r.output
+    assert not list(tmp_path.iterdir())
+
+
+def test_info_on_invalid_file_exits_1(runner, tmp_path):
+    path = _raw(tmp_path / "dup.h5", train=np.eye(4), test=np.eye(4)[:2], neighbors=np.array([[0, 0], [1, 2]]),
+                distances=np.zeros((2, 2)))
+    r = runner.invoke(cli, ["data", "info", str(path)])
+    assert r.exit_code == 1 and "lists an id twice" in r.output and "invalid" in r.output
+
+
+def test_plot_and_results_without_store(runner, tmp_path):
+    r = runner.invoke(cli, ["plot", "--results", str(tmp_path / "none.sqlite"), "-o", str(tmp_path / "p.png")])
+    assert r.exit_code == 2 and "does not exist" in r.output
+    r = runner.invoke(cli, ["results", "--results", str(tmp_path / "none.sqlite")])
+    assert r.exit_code == 2
+
+
+def test_plot_rejects_bad_output_suffix(runner, data, tmp_path):
+    store = tmp_path / "r.sqlite"
+    invoke(runner, "run", "--dataset", data, "--backend", "flat", "--runs", 1, "--results", store)
+    r = runner.invoke(cli, ["plot", "--results", str(store), "-o", str(tmp_path / "p.jpg")])
+    assert r.exit_code == 2 and "must end in .png, .svg or .pdf" in r.output
+    assert not (tmp_path / "p.jpg").exists()

@@ -1,0 +1,134 @@
+import numpy as np
+import pytest
+
+from ann_bench import backends as registry
+from ann_bench.backends.base import Index, Param
+from ann_bench.datasets import VectorSet
+from ann_bench.errors import InputError
+from ann_bench.results import ResultStore
+from ann_bench.runner import RunOptions, parse_param_specs, plan_sweep, run_sweep
+
+
+def test_parse_param_specs():
+    assert parse_param_specs(["M=16,32", "hnsw:ef=10;ivf:nprobe=1,2"]) == [
+        (None, "M", ["16", "32"]), ("hnsw", "ef", ["10"]), ("ivf", "nprobe", ["1", "2"])]
+    for bad in ["M16", "M=", "M=1,,2", "=3", "a:b:c=1"]:
+        with pytest.raises(InputError, match="malformed --build"):
+            parse_param_specs([bad])
+
+
+def test_plan_sweep_overrides_and_validates():
+    plans = plan_sweep(["hnsw", "ivf"], 5000, 16, "euclidean", ["hnsw:M=8,12"], ["ivf:nprobe=1,4"])
+    hnsw, ivf = plans
+    assert [b["M"] for b in hnsw.builds] == [8, 12] and hnsw.builds[0]["ef_construction"] == 200
+    assert [s["nprobe"] for s in ivf.searches] == [1, 4]
+    assert len(hnsw.searches) == len(registry.get_backend("hnsw").search_grid["ef"])
+    # Unprefixed parameters go to the backends that declare them; a name nobody declares is an error.
+    hnsw, ivf = plan_sweep(["hnsw", "ivf"], 5000, 16, "euclidean", ["nlist=64"], ["ef=10", "nprobe=2"])
+    assert [s["ef"] for s in hnsw.searches] == [10] and ivf.builds == [{"nlist": 64}]
+    with pytest.raises(InputError, match=r"unknown search parameter 'efs'; valid: hnsw\[hnswlib\]: ef"):
+        plan_sweep(["hnsw", "ivf"], 5000, 16, "euclidean", (), ["efs=10"])
+    with pytest.raises(InputError, match="unknown build parameter 'nprobe'"):
+        plan_sweep(["ivf"], 5000, 16, "euclidean", ["ivf:nprobe=1"])
+    with pytest.raises(InputError, match="names backend 'annoy', which is not in this run"):
+        plan_sweep(["hnsw"], 5000, 16, "euclidean", ["annoy:n_trees=3"])
+    with pytest.raises(InputError, match="M='x' is not an integer"):
+        plan_sweep(["hnsw"], 5000, 16, "euclidean", ["M=x"])
+    with pytest.raises(InputError, match="nlist=8192 exceeds"):
+        plan_sweep(["ivf"], 5000, 16, "euclidean", ["nlist=8192"])
+    with pytest.raises(InputError, match="unknown backend"):
+        plan_sweep(["bogus"], 5000, 16, "euclidean")
+
+
+def test_sweep_measures_recall_qps_and_latency(small_set, tmp_path):
+    options = RunOptions(k=10, runs=2, modes=("batch", "single"))
+    with VectorSet(small_set) as vs, ResultStore(tmp_path / "r.sqlite") as store:
+        plans = plan_sweep(["flat", "ivf"], vs.n_train, vs.dim, vs.metric, ["nlist=16"], ["nprobe=1,4,16,32"])
+        summary = run_sweep(vs, plans, options, store)
+        rows = store.records()
+        gt_I = vs.neighbors[:, :10]
+    # nprobe=32 > nlist=16 is skipped as redundant; flat 1 x 2 modes + ivf 3 x 2 modes.
+    assert len(rows) == 8 and all(r.status == "ok" for r in rows)
+    assert any("nprobe=32 > nlist=16" in s for s in summary.skipped_redundant)
+    flat = [r for r in rows if r.backend == "flat"]
+    assert all(r.recall == 1.0 and r.id_recall == 1.0 for r in flat)
+    single = [r for r in rows if r.mode == "single"]
+    assert all(r.p50_ms <= r.p95_ms <= r.p99_ms <= r.p999_ms for r in single)
+    assert all(r.qps == pytest.approx(100 / r.search_s) for r in rows)
+    ivf = sorted((r for r in rows if r.backend == "ivf" and r.mode == "batch"), key=lambda r: r.search_params["nprobe"])
+    assert ivf[0].recall < ivf[-1].recall == 1.0
+    assert all(r.build_s > 0 and r.index_bytes > 0 for r in rows)
+    assert rows[0].versions["faiss-cpu"] and rows[0].host["cores"] >= 1
+    # The stored neighbours reproduce the recorded id recall.
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        I = store.load_neighbors(ivf[0])
+    from ann_bench.metrics import id_recall
+
+    assert id_recall(I, gt_I, 10).mean() == pytest.approx(ivf[0].id_recall)
+
+
+def test_resume_skips_finished_configurations(small_set, tmp_path):
+    with VectorSet(small_set) as vs, ResultStore(tmp_path / "r.sqlite") as store:
+        plans = plan_sweep(["ivf"], vs.n_train, vs.dim, vs.metric, ["nlist=16"], ["nprobe=1,2"])
+        first = run_sweep(vs, plans, RunOptions(runs=1), store)
+        plans = plan_sweep(["ivf"], vs.n_train, vs.dim, vs.metric, ["nlist=16"], ["nprobe=1,2,4"])
+        second = run_sweep(vs, plans, RunOptions(runs=1), store)
+        forced = run_sweep(vs, plans, RunOptions(runs=1, resume=False), store)
+        assert len(first.records) == 2 and len(second.records) == 1 and second.skipped_existing == 2
+        assert len(forced.records) == 3 and len(store.records()) == 3
+
+
+def test_same_seed_same_recall(small_set, tmp_path):
+    recalls = []
+    for i in range(2):
+        with VectorSet(small_set) as vs:
+            plans = plan_sweep(["hnsw"], vs.n_train, vs.dim, vs.metric, ["M=8"], ["ef=10,20"])
+            summary = run_sweep(vs, plans, RunOptions(runs=1, seed=3))
+        recalls.append([r.recall for r in summary.records])
+    assert recalls[0] == recalls[1]
+
+
+class _Broken(Index):
+    """Returns every query's first id twice, or raises in build: results a runner must not accept."""
+
+    name, impl = "broken", "test"
+    build_params = (Param("fail", bool, False),)
+
+    def build(self, X):
+        if self.params["fail"]:
+            raise RuntimeError("library exploded")
+        self.n = len(X)
+
+    def _apply_search_params(self, params):
+        pass
+
+    def query(self, Q, k):
+        I = np.tile(np.arange(k), (len(Q), 1))
+        I[:, 1] = 0
+        return np.zeros(I.shape, dtype=np.float32), I
+
+    def convert(self, D, I):
+        return self.pad(D, I)
+
+    def save(self, path):
+        open(path, "wb").write(b"x")
+
+    def load(self, path):
+        pass
+
+
+def test_duplicate_ids_and_build_errors_become_failed_records(small_set, monkeypatch):
+    monkeypatch.setitem(registry._load(), "broken", {"test": _Broken})
+    with VectorSet(small_set) as vs:
+        plans = plan_sweep(["broken"], vs.n_train, vs.dim, vs.metric, ["fail=false,true"])
+        summary = run_sweep(vs, plans, RunOptions(runs=1))
+    ok_build, failed_build = summary.records
+    assert ok_build.status == "failed" and "duplicate ids: query 0 got id 0 twice" in ok_build.error
+    assert failed_build.status == "failed" and "RuntimeError: library exploded" in failed_build.error
+
+
+def test_k_beyond_groundtruth_depth_is_refused(small_set):
+    with VectorSet(small_set) as vs:
+        plans = plan_sweep(["flat"], vs.n_train, vs.dim, vs.metric)
+        with pytest.raises(InputError, match="exceeds the ground-truth depth 100"):
+            run_sweep(vs, plans, RunOptions(k=101))
