@@ -221,11 +221,11 @@ class VectorSet:
             self._finish_hash(digest)
         return self._hash
 
-    def groundtruth(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def groundtruth(self, k: int, progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Exact (D, I) of depth k for the test vectors: the stored ones when deep enough, else computed."""
         if self.has_groundtruth and self.gt_depth >= k:
             return self.distances[:, :k], self.neighbors[:, :k]
-        D, I = exact_knn(self.load_train(), self.load_test(), self.metric, k)
+        D, I = exact_knn(self.load_train(), self.load_test(), self.metric, k, progress=progress)
         return D.astype(np.float64), I
 
     def summary(self) -> dict[str, Any]:

@@ -217,7 +217,8 @@ def run_sweep(
     reporter = reporter or Reporter()
     X = vs.load_train()
     Q = vs.load_test()
-    gt_D, gt_I = vs.groundtruth(options.k)
+    with reporter.task("ground truth", None if vs.has_groundtruth else vs.n_test) as advance:
+        gt_D, gt_I = vs.groundtruth(options.k, progress=advance)
     dataset = dict(dataset_hash=vs.content_hash(), dataset_name=vs.name, dataset_path=str(vs.path.resolve()),
                    metric=vs.metric, n_train=vs.n_train, n_test=vs.n_test, dim=vs.dim)
     done = store.keys(dataset["dataset_hash"]) if (store is not None and options.resume) else set()

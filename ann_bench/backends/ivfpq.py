@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from ann_bench.backends._faiss import FaissIndex, import_faiss
+from ann_bench.backends._faiss import import_faiss
 from ann_bench.backends.base import Param
-from ann_bench.backends.ivf import pow2_lists
+from ann_bench.backends.ivf import FaissIVFFlat, pow2_lists
 from ann_bench.errors import InputError
 
 
@@ -24,7 +24,9 @@ def default_m(dim: int) -> int:
     return min(divisors, key=lambda m: (abs(m - dim / 4), -m))
 
 
-class FaissIVFPQ(FaissIndex):
+class FaissIVFPQ(FaissIVFFlat):
+    """IVF-PQ shares IVF's search side (nprobe, its grid and skip rule) and its nlist check."""
+
     name = "ivfpq"
     description = "inverted file + product quantization, optional exact re-ranking (faiss IVF-PQ)"
     build_params = (
@@ -33,17 +35,12 @@ class FaissIVFPQ(FaissIndex):
         Param("nbits", int, 8, "bits per sub-quantizer code", min=4, max=12),
         Param("refine", int, 0, "re-rank refine*k PQ candidates exactly; 0 = off", min=0, max=1000),
     )
-    search_params = (Param("nprobe", int, 16, "lists visited per query", min=1, max=1 << 22),)
     build_grid = {"nlist": [1024], "m": [16], "nbits": [8], "refine": [0, 10]}
-    search_grid = {"nprobe": [1, 2, 4, 8, 16, 32, 64, 128, 256]}
     grid_notes = {"nlist": "4*sqrt(n) rounded to a power of two", "m": "the divisor of dim nearest dim/4, <= 64"}
 
     @classmethod
     def default_build_grid(cls, n: int, dim: int) -> dict[str, list]:
-        grid = super().default_build_grid(n, dim)
-        grid["nlist"] = [pow2_lists(n, 4)]
-        grid["m"] = [default_m(dim)]
-        return grid
+        return {**{k: list(v) for k, v in cls.build_grid.items()}, "nlist": [pow2_lists(n, 4)], "m": [default_m(dim)]}
 
     @classmethod
     def check_data(cls, build: dict[str, Any], n: int, dim: int) -> None:
@@ -53,18 +50,12 @@ class FaissIVFPQ(FaissIndex):
                 f"{cls.label()}: m={build['m']} does not divide the dimension {dim}; "
                 f"use one of {', '.join(map(str, divisors))}"
             )
-        if build["nlist"] > n:
-            raise InputError(f"{cls.label()}: nlist={build['nlist']} exceeds the {n} training vectors")
+        super().check_data(build, n, dim)
         if 2 ** build["nbits"] > n:
             raise InputError(
                 f"{cls.label()}: nbits={build['nbits']} needs at least {2 ** build['nbits']} training vectors, "
                 f"got {n}; lower nbits"
             )
-
-    def search_skip_reason(self, search: dict[str, Any], k: int) -> str | None:
-        if search["nprobe"] > self.params["nlist"]:
-            return f"nprobe={search['nprobe']} > nlist={self.params['nlist']} visits nothing more"
-        return None
 
     def factory_string(self) -> str:
         p = self.params
@@ -84,7 +75,3 @@ class FaissIVFPQ(FaissIndex):
             return index
         base.add(X)
         return base
-
-    def _apply_search_params(self, params: dict[str, Any]) -> None:
-        if self.index is not None:
-            import_faiss().extract_index_ivf(self.index).nprobe = params["nprobe"]
