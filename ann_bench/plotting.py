@@ -96,7 +96,8 @@ def plot_recall_qps(records: list[Record], out: str | os.PathLike, *, mode: str 
     if x_scale == "logit":
         ax.set_xscale("logit")
         lo = max(1e-3, min(r.recall for r in chosen) * 0.9)
-        ticks = [t for t in (0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999) if lo <= t < top] + [top]
+        ticks = [t for t in (0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999) if lo <= t and 1 - t >= 4 * (1 - top)]
+        ticks.append(top)
         ax.xaxis.set_major_locator(FixedLocator(ticks))
         ax.xaxis.set_minor_locator(FixedLocator([]))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda t, _: "1" if t >= top else f"{t:g}"))

@@ -168,3 +168,14 @@ def test_failed_write_leaves_nothing(tmp_path, small_arrays):
         write_vectorset(tmp_path / "x.hdf5", train, test, "euclidean", neighbors=np.zeros((100, 5)),
                         distances=np.zeros((100, 5)), train_labels=[object()] * 3000)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_written_files_get_the_usual_permissions(tmp_path, small_arrays):
+    import os
+    import stat
+
+    train, test, _, _ = small_arrays
+    path = write_vectorset(tmp_path / "p.hdf5", train, test, "euclidean")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
