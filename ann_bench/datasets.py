@@ -311,32 +311,11 @@ def validate(vs: VectorSet, check_groundtruth_sample: int = 20) -> Verdict:
     if not vs.has_groundtruth:
         v.warnings.append("no ground truth ('neighbors'/'distances'): `ann-bench run` computes it each time")
     else:
-        N, Dd = f["neighbors"], f["distances"]
-        if N.ndim != 2 or N.shape[0] != vs.n_test:
-            v.problems.append(f"'neighbors' has shape {N.shape}; expected ({vs.n_test}, depth)")
-        elif Dd.shape != N.shape:
-            v.problems.append(f"'distances' has shape {Dd.shape} but 'neighbors' has {N.shape}")
+        problem = groundtruth_problem(vs)
+        if problem:
+            v.problems.append(problem)
         else:
-            I = vs.neighbors
-            expected_depth = min(vs.n_train, N.shape[1])
-            head = I[:, :expected_depth]
-            if (head < 0).any() or (I >= vs.n_train).any():
-                bad = np.argwhere((head < 0) | (head >= vs.n_train))[0] if ((head < 0) | (head >= vs.n_train)).any() \
-                    else np.argwhere(I >= vs.n_train)[0]
-                v.problems.append(f"ground truth id {int(I[tuple(bad)])} at query {int(bad[0])} is out of range "
-                                  f"[0, {vs.n_train}); the ground truth is invalid: recompute it or drop 'neighbors'/'distances' so `ann-bench run` computes exact ones")
-            else:
-                s = np.sort(head, axis=1)
-                dup = (s[:, 1:] == s[:, :-1]).any(axis=1)
-                if dup.any():
-                    v.problems.append(f"ground truth of query {int(np.flatnonzero(dup)[0])} lists an id twice; "
-                                      "the ground truth is invalid: recompute it or drop 'neighbors'/'distances'")
-                else:
-                    D = vs.distances
-                    if not np.all(np.diff(D[:, :expected_depth], axis=1) >= -1e-5 * (1 + np.abs(D[:, 1:expected_depth]))):
-                        v.problems.append("ground-truth distances are not sorted nearest first")
-                    else:
-                        v.warnings.extend(_check_gt_sample(vs, X, I, D, check_groundtruth_sample))
+            v.warnings.extend(_check_gt_sample(vs, X, vs.neighbors, vs.distances, check_groundtruth_sample))
     for split, n in (("train", vs.n_train), ("test", vs.n_test)):
         key = f"{split}_labels"
         if key in f and (f[key].ndim != 1 or f[key].shape[0] != n):
@@ -344,6 +323,39 @@ def validate(vs: VectorSet, check_groundtruth_sample: int = 20) -> Verdict:
     if ("train_labels" in f) != ("test_labels" in f):
         v.warnings.append("labels for only one of train/test; label metrics need both")
     return v
+
+
+def groundtruth_problem(vs: VectorSet) -> str | None:
+    """What is wrong with the stored ground truth's shape, ids and order, or None. Cheap: no distances."""
+    f = vs.file
+    N, Dd = f["neighbors"], f["distances"]
+    fix = "the ground truth is invalid: recompute it, or drop 'neighbors'/'distances' so `ann-bench run` does"
+    if N.ndim != 2 or N.shape[0] != vs.n_test:
+        return f"'neighbors' has shape {N.shape}; expected ({vs.n_test}, depth); {fix}"
+    if Dd.shape != N.shape:
+        return f"'distances' has shape {Dd.shape} but 'neighbors' has {N.shape}; {fix}"
+    I = vs.neighbors
+    depth = min(vs.n_train, N.shape[1])  # beyond n, -1 padding is allowed
+    bad = (I[:, :depth] < 0) | (I[:, :depth] >= vs.n_train)
+    if bad.any() or (I >= vs.n_train).any():
+        q, j = np.argwhere(bad)[0] if bad.any() else np.argwhere(I >= vs.n_train)[0]
+        return f"ground-truth id {int(I[q, j])} of query {int(q)} is out of range [0, {vs.n_train}); {fix}"
+    s = np.sort(I[:, :depth], axis=1)
+    dup = (s[:, 1:] == s[:, :-1]).any(axis=1)
+    if dup.any():
+        return f"ground truth of query {int(np.flatnonzero(dup)[0])} lists an id twice; {fix}"
+    D = vs.distances[:, :depth]
+    if not np.all(np.diff(D, axis=1) >= -1e-5 * (1 + np.abs(D[:, 1:]))):
+        return f"ground-truth distances are not sorted nearest first; {fix}"
+    return None
+
+
+def check_groundtruth(vs: VectorSet) -> None:
+    """Raise InputError if the stored ground truth is malformed (see :func:`groundtruth_problem`)."""
+    if vs.has_groundtruth:
+        problem = groundtruth_problem(vs)
+        if problem:
+            raise InputError(f"{str(vs.path)!r}: {problem}")
 
 
 def _check_gt_sample(vs: VectorSet, X: np.ndarray, I: np.ndarray, D: np.ndarray, sample: int) -> list[str]:

@@ -17,8 +17,6 @@ from __future__ import annotations
 import datetime as _dt
 import gc
 import re
-import time
-import traceback
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,11 +26,10 @@ import numpy as np
 
 from ann_bench.backends import Index, get_backend, grid_product
 from ann_bench.datasets import VectorSet
-from ann_bench.distances import distances_to
 from ann_bench.errors import InputError
-from ann_bench.metrics import DuplicateIdsError, check_no_duplicates, distance_recall, id_recall, latency_summary
 from ann_bench.results import Record, ResultStore
 from ann_bench.sysinfo import host, versions
+from ann_bench.worker import BuildJob, run_in_process, run_inline
 
 MODES = ("batch", "single")
 
@@ -170,6 +167,9 @@ class RunOptions:
     build_threads: int | None = None  # default: threads
     seed: int = 0
     resume: bool = True  # skip configurations already in the store with status ok
+    isolate: bool = True  # each build configuration in a fresh worker process
+    timeout: float | None = None  # seconds per build configuration (build + its searches), isolated only
+    memory_limit: int | None = None  # bytes of worker RSS, isolated only
 
     def check(self) -> None:
         if self.k < 1:
@@ -181,6 +181,23 @@ class RunOptions:
         bad = [m for m in self.modes if m not in MODES]
         if bad or not self.modes:
             raise InputError(f"unknown mode {bad[0] if bad else ''!r}; use batch, single or both")
+        if self.timeout is not None and self.timeout <= 0:
+            raise InputError(f"--timeout must be > 0 seconds, got {self.timeout}")
+        if self.memory_limit is not None and self.memory_limit <= 0:
+            raise InputError(f"--memory-limit must be > 0, got {self.memory_limit}")
+        if not self.isolate and (self.timeout is not None or self.memory_limit is not None):
+            raise InputError("--timeout and --memory-limit need worker processes; drop --in-process")
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """'2GB', '512M', '1.5GiB', '1000000' -> bytes (K/M/G/T are powers of 1024)."""
+    m = _SIZE.match(str(text))
+    if not m:
+        raise InputError(f"malformed size {text!r}: use a number with an optional unit, e.g. 2GB or 512MB")
+    return int(float(m.group(1)) * 1024 ** "_kmgt".index((m.group(2) or "_").lower()))
 
 
 @dataclass
@@ -189,11 +206,9 @@ class SweepSummary:
     skipped_existing: int = 0
     skipped_redundant: list[str] = field(default_factory=list)
 
-
-def _rss() -> int:
-    import psutil
-
-    return psutil.Process().memory_info().rss
+    @property
+    def failed(self) -> list[Record]:
+        return [r for r in self.records if r.status != "ok"]
 
 
 def check_k(vs: VectorSet, k: int) -> None:
@@ -211,11 +226,17 @@ def run_sweep(
     store: ResultStore | None = None,
     reporter: Reporter | None = None,
 ) -> SweepSummary:
-    """Run every plan on ``vs``; store each record as soon as it is measured. Returns the new records."""
+    """Run every plan on ``vs``; store each record as soon as it is measured. Returns the new records.
+
+    Each build configuration runs in a fresh worker process (``options.isolate``), so a crash, a hang
+    (``options.timeout``) or a memory blow-up (``options.memory_limit``) becomes failed records for what it
+    had not finished, and the sweep goes on. With ``options.resume``, configurations already stored with
+    status ok are skipped; failed and timed-out ones are tried again.
+    """
     options.check()
     check_k(vs, options.k)
     reporter = reporter or Reporter()
-    X = vs.load_train()
+    X = vs.load_train() if not options.isolate else None
     Q = vs.load_test()
     with reporter.task("ground truth", None if vs.has_groundtruth else vs.n_test) as advance:
         gt_D, gt_I = vs.groundtruth(options.k, progress=advance)
@@ -234,129 +255,72 @@ def run_sweep(
                                   created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                                   **dataset, **kw)
 
-                pending = [(s, m) for s in plan.searches for m in options.modes
-                           if record(s, m).key not in done]
-                summary.skipped_existing += len(plan.searches) * len(options.modes) - len(pending)
-                if not pending:
-                    advance_sweep(len(plan.searches) * len(options.modes))
-                    continue
                 label = f"{plan.cls.label()} {_fmt(build)}"
-                index, build_info, error = _build(plan.cls, vs.metric, vs.dim, X, build, options, reporter, label)
-                for search, mode in [(s, m) for s in plan.searches for m in options.modes]:
-                    if (search, mode) not in pending:
-                        advance_sweep()
-                        continue
-                    if error is not None:
-                        rec = record(search, mode, status="failed", error=error, **build_info)
-                        _save(store, rec, None, summary)
-                        advance_sweep()
-                        continue
-                    reason = index.search_skip_reason(search, options.k)
+                probe = plan.cls(vs.metric, vs.dim, **build)  # parameters only: nothing is built
+                pending = []
+                for search in plan.searches:
+                    reason = probe.search_skip_reason(search, options.k)
                     if reason is not None:
-                        if mode == options.modes[0]:
-                            summary.skipped_redundant.append(f"{label} {_fmt(search)}: {reason}")
-                        advance_sweep()
+                        summary.skipped_redundant.append(f"{label} {_fmt(search)}: {reason}")
+                        advance_sweep(len(options.modes))
                         continue
-                    try:
-                        index.set_search_params(**search)
-                        figures, I = measure(index, Q, options.k, mode, options.runs)
-                        figures.update(accuracy(vs.metric, Q, X, I, gt_D, gt_I, options.k))
-                        rec = record(search, mode, **build_info, **figures)
-                    except Exception as exc:  # a backend bug becomes a failed record; the sweep goes on
-                        rec = record(search, mode, status="failed", error=_error_text(exc), **build_info)
-                        I = None
-                    _save(store, rec, I, summary)
-                    reporter.log(_line(rec))
-                    advance_sweep()
-                del index
-                gc.collect()
+                    for mode in options.modes:
+                        if record(search, mode).key in done:
+                            summary.skipped_existing += 1
+                            advance_sweep()
+                        else:
+                            pending.append((search, mode))
+                if not pending:
+                    continue
+                job = BuildJob(dataset_path=str(vs.path), metric=vs.metric, dim=vs.dim, backend=plan.cls.name,
+                               impl=plan.cls.impl, build=build, pending=pending, k=options.k, runs=options.runs,
+                               threads=options.threads, build_threads=options.build_threads or options.threads,
+                               seed=options.seed, gt_D=gt_D, gt_I=gt_I)
+                _run_job(job, options, X, Q, record, store, summary, reporter, advance_sweep, label)
     return summary
 
 
-def _save(store: ResultStore | None, rec: Record, I, summary: SweepSummary) -> None:
-    if store is not None:
-        store.save(rec, I)
-    summary.records.append(rec)
+def _run_job(job, options, X, Q, record, store, summary, reporter, advance_sweep, label) -> None:
+    """Run one build job (isolated or inline), turning its events into stored records."""
+    build_info: dict[str, Any] = {}
+    finished: set[int] = set()
 
+    def save(i: int, I=None, **fields) -> None:
+        search, mode = job.pending[i]
+        rec = record(search, mode, **build_info, **fields)
+        if store is not None:
+            store.save(rec, I)
+        summary.records.append(rec)
+        finished.add(i)
+        reporter.log(_line(rec))
+        advance_sweep()
 
-def _build(cls, metric, dim, X, build, options, reporter, label):
-    """Build one configuration: (index, {build_s, index_bytes, rss_delta_bytes}, error text or None)."""
-    info: dict[str, Any] = {}
-    try:
-        index = cls(metric, dim, threads=options.build_threads or options.threads, seed=options.seed, **build)
-        gc.collect()
-        rss0 = _rss()
-        with reporter.task(f"build {label}", None):
-            t0 = time.perf_counter()
-            index.build(X)
-            info["build_s"] = time.perf_counter() - t0
-        info["rss_delta_bytes"] = _rss() - rss0
-        info["index_bytes"] = int(index.index_bytes())
-        index.set_threads(options.threads)
-        return index, info, None
-    except InputError:
-        raise
-    except Exception as exc:
-        return None, info, _error_text(exc)
+    def on_event(kind, *payload) -> None:
+        if kind == "built":
+            build_info.update(payload[0])
+        elif kind == "result":
+            i, figures, I = payload
+            save(i, I, **figures)
+        elif kind == "error":
+            i, text = payload
+            save(i, status="failed", error=text)
+        elif kind == "build_failed":
+            for i in range(len(job.pending)):
+                save(i, status="failed", error=f"build: {payload[0]}")
 
-
-def measure(index: Index, Q: np.ndarray, k: int, mode: str, runs: int) -> tuple[dict[str, Any], np.ndarray]:
-    """Time ``runs`` runs of the queries Q (nq, d) in ``mode``; the figures of the best run and its ids."""
-    nq = Q.shape[0]
-    if mode == "batch":
-        best, best_I = np.inf, None
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            D, I = index.query(Q, k)
-            elapsed = time.perf_counter() - t0
-            if elapsed < best:
-                best, best_I = elapsed, (D, I)
-        _, I = index.convert(*best_I)
-        return {"qps": nq / best, "search_s": best, "runs": runs}, I
-    rows = [Q[i : i + 1] for i in range(nq)]  # views prepared outside the timed loop
-    lat = np.empty(nq, dtype=np.float64)
-    best_total, best_lat, best_res = np.inf, None, None
-    query = index.query
-    perf = time.perf_counter
-    for _ in range(runs):
-        results = [None] * nq
-        for i, q in enumerate(rows):
-            t0 = perf()
-            res = query(q, k)
-            lat[i] = perf() - t0
-            results[i] = res
-        total = lat.sum()
-        if total < best_total:
-            best_total, best_lat, best_res = total, lat.copy(), results
-    D = np.concatenate([r[0] for r in best_res])
-    I = np.concatenate([r[1] for r in best_res])
-    _, I = index.convert(D, I)
-    figures = latency_summary(best_lat)
-    figures.update(search_s=float(best_total), runs=runs)
-    return figures, I
-
-
-def accuracy(metric: str, Q: np.ndarray, X: np.ndarray, I: np.ndarray, gt_D: np.ndarray, gt_I: np.ndarray,
-             k: int) -> dict[str, float]:
-    """recall (distance rule) and id recall of ids I (nq, k); DuplicateIdsError if a row repeats an id."""
-    if I.shape != (Q.shape[0], k):
-        raise ValueError(f"backend returned ids of shape {I.shape}; expected {(Q.shape[0], k)}")
-    if (I >= X.shape[0]).any() or (I < -1).any():
-        raise ValueError("backend returned an id out of range")
-    check_no_duplicates(I)
-    exact = distances_to(metric, Q, X, I)
-    return {
-        "recall": float(distance_recall(exact, gt_D, k).mean()),
-        "id_recall": float(id_recall(I, gt_I, k).mean()),
-    }
-
-
-def _error_text(exc: BaseException) -> str:
-    if isinstance(exc, DuplicateIdsError):
-        return f"duplicate ids: {exc}"
-    tb = traceback.extract_tb(exc.__traceback__)
-    where = f" (at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno})" if tb else ""
-    return f"{type(exc).__name__}: {exc}{where}"
+    with reporter.task(f"build+search {label}", None):
+        if options.isolate:
+            outcome = run_in_process(job, on_event, timeout=options.timeout, memory_limit=options.memory_limit)
+        else:
+            run_inline(job, X, Q, on_event)
+            outcome = None
+    if outcome is not None:
+        status, text = outcome
+        stage = "search" if build_info else "build"
+        for i in range(len(job.pending)):
+            if i not in finished:
+                save(i, status=status, error=f"{stage}: {text}")
+    gc.collect()
 
 
 def _fmt(params: dict[str, Any]) -> str:

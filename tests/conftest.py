@@ -31,3 +31,21 @@ def small_set(tmp_path_factory, small_spec):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def faulty_backends(monkeypatch):
+    """Register the failure-injecting backends of tests/plugins/faulty_backends.py, here and in workers."""
+    import os
+    import sys
+
+    from ann_bench import backends
+
+    plugin_dir = os.path.join(os.path.dirname(__file__), "plugins")
+    monkeypatch.syspath_prepend(plugin_dir)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [plugin_dir, os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv(backends.PLUGINS_ENV, "faulty_backends")
+    backends._REGISTRY.clear()
+    yield
+    backends._REGISTRY.clear()
+    sys.modules.pop("faulty_backends", None)

@@ -163,3 +163,38 @@ def test_plot_rejects_bad_output_suffix(runner, data, tmp_path):
     r = runner.invoke(cli, ["plot", "--results", str(store), "-o", str(tmp_path / "p.jpg")])
     assert r.exit_code == 2 and "must end in .png, .svg or .pdf" in r.output
     assert not (tmp_path / "p.jpg").exists()
+
+
+def test_more_bad_inputs(runner, data, tmp_path, monkeypatch):
+    store = tmp_path / "s" / "r.sqlite"
+
+    def run(*args):
+        r = runner.invoke(cli, ["run", *map(str, args), "--results", str(store)])
+        assert r.exit_code == 2, r.output
+        assert len(r.output.strip().splitlines()) == 1, r.output
+        return r.output
+
+    X = np.vstack([np.ones((20, 3)), np.zeros((1, 3))])
+    assert "is all zeros" in run("--dataset", _raw(tmp_path / "z.h5", train=X, test=np.ones((2, 3)),
+                                                   distance="angular"), "--backend", "flat")
+    I = np.tile(np.arange(5), (2, 1))
+    dup = I.copy()
+    dup[1, 3] = 1
+    assert "lists an id twice" in run("--dataset", _raw(tmp_path / "d.h5", train=np.eye(20, 3), test=np.ones((2, 3)),
+                                                        neighbors=dup, distances=np.zeros((2, 5))), "--backend", "flat", "-k", 5)
+    oor = I.copy()
+    oor[0, 0] = 99
+    assert "out of range [0, 20)" in run("--dataset", _raw(tmp_path / "o.h5", train=np.eye(20, 3),
+                                                           test=np.ones((2, 3)), neighbors=oor,
+                                                           distances=np.zeros((2, 5))), "--backend", "flat", "-k", 5)
+    assert "is a directory" in run("--dataset", tmp_path, "--backend", "flat")
+    assert "malformed size" in run("--dataset", data, "--backend", "flat", "--memory-limit", "lots")
+    assert "--timeout must be > 0" in run("--dataset", data, "--backend", "flat", "--timeout", 0)
+    assert "malformed --search" in run("--dataset", data, "--backend", "hnsw", "--search", "ef")
+    # Unreadable: root reads anything, so make the permission check itself say no.
+    import os as _os
+
+    real_access = _os.access
+    monkeypatch.setattr("os.access", lambda p, mode: False if str(p).endswith("d.hdf5") else real_access(p, mode))
+    assert "is not readable" in run("--dataset", data, "--backend", "flat")
+    assert not store.exists()

@@ -7,6 +7,7 @@ so listing backends never needs faiss, hnswlib or annoy to be installed.
 from __future__ import annotations
 
 import importlib
+import os
 
 from ann_bench.backends.base import Index, Param, grid_product
 from ann_bench.errors import InputError
@@ -19,14 +20,29 @@ _MODULES = [
     ("ann_bench.backends.ivfpq", "FaissIVFPQ"),
 ]
 
+PLUGINS_ENV = "ANN_BENCH_PLUGINS"
+
 _REGISTRY: dict[str, dict[str, type[Index]]] = {}
+
+
+def register(cls: type[Index]) -> type[Index]:
+    """Add a backend class to the registry (usable as a class decorator by plugin modules)."""
+    _REGISTRY.setdefault(cls.name, {})[cls.impl] = cls
+    return cls
 
 
 def _load() -> dict[str, dict[str, type[Index]]]:
     if not _REGISTRY:
         for module, cls_name in _MODULES:
-            cls = getattr(importlib.import_module(module), cls_name)
-            _REGISTRY.setdefault(cls.name, {})[cls.impl] = cls
+            register(getattr(importlib.import_module(module), cls_name))
+        # Plugins: modules named in $ANN_BENCH_PLUGINS (comma-separated) that call register(). Worker processes
+        # inherit the variable, so a plugin backend runs isolated like the built-in ones.
+        for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                _REGISTRY.clear()
+                raise InputError(f"cannot import backend plugin {module!r} named in ${PLUGINS_ENV}: {exc}") from None
     return _REGISTRY
 
 
@@ -56,4 +72,5 @@ def all_backends() -> list[type[Index]]:
     return [cls for impls in _load().values() for cls in impls.values()]
 
 
-__all__ = ["Index", "Param", "grid_product", "get_backend", "implementations", "backend_names", "all_backends"]
+__all__ = ["Index", "Param", "grid_product", "get_backend", "implementations", "backend_names", "all_backends",
+           "register"]

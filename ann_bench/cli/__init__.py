@@ -16,6 +16,9 @@ class AnnBenchGroup(click.Group):
             return super().invoke(ctx)
         except InputError as exc:
             raise CliError(str(exc)) from None
+        except click.UsageError as exc:  # click's own parse errors: one line too, with where to look
+            where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+            raise CliError(exc.format_message() + where) from None
 
 
 @click.group(cls=AnnBenchGroup, context_settings={"help_option_names": ["-h", "--help"]})

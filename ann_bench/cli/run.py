@@ -10,10 +10,10 @@ from rich.table import Table
 
 from ann_bench.cli.console import RichReporter, err, out
 from ann_bench.cli.options import results_option
-from ann_bench.datasets import DEFAULT_SPEC, VectorSet, default_dataset
+from ann_bench.datasets import DEFAULT_SPEC, VectorSet, check_groundtruth, default_dataset
 from ann_bench.plotting import pareto_by_group
 from ann_bench.results import Record, ResultStore, params_str
-from ann_bench.runner import RunOptions, check_k, plan_sweep, run_sweep
+from ann_bench.runner import RunOptions, check_k, parse_size, plan_sweep, run_sweep
 
 
 @click.command()
@@ -34,14 +34,28 @@ from ann_bench.runner import RunOptions, check_k, plan_sweep, run_sweep
 @click.option("--build-threads", type=int, default=None, help="Threads for building [default: --threads].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for index construction.")
 @click.option("--force", is_flag=True, help="Re-run configurations already in the store.")
+@click.option("--timeout", type=float, default=None,
+              help="Seconds a build configuration (build + its searches) may take; then it is killed and "
+                   "recorded as timeout.")
+@click.option("--memory-limit", default=None, metavar="SIZE",
+              help="Kill a worker whose RSS passes SIZE (e.g. 8GB) and record it as failed.")
+@click.option("--in-process", is_flag=True,
+              help="Build in this process instead of a worker per build configuration (debugging, profiling; "
+                   "no protection against crashes or hangs).")
 @click.option("--quiet", "-q", is_flag=True, help="No line per configuration, only the final table.")
 @results_option
 def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_specs, k: int, runs: int, mode: str,
-        threads: int, build_threads: int | None, seed: int, force: bool, quiet: bool, results_path: Path) -> None:
+        threads: int, build_threads: int | None, seed: int, force: bool, timeout: float | None,
+        memory_limit: str | None, in_process: bool, quiet: bool, results_path: Path) -> None:
     """Build each configuration once, sweep its search parameters, measure recall@k, QPS, latency, build
-    time and index size, and store every result. Ends with the recall/QPS Pareto-optimal configurations."""
+    time and index size, and store every result. Ends with the recall/QPS Pareto-optimal configurations.
+
+    Each build configuration runs in a fresh worker process: a crash, hang or memory blow-up becomes a
+    failed/timeout row and the sweep goes on. Configurations already stored (status ok) are skipped."""
     options = RunOptions(k=k, runs=runs, modes=("batch", "single") if mode == "both" else (mode,),
-                         threads=threads, build_threads=build_threads, seed=seed, resume=not force)
+                         threads=threads, build_threads=build_threads, seed=seed, resume=not force,
+                         isolate=not in_process, timeout=timeout,
+                         memory_limit=parse_size(memory_limit) if memory_limit is not None else None)
     options.check()
     if dataset is None:
         with RichReporter() as reporter, reporter.task(
@@ -50,6 +64,7 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
     with VectorSet(dataset) as vs:
         # Everything that can be wrong with the input is found here, before any output file is created.
         check_k(vs, k)
+        check_groundtruth(vs)
         plans = plan_sweep(backends, vs.n_train, vs.dim, vs.metric, build_specs, search_specs)
         vs.load_train()
         vs.load_test()
@@ -60,8 +75,7 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
                   "(--force re-runs them)")
     for line in summary.skipped_redundant:
         err.print(f"[dim]skipped {escape(line)}[/]")
-    failed = [r for r in summary.records if r.status != "ok"]
-    for r in failed:
+    for r in summary.failed:
         err.print(f"[red]failed[/] {escape(r.label())} {params_str(r.build_params)} {params_str(r.search_params)}: "
                   f"{escape(r.error)}")
     print_pareto(summary.records, k)

@@ -1,0 +1,290 @@
+"""One build configuration, measured: build once, time each pending search configuration.
+
+:func:`execute_build` does the work and reports through an ``emit`` callback; :func:`run_in_process` runs it
+in a fresh spawned worker process with a timeout and a memory limit, so that a segfault, an abort, an
+out-of-memory kill, an exception or a hang in a library becomes a failed (or timed-out) record and the
+sweep goes on. The parent process is the only writer of the results store.
+
+Events (tuples) sent to the parent:
+
+- ``("built", info)``: build_s, rss_delta_bytes, peak_rss_bytes, index_bytes;
+- ``("result", i, figures, I)``: figures of pending configuration i and the ids it returned (nq, k);
+- ``("error", i, text)``: pending configuration i failed (e.g. duplicate ids);
+- ``("build_failed", text)``: the build raised; every pending configuration fails with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import multiprocessing
+import os
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ann_bench.distances import distances_to
+from ann_bench.metrics import DuplicateIdsError, check_no_duplicates, distance_recall, id_recall, latency_summary
+
+POLL_S = 0.05
+
+
+@dataclass
+class BuildJob:
+    """Everything a worker needs for one build configuration (picklable)."""
+
+    dataset_path: str
+    metric: str
+    dim: int
+    backend: str
+    impl: str
+    build: dict[str, Any]
+    pending: list[tuple[dict[str, Any], str]]  # (search params, mode) to measure, in order
+    k: int
+    runs: int
+    threads: int
+    build_threads: int
+    seed: int
+    gt_D: np.ndarray = field(repr=False, default=None)
+    gt_I: np.ndarray = field(repr=False, default=None)
+
+
+# ---- measuring --------------------------------------------------------------------------------------------
+def measure(index, Q: np.ndarray, k: int, mode: str, runs: int) -> tuple[dict[str, Any], np.ndarray]:
+    """Time ``runs`` runs of the queries Q (nq, d) in ``mode``; the figures of the best run and its ids."""
+    nq = Q.shape[0]
+    if mode == "batch":
+        best, best_res = np.inf, None
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            res = index.query(Q, k)
+            elapsed = time.perf_counter() - t0
+            if elapsed < best:
+                best, best_res = elapsed, res
+        _, I = index.convert(*best_res)
+        return {"qps": nq / best, "search_s": best, "runs": runs}, I
+    rows = [Q[i : i + 1] for i in range(nq)]  # views prepared outside the timed loop
+    lat = np.empty(nq, dtype=np.float64)
+    best_total, best_lat, best_res = np.inf, None, None
+    query = index.query
+    perf = time.perf_counter
+    for _ in range(runs):
+        results = [None] * nq
+        for i, q in enumerate(rows):
+            t0 = perf()
+            res = query(q, k)
+            lat[i] = perf() - t0
+            results[i] = res
+        total = lat.sum()
+        if total < best_total:
+            best_total, best_lat, best_res = total, lat.copy(), results
+    D = np.concatenate([r[0] for r in best_res])
+    I = np.concatenate([r[1] for r in best_res])
+    _, I = index.convert(D, I)
+    figures = latency_summary(best_lat)
+    figures.update(search_s=float(best_total), runs=runs)
+    return figures, I
+
+
+def accuracy(metric: str, Q: np.ndarray, X: np.ndarray, I: np.ndarray, gt_D: np.ndarray, gt_I: np.ndarray,
+             k: int) -> dict[str, float]:
+    """recall (distance rule) and id recall of ids I (nq, k); DuplicateIdsError if a row repeats an id."""
+    if I.shape != (Q.shape[0], k):
+        raise ValueError(f"backend returned ids of shape {I.shape}; expected {(Q.shape[0], k)}")
+    if (I >= X.shape[0]).any() or (I < -1).any():
+        raise ValueError("backend returned an id out of range")
+    check_no_duplicates(I)
+    exact = distances_to(metric, Q, X, I)
+    return {
+        "recall": float(distance_recall(exact, gt_D, k).mean()),
+        "id_recall": float(id_recall(I, gt_I, k).mean()),
+    }
+
+
+def error_text(exc: BaseException) -> str:
+    if isinstance(exc, DuplicateIdsError):
+        return f"duplicate ids: {exc}"
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno})" if tb else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def _rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def _peak_rss() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def execute_build(job: BuildJob, X: np.ndarray, Q: np.ndarray, emit: Callable[..., None]) -> None:
+    """Build ``job``'s configuration over X (n, d) and measure each pending search on Q (nq, d)."""
+    from ann_bench.backends import get_backend
+
+    cls = get_backend(job.backend, job.impl)
+    info: dict[str, Any] = {}
+    try:
+        index = cls(job.metric, job.dim, threads=job.build_threads, seed=job.seed, **job.build)
+        gc.collect()
+        rss0 = _rss()
+        t0 = time.perf_counter()
+        index.build(X)
+        info["build_s"] = time.perf_counter() - t0
+        info["rss_delta_bytes"] = _rss() - rss0
+        info["peak_rss_bytes"] = _peak_rss()
+        info["index_bytes"] = int(index.index_bytes())
+        index.set_threads(job.threads)
+    except Exception as exc:
+        emit("build_failed", error_text(exc))
+        return
+    emit("built", info)
+    for i, (search, mode) in enumerate(job.pending):
+        try:
+            index.set_search_params(**search)
+            figures, I = measure(index, Q, job.k, mode, job.runs)
+            figures.update(accuracy(job.metric, Q, X, I, job.gt_D, job.gt_I, job.k))
+        except Exception as exc:  # a backend bug becomes a failed record; the sweep goes on
+            emit("error", i, error_text(exc))
+            continue
+        emit("result", i, figures, I)
+
+
+# ---- isolation --------------------------------------------------------------------------------------------
+def _thread_env(threads: int) -> dict[str, str]:
+    """Environment that caps the thread pools libraries create at import (BLAS, OpenMP, numba)."""
+    n = str(threads)
+    return {"OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "MKL_NUM_THREADS": n, "NUMBA_NUM_THREADS": n}
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit when the parent dies (kill -9 included), so no orphan keeps computing."""
+    while True:
+        if os.getppid() != parent:
+            os._exit(3)
+        time.sleep(0.5)
+
+
+def _worker_main(job: BuildJob, conn, parent: int) -> None:
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    from ann_bench.datasets import VectorSet
+
+    with VectorSet(job.dataset_path, metric=job.metric) as vs:
+        X = vs.load_train()
+        Q = vs.load_test()
+
+    def emit(*event):
+        conn.send(event)
+
+    execute_build(job, X, Q, emit)
+    conn.close()
+
+
+def describe_exit(code: int | None) -> str:
+    """Words for a worker's exit code: 'killed by SIGKILL (out of memory?)', 'exit code 3'."""
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = {"SIGKILL": " (out of memory?)", "SIGSEGV": " (segmentation fault)", "SIGABRT": " (abort)"}.get(name, "")
+        return f"worker killed by {name}{hint}"
+    return f"worker exited with code {code}"
+
+
+def run_in_process(job: BuildJob, on_event: Callable[..., None], timeout: float | None = None,
+                   memory_limit: int | None = None) -> tuple[str, str] | None:
+    """Run ``job`` in a fresh spawned process, passing its events to ``on_event`` as they arrive.
+
+    Returns None if the worker finished normally, else (status, error) for whatever it did not report:
+    ("timeout", ...) after ``timeout`` seconds, ("failed", ...) when its RSS passed ``memory_limit`` bytes,
+    when it crashed, or when it was killed.
+    """
+    import psutil
+
+    ctx = multiprocessing.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_worker_main, args=(job, send, os.getpid()), daemon=True)
+    with _environ(_thread_env(max(job.threads, job.build_threads))):
+        proc.start()
+    send.close()
+    start = time.perf_counter()
+    outcome: tuple[str, str] | None = None
+    try:
+        ps = psutil.Process(proc.pid)
+    except psutil.Error:
+        ps = None
+    peak = 0
+    try:
+        while True:
+            if recv.poll(POLL_S):
+                try:
+                    event = recv.recv()
+                except EOFError:  # the worker closed its end: finished or died
+                    break
+                if event[0] == "built":
+                    event[1]["peak_rss_bytes"] = max(event[1].get("peak_rss_bytes") or 0, peak)
+                on_event(*event)
+                continue
+            if not proc.is_alive():
+                # Drain anything sent just before exit.
+                while recv.poll(0):
+                    try:
+                        on_event(*recv.recv())
+                    except EOFError:
+                        break
+                break
+            elapsed = time.perf_counter() - start
+            if timeout is not None and elapsed > timeout:
+                outcome = ("timeout", f"no result within --timeout {timeout:g} s; worker killed")
+                break
+            if ps is not None and memory_limit is not None:
+                try:
+                    rss = sum(p.memory_info().rss for p in [ps, *ps.children(recursive=True)])
+                except psutil.Error:
+                    rss = 0
+                peak = max(peak, rss)
+                if rss > memory_limit:
+                    outcome = ("failed", f"memory limit exceeded: RSS {rss / 2**20:,.0f} MiB > "
+                                         f"--memory-limit {memory_limit / 2**20:,.0f} MiB; worker killed")
+                    break
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join(5)
+        recv.close()
+    if outcome is None and proc.exitcode not in (0, None):
+        outcome = ("failed", describe_exit(proc.exitcode))
+    return outcome
+
+
+def run_inline(job: BuildJob, X: np.ndarray, Q: np.ndarray, on_event: Callable[..., None]) -> None:
+    """Run ``job`` in this process (no isolation: for debugging and profiling)."""
+    execute_build(job, X, Q, on_event)
+

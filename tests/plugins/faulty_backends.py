@@ -1,0 +1,111 @@
+"""Backends that fail the way real libraries do, for the runner's failure tests (loaded via ANN_BENCH_PLUGINS).
+
+Each wraps exact faiss search so that its good configurations produce real results.
+"""
+
+import os
+import time
+
+import numpy as np
+
+from ann_bench.backends import register
+from ann_bench.backends.base import Index, Param
+
+
+class _Exact(Index):
+    impl = "test"
+
+    def build(self, X):
+        self.X = np.array(X)
+
+    def _apply_search_params(self, params):
+        self.search = params
+
+    def query(self, Q, k):
+        d = ((Q[:, None, :] - self.X[None, :, :]) ** 2).sum(-1)
+        I = np.argsort(d, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(d, I, axis=1), I
+
+    def convert(self, D, I):
+        return self.pad(np.sqrt(D), I)
+
+    def save(self, path):
+        np.save(path, self.X)
+
+    def load(self, path):
+        self.X = np.load(path)
+
+    def index_bytes(self):
+        return self.X.nbytes
+
+
+@register
+class Crashing(_Exact):
+    """os.abort() in build when crash=true (a C++ assertion, a segfault)."""
+
+    name = "crashing"
+    build_params = (Param("crash", bool, False),)
+
+    def build(self, X):
+        if self.params["crash"]:
+            os.abort()
+        super().build(X)
+
+
+@register
+class Hanging(_Exact):
+    """Never returns from a search with hang=true (a deadlock)."""
+
+    name = "hanging"
+    search_params = (Param("hang", bool, False),)
+
+    def query(self, Q, k):
+        if self.search["hang"]:
+            while True:
+                time.sleep(1)
+        return super().query(Q, k)
+
+
+@register
+class Hog(_Exact):
+    """Allocates and touches `gb` GiB in build (a memory blow-up)."""
+
+    name = "hog"
+    build_params = (Param("gb", float, 0.0),)
+
+    def build(self, X):
+        self.ballast = []
+        for _ in range(int(self.params["gb"] * 16)):
+            self.ballast.append(np.ones(1 << 23))  # 64 MiB each, touched
+            time.sleep(0.01)
+        super().build(X)
+
+
+@register
+class Duplicating(_Exact):
+    """Returns each query's nearest id twice, or raises in build (fail=true)."""
+
+    name = "duplicating"
+    build_params = (Param("fail", bool, False),)
+
+    def build(self, X):
+        if self.params["fail"]:
+            raise RuntimeError("library exploded")
+        super().build(X)
+
+    def query(self, Q, k):
+        D, I = super().query(Q, k)
+        I[:, 1] = I[:, 0]
+        return D, I
+
+
+@register
+class Slow(_Exact):
+    """Sleeps `sleep` seconds per search call: a sweep long enough to be killed mid-way."""
+
+    name = "slow"
+    search_params = (Param("sleep", float, 0.0), Param("step", int, 0))
+
+    def query(self, Q, k):
+        time.sleep(self.search["sleep"])
+        return super().query(Q, k)
