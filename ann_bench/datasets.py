@@ -378,7 +378,7 @@ def _check_gt_sample(vs: VectorSet, X: np.ndarray, I: np.ndarray, D: np.ndarray,
 # ---- writing ----------------------------------------------------------------------------------------------
 def write_vectorset(
     path: str | os.PathLike,
-    train: np.ndarray,
+    train,
     test: np.ndarray,
     metric: str,
     *,
@@ -392,41 +392,60 @@ def write_vectorset(
 ) -> Path:
     """Write a VectorSet atomically (temporary file, then rename) and return its path.
 
-    train: (n, d), test: (nq, d); converted to float32. Ground truth of depth ``min(k, n)`` is computed with
-    :func:`ann_bench.groundtruth.exact_knn` unless ``neighbors``/``distances`` (nq, depth) are given.
+    train: (n, d) array, or any array-like that slices rows (a memmap of a file larger than memory): it is
+    copied in chunks, checked for NaN/inf on the way. test: (nq, d). Both are stored as float32. Ground truth of
+    depth ``min(k, n)`` is computed with :func:`ann_bench.groundtruth.exact_knn` (over the written train in
+    chunks when train is not an in-memory array) unless ``neighbors``/``distances`` (nq, depth) are given.
     """
     metric = canonical_metric(metric)
-    train = np.ascontiguousarray(train, dtype=np.float32)
     test = np.ascontiguousarray(test, dtype=np.float32)
-    if train.ndim != 2 or test.ndim != 2 or train.shape[1] != test.shape[1]:
-        raise InputError(f"train {train.shape} and test {test.shape} must be 2-D with the same dimension")
-    if len(train) == 0 or len(test) == 0:
-        raise InputError(f"train ({len(train)} rows) and test ({len(test)} rows) must not be empty")
-    for name, arr in (("train", train), ("test", test)):
-        if not np.isfinite(arr).all():
-            raise InputError(f"{name} holds NaN or inf at row {int(np.flatnonzero(~np.isfinite(arr).all(1))[0])}")
-    if neighbors is None:
-        distances, neighbors = exact_knn(train, test, metric, min(k, len(train)), progress=progress)
+    in_memory = isinstance(train, np.ndarray) and not isinstance(train, np.memmap)
+    if in_memory:
+        train = np.ascontiguousarray(train, dtype=np.float32)
+    if len(train.shape) != 2 or test.ndim != 2 or train.shape[1] != test.shape[1]:
+        raise InputError(f"train {tuple(train.shape)} and test {test.shape} must be 2-D with the same dimension")
+    n, d = (int(x) for x in train.shape)
+    if n == 0 or len(test) == 0:
+        raise InputError(f"train ({n} rows) and test ({len(test)} rows) must not be empty")
+    _check_rows("test", test, 0, metric)
     h5py = _h5py()
     with atomic_path(path, ".hdf5") as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["distance"] = metric
-            f.attrs["dimension"] = train.shape[1]
+            f.attrs["dimension"] = d
             f.attrs["point_type"] = "float"
             f.attrs["type"] = "dense"
             f.attrs["ann_bench_version"] = __version__
             f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             for key, value in (attrs or {}).items():
                 f.attrs[key] = value if isinstance(value, (int, float, str, np.number)) else json.dumps(value)
-            f.create_dataset("train", data=train)
+            ds = f.create_dataset("train", shape=(n, d), dtype=np.float32)
+            for start in range(0, n, READ_CHUNK_ROWS):
+                block = np.ascontiguousarray(train[start : start + READ_CHUNK_ROWS], dtype=np.float32)
+                _check_rows("train", block, start, metric)
+                ds[start : start + len(block)] = block
             f.create_dataset("test", data=test)
-            f.create_dataset("neighbors", data=np.asarray(neighbors, dtype=np.int32 if len(train) < 2**31 else np.int64))
+            if neighbors is None:
+                distances, neighbors = exact_knn(train if in_memory else ds, test, metric, min(k, n),
+                                                 progress=progress)
+            f.create_dataset("neighbors", data=np.asarray(neighbors, dtype=np.int32 if n < 2**31 else np.int64))
             f.create_dataset("distances", data=np.asarray(distances, dtype=np.float32))
             if train_labels is not None:
                 f.create_dataset("train_labels", data=np.asarray(train_labels))
             if test_labels is not None:
                 f.create_dataset("test_labels", data=np.asarray(test_labels))
     return Path(path)
+
+
+def _check_rows(name: str, block: np.ndarray, start: int, metric: str) -> None:
+    finite = np.isfinite(block).all(axis=1)
+    if not finite.all():
+        raise InputError(f"{name} vector {start + int(np.flatnonzero(~finite)[0])} holds NaN or inf; remove or fix it")
+    if metric == "angular":
+        zero = ~np.any(block != 0, axis=1)
+        if zero.any():
+            raise InputError(f"{name} vector {start + int(np.flatnonzero(zero)[0])} is all zeros, which has no "
+                             "angle under metric 'angular'; drop it or use 'euclidean'")
 
 
 # ---- the synthetic generator ------------------------------------------------------------------------------

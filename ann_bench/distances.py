@@ -71,47 +71,46 @@ def pairwise(metric: str, Q: np.ndarray, X: np.ndarray) -> np.ndarray:
     raise InputError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
 
 
-def distances_to(metric: str, Q: np.ndarray, X, I: np.ndarray, chunk: int = 1024) -> np.ndarray:
+def distances_to(metric: str, Q: np.ndarray, X, I: np.ndarray, chunk: int = 1024,
+                 base_chunk: int = 1 << 18) -> np.ndarray:
     """Exact float64 distances from each query to the ids it got back.
 
-    Q: (nq, d) queries; X: (n, d) base vectors (an array or an h5py dataset); I: (nq, k) ids, -1 for padding.
-    Returns (nq, k) float64 with +inf where ``I`` is -1. Gathers only the rows that ``I`` names.
+    Q: (nq, d) queries; X: (n, d) base vectors; I: (nq, k) ids, -1 for padding. Returns (nq, k) float64 with
+    +inf where ``I`` is -1. An in-memory X (or memmap) is gathered row by row; any other array-like (an h5py
+    dataset) is read in contiguous chunks of ``base_chunk`` rows instead of by scattered ids.
     """
+    if metric not in METRICS:
+        raise InputError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
     I = np.asarray(I)
-    nq, k = I.shape
-    out = np.full((nq, k), np.inf, dtype=np.float64)
-    for start in range(0, nq, chunk):
-        ids = I[start : start + chunk]
-        valid = ids >= 0
-        if not valid.any():
-            continue
-        flat = ids[valid]
-        uniq, inverse = np.unique(flat, return_inverse=True)
-        rows = np.asarray(X[uniq] if isinstance(X, np.ndarray) else _gather(X, uniq), dtype=np.float64)
-        q = np.asarray(Q[start : start + chunk], dtype=np.float64)
-        qi = np.nonzero(valid)[0]
-        a = q[qi]
-        b = rows[inverse]
-        if metric == "euclidean":
-            d = np.sqrt(np.einsum("ij,ij->i", a - b, a - b))
-        elif metric == "angular":
-            na = np.linalg.norm(a, axis=1)
-            nb = np.linalg.norm(b, axis=1)
-            denom = na * nb
-            cos = np.divide(np.einsum("ij,ij->i", a, b), denom, out=np.zeros_like(denom), where=denom > 0)
-            d = 1.0 - cos
-        elif metric == "ip":
-            d = -np.einsum("ij,ij->i", a, b)
-        else:
-            raise InputError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
-        block = out[start : start + chunk]
-        block[valid] = d
+    out = np.full(I.shape, np.inf, dtype=np.float64)
+    if isinstance(X, np.ndarray):
+        for start in range(0, I.shape[0], chunk):
+            ids = I[start : start + chunk]
+            valid = ids >= 0
+            if valid.any():
+                q = np.asarray(Q[start : start + chunk], dtype=np.float64)
+                rows = np.nonzero(valid)[0]
+                block = out[start : start + chunk]
+                block[valid] = _pair_distances(metric, q[rows], np.asarray(X[ids[valid]], dtype=np.float64))
+        return out
+    for b0 in range(0, X.shape[0], base_chunk):
+        sel = (I >= b0) & (I < b0 + base_chunk)
+        if sel.any():
+            base = np.asarray(X[b0 : b0 + base_chunk], dtype=np.float64)
+            rows = np.nonzero(sel)[0]
+            out[sel] = _pair_distances(metric, np.asarray(Q, dtype=np.float64)[rows], base[I[sel] - b0])
     return out
 
 
-def _gather(X, ids: np.ndarray) -> np.ndarray:
-    """Rows ``ids`` (sorted, unique) of an h5py dataset, read in one fancy-index call."""
-    return X[ids.tolist()] if len(ids) else np.empty((0, X.shape[1]), dtype=np.float32)
+def _pair_distances(metric: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise distances between a (m, d) and b (m, d), float64."""
+    if metric == "euclidean":
+        return np.sqrt(np.einsum("ij,ij->i", a - b, a - b))
+    if metric == "angular":
+        denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+        cos = np.divide(np.einsum("ij,ij->i", a, b), denom, out=np.zeros_like(denom), where=denom > 0)
+        return 1.0 - cos
+    return -np.einsum("ij,ij->i", a, b)
 
 
 def from_squared_l2(metric: str, D: np.ndarray) -> np.ndarray:

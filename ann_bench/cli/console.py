@@ -37,7 +37,7 @@ class RichReporter(Reporter):
         self.verbose = verbose
         self.progress = Progress(
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=err, transient=False,
+            TimeElapsedColumn(), console=err, transient=True,
         )
 
     def __enter__(self) -> RichReporter:

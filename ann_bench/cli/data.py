@@ -75,3 +75,70 @@ def info_cmd(file: Path, as_json: bool, sample: int) -> None:
         out.print("verdict: [bold green]valid[/]" if verdict.ok else "verdict: [bold red]invalid[/]")
     if not verdict.ok:
         raise SystemExit(1)
+
+
+@data.command("import")
+@click.argument("base", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The VectorSet to write (.hdf5).")
+@click.option("--metric", required=True, help=f"One of {', '.join(METRICS)}.")
+@click.option("--queries", type=click.Path(path_type=Path), default=None,
+              help="Query vectors; without it a seeded split of the base (--test-size) is used.")
+@click.option("--groundtruth", type=click.Path(path_type=Path), default=None,
+              help="Exact neighbour ids of the queries (.ivecs, big-ann .ibin/.bin ground truth, .npy); verified "
+                   "on a sample. Computed when omitted.")
+@click.option("--labels", type=click.Path(path_type=Path), default=None, help="Labels of the base (.npy, IDX or "
+              "one per line).")
+@click.option("--query-labels", type=click.Path(path_type=Path), default=None, help="Labels of --queries.")
+@click.option("--test-size", type=int, default=10_000, show_default=True, help="Queries split off the base.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
+@click.option("-k", "k", type=int, default=100, show_default=True, help="Ground-truth depth.")
+def import_cmd(base: Path, output: Path, metric: str, queries, groundtruth, labels, query_labels, test_size: int,
+               seed: int, k: int) -> None:
+    """Import .fvecs/.bvecs/.ivecs, .fbin/.u8bin/.i8bin/.ibin, .npy, IDX or ann-benchmarks HDF5 files."""
+    from ann_bench.importing import import_dataset
+
+    with RichReporter() as rep, rep.task("ground truth", None) as advance:
+        path = import_dataset(base, output, metric, queries=queries, groundtruth=groundtruth, labels=labels,
+                              query_labels=query_labels, test_size=test_size, seed=seed, k=k, progress=advance)
+    with VectorSet(path) as vs:
+        out.print(f"wrote {path}: {vs.n_train:,} train + {vs.n_test:,} test vectors, {vs.dim}-d, {vs.metric}, "
+                  f"ground truth depth {vs.gt_depth}{', labels' if vs.has_labels else ''}")
+
+
+@data.command("fetch")
+@click.argument("name")
+@click.option("--mirror", default=None, help="Base URL to download from [$ANN_BENCH_MIRROR, else ann-benchmarks'].")
+@click.option("--force", is_flag=True, help="Fetch again even if cached.")
+def fetch_cmd(name: str, mirror: str | None, force: bool) -> None:
+    """Download (or, for fashion-mnist-784-euclidean, build offline) a catalogue set into the cache."""
+    from ann_bench.catalogue import fetch
+
+    with RichReporter() as rep, rep.task(f"fetch {name}", None) as advance:
+        task = rep.progress.tasks[-1].id
+
+        def on_bytes(done: int, total: int | None) -> None:
+            rep.progress.update(task, completed=done, total=total)
+
+        path = fetch(name, mirror=mirror, force=force, progress=on_bytes, gt_progress=advance)
+    out.print(f"{name}: {path}")
+
+
+@data.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def list_cmd(as_json: bool) -> None:
+    """The catalogue of standard sets, and which are cached."""
+    from ann_bench.catalogue import datasets_dir, listing
+
+    rows = listing()
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(title=f"standard datasets (cache: {datasets_dir()})")
+    for col in ("name", "dimension", "train", "test", "metric", "download MB", "cached"):
+        table.add_column(col, justify="right" if col in ("dimension", "train", "test", "download MB") else "left")
+    for r in rows:
+        cached = "yes" if r["cached"] else ("builds offline" if r["offline_build"] else "-")
+        table.add_row(r["name"], str(r["dimension"]), f"{r['train']:,}", f"{r['test']:,}", r["metric"],
+                      str(r["download_mb"]), cached)
+    out.print(table)

@@ -1,0 +1,156 @@
+"""`ann-bench data import`: other tools' vector files -> a validated VectorSet.
+
+Reads TEXMEX, big-ann-benchmarks, .npy, IDX and ann-benchmarks HDF5 (see :mod:`ann_bench.formats`) through
+memory maps and copies them into the HDF5 file in chunks, so a base file larger than half the memory still
+imports. Queries come from their own file or from a seeded split of the base. Ground truth is computed
+exactly unless supplied; supplied ground truth is verified on a sample of queries first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ann_bench.datasets import VectorSet, validate, write_vectorset
+from ann_bench.distances import canonical_metric, distances_to
+from ann_bench.errors import InputError
+from ann_bench.formats import file_format, read_bin_groundtruth, read_idx, read_vectors
+from ann_bench.groundtruth import DEFAULT_K, exact_knn
+from ann_bench.metrics import distance_recall
+
+
+class RowSubset:
+    """Rows ``rows`` (sorted) of an array-like, itself sliceable like an array: the train part of a split
+    without copying the base file."""
+
+    def __init__(self, base, rows: np.ndarray):
+        self.base, self.rows = base, np.asarray(rows)
+        self.shape = (len(self.rows), base.shape[1])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        return self.base[self.rows[key]]
+
+
+def read_labels(path: str | os.PathLike, n: int, what: str) -> np.ndarray:
+    """Labels for n vectors from a .npy (n,) or a text file (one label a line)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InputError(f"{what} file {str(path)!r} does not exist")
+    if path.suffix == ".npy":
+        labels = np.load(path, allow_pickle=False)
+    elif "idx" in path.name.lower():
+        labels = read_idx(path)
+    else:
+        labels = np.array(path.read_text().splitlines())
+    if labels.ndim != 1:
+        raise InputError(f"{what} file {str(path)!r} holds an array of shape {labels.shape}; expected (n,)")
+    if len(labels) != n:
+        raise InputError(f"{what} file {str(path)!r} has {len(labels)} labels for {n} vectors")
+    return labels
+
+
+def verify_groundtruth(X, Q: np.ndarray, I: np.ndarray, metric: str, sample: int = 20, seed: int = 0) -> None:
+    """Recompute the exact neighbours of ``sample`` queries; InputError if the supplied ids I (nq, k) miss them."""
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(Q), size=min(sample, len(Q)), replace=False))
+    k = I.shape[1]
+    D_true, _ = exact_knn(X, Q[rows], metric, k, base_chunk=1 << 18)
+    D_given = distances_to(metric, Q[rows], X, I[rows])
+    recall = distance_recall(D_given, D_true, k)
+    if recall.min() < 1.0:
+        q = int(rows[int(np.argmin(recall))])
+        raise InputError(f"the supplied ground truth is not exact for query {q} (recall {recall.min():.3f} against "
+                         f"neighbours recomputed in metric {metric!r}); wrong metric or wrong file? Omit "
+                         "--groundtruth to compute it")
+
+
+def import_dataset(
+    base: str | os.PathLike,
+    out: str | os.PathLike,
+    metric: str,
+    *,
+    queries: str | os.PathLike | None = None,
+    groundtruth: str | os.PathLike | None = None,
+    labels: str | os.PathLike | None = None,
+    query_labels: str | os.PathLike | None = None,
+    test_size: int = 10_000,
+    seed: int = 0,
+    k: int = DEFAULT_K,
+    progress: Callable[[int], None] | None = None,
+) -> Path:
+    """Import ``base`` (and optional queries, ground truth, labels) into a VectorSet at ``out``."""
+    metric = canonical_metric(metric)
+    fmt = file_format(base)
+    if fmt == ".hdf5":
+        return _reimport_hdf5(base, out, metric, k, progress)
+    X = read_vectors(base)
+    n, d = X.shape
+    base_labels = read_labels(labels, n, "--labels") if labels is not None else None
+    if queries is not None:
+        Q = np.ascontiguousarray(read_vectors(queries), dtype=np.float32)
+        if Q.shape[1] != d:
+            raise InputError(f"queries {str(queries)!r} are {Q.shape[1]}-d but the base is {d}-d")
+        train, test_labels = X, (read_labels(query_labels, len(Q), "--query-labels") if query_labels else None)
+        train_labels = base_labels
+    else:
+        if not 0 < test_size < n:
+            raise InputError(f"--test-size must be in [1, {n - 1}] for {n} base vectors, got {test_size}")
+        rng = np.random.default_rng(seed)
+        test_rows = np.sort(rng.choice(n, size=test_size, replace=False))
+        keep = np.ones(n, dtype=bool)
+        keep[test_rows] = False
+        Q = np.ascontiguousarray(X[test_rows], dtype=np.float32)
+        train = RowSubset(X, np.flatnonzero(keep))
+        train_labels = base_labels[keep] if base_labels is not None else None
+        test_labels = base_labels[test_rows] if base_labels is not None else None
+    neighbors = distances = None
+    if groundtruth is not None:
+        if queries is None:
+            raise InputError("--groundtruth needs --queries: a split of the base has no supplied ground truth")
+        if Path(groundtruth).suffix.lower() in (".bin", ".ibin"):  # big-ann layout: ids (then distances)
+            neighbors, _ = read_bin_groundtruth(groundtruth)
+        else:
+            neighbors = np.asarray(read_vectors(groundtruth))
+        neighbors = np.asarray(neighbors, dtype=np.int64)
+        if neighbors.shape[0] != len(Q):
+            raise InputError(f"ground truth {str(groundtruth)!r} has {neighbors.shape[0]} rows for {len(Q)} queries")
+        if (neighbors < 0).any() or (neighbors >= n).any():
+            raise InputError(f"ground truth {str(groundtruth)!r} holds ids outside [0, {n})")
+        neighbors = neighbors[:, :k]
+        verify_groundtruth(X, Q, neighbors, metric)
+        distances = distances_to(metric, Q, X, neighbors)  # exact, in our metric, whatever the file held
+        order = np.lexsort((neighbors, distances), axis=1)
+        neighbors = np.take_along_axis(neighbors, order, axis=1)
+        distances = np.take_along_axis(distances, order, axis=1)
+    attrs = {"name": Path(out).stem, "source": f"ann-bench data import {Path(base).name}",
+             "import": json.dumps({"base": str(base), "queries": str(queries) if queries else None,
+                                   "groundtruth": str(groundtruth) if groundtruth else None,
+                                   "test_size": None if queries else test_size, "seed": seed})}
+    return write_vectorset(out, train, Q, metric, neighbors=neighbors, distances=distances,
+                           train_labels=train_labels, test_labels=test_labels, attrs=attrs, k=k, progress=progress)
+
+
+def _reimport_hdf5(path, out, metric, k, progress) -> Path:
+    """An ann-benchmarks HDF5 file, re-validated and rewritten in our layout (with labels if it has them)."""
+    with VectorSet(path) as original:
+        same_metric = original.metric == metric
+    with VectorSet(path, metric=metric) as vs:
+        verdict = validate(vs, check_groundtruth_sample=20 if same_metric else 0)
+        if not verdict.ok:
+            raise InputError(f"{str(path)!r} is not a valid VectorSet: {verdict.problems[0]}")
+        # Stored ground truth is kept only if it is in the requested metric and deep enough.
+        keep_gt = same_metric and vs.has_groundtruth and vs.gt_depth >= min(k, vs.n_train)
+        return write_vectorset(
+            out, vs.train, vs.load_test(), vs.metric,
+            neighbors=vs.neighbors[:, :k] if keep_gt else None, distances=vs.distances[:, :k] if keep_gt else None,
+            train_labels=vs.labels("train"), test_labels=vs.labels("test"),
+            attrs={**{k2: v for k2, v in vs.attrs.items() if k2 not in ("distance", "dimension")},
+                   "source": f"ann-bench data import {Path(path).name}"},
+            k=k, progress=progress)
