@@ -59,4 +59,4 @@ class RichReporter(Reporter):
 
     def log(self, message: str) -> None:
         if self.verbose:
-            self.progress.console.print(message, markup=False)
+            self.progress.console.print(message, markup=False, soft_wrap=True)
