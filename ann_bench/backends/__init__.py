@@ -18,6 +18,10 @@ _MODULES = [
     ("ann_bench.backends.hnsw", "HnswlibHNSW"),
     ("ann_bench.backends.ivf", "FaissIVFFlat"),
     ("ann_bench.backends.ivfpq", "FaissIVFPQ"),
+    ("ann_bench.backends.hnsw_faiss", "FaissHNSW"),
+    ("ann_bench.backends.nsw", "NumbaNSW"),
+    ("ann_bench.backends.annoy", "AnnoyForest"),
+    ("ann_bench.backends.kdtree", "ScipyKDTree"),
 ]
 
 PLUGINS_ENV = "ANN_BENCH_PLUGINS"
