@@ -95,15 +95,21 @@ def pareto_by_group(records: list[Record], x_metric: str = "recall") -> dict[str
 
 
 def plot_recall_qps(records: list[Record], out: str | os.PathLike, *, mode: str | None = None,
-                    k: int | None = None, x_scale: str = "logit", raw: bool = True, x_metric: str = "recall") -> Path:
+                    k: int | None = None, x_scale: str | None = None, raw: bool = True,
+                    x_metric: str = "recall") -> Path:
     """Draw recall@k (or ``x_metric``) on x against QPS (y, log) with each backend's Pareto frontier; write
-    PNG/SVG/PDF to out. For a label metric the exact neighbours' value is drawn as a dashed vertical line."""
+    PNG/SVG/PDF to out. For a label metric the exact neighbours' value is drawn as a dashed vertical line.
+
+    ``x_scale`` None: logit for recall (it spreads 0.9, 0.99, 0.999), linear for label metrics, which level
+    off at the exact neighbours' value, usually far below 1; the linear axis then spans the data."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FixedLocator, FuncFormatter
 
+    if x_scale is None:
+        x_scale = "logit" if x_metric in ("recall", "id_recall") else "linear"
     if x_scale not in ("logit", "linear"):
         raise InputError(f"unknown --x-scale {x_scale!r}; use logit or linear")
     out = Path(out)
@@ -155,8 +161,12 @@ def plot_recall_qps(records: list[Record], out: str | os.PathLike, *, mode: str 
         ax.xaxis.set_minor_locator(FixedLocator([]))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda t, _: "1" if t >= top else f"{t:g}"))
         ax.set_xlim(lo, 1 - 0.4 / (max(r.n_test for r in chosen) * k))
-    else:
+    elif x_metric in ("recall", "id_recall"):
         ax.set_xlim(max(0.0, min(xs) - 0.05), 1.0)
+    else:  # label metrics: the span of the data, with a margin, so a 0.002 loss in precision is visible
+        lo, hi = min(xs), max(xs)
+        pad = max(0.1 * (hi - lo), 0.002)
+        ax.set_xlim(max(0.0, lo - pad), min(1.0, hi + pad))
     threads = sorted({r.threads for r in chosen})
     ax.set_xlabel(x_label(x_metric, k))
     ax.set_ylabel(f"Queries per second ({mode} mode, log scale) — higher is better")

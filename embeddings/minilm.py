@@ -22,6 +22,9 @@ def _offline() -> None:
     # The model directory is local; make sure nothing in the Hugging Face stack tries the network anyway.
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # "Loading weights" would fight rich's progress bars
 
 
 class MiniLM(TorchEmbedder):

@@ -18,15 +18,15 @@ from ann_bench.results import ResultStore
               help="Output file: .png, .svg or .pdf.")
 @click.option("--mode", type=click.Choice(["batch", "single"]), default=None, help="[default: batch if stored]")
 @click.option("-k", "k", type=int, default=None, help="Which k to plot (needed if several are stored).")
-@click.option("--x-scale", type=click.Choice(["logit", "linear"]), default="logit", show_default=True,
-              help="Recall axis: logit spreads out 0.9, 0.99, 0.999.")
+@click.option("--x-scale", type=click.Choice(["logit", "linear"]), default=None,
+              help="x axis: logit spreads out recall 0.9, 0.99, 0.999 [logit for recall, linear for label metrics].")
 @click.option("--raw/--no-raw", default=True, show_default=True, help="Also draw non-Pareto points, faint.")
 @click.option("--backend", default=None, help="Only this backend.")
 @click.option("-x", "--x-metric", default="recall", show_default=True,
               help="Figure on x: recall, id_recall, or a label metric of a set with labels (precision_at_10, "
                    "recall_at_1, recall_at_10, map_at_10, mrr).")
 @results_option
-def plot(dataset: str | None, output: Path, mode: str | None, k: int | None, x_scale: str, raw: bool,
+def plot(dataset: str | None, output: Path, mode: str | None, k: int | None, x_scale: str | None, raw: bool,
          backend: str | None, x_metric: str, results_path: Path) -> None:
     """Recall@k (or --x-metric) on x against queries per second (y, log) with each backend's Pareto frontier.
     For a label metric the exact neighbours' value is drawn as a dashed line."""

@@ -91,12 +91,21 @@ def print_pareto(records: list[Record], k: int) -> None:
             continue
         table = Table(title=f"Pareto-optimal configurations (recall@{k} vs QPS, {mode} mode, "
                             f"threads={chosen[0].threads})")
-        for col, just in (("backend", "left"), ("build", "left"), ("search", "left"), (f"recall@{k}", "right"),
-                          ("QPS", "right"), ("p99 ms", "right"), ("build s", "right"), ("index MB", "right")):
+        key = f"precision_at_{k}"
+        exact = next((r.label_metrics[f"exact_{key}"] for r in chosen if f"exact_{key}" in r.label_metrics), None)
+        columns = [("backend", "left"), ("build", "left"), ("search", "left"), (f"recall@{k}", "right"),
+                   ("QPS", "right"), ("p99 ms", "right"), ("build s", "right"), ("index MB", "right")]
+        if exact is not None:  # a set with labels: the retrieval quality each configuration keeps
+            columns.append((f"P@{k} (exact {exact:.4f})", "right"))
+        for col, just in columns:
             table.add_column(col, justify=just)
         for group, front in pareto_by_group(chosen).items():
             for r in front:
-                table.add_row(escape(group), params_str(r.build_params) or "-", params_str(r.search_params) or "-",
-                              f"{r.recall:.4f}", f"{r.qps:,.0f}", f"{r.p99_ms:.3f}" if r.p99_ms else "-",
-                              f"{r.build_s:.2f}", f"{r.index_bytes / 1e6:.1f}")
+                row = [escape(group), params_str(r.build_params) or "-", params_str(r.search_params) or "-",
+                       f"{r.recall:.4f}", f"{r.qps:,.0f}", f"{r.p99_ms:.3f}" if r.p99_ms else "-",
+                       f"{r.build_s:.2f}", f"{r.index_bytes / 1e6:.1f}"]
+                if exact is not None:
+                    value = r.label_metrics.get(key)
+                    row.append("-" if value is None else f"{value:.4f}")
+                table.add_row(*row)
         out.print(table)

