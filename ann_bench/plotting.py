@@ -1,14 +1,22 @@
-"""Recall/QPS Pareto plots drawn from result records only (never from live indices).
+"""Pareto plots drawn from result records only (never from live indices).
 
 The x axis is recall@k by default, or any other stored accuracy figure: ``id_recall`` or a label-aware
 metric (``precision_at_10``, ``recall_at_1``, ``map_at_10``, ``mrr``, ...; see :func:`x_metric_names`).
+The y axis is a cost or a speed (see :data:`Y_METRICS`): queries per second (higher is better), build time,
+index size or p99 latency (lower is better); each backend's Pareto front is computed in that direction.
+
+Each backend/impl keeps one colour and marker in every plot (:func:`style`): the backends ann-bench ships
+have fixed slots, plugins get one from a hash of their label.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import re
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +28,68 @@ from ann_bench.results import Record
 
 MARKERS = "osD^vP*Xph<>"
 
+# Fixed colour/marker slots for the backends ann-bench ships, so a backend looks the same in every plot
+# whatever else is plotted with it. Colours are tab10's; plugins hash into the remaining ones.
+KNOWN_LABELS = ("hnsw[hnswlib]", "hnsw[faiss]", "ivf[faiss]", "ivfpq[faiss]", "flat[faiss]", "annoy[annoy]",
+                "nsw[numba]", "kdtree[scipy]")
+_TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+          "#17becf")
+_KNOWN_STYLE = {label: (_TAB10[i], MARKERS[i]) for i, label in enumerate(KNOWN_LABELS)}
+_EXTRA_COLORS = ("#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd")
+_EXTRA_MARKERS = "ph<>*"
+_LINESTYLES = ("-", "--", ":", "-.")
+
+
+def style(backend: str, impl: str) -> tuple[str, str]:
+    """(colour, marker) of a backend/impl: fixed for the shipped backends, a stable hash for plugins."""
+    label = f"{backend}[{impl}]"
+    if label in _KNOWN_STYLE:
+        return _KNOWN_STYLE[label]
+    h = int.from_bytes(hashlib.sha256(label.encode()).digest()[:8], "big")
+    return _EXTRA_COLORS[h % len(_EXTRA_COLORS)], _EXTRA_MARKERS[(h // len(_EXTRA_COLORS)) % len(_EXTRA_MARKERS)]
+
+
+@dataclass(frozen=True)
+class YMetric:
+    """A figure for the y axis: how to read it from a record, its axis label and which way is better."""
+
+    name: str
+    label: str  # axis label, with unit
+    higher_is_better: bool
+    single_only: bool = False  # measured only in single mode (one query per call)
+
+    def value(self, r: Record) -> float | None:
+        if self.name == "index_mb":
+            return None if r.index_bytes is None else r.index_bytes / 1e6
+        return getattr(r, self.name)
+
+
+Y_METRICS = {
+    "qps": YMetric("qps", "Queries per second", True),
+    "build_s": YMetric("build_s", "Build time, seconds", False),
+    "index_mb": YMetric("index_mb", "Index size, MB (serialized, 1 MB = 10⁶ bytes)", False),
+    "p99_ms": YMetric("p99_ms", "p99 query latency, ms (one query per call)", False, single_only=True),
+}
+
+
+def y_metric_of(name: str) -> YMetric:
+    if name not in Y_METRICS:
+        raise InputError(f"unknown y metric {name!r}; use one of {', '.join(Y_METRICS)}")
+    return Y_METRICS[name]
+
+
+def pareto_indices(xs, ys, higher_is_better: bool = True) -> np.ndarray:
+    """Indices of the points not dominated in (x up, y up if ``higher_is_better`` else y down), by x ascending."""
+    ys = np.asarray(ys, dtype=np.float64)
+    return pareto_front(xs, ys if higher_is_better else -ys)
+
 
 def select(records: list[Record], mode: str | None = None, k: int | None = None) -> tuple[list[Record], str, int]:
     """The ok records of one dataset, one mode and one k; InputError saying which option to pass otherwise."""
     ok = [r for r in records if r.status == "ok" and r.recall is not None and r.qps]
     if not ok:
-        raise InputError("no successful results to plot; run `ann-bench run` first (or check --dataset/--results)")
+        raise InputError("no successful results stored; run `ann-bench run` first "
+                         "(or check --dataset/--backend/--results)")
     datasets = sorted({r.dataset_name + " (" + r.dataset_hash[:8] + ")" for r in ok})
     if len(datasets) > 1:
         raise InputError(f"results hold {len(datasets)} datasets ({', '.join(datasets)}); pick one with --dataset")
@@ -83,52 +147,78 @@ def group_label(r: Record, with_threads: bool) -> str:
     return f"{r.backend} [{r.impl}]" + (f" {r.threads}t" if with_threads else "")
 
 
-def pareto_by_group(records: list[Record], x_metric: str = "recall") -> dict[str, list[Record]]:
-    """For each backend/impl (and thread count if several), its Pareto-optimal records in (``x_metric`` up,
-    QPS up), by ``x_metric`` ascending."""
+def groups_of(records: list[Record]) -> dict[str, list[Record]]:
+    """Records by backend/impl (and thread count if several), in label order."""
     with_threads = len({r.threads for r in records}) > 1
     groups: dict[str, list[Record]] = defaultdict(list)
     for r in records:
         groups[group_label(r, with_threads)].append(r)
-    return {g: [rs[i] for i in pareto_front([x_value(r, x_metric) for r in rs], [r.qps for r in rs])]
-            for g, rs in sorted(groups.items())}
+    return dict(sorted(groups.items()))
 
 
-def plot_recall_qps(records: list[Record], out: str | os.PathLike, *, mode: str | None = None,
-                    k: int | None = None, x_scale: str | None = None, raw: bool = True,
-                    x_metric: str = "recall") -> Path:
-    """Draw recall@k (or ``x_metric``) on x against QPS (y, log) with each backend's Pareto frontier; write
-    PNG/SVG/PDF to out. For a label metric the exact neighbours' value is drawn as a dashed vertical line.
+def pareto_by_group(records: list[Record], x_metric: str = "recall", y_metric: str = "qps") -> dict[str, list[Record]]:
+    """For each backend/impl (and thread count if several), its Pareto-optimal records in (``x_metric`` up,
+    ``y_metric`` in its better direction: QPS up, build time / index size / p99 down), by ``x_metric``
+    ascending. Records lacking either figure are left out."""
+    y = y_metric_of(y_metric)
+    fronts = {}
+    for g, rs in groups_of(records).items():
+        rs = [r for r in rs if x_value(r, x_metric) is not None and y.value(r) is not None]
+        idx = pareto_indices([x_value(r, x_metric) for r in rs], [y.value(r) for r in rs], y.higher_is_better)
+        if len(idx):
+            fronts[g] = [rs[i] for i in idx]
+    return fronts
 
-    ``x_scale`` None: logit for recall (it spreads 0.9, 0.99, 0.999), linear for label metrics, which level
-    off at the exact neighbours' value, usually far below 1; the linear axis then spans the data."""
+
+def select_for(records: list[Record], mode: str | None, k: int | None, y_metric: str) -> tuple[list[Record], str, int]:
+    """:func:`select` for a y metric: p99 latency exists only for single-mode rows, so it picks single mode
+    and says so when asked for batch or when no single-mode row is stored."""
+    y = y_metric_of(y_metric)
+    if y.single_only:
+        if mode == "batch":
+            raise InputError(f"{y.name} is measured only in single mode (one query per call); drop --mode batch "
+                             "or pass --mode single")
+        if not any(r.status == "ok" and r.mode == "single" for r in records):
+            raise InputError(f"no single-mode results: {y.name} (latency per query) is measured only by "
+                             "`ann-bench run --mode single` (or --mode both); batch mode times all queries at once")
+        mode = "single"
+    return select(records, mode, k)
+
+
+def plot_figure(records: list[Record], *, mode: str | None = None, k: int | None = None,
+                x_scale: str | None = None, raw: bool = True, x_metric: str = "recall", y_metric: str = "qps"):
+    """The matplotlib Figure of :func:`plot_recall_qps` (the caller closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FixedLocator, FuncFormatter
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator
 
+    y = y_metric_of(y_metric)
     if x_scale is None:
         x_scale = "logit" if x_metric in ("recall", "id_recall") else "linear"
     if x_scale not in ("logit", "linear"):
         raise InputError(f"unknown --x-scale {x_scale!r}; use logit or linear")
-    out = Path(out)
-    fmt = out.suffix.lstrip(".").lower()
-    if fmt not in ("png", "svg", "pdf"):
-        raise InputError(f"output {str(out)!r} must end in .png, .svg or .pdf")
-    chosen, mode, k = select(records, mode, k)
+    chosen, mode, k = select_for(records, mode, k, y_metric)
     if x_metric.startswith("exact_"):
         raise InputError(f"--x-metric {x_metric!r} is the same for every configuration; plot "
                          f"{x_metric[len('exact_'):]!r} instead (its exact value is drawn as a dashed line)")
     offered = x_metric_names(chosen)
+    lacking = sorted({group_label(r, False) for r in chosen} - {group_label(r, False) for r in chosen
+                                                                  if x_value(r, x_metric) is not None})
     chosen = [r for r in chosen if x_value(r, x_metric) is not None]
     if not chosen:
         raise InputError(f"no stored result has metric {x_metric!r}; available: {', '.join(offered)}"
                          + ("" if len(offered) > 2 else " (label metrics need a dataset with train/test labels)"))
+    chosen = [r for r in chosen if y.value(r) is not None]
+    if not chosen:
+        raise InputError(f"no stored result of mode {mode!r}, k={k} has {y.name}")
     exact = next((r.label_metrics[f"exact_{x_metric}"] for r in chosen if f"exact_{x_metric}" in r.label_metrics),
                  None)
-    with_threads = len({r.threads for r in chosen}) > 1
-    fronts = pareto_by_group(chosen, x_metric)
+    threads = sorted({r.threads for r in chosen})
+    groups = groups_of(chosen)
+    fronts = pareto_by_group(chosen, x_metric, y_metric)
 
     # On a logit axis recall 1.0 is infinitely far right: draw it at 1 - 1/(2 * nq * k), half the recall
     # resolution of the run, where it stays apart from the best imperfect recall, and label that tick "1".
@@ -138,20 +228,32 @@ def plot_recall_qps(records: list[Record], out: str | os.PathLike, *, mode: str 
         x = np.asarray(recall, dtype=float)
         return np.clip(x, 1e-3, top) if x_scale == "logit" else x
 
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
-    cmap = plt.get_cmap("tab10")
-    for i, (group, front) in enumerate(fronts.items()):
-        color, marker = cmap(i % 10), MARKERS[i % len(MARKERS)]
+    fig, ax = plt.subplots(figsize=(10, 5.6), dpi=120)
+    for group, members in groups.items():
+        color, marker = style(members[0].backend, members[0].impl)
+        linestyle = _LINESTYLES[threads.index(members[0].threads) % len(_LINESTYLES)]
         if raw:
-            members = [r for r in chosen if group_label(r, with_threads) == group]
-            ax.scatter(xval([x_value(r, x_metric) for r in members]), [r.qps for r in members], color=color,
-                       alpha=0.25, s=14, marker=marker, linewidths=0)
-        ax.plot(xval([x_value(r, x_metric) for r in front]), [r.qps for r in front], color=color, marker=marker,
-                linewidth=2, markersize=5, label=group)
+            ax.scatter(xval([x_value(r, x_metric) for r in members]), [y.value(r) for r in members], color=color,
+                       alpha=0.3, s=16, marker=marker, linewidths=0, zorder=2)
+        front = fronts[group]
+        # A cost front is a staircase: the least cost that reaches a recall is that of the next point right.
+        ax.plot(xval([x_value(r, x_metric) for r in front]), [y.value(r) for r in front], color=color,
+                marker=marker, linestyle=linestyle, linewidth=2.2, markersize=6, label=f"{group} ({len(front)})",
+                zorder=3, drawstyle="default" if y.higher_is_better else "steps-pre")
+    handles, _ = ax.get_legend_handles_labels()
     if exact is not None:
-        ax.axvline(float(xval(exact)), color="black", linestyle="--", linewidth=1, label=f"exact kNN ({exact:.4f})")
+        handles.append(ax.axvline(float(xval(exact)), color="black", linestyle="--", linewidth=1,
+                                  label=f"exact kNN ({exact:.4f})"))
+    if raw:
+        handles.append(Line2D([], [], color="grey", marker="o", alpha=0.35, linestyle="none", markersize=5,
+                              label="faint: every configuration"))
     xs = [x_value(r, x_metric) for r in chosen] + ([exact] if exact is not None else [])
     ax.set_yscale("log")
+    ax.yaxis.set_minor_locator(LogLocator(subs=(2, 5)))
+    ys = [y.value(r) for r in chosen]
+    if max(ys) / max(min(ys), 1e-300) < 30:  # under ~1.5 decades: label 2 and 5 too, or the axis has no numbers
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: _short(v)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _short(v)))
     if x_scale == "logit":
         ax.set_xscale("logit")
         lo = max(1e-3, min(xs) * 0.9)
@@ -166,17 +268,95 @@ def plot_recall_qps(records: list[Record], out: str | os.PathLike, *, mode: str 
     else:  # label metrics: the span of the data, with a margin, so a 0.002 loss in precision is visible
         lo, hi = min(xs), max(xs)
         pad = max(0.1 * (hi - lo), 0.002)
-        ax.set_xlim(max(0.0, lo - pad), min(1.0, hi + pad))
-    threads = sorted({r.threads for r in chosen})
-    ax.set_xlabel(x_label(x_metric, k))
-    ax.set_ylabel(f"Queries per second ({mode} mode, log scale) — higher is better")
+        ax.set_xlim(max(0.0, lo - pad), hi + pad)  # past 1.0 if need be: points at 1.0 stay visible
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda t, _: "" if t > 1 + 1e-9 else f"{t:.4g}"))
+    thr = f"{threads[0]} thread{'s' if threads[0] > 1 else ''}" if len(threads) == 1 else \
+        f"threads {','.join(map(str, threads))}"
+    better = "higher is better" if y.higher_is_better else "lower is better"
+    ax.set_xlabel(x_label(x_metric, k) + " — higher is better")
+    if y.name == "qps":
+        ylab = f"Queries per second, {mode} mode, {thr} (log) — {better}"
+    elif y.name == "p99_ms":
+        ylab = f"p99 latency, ms ({mode} mode: one query per call, {thr}; log) — {better}"
+    else:
+        ylab = f"{y.label} (log) — {better}"
+    ax.set_ylabel(ylab, fontsize=9)
     first = chosen[0]
-    ax.set_title(f"{first.dataset_name}: {first.n_train:,} × {first.dim}-d, {first.n_test:,} queries, "
-                 f"{first.metric}\nk={k}, {mode} mode, threads={','.join(map(str, threads))}", fontsize=10)
+    ax.set_title(f"{first.dataset_name}: {first.n_train:,} × {first.dim}-d vectors, {first.n_test:,} queries, "
+                 f"{first.metric}\n{_y_title(y)} vs {_x_title(x_metric, k)}: k={k}, {mode} mode, {thr}"
+                 + ("" if y.name not in ("build_s", "index_mb") else "\n(each build is one row of faint points: "
+                    f"its search sweep; the staircase is the least {_y_title(y)} that reaches a recall)")
+                 + ("" if not lacking else f"\n(not plotted, no stored {x_metric}: {', '.join(lacking)})"),
+                 fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(title="Pareto front per backend", fontsize=8, title_fontsize=8, loc="best")
+    ax.grid(True, which="minor", alpha=0.1)
+    ax.legend(handles=handles, title="Pareto front per backend\n(points on it)", fontsize=8, title_fontsize=8,
+              loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
-    with atomic_path(out, "." + fmt) as tmp:
-        fig.savefig(tmp, format=fmt)
-    plt.close(fig)
+    return fig
+
+
+def _short(v: float) -> str:
+    """A log-axis tick: 0.002, 0.5, 3, 40, 2k, 15k, 1.2M."""
+    if v >= 1e6:
+        return f"{v / 1e6:g}M"
+    if v >= 1e3:
+        return f"{v / 1e3:g}k"
+    return f"{v:g}"
+
+
+def _x_title(x_metric: str, k: int) -> str:
+    if x_metric == "recall":
+        return f"recall@{k}"
+    m = re.fullmatch(r"(precision|recall|map)_at_(\d+)", x_metric)
+    if m:
+        return {"precision": "Precision", "recall": "Recall", "map": "MAP@R"}[m.group(1)] + \
+            ("" if m.group(1) == "map" else f"@{m.group(2)}") + " (labels)"
+    return x_metric
+
+
+def _y_title(y: YMetric) -> str:
+    return {"qps": "QPS", "build_s": "build time", "index_mb": "index size", "p99_ms": "p99 latency"}[y.name]
+
+
+def plot_recall_qps(records: list[Record], out: str | os.PathLike, *, mode: str | None = None,
+                    k: int | None = None, x_scale: str | None = None, raw: bool = True,
+                    x_metric: str = "recall", y_metric: str = "qps") -> Path:
+    """Draw recall@k (or ``x_metric``) on x against ``y_metric`` (y, log; QPS by default, or build_s,
+    index_mb, p99_ms) with each backend's Pareto frontier bold and, with ``raw``, every configuration faint;
+    write PNG/SVG/PDF to out. For a label metric the exact neighbours' value is drawn as a dashed vertical line.
+
+    ``x_scale`` None: logit for recall (it spreads 0.9, 0.99, 0.999), linear for label metrics, which level
+    off at the exact neighbours' value, usually far below 1; the linear axis then spans the data.
+    ``y_metric`` p99_ms picks single mode (the only one with per-query latency)."""
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    fmt = out.suffix.lstrip(".").lower()
+    if fmt not in ("png", "svg", "pdf"):
+        raise InputError(f"output {str(out)!r} must end in .png, .svg or .pdf")
+    fig = plot_figure(records, mode=mode, k=k, x_scale=x_scale, raw=raw, x_metric=x_metric, y_metric=y_metric)
+    try:
+        with atomic_path(out, "." + fmt) as tmp:
+            fig.savefig(tmp, format=fmt, metadata=_metadata(fmt))
+    finally:
+        plt.close(fig)
     return out
+
+
+def render_plot(records: list[Record], fmt: str = "png", **kwargs) -> bytes:
+    """The plot of :func:`plot_recall_qps` as bytes (PNG or SVG), for embedding in a report."""
+    import matplotlib.pyplot as plt
+
+    fig = plot_figure(records, **kwargs)
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format=fmt, metadata=_metadata(fmt))
+    finally:
+        plt.close(fig)
+    return buf.getvalue()
+
+
+def _metadata(fmt: str) -> dict:
+    # No creation date: the same results give byte-identical files.
+    return {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}.get(fmt, {})

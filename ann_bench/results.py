@@ -249,3 +249,106 @@ def _json_default(value):
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(type(value).__name__)
+
+
+# ---- filtering and sorting (``ann-bench results --where/--sort``) -----------------------------------------------
+WHERE_KEYS = ("backend", "impl", "mode", "k", "threads", "status", "dataset")
+_OPS = ("!=", ">=", "<=", "=", ">", "<")
+
+
+def _field_value(r: Record, name: str) -> Any:
+    """A record's figure named ``name``: a field, ``dataset`` (its name), ``index_mb``, a label metric, or a
+    build/search parameter. KeyError if it has none of these."""
+    if name == "dataset":
+        return r.dataset_name
+    if name == "index_mb":
+        return None if r.index_bytes is None else r.index_bytes / 1e6
+    if name in _FIELDS and name not in _JSON_FIELDS:
+        return getattr(r, name)
+    for source in (r.search_params, r.build_params, r.label_metrics):
+        if name in source:
+            return source[name]
+    raise KeyError(name)
+
+
+def _known_names(records: list[Record]) -> list[str]:
+    names = [*WHERE_KEYS, *(n for n in _FIELDS if n not in _JSON_FIELDS and n not in WHERE_KEYS), "index_mb"]
+    for r in records:
+        for source in (r.build_params, r.search_params, r.label_metrics):
+            names += [n for n in source if n not in names]
+    return names
+
+
+def parse_where(spec: str) -> tuple[str, str, str]:
+    """'backend=hnsw', 'M=16', 'recall>=0.95', 'status!=ok' -> (name, op, value); InputError if malformed."""
+    for op in _OPS:
+        name, sep, value = spec.partition(op)
+        if sep and name.strip() and value.strip() and not any(c in name for c in "<>=!"):
+            return name.strip(), op, value.strip()
+    raise InputError(f"malformed --where {spec!r}: use NAME=VALUE (or !=, >=, <=, >, <), e.g. backend=hnsw, "
+                     "M=16 or recall>=0.95")
+
+
+def _matches(actual: Any, op: str, wanted: str) -> bool:
+    if actual is None:
+        return op == "!="
+    try:
+        a, w = float(actual), float(wanted)
+    except (TypeError, ValueError):
+        a, w = str(actual), wanted
+        if op in ("=", "!="):  # string equality; numbers compare as numbers ("16" = 16, "0.5" = 0.50)
+            return (a == w) == (op == "=")
+        raise InputError(f"--where {op} needs numbers; {actual!r} or {wanted!r} is not one") from None
+    return {"=": a == w, "!=": a != w, ">=": a >= w, "<=": a <= w, ">": a > w, "<": a < w}[op]
+
+
+def filter_records(records: list[Record], where: list[str] | tuple[str, ...]) -> list[Record]:
+    """The records matching every condition of ``where`` (``NAME=VALUE`` or ``NAME<op>VALUE``).
+
+    NAME is a record field (backend, impl, mode, k, threads, status, recall, qps, p99_ms, build_s, ...),
+    ``dataset`` (the dataset's name or a prefix of its content hash), ``index_mb``, a build or search parameter
+    (``M``, ``ef``, ``nprobe``) or a label metric (``precision_at_10``). A record without the parameter does not
+    match (except with ``!=``). An unknown NAME is an InputError listing the known ones."""
+    conditions = [parse_where(w) for w in where]
+    known = _known_names(records)
+    for name, _, _ in conditions:
+        if name not in known:
+            raise InputError(f"unknown --where name {name!r}; known: {', '.join(known)}")
+    kept = []
+    for r in records:
+        ok = True
+        for name, op, value in conditions:
+            if name == "dataset" and op in ("=", "!="):
+                hit = value in (r.dataset_name, r.dataset_path) or r.dataset_hash.startswith(value)
+                ok = ok and hit == (op == "=")
+                continue
+            try:
+                actual = _field_value(r, name)
+            except KeyError:
+                actual = None
+            ok = ok and _matches(actual, op, value)
+        if ok:
+            kept.append(r)
+    return kept
+
+
+def sort_records(records: list[Record], key: str) -> list[Record]:
+    """``records`` sorted by the figure ``key`` (names as for :func:`filter_records`), ascending, or descending
+    with a ``-`` prefix; records without it (failed rows, a parameter another backend lacks) go last."""
+    descending = key.startswith("-")
+    name = key.lstrip("-+")
+    known = _known_names(records)
+    if name not in known:
+        raise InputError(f"unknown --sort column {name!r}; known: {', '.join(known)}")
+
+    def value(r: Record):
+        try:
+            return _field_value(r, name)
+        except KeyError:
+            return None
+
+    present = [r for r in records if value(r) is not None]
+    missing = [r for r in records if value(r) is None]
+    numeric = all(isinstance(value(r), (int, float)) and not isinstance(value(r), bool) for r in present)
+    keyfunc = (lambda r: float(value(r))) if numeric else (lambda r: str(value(r)))
+    return sorted(present, key=keyfunc, reverse=descending) + missing

@@ -28,7 +28,7 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from ann_bench.cli import backends, data, embed, plot, results, run
+    from ann_bench.cli import backends, best, data, embed, plot, report, results, run
 
     cli.add_command(data.data)
     cli.add_command(embed.embed)
@@ -37,6 +37,8 @@ def _register() -> None:
     cli.add_command(run.run)
     cli.add_command(results.results)
     cli.add_command(plot.plot)
+    cli.add_command(report.report)
+    cli.add_command(best.best)
 
 
 _register()

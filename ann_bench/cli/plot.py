@@ -1,4 +1,5 @@
-"""``ann-bench plot``: recall/QPS (or label metric/QPS) Pareto plot of stored results."""
+"""``ann-bench plot``: Pareto plot of stored results — recall (or a label metric) against QPS, build time,
+index size or p99 latency."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import click
 
 from ann_bench.cli.console import out
 from ann_bench.cli.options import dataset_filter, results_option
-from ann_bench.plotting import plot_recall_qps
+from ann_bench.plotting import Y_METRICS, plot_recall_qps
 from ann_bench.results import ResultStore
 
 
@@ -16,7 +17,11 @@ from ann_bench.results import ResultStore
 @click.option("--dataset", default=None, help="A dataset file, name or content hash (needed if several).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Output file: .png, .svg or .pdf.")
-@click.option("--mode", type=click.Choice(["batch", "single"]), default=None, help="[default: batch if stored]")
+@click.option("-y", "--y-metric", type=click.Choice(list(Y_METRICS)), default="qps", show_default=True,
+              help="Figure on y (log): qps (higher is better), build_s, index_mb, p99_ms (lower is better; "
+                   "p99_ms needs single-mode results). Each backend's Pareto front follows that direction.")
+@click.option("--mode", type=click.Choice(["batch", "single"]), default=None,
+              help="[default: batch if stored; single for -y p99_ms]")
 @click.option("-k", "k", type=int, default=None, help="Which k to plot (needed if several are stored).")
 @click.option("--x-scale", type=click.Choice(["logit", "linear"]), default=None,
               help="x axis: logit spreads out recall 0.9, 0.99, 0.999 [logit for recall, linear for label metrics].")
@@ -26,11 +31,11 @@ from ann_bench.results import ResultStore
               help="Figure on x: recall, id_recall, or a label metric of a set with labels (precision_at_10, "
                    "recall_at_1, recall_at_10, map_at_10, mrr).")
 @results_option
-def plot(dataset: str | None, output: Path, mode: str | None, k: int | None, x_scale: str | None, raw: bool,
-         backend: str | None, x_metric: str, results_path: Path) -> None:
-    """Recall@k (or --x-metric) on x against queries per second (y, log) with each backend's Pareto frontier.
-    For a label metric the exact neighbours' value is drawn as a dashed line."""
+def plot(dataset: str | None, output: Path, y_metric: str, mode: str | None, k: int | None, x_scale: str | None,
+         raw: bool, backend: str | None, x_metric: str, results_path: Path) -> None:
+    """Recall@k (or --x-metric) on x against queries per second (or --y-metric) with each backend's Pareto
+    frontier bold and every configuration faint. For a label metric the exact neighbours' value is dashed."""
     with ResultStore(results_path, create=False) as store:
         records = store.records(dataset=dataset_filter(dataset), backend=backend)
-    plot_recall_qps(records, output, mode=mode, k=k, x_scale=x_scale, raw=raw, x_metric=x_metric)
+    plot_recall_qps(records, output, mode=mode, k=k, x_scale=x_scale, raw=raw, x_metric=x_metric, y_metric=y_metric)
     out.print(f"wrote {output}")

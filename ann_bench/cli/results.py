@@ -11,23 +11,33 @@ from rich.table import Table
 from ann_bench.atomic import atomic_path
 from ann_bench.cli.console import out
 from ann_bench.cli.options import dataset_filter, results_option
-from ann_bench.results import ResultStore, params_str, to_csv, to_json
+from ann_bench.results import ResultStore, filter_records, params_str, sort_records, to_csv, to_json
 
 
 @click.command()
 @click.option("--dataset", default=None, help="Filter: a dataset file, name or content hash (prefix).")
 @click.option("--backend", default=None, help="Filter: backend name.")
+@click.option("--where", "where", multiple=True, metavar="NAME=VALUE",
+              help="Filter (repeat: all must hold): backend=hnsw, impl=faiss, mode=single, k=10, threads=1, "
+                   "status=failed, dataset=NAME, a build/search parameter (M=16, nprobe=8) or a figure with "
+                   "=, !=, >=, <=, >, < (recall>=0.95, qps>1000).")
+@click.option("--sort", "sort", default=None, metavar="[-]NAME",
+              help="Sort by a column (recall, qps, p99_ms, build_s, index_bytes, backend, a parameter ...); "
+                   "a leading - sorts descending. Rows without the value go last. [default: stored order]")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write to this file instead of stdout (csv/json).")
 @results_option
-def results(dataset: str | None, backend: str | None, fmt: str, output: Path | None, results_path: Path) -> None:
+def results(dataset: str | None, backend: str | None, where: tuple[str, ...], sort: str | None, fmt: str,
+            output: Path | None, results_path: Path) -> None:
     """Show stored results. CSV and JSON carry every field (pandas.read_csv / read_json read them directly).
 
     For sets with labels the table adds P@k (label-aware precision@k of the configuration) and exact P@k
     (that of the exact neighbours): the retrieval quality the index costs."""
     with ResultStore(results_path, create=False) as store:
         records = store.records(dataset=dataset_filter(dataset), backend=backend)
+    records = filter_records(records, where) if where else records
+    records = sort_records(records, sort) if sort else records
     if fmt == "table":
         # Label-aware precision@k, with the exact neighbours' for comparison, when the set has labels.
         labelled = any(f"precision_at_{r.k}" in r.label_metrics for r in records)

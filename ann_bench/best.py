@@ -1,0 +1,89 @@
+"""``best``: for each backend, the configuration that meets a recall (and optionally an index-size) constraint
+with the best speed figure, and the overall winner — "which index, with which parameters, for 0.95 recall?".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ann_bench.errors import InputError
+from ann_bench.plotting import groups_of, select_for, x_value
+from ann_bench.results import Record
+
+BEST_METRICS = {"qps": True, "p99": False}  # figure -> higher is better
+
+
+@dataclass
+class BackendBest:
+    """One backend's answer: its best configuration meeting the constraints, or why none does."""
+
+    group: str  # "hnsw [hnswlib]" (with the thread count if several are stored)
+    best: Record | None
+    candidates: int  # its configurations that meet the constraints
+    max_recall: float  # its best recall, whatever the memory (to say how far off it is)
+    reason: str = ""  # why none qualifies
+
+
+@dataclass
+class BestAnswer:
+    metric: str  # "qps" | "p99"
+    recall: float
+    max_memory: int | None
+    x_metric: str
+    mode: str
+    k: int
+    per_backend: list[BackendBest] = field(default_factory=list)
+
+    @property
+    def winner(self) -> BackendBest | None:
+        found = [b for b in self.per_backend if b.best is not None]
+        if not found:
+            return None
+        return (max if BEST_METRICS[self.metric] else min)(found, key=lambda b: figure(b.best, self.metric))
+
+
+def figure(r: Record, metric: str) -> float | None:
+    return r.qps if metric == "qps" else r.p99_ms
+
+
+def best_configurations(records: list[Record], recall: float, *, max_memory: int | None = None,
+                        metric: str = "qps", mode: str | None = None, k: int | None = None,
+                        x_metric: str = "recall") -> BestAnswer:
+    """For each backend/impl, the ok configuration with ``x_metric`` >= ``recall`` and index size (serialized
+    ``index_bytes``) <= ``max_memory`` that has the highest QPS (``metric`` "qps") or the lowest p99 latency
+    (``metric`` "p99", single mode only). Ties go to the higher recall, then the smaller index.
+
+    ``records`` must hold one dataset (InputError otherwise, naming --dataset); ``mode`` defaults to batch
+    (single for p99), ``k`` to the only one stored. No configuration meeting the constraints is not an error:
+    the answer's ``winner`` is None and each backend says why."""
+    if metric not in BEST_METRICS:
+        raise InputError(f"unknown --metric {metric!r}; use one of {', '.join(BEST_METRICS)}")
+    if not 0.0 <= recall <= 1.0:
+        raise InputError(f"--recall {recall} must be between 0 and 1 (e.g. 0.95)")
+    if max_memory is not None and max_memory <= 0:
+        raise InputError(f"--max-memory must be positive, got {max_memory} bytes")
+    chosen, mode, k = select_for(records, mode, k, "p99_ms" if metric == "p99" else "qps")
+    if not any(x_value(r, x_metric) is not None for r in chosen):
+        raise InputError(f"no stored result has metric {x_metric!r}")
+    answer = BestAnswer(metric, recall, max_memory, x_metric, mode, k)
+    higher = BEST_METRICS[metric]
+    for group, members in groups_of(chosen).items():
+        members = [r for r in members if x_value(r, x_metric) is not None and figure(r, metric) is not None]
+        if not members:
+            continue
+        top = max(x_value(r, x_metric) for r in members)
+        accurate = [r for r in members if x_value(r, x_metric) >= recall]
+        fits = [r for r in accurate
+                if max_memory is None or (r.index_bytes is not None and r.index_bytes <= max_memory)]
+        reason = ""
+        if not accurate:
+            reason = f"best {x_metric} {top:.4f} < {recall}"
+        elif not fits:
+            smallest = min(r.index_bytes for r in accurate if r.index_bytes is not None)
+            reason = f"smallest index reaching {x_metric} {recall} is {smallest / 1e6:,.1f} MB > --max-memory"
+        best = None
+        if fits:
+            sign = 1 if higher else -1
+            best = max(fits, key=lambda r: (sign * figure(r, metric), x_value(r, x_metric), -(r.index_bytes or 0)))
+        answer.per_backend.append(BackendBest(group, best, len(fits), top, reason))
+    return answer

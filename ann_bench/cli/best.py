@@ -1,0 +1,92 @@
+"""``ann-bench best``: per backend, the configuration meeting a recall (and memory) target with the best QPS or
+p99 latency, and the overall winner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from ann_bench.best import best_configurations
+from ann_bench.cli.console import out
+from ann_bench.cli.options import dataset_filter, results_option
+from ann_bench.results import ResultStore, flat_dict, params_str
+from ann_bench.runner import parse_size
+
+
+@click.command()
+@click.option("--recall", type=float, required=True, help="Minimum recall@k (or --x-metric), e.g. 0.95.")
+@click.option("--max-memory", default=None, metavar="SIZE",
+              help="Maximum index size (serialized index_bytes), e.g. 2GB or 512MB (K/M/G = powers of 1024).")
+@click.option("--metric", type=click.Choice(["qps", "p99"]), default="qps", show_default=True,
+              help="qps: highest queries per second; p99: lowest p99 latency (single-mode results).")
+@click.option("--dataset", default=None, help="A dataset file, name or content hash (needed if several).")
+@click.option("--mode", type=click.Choice(["batch", "single"]), default=None,
+              help="[default: batch if stored; single for --metric p99]")
+@click.option("-k", "k", type=int, default=None, help="Which k (needed if several are stored).")
+@click.option("-x", "--x-metric", default="recall", show_default=True,
+              help="The figure --recall bounds: recall, id_recall or a label metric (precision_at_10, ...).")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+@results_option
+def best(recall: float, max_memory: str | None, metric: str, dataset: str | None, mode: str | None,
+         k: int | None, x_metric: str, as_json: bool, results_path: Path) -> None:
+    """For each backend, the configuration with recall >= --recall (and index size <= --max-memory) that has
+    the highest QPS (or lowest p99 latency), and the overall winner.
+
+    Exit code 0 with an answer; 1 when no configuration meets the constraints (each backend then says how
+    close it came); 2 for bad input."""
+    limit = parse_size(max_memory) if max_memory is not None else None
+    with ResultStore(results_path, create=False) as store:
+        records = store.records(dataset=dataset_filter(dataset))
+    answer = best_configurations(records, recall, max_memory=limit, metric=metric, mode=mode, k=k, x_metric=x_metric)
+    winner = answer.winner
+    if as_json:
+        click.echo(json.dumps({
+            "recall": recall, "x_metric": x_metric, "max_memory_bytes": limit, "metric": metric,
+            "mode": answer.mode, "k": answer.k,
+            "winner": None if winner is None else {"group": winner.group, **flat_dict(winner.best)},
+            "per_backend": [{"group": b.group, "candidates": b.candidates, "max_recall": b.max_recall,
+                             "reason": b.reason, "best": None if b.best is None else flat_dict(b.best)}
+                            for b in answer.per_backend],
+        }, indent=1))
+    else:
+        constraint = f"{x_metric}@{answer.k} ≥ {recall}" if x_metric == "recall" else f"{x_metric} ≥ {recall}"
+        if limit is not None:
+            constraint += f", index ≤ {max_memory} ({limit:,} bytes)"  # as typed: 2GB means 2 GiB here
+        goal = "highest QPS" if metric == "qps" else "lowest p99 latency"
+        table = Table(title=f"Best configuration per backend: {constraint}, {goal} ({answer.mode} mode, k={answer.k})")
+        for col, just in (("backend", "left"), ("build", "left"), ("search", "left"), (x_metric, "right"),
+                          ("QPS", "right"), ("p99 ms", "right"), ("index MB", "right"), ("build s", "right"),
+                          ("meeting", "right")):
+            table.add_column(col, justify=just)
+        for b in sorted(answer.per_backend, key=lambda b: b.best is None):
+            r = b.best
+            if r is None:
+                table.add_row(escape(b.group), f"[dim]none: {escape(b.reason)}[/]", "", "", "", "", "", "", "0")
+                continue
+            mark = "[bold green]★ [/]" if b is winner else ""
+            table.add_row(mark + escape(b.group), escape(params_str(r.build_params)) or "-",
+                          escape(params_str(r.search_params)) or "-", f"{_x(r, x_metric):.4f}", f"{r.qps:,.0f}",
+                          f"{r.p99_ms:.3f}" if r.p99_ms else "-",
+                          f"{r.index_bytes / 1e6:,.1f}" if r.index_bytes is not None else "-",
+                          f"{r.build_s:.2f}" if r.build_s is not None else "-", str(b.candidates))
+        out.print(table)
+        if winner is None:
+            out.print(f"no configuration meets {constraint}")
+        else:
+            r = winner.best
+            fig = f"{r.qps:,.0f} QPS" if metric == "qps" else f"p99 {r.p99_ms:.3f} ms"
+            out.print(f"winner: {escape(winner.group)} {escape(params_str(r.build_params))} "
+                      f"{escape(params_str(r.search_params))}: {fig} at {x_metric} {_x(r, x_metric):.4f}, "
+                      f"index {r.index_bytes / 1e6:,.1f} MB")
+    if winner is None:
+        click.get_current_context().exit(1)  # an answer, not an error: exit 1, no 'error:' line
+
+
+def _x(r, x_metric: str) -> float:
+    from ann_bench.plotting import x_value
+
+    return x_value(r, x_metric)

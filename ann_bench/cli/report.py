@@ -1,0 +1,28 @@
+"""``ann-bench report``: one self-contained HTML file with the plots and tables of stored results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ann_bench.cli.console import out
+from ann_bench.cli.options import dataset_filter, results_option
+from ann_bench.report import build_report
+from ann_bench.results import ResultStore
+
+
+@click.command()
+@click.option("--dataset", default=None, help="Only this dataset (file, name or content hash) [default: all].")
+@click.option("--backend", default=None, help="Only this backend.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Output HTML file.")
+@results_option
+def report(dataset: str | None, backend: str | None, output: Path, results_path: Path) -> None:
+    """One self-contained HTML file (opens offline; nothing is fetched): per dataset its facts, the Pareto
+    plots (recall against QPS, build time, index size, p99 latency, label metrics), the Pareto-optimal
+    configurations per backend, a sortable table of every result; then hosts and library versions."""
+    with ResultStore(results_path, create=False) as store:
+        records = store.records(dataset=dataset_filter(dataset), backend=backend)
+    build_report(records, output, source=str(results_path))
+    out.print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB)")

@@ -1,0 +1,276 @@
+"""Plots, `best`, the HTML report and `results --sort/--where` on a small hand-built store with hand-worked
+Pareto fronts."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ann_bench.best import best_configurations
+from ann_bench.cli import cli
+from ann_bench.errors import InputError
+from ann_bench.plotting import KNOWN_LABELS, pareto_by_group, pareto_indices, plot_recall_qps, style
+from ann_bench.report import build_report
+from ann_bench.results import Record, ResultStore, filter_records, sort_records
+
+MB = 1_000_000
+
+
+def rec(backend, impl, build, search, recall, qps, build_s, index_bytes, mode="batch", p99=None, p10=None):
+    return Record(dataset_hash="feedbeef00112233", dataset_name="toy", backend=backend, impl=impl,
+                  build_params=build, search_params=search, k=10, mode=mode, threads=1, metric="euclidean",
+                  n_train=1000, n_test=100, dim=8, recall=recall, id_recall=recall, qps=qps, build_s=build_s,
+                  index_bytes=index_bytes, p99_ms=p99, p50_ms=None if p99 is None else p99 / 2,
+                  label_metrics={} if p10 is None else {"precision_at_10": p10, "exact_precision_at_10": 0.9},
+                  versions={"numpy": "2"}, host={"cores": 2})
+
+
+M16, M32 = {"M": 16}, {"M": 32}
+RECORDS = [
+    # hnsw M=16: build 2 s, 2 MB                                      (recall, QPS)
+    rec("hnsw", "hnswlib", M16, {"ef": 10}, 0.80, 5000, 2.0, 2 * MB, p10=0.80),
+    rec("hnsw", "hnswlib", M16, {"ef": 20}, 0.90, 4000, 2.0, 2 * MB, p10=0.85),
+    rec("hnsw", "hnswlib", M16, {"ef": 40}, 0.95, 2500, 2.0, 2 * MB, p10=0.88),  # dominated by M32 ef=40
+    rec("hnsw", "hnswlib", M16, {"ef": 80}, 0.99, 1000, 2.0, 2 * MB, p10=0.89),
+    rec("hnsw", "hnswlib", M16, {"ef": 30}, 0.94, 2000, 2.0, 2 * MB, p10=0.87),  # dominated by M16 ef=40
+    # hnsw M=32: build 4 s, 3 MB
+    rec("hnsw", "hnswlib", M32, {"ef": 10}, 0.85, 4500, 4.0, 3 * MB, p10=0.83),
+    rec("hnsw", "hnswlib", M32, {"ef": 40}, 0.97, 2600, 4.0, 3 * MB, p10=0.89),
+    rec("hnsw", "hnswlib", M32, {"ef": 80}, 0.995, 900, 4.0, 3 * MB, p10=0.9),
+    # ivf: build 0.5 s, 1 MB; flat: 0.01 s, 4 MB
+    rec("ivf", "faiss", {"nlist": 16}, {"nprobe": 1}, 0.70, 9000, 0.5, 1 * MB, p10=0.7),
+    rec("ivf", "faiss", {"nlist": 16}, {"nprobe": 4}, 0.96, 3000, 0.5, 1 * MB, p10=0.88),
+    rec("flat", "faiss", {}, {}, 1.0, 500, 0.01, 4 * MB, p10=0.9),
+    # single mode: p99 latency
+    rec("hnsw", "hnswlib", M16, {"ef": 40}, 0.95, 2000, 2.0, 2 * MB, mode="single", p99=1.5),
+    rec("hnsw", "hnswlib", M16, {"ef": 80}, 0.99, 800, 2.0, 2 * MB, mode="single", p99=3.0),
+    rec("hnsw", "hnswlib", M32, {"ef": 40}, 0.97, 2100, 4.0, 3 * MB, mode="single", p99=1.2),
+    rec("ivf", "faiss", {"nlist": 16}, {"nprobe": 4}, 0.96, 2500, 0.5, 1 * MB, mode="single", p99=0.9),
+    # a failed row is never plotted nor chosen
+    Record(dataset_hash="feedbeef00112233", dataset_name="toy", backend="annoy", impl="annoy",
+           build_params={"n_trees": 10}, search_params={}, k=10, mode="batch", threads=1, status="failed",
+           error="build: <boom> & \"quotes\""),
+]
+
+
+@pytest.fixture
+def store(tmp_path):
+    path = tmp_path / "r.sqlite"
+    with ResultStore(path) as s:
+        for r in RECORDS:
+            s.save(r)
+    return path
+
+
+def fronts(y_metric, mode="batch"):
+    rs = [r for r in RECORDS if r.mode == mode and r.status == "ok"]
+    return {g: [(r.build_params.get("M"), r.search_params) for r in front]
+            for g, front in pareto_by_group(rs, "recall", y_metric).items()}
+
+
+def test_pareto_indices_both_directions():
+    x, y = [0.5, 0.6, 0.7, 0.9, 0.9], [1, 3, 2, 5, 4]
+    assert pareto_indices(x, y, higher_is_better=True).tolist() == [3]
+    assert pareto_indices(x, y, higher_is_better=False).tolist() == [0, 2, 4]
+
+
+def test_pareto_fronts_hand_worked():
+    # QPS, higher is better: M16 ef40 (0.95, 2500) loses to M32 ef40 (0.97, 2600); M16 ef30 to M16 ef40.
+    assert fronts("qps")["hnsw [hnswlib]"] == [(16, {"ef": 10}), (32, {"ef": 10}), (16, {"ef": 20}),
+                                               (32, {"ef": 40}), (16, {"ef": 80}), (32, {"ef": 80})]
+    assert fronts("qps")["ivf [faiss]"] == [(None, {"nprobe": 1}), (None, {"nprobe": 4})]
+    # Build time and index size, lower is better: each build's best recall; M=32 only for recall > 0.99.
+    for y in ("build_s", "index_mb"):
+        assert fronts(y)["hnsw [hnswlib]"] == [(16, {"ef": 80}), (32, {"ef": 80})]
+        assert fronts(y)["ivf [faiss]"] == [(None, {"nprobe": 4})]
+    # p99, lower is better, single mode: M16 ef40 (0.95, 1.5 ms) loses to M32 ef40 (0.97, 1.2 ms).
+    assert fronts("p99_ms", "single")["hnsw [hnswlib]"] == [(32, {"ef": 40}), (16, {"ef": 80})]
+
+
+def _pick(answer):
+    return {b.group: None if b.best is None else (b.best.build_params.get("M"), b.best.search_params)
+            for b in answer.per_backend}
+
+
+def test_best_hand_worked():
+    a = best_configurations(RECORDS, 0.95)
+    assert _pick(a) == {"flat [faiss]": (None, {}), "hnsw [hnswlib]": (32, {"ef": 40}),
+                        "ivf [faiss]": (None, {"nprobe": 4})}
+    assert a.winner.group == "ivf [faiss]" and a.mode == "batch" and a.k == 10
+    a = best_configurations(RECORDS, 0.97)
+    assert _pick(a)["ivf [faiss]"] is None and a.winner.group == "hnsw [hnswlib]"
+    assert "best recall 0.9600 < 0.97" in next(b.reason for b in a.per_backend if b.group == "ivf [faiss]")
+    # 2.5 MiB: hnsw M=32 (3 MB) no longer fits; M=16 ef=80 does.
+    a = best_configurations(RECORDS, 0.97, max_memory=int(2.5 * 1024**2))
+    assert _pick(a) == {"flat [faiss]": None, "hnsw [hnswlib]": (16, {"ef": 80}), "ivf [faiss]": None}
+    assert a.winner.best.qps == 1000
+    # p99: single-mode rows, lowest latency wins.
+    a = best_configurations(RECORDS, 0.95, metric="p99")
+    assert a.mode == "single" and _pick(a)["hnsw [hnswlib]"] == (32, {"ef": 40}) and a.winner.best.p99_ms == 0.9
+    assert best_configurations(RECORDS, 0.999).winner.group == "flat [faiss]"
+    assert best_configurations(RECORDS, 0.95, max_memory=100).winner is None
+    with pytest.raises(InputError, match="unknown --metric"):
+        best_configurations(RECORDS, 0.95, metric="latency")
+    with pytest.raises(InputError, match="between 0 and 1"):
+        best_configurations(RECORDS, 95)
+    with pytest.raises(InputError, match="no successful results"):
+        best_configurations([], 0.95)
+    with pytest.raises(InputError, match="single mode"):
+        best_configurations(RECORDS, 0.95, metric="p99", mode="batch")
+
+
+@pytest.mark.parametrize("y_metric, x_metric", [("qps", "recall"), ("build_s", "recall"), ("index_mb", "recall"),
+                                                ("p99_ms", "recall"), ("qps", "precision_at_10")])
+def test_every_plot_variant_writes_png_and_svg(tmp_path, y_metric, x_metric):
+    for fmt in ("png", "svg"):
+        out = plot_recall_qps(RECORDS, tmp_path / f"p.{fmt}", y_metric=y_metric, x_metric=x_metric)
+        assert out.stat().st_size > 5000
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"<svg" in (tmp_path / "p.svg").read_bytes()[:1000]
+
+
+def test_p99_needs_single_mode(tmp_path):
+    batch_only = [r for r in RECORDS if r.mode == "batch"]
+    with pytest.raises(InputError, match="no single-mode results"):
+        plot_recall_qps(batch_only, tmp_path / "p.png", y_metric="p99_ms")
+    with pytest.raises(InputError, match="drop --mode batch"):
+        plot_recall_qps(RECORDS, tmp_path / "p.png", y_metric="p99_ms", mode="batch")
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_styles_are_stable_and_distinct():
+    known = [style(*label.rstrip("]").split("[")) for label in KNOWN_LABELS]
+    assert len(set(known)) == len(known)
+    assert style("hnsw", "hnswlib") == known[0] and style("myplugin", "x") == style("myplugin", "x")
+
+
+def test_filter_and_sort():
+    assert {r.backend for r in filter_records(RECORDS, ["backend=hnsw"])} == {"hnsw"}
+    assert len(filter_records(RECORDS, ["backend=hnsw", "M=32", "mode=batch"])) == 3
+    assert [r.search_params for r in filter_records(RECORDS, ["nprobe>=2", "mode=batch"])] == [{"nprobe": 4}]
+    assert len(filter_records(RECORDS, ["status!=ok"])) == 1
+    assert len(filter_records(RECORDS, ["dataset=toy", "k=10"])) == len(RECORDS)
+    assert filter_records(RECORDS, ["dataset=feedbeef"]) == RECORDS
+    qps = [r.qps for r in sort_records(RECORDS, "-qps")]
+    assert qps[:2] == [9000, 5000] and qps[-1] is None  # the failed row goes last either way
+    assert sort_records(RECORDS, "qps")[0].qps == 500 and sort_records(RECORDS, "qps")[-1].qps is None
+    assert [r.backend for r in sort_records(RECORDS, "backend")][:1] == ["annoy"]
+    for bad, msg in ((["foo=1"], "unknown --where name 'foo'"), (["backend"], "malformed --where"),
+                     (["backend>x"], "needs numbers")):
+        with pytest.raises(InputError, match=msg):
+            filter_records(RECORDS, bad)
+    with pytest.raises(InputError, match="unknown --sort column 'speed'"):
+        sort_records(RECORDS, "-speed")
+
+
+def test_report_is_self_contained(tmp_path):
+    out = build_report(RECORDS, tmp_path / "r.html", source="r.sqlite")
+    text = out.read_text()
+    assert text.count('<img class="plot"') == 6  # batch: qps, build, size, P@10; single: qps, p99
+    assert "http://" not in text and "https://" not in text and "<link" not in text and "src=\"data:image/png" in text
+    assert "Content-Security-Policy" in text and 'class="sortable results"' in text
+    assert "build: &lt;boom&gt; &amp; &quot;quotes&quot;" in text and "<boom>" not in text  # escaped
+    assert "Pareto-optimal configurations per backend" in text and "feedbeef00112233" in text
+    assert "numpy" in text and "cores" in text
+    with pytest.raises(InputError, match="no stored results"):
+        build_report([], tmp_path / "empty.html")
+
+
+def _browser_check():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "report_browser_check.py"
+    spec = importlib.util.spec_from_file_location("report_browser_check", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_report_in_headless_chromium(tmp_path):
+    check = _browser_check()
+    if check.find_chromium() is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    page = build_report(RECORDS, tmp_path / "r.html")
+    result = check.check_in_browser(page)
+    assert result.ok, result.problems
+    assert result.images == result.decoded == 6 and result.sorted_desc is True
+    # The check itself catches console errors and broken images.
+    bad = tmp_path / "bad.html"
+    bad.write_text('<html><body><img src="data:image/png;base64,AAAA"><script>nope();</script></body></html>')
+    result = check.check_in_browser(bad)
+    assert not result.ok and result.decoded == 0 and result.console
+
+
+# ---- CLI ------------------------------------------------------------------------------------------------------
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_cli_plot_variants(store, tmp_path):
+    for y in ("qps", "build_s", "index_mb", "p99_ms"):
+        r = invoke("plot", "--results", store, "-y", y, "-o", tmp_path / f"{y}.png", "--no-raw")
+        assert r.exit_code == 0, r.output
+        assert (tmp_path / f"{y}.png").stat().st_size > 5000
+    r = invoke("plot", "--results", store, "-x", "precision_at_10", "-o", tmp_path / "p10.svg")
+    assert r.exit_code == 0 and (tmp_path / "p10.svg").stat().st_size > 5000
+    r = invoke("plot", "--results", store, "-y", "p99_ms", "--mode", "batch", "-o", tmp_path / "x.png")
+    assert r.exit_code == 2 and "single mode" in r.output and not (tmp_path / "x.png").exists()
+
+
+def test_cli_best(store):
+    r = invoke("best", "--results", store, "--recall", 0.95)
+    assert r.exit_code == 0, r.output
+    assert "winner: ivf [faiss] nlist=16 nprobe=4: 3,000 QPS at recall 0.9600" in r.output
+    r = invoke("best", "--results", store, "--recall", 0.97, "--max-memory", "2.5MB", "--json")
+    data = json.loads(r.output)
+    assert data["winner"]["group"] == "hnsw [hnswlib]" and data["winner"]["search_params"] == "ef=80"
+    assert data["max_memory_bytes"] == int(2.5 * 1024**2)
+    r = invoke("best", "--results", store, "--recall", 0.95, "--metric", "p99")
+    assert r.exit_code == 0 and "p99 0.900 ms" in r.output and "single mode" in r.output
+    r = invoke("best", "--results", store, "--recall", 0.95, "--max-memory", "100")
+    assert r.exit_code == 1 and "no configuration meets" in r.output and "error" not in r.output
+    r = invoke("best", "--results", store, "--recall", 0.95, "--max-memory", "2XB")
+    assert r.exit_code == 2 and "malformed size" in r.output
+    r = invoke("best", "--results", store, "--recall", 0.95, "--metric", "speed")
+    assert r.exit_code == 2
+
+
+def test_cli_report(store, tmp_path):
+    r = invoke("report", "--results", store, "-o", tmp_path / "r.html")
+    assert r.exit_code == 0 and "wrote" in r.output
+    assert (tmp_path / "r.html").read_text().count("<img") == 6
+    r = invoke("report", "--results", store, "--dataset", "nope", "-o", tmp_path / "n.html")
+    assert r.exit_code == 2 and not (tmp_path / "n.html").exists()
+
+
+def test_empty_store_is_one_line_exit_2(tmp_path):
+    empty = tmp_path / "empty.sqlite"
+    ResultStore(empty).close()
+    commands = (["best", "--recall", "0.9"], ["report", "-o", tmp_path / "r.html"], ["plot", "-o", tmp_path / "p.png"])
+    for args in commands:
+        r = invoke(*args, "--results", empty)
+        assert r.exit_code == 2 and "run `ann-bench run` first" in r.output
+
+
+def test_cli_results_sort_where_and_pandas(store, tmp_path):
+    r = invoke("results", "--results", store, "--where", "backend=hnsw", "--where", "mode=batch", "--sort", "-qps",
+               "--format", "json")
+    rows = json.loads(r.output)
+    assert [row["qps"] for row in rows] == [5000, 4500, 4000, 2600, 2500, 2000, 1000, 900]
+    r = invoke("results", "--results", store, "--where", "backend=hnsw", "--sort", "recall")
+    assert r.exit_code == 0 and "8 result(s)" not in r.output and "11 result(s)" in r.output
+    r = invoke("results", "--results", store, "--where", "color=red")
+    assert r.exit_code == 2 and "unknown --where name 'color'" in r.output
+    r = invoke("results", "--results", store, "--sort", "speed")
+    assert r.exit_code == 2 and "unknown --sort column" in r.output
+    pd = pytest.importorskip("pandas")
+    for fmt in ("csv", "json"):
+        out = tmp_path / f"r.{fmt}"
+        r = invoke("results", "--results", store, "--format", fmt, "-o", out, "--sort", "-recall")
+        assert r.exit_code == 0
+        df = pd.read_csv(out) if fmt == "csv" else pd.read_json(out)
+        assert len(df) == len(RECORDS) and df["recall"].iloc[0] == 1.0
+        assert {"backend", "qps", "p99_ms", "build_s", "index_bytes", "key"} <= set(df.columns)
+        assert df["qps"].dtype.kind == "f" and df["dataset_hash"].iloc[0] == "feedbeef00112233"
