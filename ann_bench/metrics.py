@@ -132,7 +132,8 @@ def class_counts(train_labels: np.ndarray, query_labels: np.ndarray) -> np.ndarr
     return np.where(found, counts[pos] if len(values) else 0, 0).astype(np.int64)
 
 
-def map_at_r(I: np.ndarray, train_labels: np.ndarray, query_labels: np.ndarray, k: int | None = None) -> float:
+def map_at_r(I: np.ndarray, train_labels: np.ndarray, query_labels: np.ndarray, k: int | None = None, *,
+             relevant: np.ndarray | None = None) -> float:
     """MAP@R (Musgrave et al., "A Metric Learning Reality Check", 2020), truncated at depth k.
 
     For query q with R_q train items of its label, AP@R_q = (1/R_q) * sum_{i<=R_q} P(i) * rel(i), where
@@ -143,12 +144,14 @@ def map_at_r(I: np.ndarray, train_labels: np.ndarray, query_labels: np.ndarray, 
     with k < R_q (the usual case: k = 10, hundreds of items per class) it is MAP@R computed on the first k
     positions (stored as ``map_at_{k}``). A query whose label no train item has (R_q = 0) scores 0.
 
-    I (nq, >=k) ids, nearest first, -1 padding; train_labels (n,); query_labels (nq,).
+    I (nq, >=k) ids, nearest first, -1 padding; train_labels (n,); query_labels (nq,); ``relevant`` (nq,)
+    overrides R_q (e.g. class counts minus the query itself when the queries are the database, leave-one-out).
     """
     I = np.asarray(I)
     k = I.shape[1] if k is None else k
     rel = relevance(I[:, :k], train_labels, query_labels).astype(np.float64)
-    r = np.minimum(class_counts(train_labels, query_labels), k)
+    counts = class_counts(train_labels, query_labels) if relevant is None else np.asarray(relevant, np.int64)
+    r = np.minimum(counts, k)
     ranks = np.arange(1, k + 1, dtype=np.float64)
     precision = np.cumsum(rel, axis=1) / ranks
     within = ranks[None, :] <= r[:, None]
@@ -168,6 +171,78 @@ def mrr(I: np.ndarray, train_labels: np.ndarray, query_labels: np.ndarray, k: in
     first = rel.argmax(axis=1)
     rr = np.where(rel.any(axis=1), 1.0 / (first + 1), 0.0)
     return float(rr.mean())
+
+
+def average_precision(I: np.ndarray, train_labels: np.ndarray, query_labels: np.ndarray, *,
+                      relevant: np.ndarray | None = None) -> float:
+    """MAP over the whole ranking: for query q with R_q relevant train items, AP = (1/R_q) * sum_i P(i) * rel(i)
+    over every position i of I (the full ranking of the database, nearest first). Relevant items missing
+    from I count as never retrieved (they add 0). A query with R_q = 0 scores 0.
+
+    I (nq, n) ids, nearest first, -1 padding; train_labels (n,); query_labels (nq,); ``relevant`` (nq,)
+    overrides R_q (leave-one-out: the class count minus the query itself).
+    """
+    I = np.asarray(I)
+    rel = relevance(I, train_labels, query_labels).astype(np.float64)
+    r = class_counts(train_labels, query_labels) if relevant is None else np.asarray(relevant, np.int64)
+    ranks = np.arange(1, I.shape[1] + 1, dtype=np.float64)
+    total = (np.cumsum(rel, axis=1) / ranks * rel).sum(axis=1)
+    ap = np.divide(total, r, out=np.zeros_like(total), where=r > 0)
+    return float(ap.mean())
+
+
+def class_recall_at_k(I: np.ndarray, train_labels: np.ndarray, query_labels: np.ndarray, k: int, *,
+                      relevant: np.ndarray | None = None) -> float:
+    """Recall@k in the information-retrieval sense (the seed project's definition): the mean over queries of
+    (same-label neighbours among the first k) / R_q, R_q being the number of train items of the query's label
+    (``relevant`` overrides it). A query with R_q = 0 scores 0. Not :func:`recall_at_k` (any hit in k).
+
+    I (nq, >=k) ids, nearest first, -1 padding; train_labels (n,); query_labels (nq,).
+    """
+    rel = relevance(np.asarray(I)[:, :k], train_labels, query_labels)
+    r = class_counts(train_labels, query_labels) if relevant is None else np.asarray(relevant, np.int64)
+    hits = rel.sum(axis=1).astype(np.float64)
+    return float(np.divide(hits, r, out=np.zeros_like(hits), where=r > 0).mean())
+
+
+def cluster_scores(labels: np.ndarray, clusters: np.ndarray) -> dict[str, float]:
+    """NMI and AMI (scikit-learn, arithmetic normalisation) of cluster assignments against the true labels.
+
+    labels (n,) true classes; clusters (n,) cluster ids (e.g. k-means on the embeddings with as many
+    clusters as classes). Both are 1 for a perfect clustering, NMI ~ AMI ~ 0 for a random one.
+    """
+    from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
+
+    labels = np.asarray(labels)
+    clusters = np.asarray(clusters)
+    if labels.shape != clusters.shape or labels.ndim != 1:
+        raise ValueError(f"labels {labels.shape} and clusters {clusters.shape} must be two equal 1-D shapes")
+    return {"nmi": float(normalized_mutual_info_score(labels, clusters)),
+            "ami": float(adjusted_mutual_info_score(labels, clusters))}
+
+
+def verification_accuracy(distances: np.ndarray, same: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
+    """Pair verification: a pair is predicted "same" when its distance is < threshold; the accuracy of that
+    prediction against ``same`` for each threshold.
+
+    distances (p,) pair distances; same (p,) bool (the two items share a label); thresholds (t,).
+    Returns (t,) floats in [0, 1].
+    """
+    d = np.asarray(distances, dtype=np.float64)
+    same = np.asarray(same, dtype=bool)
+    t = np.asarray(thresholds, dtype=np.float64)
+    pred = d[None, :] < t[:, None]
+    return (pred == same[None, :]).mean(axis=1)
+
+
+def best_verification_threshold(distances: np.ndarray, same: np.ndarray) -> tuple[float, float]:
+    """(threshold, accuracy) of the best "same when distance < threshold" rule over the pairs given:
+    thresholds are tried midway between consecutive distinct distances (and below / above all of them)."""
+    d = np.sort(np.unique(np.asarray(distances, dtype=np.float64)))
+    cands = np.concatenate([[d[0] - 1.0], (d[1:] + d[:-1]) / 2, [d[-1] + 1.0]]) if len(d) else np.array([0.0])
+    acc = verification_accuracy(distances, same, cands)
+    best = int(np.argmax(acc))
+    return float(cands[best]), float(acc[best])
 
 
 def label_metrics(I: np.ndarray, train_labels: np.ndarray, query_labels: np.ndarray, k: int) -> dict[str, float]:

@@ -6,7 +6,8 @@ Every embedder implements :class:`embeddings.base.Embedder` (name, input kind, d
 - a registered name (``ann-bench embedders`` lists them): ``minilm``, ``digits-cnn``, ``identity``;
 - ``ARCH:path.pt``: a state_dict for a named architecture (:data:`embeddings.cnn.ARCHITECTURES`), loaded with
   ``torch.load(weights_only=True)``;
-- ``path.pt``: a TorchScript file (``torch.jit.load``), or an ann-bench checkpoint that names its architecture.
+- ``path.pt``: a TorchScript file (``torch.jit.load``), or an ann-bench checkpoint that names its architecture
+  (``ann-bench train`` writes them: image models, or an ``mlp`` head run over frozen MiniLM text features).
 
 Nothing here unpickles arbitrary Python objects, and nothing downloads weights.
 """
@@ -25,7 +26,7 @@ _MODULES = [
     ("embeddings.cnn", "DigitsCNN"),
     ("embeddings.identity", "Identity"),
 ]
-ARCHITECTURE_NAMES = ("small_cnn",)  # keys of embeddings.cnn.ARCHITECTURES, listed without importing torch
+ARCHITECTURE_NAMES = ("small_cnn", "mobilenet_v2", "mlp")  # keys of embeddings.cnn.ARCHITECTURES, listed without importing torch
 
 _REGISTRY: dict[str, type[Embedder]] = {}
 
@@ -64,12 +65,12 @@ def load_embedder(spec: str, device: str = "cpu") -> Embedder:
         return cls(device=device)
     arch, sep, rest = spec.partition(":")
     if sep and arch in ARCHITECTURE_NAMES and not Path(spec).exists():
-        from embeddings.cnn import CheckpointEmbedder
+        from embeddings.cnn import open_checkpoint
 
         path = Path(rest).expanduser()
         if not path.is_file():
             raise InputError(f"model file {rest!r} (in --model {spec}) does not exist")
-        return CheckpointEmbedder(path, arch=arch, device=device)
+        return open_checkpoint(path, arch=arch, device=device)
     path = Path(spec).expanduser()
     if path.is_dir():
         raise InputError(f"--model {spec!r} is a directory; give a TorchScript or state_dict file")
@@ -78,9 +79,9 @@ def load_embedder(spec: str, device: str = "cpu") -> Embedder:
 
         if is_torchscript(path):
             return TorchScriptEmbedder(path, device=device)
-        from embeddings.cnn import CheckpointEmbedder
+        from embeddings.cnn import open_checkpoint
 
-        return CheckpointEmbedder(path, device=device)  # an ann-bench checkpoint names its architecture
+        return open_checkpoint(path, device=device)  # an ann-bench checkpoint names its architecture
     if sep and arch not in ARCHITECTURE_NAMES and not arch.startswith((".", "/", "~")):
         raise InputError(f"unknown architecture {arch!r} in --model {spec}; architectures: "
                          f"{', '.join(ARCHITECTURE_NAMES)}")

@@ -5,7 +5,9 @@ arbitrary Python objects. Two forms are accepted:
 
 - an ann-bench checkpoint, a dict ``{"format": "ann-bench-checkpoint", "arch": "small_cnn", "config": {...},
   "input": {"size": [H, W], "channels": C, "mean": [...], "std": [...]}, "metric": "angular",
-  "normalize": True, "state_dict": {...}, "meta": {...}}`` (what ``train_digits.py`` writes);
+  "normalize": True, "state_dict": {...}, "meta": {...}}`` (what ``train_digits.py`` and ``ann-bench train``
+  write; ``arch`` is any of :data:`ARCHITECTURES`: ``small_cnn``, ``mobilenet_v2``, or ``mlp`` — a head over
+  frozen text/array features that :func:`open_checkpoint` hands to :class:`embeddings.mlp.MLPEmbedder`);
 - a bare ``state_dict`` of a named architecture (``--model small_cnn:weights.pt``): its configuration is read
   off the tensor shapes and images are fed at their native size.
 """
@@ -23,6 +25,8 @@ from torch import nn
 
 from ann_bench.errors import InputError
 from embeddings.base import ImageSpec, TorchEmbedder, images_to_tensor, sha256_file
+from embeddings.mlp import MLPHead
+from embeddings.mobilenet import MobileNetV2
 
 CHECKPOINT_FORMAT = "ann-bench-checkpoint"
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
@@ -78,7 +82,9 @@ class SmallCNN(nn.Module):
                 "pool": int(round(math.sqrt(features / widths[-1])))}
 
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"small_cnn": SmallCNN}
+# Every architecture a checkpoint may name; image models except ``mlp`` (a head over frozen text/array
+# features, run by embeddings.mlp.MLPEmbedder).
+ARCHITECTURES: dict[str, type[nn.Module]] = {"small_cnn": SmallCNN, "mobilenet_v2": MobileNetV2, "mlp": MLPHead}
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -106,6 +112,25 @@ def _architecture(arch: str) -> type[nn.Module]:
     return ARCHITECTURES[arch]
 
 
+def open_checkpoint(path: str | Path, arch: str | None = None, device: str = "cpu"):
+    """The embedder of a checkpoint file: :class:`CheckpointEmbedder` for image architectures,
+    :class:`embeddings.mlp.MLPEmbedder` for ``mlp`` heads over frozen features."""
+    path = Path(path).expanduser()
+    ckpt = load_checkpoint(path)
+    is_ours = ckpt.get("format") == CHECKPOINT_FORMAT
+    name = arch or (str(ckpt.get("arch")) if is_ours else None)
+    if name != "mlp":
+        return CheckpointEmbedder(path, arch=arch, device=device)
+    from embeddings.mlp import MLPEmbedder
+
+    if is_ours:
+        return MLPEmbedder(path, ckpt, ckpt["state_dict"], dict(ckpt.get("config") or {}), device=device)
+    config = MLPHead.config_from_state_dict(ckpt)
+    spec = ({"kind": "text", "features": "minilm"} if config["in_dim"] == 384
+            else {"kind": "array", "features": "identity"})
+    return MLPEmbedder(path, {"input": spec}, ckpt, config, device=device)
+
+
 class CheckpointEmbedder(TorchEmbedder):
     """An image embedder from a checkpoint: an ann-bench checkpoint, or a bare state_dict of ``arch``."""
 
@@ -118,6 +143,9 @@ class CheckpointEmbedder(TorchEmbedder):
         if ckpt.get("format") == CHECKPOINT_FORMAT:
             arch = arch or str(ckpt.get("arch"))
             cls = _architecture(arch)
+            if cls is MLPHead:
+                raise InputError(f"{str(self.path)!r} is an mlp head over text/array features, not an image "
+                                 "model; load it with embeddings.load_embedder")
             state_dict, config = ckpt["state_dict"], dict(ckpt.get("config") or {})
             self.image = ImageSpec.from_dict(ckpt.get("input") or {})
             self.metric = str(ckpt.get("metric", "angular"))

@@ -28,11 +28,12 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from ann_bench.cli import backends, best, data, embed, plot, report, results, run
+    from ann_bench.cli import backends, best, data, embed, plot, report, results, run, train
 
     cli.add_command(data.data)
     cli.add_command(embed.embed)
     cli.add_command(embed.embedders)
+    cli.add_command(train.train)
     cli.add_command(backends.backends)
     cli.add_command(run.run)
     cli.add_command(results.results)

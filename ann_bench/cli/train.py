@@ -1,0 +1,107 @@
+"""``ann-bench train``: metric-learning training of an embedder; the checkpoint runs in ``ann-bench embed``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from ann_bench.cli.console import err, out
+
+_LOSSES = ("triplet, contrastive, multi-similarity, circle, lifted-structure, supcon, arcface, cosface, "
+           "proxy-anchor, proxy-nca, normalized-softmax, soft-triple, center, softmax")
+_MINERS = "semihard, hard, all, batch-hard, multi-similarity, pair-margin, none"
+
+
+@click.command()
+@click.option("--data", required=True,
+              help="fashion-mnist (Debian dataset-fashion-mnist), digits (scikit-learn), an image folder (one "
+                   "subfolder per class), an IDX image file with its labels, or a labelled .tsv/.csv of texts.")
+@click.option("--arch", default="small_cnn", show_default=True,
+              help="small_cnn, mobilenet_v2 (images; from scratch) or mlp (a head over frozen MiniLM features "
+                   "for text, or over .npy/IDX features).")
+@click.option("--loss", default="triplet", show_default=True, help=f"One of: {_LOSSES}.")
+@click.option("--miner", default=None, help=f"For tuple losses: {_MINERS} [none].")
+@click.option("--dim", type=int, default=50, show_default=True, help="Embedding dimension (L2-normalised).")
+@click.option("--epochs", type=int, default=10, show_default=True, help="Epochs (0: the untrained model).")
+@click.option("--lr", type=float, default=1e-3, show_default=True,
+              help="Adam learning rate (cosine decay; per-class loss parameters get 10x).")
+@click.option("--batch-size", type=int, default=128, show_default=True, help="Items per batch.")
+@click.option("--m-per-class", type=int, default=None,
+              help="Items of each class in a batch [batch-size // classes, at least 2].")
+@click.option("--steps-per-epoch", type=int, default=None, help="Batches per epoch [train items / batch-size].")
+@click.option("--augment/--no-augment", default=False, show_default=True,
+              help="Images: random resized crop, horizontal flip, rotation, random erasing.")
+@click.option("--split", default="samples", show_default=True,
+              help="samples (Fashion-MNIST: its own train/test files; others: a stratified --test-size share) or "
+                   "classes (first half of the classes train, the rest are unseen test classes).")
+@click.option("--test-size", type=float, default=0.2, show_default=True,
+              help="Test share for --split samples (not Fashion-MNIST).")
+@click.option("--train-limit", type=int, default=None, help="Train on a random subset of this many items.")
+@click.option("--test-limit", type=int, default=None, help="Evaluate on a random subset of this many items.")
+@click.option("--image-size", type=int, default=None, help="Resize images to N x N [the first image's size].")
+@click.option("--center-weight", type=float, default=0.01, show_default=True, help="lambda of --loss center.")
+@click.option("--center-alpha", type=float, default=0.5, show_default=True,
+              help="Update rate of the class centers (--loss center).")
+@click.option("--reference", default="test", show_default=True,
+              help="Evaluation database: test (each test item against the other test items) or train.")
+@click.option("--baseline/--no-baseline", default=False, show_default=True,
+              help="Also evaluate the untrained model and print it beside the trained one.")
+@click.option("--label-column", default=None, help="Label column of a .tsv/.csv [label].")
+@click.option("--text-column", default=None, help="Text column of a .tsv/.csv [text, or the first other].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, the weights, the batches.")
+@click.option("--threads", type=int, default=1, show_default=True, help="torch and faiss threads.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The checkpoint to write (.pt); its metrics go beside it as NAME.metrics.json.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON instead of a table.")
+def train(data: str, arch: str, loss: str, miner: str | None, dim: int, epochs: int, lr: float, batch_size: int,
+          m_per_class: int | None, steps_per_epoch: int | None, augment: bool, split: str, test_size: float,
+          train_limit: int | None, test_limit: int | None, image_size: int | None, center_weight: float,
+          center_alpha: float, reference: str, baseline: bool, label_column: str | None, text_column: str | None,
+          seed: int, threads: int, output: Path, as_json: bool) -> None:
+    """Train an embedder with a metric-learning loss, evaluate it (Precision@k, Recall@K, MAP, MAP@R, MRR,
+    NMI, AMI, verification accuracy) and write a checkpoint that `ann-bench embed --model` runs."""
+    from ann_bench.atomic import ensure_writable_dir
+    from ann_bench.errors import InputError
+    from embeddings.training.trainer import (
+        TrainConfig,
+        metrics_table_rows,
+        save_checkpoint,
+    )
+    from embeddings.training.trainer import train as run_training
+
+    config = TrainConfig(data=data, arch=arch, loss=loss, miner=None if miner in (None, "none") else miner, dim=dim,
+                         epochs=epochs, lr=lr, batch_size=batch_size, m_per_class=m_per_class,
+                         steps_per_epoch=steps_per_epoch, augment=augment, split=split, test_size=test_size,
+                         train_limit=train_limit, test_limit=test_limit, image_size=image_size,
+                         center_weight=center_weight, center_alpha=center_alpha, reference=reference,
+                         baseline=baseline, seed=seed, threads=threads, label_column=label_column,
+                         text_column=text_column)
+    config.check()
+    output = output.expanduser()
+    ensure_writable_dir(output)
+    if output.is_dir():
+        raise InputError(f"output {str(output)!r} is a directory; give a file name such as model.pt")
+    result = run_training(config, log=lambda msg: err.print(escape(msg), soft_wrap=True))
+    ckpt, mpath = save_checkpoint(result, output)
+    if as_json:
+        out.print_json(json.dumps({"checkpoint": str(ckpt), "metrics_file": str(mpath), "metrics": result.metrics,
+                                   "untrained_metrics": result.baseline, "epoch_losses": result.epoch_losses,
+                                   "train_seconds": round(result.train_s, 2)}))
+        return
+    meta = result.checkpoint["meta"]
+    table = Table(title=f"{arch} / {loss}{' + ' + config.miner if config.miner else ''} on {escape(data)}: "
+                        f"{meta['n_test']:,} test items vs {reference}")
+    table.add_column("metric")
+    table.add_column("trained", justify="right")
+    if result.baseline is not None:
+        table.add_column("untrained", justify="right")
+    for row in metrics_table_rows(result.metrics, result.baseline):
+        table.add_row(*row)
+    out.print(table)
+    out.print(f"wrote {escape(str(ckpt))} ({ckpt.stat().st_size / 1024:,.0f} KiB) and {escape(str(mpath))}; "
+              f"trained {result.train_s:.1f} s; embed with: ann-bench embed --model {escape(str(ckpt))} --input ...",
+              soft_wrap=True)
