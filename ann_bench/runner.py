@@ -21,7 +21,7 @@ import datetime as _dt
 import gc
 import re
 from collections.abc import Iterable, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,7 @@ from ann_bench.sysinfo import host, versions
 from ann_bench.worker import BuildJob, run_in_process, run_inline
 
 MODES = ("batch", "single")
+EXECUTORS = ("local", "ray")
 
 
 # ---- parameter grids from the command line ----------------------------------------------------------------
@@ -174,6 +175,8 @@ class RunOptions:
     isolate: bool = True  # each build configuration in a fresh worker process
     timeout: float | None = None  # seconds per build configuration (build + its searches), isolated only
     memory_limit: int | None = None  # bytes of worker RSS, isolated only
+    executor: str = "local"  # "local": worker processes here; "ray": one Ray task per build configuration
+    address: str | None = None  # Ray cluster address ("auto", "HOST:PORT"); None starts a local Ray instance
 
     def check(self) -> None:
         if self.k < 1:
@@ -191,6 +194,12 @@ class RunOptions:
             raise InputError(f"--memory-limit must be > 0, got {self.memory_limit}")
         if not self.isolate and (self.timeout is not None or self.memory_limit is not None):
             raise InputError("--timeout and --memory-limit need worker processes; drop --in-process")
+        if self.executor not in EXECUTORS:
+            raise InputError(f"unknown executor {self.executor!r}; use {' or '.join(EXECUTORS)}")
+        if self.executor == "ray" and not self.isolate:
+            raise InputError("--in-process builds in this process; it cannot be combined with --executor ray")
+        if self.address is not None and self.executor != "ray":
+            raise InputError("--address names a Ray cluster; add --executor ray")
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
@@ -248,15 +257,31 @@ def run_sweep(
     Each build configuration runs in a fresh worker process (``options.isolate``), so a crash, a hang
     (``options.timeout``) or a memory blow-up (``options.memory_limit``) becomes failed records for what it
     had not finished, and the sweep goes on. With ``options.resume``, configurations already stored with
-    status ok are skipped; failed and timed-out ones are tried again.
+    status ok are skipped; failed and timed-out ones are tried again. With ``options.executor == "ray"`` each
+    build configuration is a Ray task instead (:mod:`ann_bench.ray_executor`); this process still decides
+    what to run and is the only writer of the store.
     """
     options.check()
     check_k(vs, options.k)
     reporter = reporter or Reporter()
+    with ExitStack() as stack:
+        ray_session = None
+        if options.executor == "ray":
+            from ann_bench import ray_executor
+
+            ray_session = stack.enter_context(ray_executor.session(options.address))
+        return _sweep(vs, plans, options, store, reporter, ray_session)
+
+
+def _sweep(vs, plans, options, store, reporter, ray_session) -> SweepSummary:
     X = vs.load_train() if not options.isolate else None
     Q = vs.load_test()
     with reporter.task("ground truth", None if vs.has_groundtruth else vs.n_test) as advance:
-        gt_D, gt_I = vs.groundtruth(options.k, progress=advance)
+        if ray_session is not None and not (vs.has_groundtruth and vs.gt_depth >= options.k):
+            gt_D, gt_I = ray_session.groundtruth(vs, options.k, threads=options.build_threads or options.threads,
+                                                 progress=advance)
+        else:
+            gt_D, gt_I = vs.groundtruth(options.k, progress=advance)
     train_labels, test_labels = check_labels(vs)
     exact_labels: dict[str, float] = {}
     if train_labels is not None:
@@ -267,13 +292,15 @@ def run_sweep(
     done = store.keys(dataset["dataset_hash"]) if (store is not None and options.resume) else set()
     summary = SweepSummary()
     total = sum(p.n_configs for p in plans) * len(options.modes)
+    queued: list[tuple[BuildJob, JobRecorder, str]] = []  # for Ray: submitted together, recorded as they finish
     with reporter.task("sweep", total) as advance_sweep:
         for plan in plans:
             for build in plan.builds:
-                def record(search, mode, **kw) -> Record:
-                    return Record(backend=plan.cls.name, impl=plan.cls.impl, build_params=build,
+                def record(search, mode, _cls=plan.cls, _build=build, **kw) -> Record:
+                    kw.setdefault("versions", versions())  # a Ray task reports its own node's
+                    kw.setdefault("host", host())
+                    return Record(backend=_cls.name, impl=_cls.impl, build_params=_build,
                                   search_params=search, k=options.k, mode=mode, threads=options.threads,
-                                  versions=versions(), host=host(),
                                   created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                                   **dataset, **kw)
 
@@ -299,53 +326,75 @@ def run_sweep(
                                threads=options.threads, build_threads=options.build_threads or options.threads,
                                seed=options.seed, gt_D=gt_D, gt_I=gt_I, train_labels=train_labels,
                                test_labels=test_labels)
-                _run_job(job, options, X, Q, record, store, summary, reporter, advance_sweep, label, exact_labels)
+                recorder = JobRecorder(job, record, store, summary, reporter, advance_sweep, exact_labels)
+                if ray_session is not None:
+                    queued.append((job, recorder, label))
+                else:
+                    _run_job(job, options, X, Q, recorder, reporter, label)
+        if queued:
+            ray_session.run_jobs(queued, options, vs, reporter)
     return summary
 
 
-def _run_job(job, options, X, Q, record, store, summary, reporter, advance_sweep, label, exact_labels=None) -> None:
-    """Run one build job (isolated or inline), turning its events into stored records. ``exact_labels``: the
-    exact neighbours' label metrics, added to every successful row's ``label_metrics``."""
-    build_info: dict[str, Any] = {}
-    finished: set[int] = set()
+class JobRecorder:
+    """Turns one build job's events (see :mod:`ann_bench.worker`) into records, stored as they arrive: the
+    one code path from events to rows, whichever executor ran the job. ``exact_labels``: the exact
+    neighbours' label metrics, added to every successful row's ``label_metrics``."""
 
-    def save(i: int, I=None, **fields) -> None:
-        search, mode = job.pending[i]
-        rec = record(search, mode, **build_info, **fields)
-        if store is not None:
-            store.save(rec, I)
-        summary.records.append(rec)
-        finished.add(i)
-        reporter.log(_line(rec))
-        advance_sweep()
+    def __init__(self, job: BuildJob, record, store: ResultStore | None, summary: SweepSummary,
+                 reporter: Reporter, advance_sweep, exact_labels: dict[str, float] | None = None):
+        self.job, self.record, self.store, self.summary = job, record, store, summary
+        self.reporter, self.advance_sweep, self.exact_labels = reporter, advance_sweep, exact_labels
+        self.build_info: dict[str, Any] = {}
+        self.node: dict[str, Any] = {}  # host and versions of the machine that ran the job, when not this one
+        self.finished: set[int] = set()
 
-    def on_event(kind, *payload) -> None:
+    def save(self, i: int, I=None, **fields) -> None:
+        search, mode = self.job.pending[i]
+        rec = self.record(search, mode, **self.node, **self.build_info, **fields)
+        if self.store is not None:
+            self.store.save(rec, I)
+        self.summary.records.append(rec)
+        self.finished.add(i)
+        self.reporter.log(_line(rec))
+        self.advance_sweep()
+
+    def on_event(self, kind, *payload) -> None:
         if kind == "built":
-            build_info.update(payload[0])
+            self.build_info.update(payload[0])
         elif kind == "result":
             i, figures, I = payload
-            if exact_labels:
-                figures = {**figures, "label_metrics": {**figures.get("label_metrics", {}), **exact_labels}}
-            save(i, I, **figures)
+            if self.exact_labels:
+                figures = {**figures, "label_metrics": {**figures.get("label_metrics", {}), **self.exact_labels}}
+            self.save(i, I, **figures)
         elif kind == "error":
             i, text = payload
-            save(i, status="failed", error=text)
+            self.save(i, status="failed", error=text)
         elif kind == "build_failed":
-            for i in range(len(job.pending)):
-                save(i, status="failed", error=f"build: {payload[0]}")
+            for i in range(len(self.job.pending)):
+                self.save(i, status="failed", error=f"build: {payload[0]}")
 
+    def finish(self, outcome: tuple[str, str] | None) -> None:
+        """The job is over: with an outcome (status, error) from the executor, every configuration it did not
+        report gets that status, its error prefixed by the stage it was in."""
+        if outcome is not None:
+            status, text = outcome
+            stage = "search" if self.build_info else "build"
+            for i in range(len(self.job.pending)):
+                if i not in self.finished:
+                    self.save(i, status=status, error=f"{stage}: {text}")
+
+
+def _run_job(job, options, X, Q, recorder: JobRecorder, reporter, label) -> None:
+    """Run one build job here (isolated in a worker process, or inline), recording its events."""
     with reporter.task(f"build+search {label}", None):
         if options.isolate:
-            outcome = run_in_process(job, on_event, timeout=options.timeout, memory_limit=options.memory_limit)
+            outcome = run_in_process(job, recorder.on_event, timeout=options.timeout,
+                                     memory_limit=options.memory_limit)
         else:
-            run_inline(job, X, Q, on_event)
+            run_inline(job, X, Q, recorder.on_event)
             outcome = None
-    if outcome is not None:
-        status, text = outcome
-        stage = "search" if build_info else "build"
-        for i in range(len(job.pending)):
-            if i not in finished:
-                save(i, status=status, error=f"{stage}: {text}")
+    recorder.finish(outcome)
     gc.collect()
 
 

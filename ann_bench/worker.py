@@ -194,14 +194,17 @@ def _watch_parent(parent: int) -> None:
         time.sleep(0.5)
 
 
-def _worker_main(job: BuildJob, conn, parent: int) -> None:
+def _worker_main(job: BuildJob, conn, parent: int, data: tuple[np.ndarray, np.ndarray] | None = None) -> None:
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    from ann_bench.datasets import VectorSet
+    if data is not None:
+        X, Q = data
+    else:
+        from ann_bench.datasets import VectorSet
 
-    with VectorSet(job.dataset_path, metric=job.metric) as vs:
-        X = vs.load_train()
-        Q = vs.load_test()
+        with VectorSet(job.dataset_path, metric=job.metric) as vs:
+            X = vs.load_train()
+            Q = vs.load_test()
 
     def emit(*event):
         conn.send(event)
@@ -225,8 +228,12 @@ def describe_exit(code: int | None) -> str:
 
 
 def run_in_process(job: BuildJob, on_event: Callable[..., None], timeout: float | None = None,
-                   memory_limit: int | None = None) -> tuple[str, str] | None:
+                   memory_limit: int | None = None,
+                   data: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[str, str] | None:
     """Run ``job`` in a fresh spawned process, passing its events to ``on_event`` as they arrive.
+
+    The worker reads train (n, d) and test (nq, d) from ``job.dataset_path``, or takes them from ``data``
+    (sent to it pickled: for small sets, e.g. arrays a Ray task got from the object store).
 
     Returns None if the worker finished normally, else (status, error) for whatever it did not report:
     ("timeout", ...) after ``timeout`` seconds, ("failed", ...) when its RSS passed ``memory_limit`` bytes,
@@ -236,7 +243,7 @@ def run_in_process(job: BuildJob, on_event: Callable[..., None], timeout: float 
 
     ctx = multiprocessing.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_worker_main, args=(job, send, os.getpid()), daemon=True)
+    proc = ctx.Process(target=_worker_main, args=(job, send, os.getpid(), data), daemon=True)
     with _environ(_thread_env(max(job.threads, job.build_threads))):
         proc.start()
     send.close()

@@ -100,3 +100,22 @@ def test_k_beyond_groundtruth_depth_is_refused(small_set):
         plans = plan_sweep(["flat"], vs.n_train, vs.dim, vs.metric)
         with pytest.raises(InputError, match="exceeds the ground-truth depth 100"):
             run_sweep(vs, plans, RunOptions(k=101))
+
+
+def test_executor_options_are_checked():
+    with pytest.raises(InputError, match="unknown executor 'dask'"):
+        RunOptions(executor="dask").check()
+    with pytest.raises(InputError, match="cannot be combined with --executor ray"):
+        RunOptions(executor="ray", isolate=False).check()
+    with pytest.raises(InputError, match="--address names a Ray cluster; add --executor ray"):
+        RunOptions(address="auto").check()
+
+
+def test_ray_executor_without_ray_gives_the_install_hint(small_set, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
+    with VectorSet(small_set) as vs:
+        plans = plan_sweep(["flat"], vs.n_train, vs.dim, vs.metric)
+        with pytest.raises(InputError, match=r"--executor ray needs the ray extra: pip install -e '\.\[ray\]'"):
+            run_sweep(vs, plans, RunOptions(executor="ray"))

@@ -12,6 +12,7 @@ from ann_bench.cli.console import RichReporter, err, out
 from ann_bench.cli.options import results_option
 from ann_bench.datasets import DEFAULT_SPEC, VectorSet, check_groundtruth, default_dataset
 from ann_bench.plotting import pareto_by_group
+from ann_bench.ray_executor import require_ray
 from ann_bench.results import Record, ResultStore, params_str
 from ann_bench.runner import RunOptions, check_k, check_labels, parse_size, plan_sweep, run_sweep
 
@@ -42,21 +43,33 @@ from ann_bench.runner import RunOptions, check_k, check_labels, parse_size, plan
 @click.option("--in-process", is_flag=True,
               help="Build in this process instead of a worker per build configuration (debugging, profiling; "
                    "no protection against crashes or hangs).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: worker processes on this machine; ray: one Ray task per build configuration, on a "
+                   "Ray cluster (needs the ray extra).")
+@click.option("--address", default=None, metavar="auto|HOST:PORT",
+              help="Ray cluster to use with --executor ray [default: $RAY_ADDRESS, else a new local Ray "
+                   "instance on this machine].")
 @click.option("--quiet", "-q", is_flag=True, help="No line per configuration, only the final table.")
 @results_option
 def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_specs, k: int, runs: int, mode: str,
         threads: int, build_threads: int | None, seed: int, force: bool, timeout: float | None,
-        memory_limit: str | None, in_process: bool, quiet: bool, results_path: Path) -> None:
+        memory_limit: str | None, in_process: bool, executor: str, address: str | None, quiet: bool,
+        results_path: Path) -> None:
     """Build each configuration once, sweep its search parameters, measure recall@k, QPS, latency, build
     time and index size, and store every result. Ends with the recall/QPS Pareto-optimal configurations.
 
     Each build configuration runs in a fresh worker process: a crash, hang or memory blow-up becomes a
-    failed/timeout row and the sweep goes on. Configurations already stored (status ok) are skipped."""
+    failed/timeout row and the sweep goes on. Configurations already stored (status ok) are skipped.
+    With --executor ray each build configuration is a task on a Ray cluster; this process still writes the
+    results."""
     options = RunOptions(k=k, runs=runs, modes=("batch", "single") if mode == "both" else (mode,),
                          threads=threads, build_threads=build_threads, seed=seed, resume=not force,
                          isolate=not in_process, timeout=timeout,
-                         memory_limit=parse_size(memory_limit) if memory_limit is not None else None)
+                         memory_limit=parse_size(memory_limit) if memory_limit is not None else None,
+                         executor=executor, address=address)
     options.check()
+    if executor == "ray":
+        require_ray()  # the install hint before any work
     if dataset is None:
         with RichReporter() as reporter, reporter.task(
                 f"generating the default dataset {DEFAULT_SPEC.name()}", DEFAULT_SPEC.queries) as advance:

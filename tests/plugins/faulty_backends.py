@@ -109,3 +109,20 @@ class Slow(_Exact):
     def query(self, Q, k):
         time.sleep(self.search["sleep"])
         return super().query(Q, k)
+
+
+@register
+class Orphaning(_Exact):
+    """Kills the process that started its worker in build when kill=true: under `--executor ray`, the Ray
+    worker running the task dies (as when a node is lost). Never use it with the local executor."""
+
+    name = "orphaning"
+    build_params = (Param("kill", bool, False),)
+
+    def build(self, X):
+        if self.params["kill"]:
+            import signal
+
+            os.kill(os.getppid(), signal.SIGKILL)
+            time.sleep(5)  # the worker notices its parent is gone and exits
+        super().build(X)

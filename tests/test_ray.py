@@ -1,0 +1,131 @@
+"""Sweeps on a local Ray instance give what the local executor gives; failures become rows
+(ann_bench/ray_executor.py)."""
+
+import shutil
+import time
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from ann_bench.cli import cli
+from ann_bench.datasets import VectorSet
+from ann_bench.errors import InputError
+from ann_bench.groundtruth import exact_knn
+from ann_bench.ray_executor import exact_knn_ray  # imports ray only when called
+from ann_bench.results import ResultStore
+from ann_bench.runner import RunOptions, plan_sweep, run_sweep
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def sweep(path, backends, build=(), search=(), store=None, **options):
+    with VectorSet(path) as vs:
+        plans = plan_sweep(backends, vs.n_train, vs.dim, vs.metric, build, search)
+        return run_sweep(vs, plans, RunOptions(runs=1, **options), store)
+
+
+def by_key(summary):
+    return {r.key: r for r in summary.records}
+
+
+def test_ray_sweep_gives_the_local_recall_and_resumes(small_set, tmp_path):
+    args = (small_set, ["flat", "hnsw", "ivf"], ["M=8", "nlist=16"], ["ef=10,20", "nprobe=1,4"])
+    with ResultStore(tmp_path / "local.sqlite") as local_store, ResultStore(tmp_path / "ray.sqlite") as ray_store:
+        local = by_key(sweep(*args, store=local_store, seed=1))
+        on_ray = by_key(sweep(*args, store=ray_store, seed=1, executor="ray"))
+        assert len(local) == 5 and set(on_ray) == set(local)
+        for key, r in local.items():
+            assert r.status == on_ray[key].status == "ok"
+            assert (on_ray[key].recall, on_ray[key].id_recall) == (r.recall, r.id_recall)
+        assert on_ray[next(iter(local))].host["hostname"] and on_ray[next(iter(local))].build_s > 0
+        # The driver wrote every row and its neighbours.
+        rows = ray_store.records()
+        assert len(rows) == 5 and all(ray_store.load_neighbors(r).shape == (100, 10) for r in rows)
+        # Resume: what the local executor stored is not run again on Ray, and vice versa.
+        again = sweep(*args, store=local_store, seed=1, executor="ray")
+        assert again.records == [] and again.skipped_existing == 5
+
+
+def test_crashing_task_becomes_a_failed_row(small_set, faulty_backends):
+    summary = sweep(small_set, ["crashing"], ["crash=true,false"], executor="ray")
+    crashed = next(r for r in summary.records if r.build_params["crash"])
+    fine = next(r for r in summary.records if not r.build_params["crash"])
+    assert crashed.status == "failed" and "build: worker killed by SIGABRT" in crashed.error
+    assert fine.status == "ok" and fine.recall == 1.0
+
+
+def test_lost_ray_worker_becomes_a_failed_row(small_set, faulty_backends):
+    summary = sweep(small_set, ["orphaning"], ["kill=true,false"], executor="ray")
+    lost = next(r for r in summary.records if r.build_params["kill"])
+    fine = next(r for r in summary.records if not r.build_params["kill"])
+    assert lost.status == "failed" and lost.error.startswith("build: ray WorkerCrashedError")
+    assert fine.status == "ok" and fine.recall == 1.0
+
+
+def test_hang_becomes_a_timeout_row(small_set, faulty_backends):
+    t0 = time.perf_counter()
+    summary = sweep(small_set, ["hanging"], search=["hang=false,true"], timeout=4, executor="ray")
+    assert time.perf_counter() - t0 < 20
+    fine = next(r for r in summary.records if not r.search_params["hang"])
+    hung = next(r for r in summary.records if r.search_params["hang"])
+    assert fine.status == "ok" and fine.recall == 1.0
+    assert hung.status == "timeout" and "search: no result within --timeout 4 s" in hung.error
+
+
+def test_a_task_no_node_can_hold_is_refused(small_set):
+    with pytest.raises(InputError, match=r"no node of the Ray cluster offers 3 CPU\(s\)"):
+        sweep(small_set, ["flat"], threads=3, executor="ray")
+
+
+def test_split_groundtruth_equals_local(small_set, tmp_path):
+    with VectorSet(small_set) as vs:
+        X, Q = vs.load_train(), vs.load_test()
+        D, I = exact_knn(X, Q, vs.metric, 20)
+        for data in (None, ray.put((X, Q))):  # read from the path, or from the object store
+            D_r, I_r = exact_knn_ray(str(small_set), vs.metric, vs.n_test, 20, chunks=3, data=data)
+            np.testing.assert_array_equal(I_r, I)
+            np.testing.assert_allclose(D_r, D, rtol=1e-6)
+    # A set without ground truth gets it from Ray tasks; flat search then has recall 1.
+    bare = tmp_path / "bare.hdf5"
+    shutil.copy(small_set, bare)
+    with h5py.File(bare, "a") as f:
+        del f["neighbors"], f["distances"]
+    summary = sweep(bare, ["flat"], executor="ray")
+    assert [r.recall for r in summary.records] == [1.0]
+
+
+def test_cli_executor_ray(small_set, tmp_path):
+    store = tmp_path / "r.sqlite"
+    r = CliRunner().invoke(cli, ["run", "--dataset", str(small_set), "--backend", "ivf", "--build", "nlist=16",
+                                 "--search", "nprobe=1,16", "--runs", "1", "--executor", "ray", "--results",
+                                 str(store)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert "Pareto-optimal configurations" in r.output
+    with ResultStore(store) as s:
+        assert max(row.recall for row in s.records()) == 1.0
+
+
+def test_task_past_its_timeout_is_cancelled_by_the_driver(small_set, faulty_backends, monkeypatch):
+    from ann_bench import ray_executor
+
+    monkeypatch.setattr(ray_executor, "BACKSTOP_GRACE_S", -8.0)  # the driver acts 2 s after the task starts
+    summary = sweep(small_set, ["hanging"], search=["hang=true"], timeout=10, executor="ray")
+    (hung,) = summary.records
+    assert hung.status == "timeout" and "ray task cancelled" in hung.error
+
+
+def test_memory_limit_is_reserved_and_enforced(small_set, faulty_backends):
+    summary = sweep(small_set, ["hog"], ["gb=0,4"], memory_limit=1 << 30, executor="ray")
+    hog = next(r for r in summary.records if r.build_params["gb"] == 4.0)
+    fine = next(r for r in summary.records if r.build_params["gb"] == 0.0)
+    assert hog.status == "failed" and "memory limit exceeded" in hog.error
+    assert fine.status == "ok" and fine.peak_rss_bytes > 0
