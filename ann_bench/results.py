@@ -61,6 +61,7 @@ class Record:
     index_bytes: int | None = None
     rss_delta_bytes: int | None = None
     peak_rss_bytes: int | None = None
+    index_cached: int = 0  # 1: the index was loaded from the index cache; build figures are those of its build
     label_metrics: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     host: dict[str, Any] = field(default_factory=dict)
@@ -126,6 +127,11 @@ class ResultStore:
         cols = ", ".join(f"{f.name} {_column_type(f)}" for f in dataclasses.fields(Record))
         with self.db:
             self.db.execute(f"CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, {cols})")
+            # Columns added since a store was created (e.g. index_cached) are added, NULL in older rows.
+            have = {row[1] for row in self.db.execute("PRAGMA table_info(results)")}
+            for f in dataclasses.fields(Record):
+                if f.name not in have:
+                    self.db.execute(f"ALTER TABLE results ADD COLUMN {f.name} {_column_type(f)}")
             self.db.execute("CREATE INDEX IF NOT EXISTS results_dataset ON results (dataset_hash)")
             self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -196,6 +202,7 @@ class ResultStore:
         data = {name: row[name] for name in _FIELDS}
         for name in _JSON_FIELDS:
             data[name] = json.loads(data[name]) if data[name] else {}
+        data["index_cached"] = int(data["index_cached"] or 0)
         return Record(**data)
 
     def integrity_ok(self) -> bool:

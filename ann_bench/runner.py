@@ -23,6 +23,7 @@ import re
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -177,6 +178,7 @@ class RunOptions:
     memory_limit: int | None = None  # bytes of worker RSS, isolated only
     executor: str = "local"  # "local": worker processes here; "ray": one Ray task per build configuration
     address: str | None = None  # Ray cluster address ("auto", "HOST:PORT"); None starts a local Ray instance
+    index_cache: bool = False  # save each built index in the cache dir; reuse it when the same build recurs
 
     def check(self) -> None:
         if self.k < 1:
@@ -230,6 +232,13 @@ def check_k(vs: VectorSet, k: int) -> None:
     if vs.has_groundtruth and k > vs.gt_depth:
         raise InputError(f"-k {k} exceeds the ground-truth depth {vs.gt_depth} of {str(vs.path)!r}; "
                          f"use -k <= {vs.gt_depth}")
+
+
+def index_cache_dir(dataset_hash: str) -> Path:
+    """Where ``--index-cache`` keeps the built indices of one dataset: ``<cache dir>/indices/<hash prefix>``."""
+    from ann_bench.config import cache_dir
+
+    return cache_dir() / "indices" / dataset_hash[:16]
 
 
 def check_labels(vs: VectorSet) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -325,7 +334,9 @@ def _sweep(vs, plans, options, store, reporter, ray_session) -> SweepSummary:
                                impl=plan.cls.impl, build=build, pending=pending, k=options.k, runs=options.runs,
                                threads=options.threads, build_threads=options.build_threads or options.threads,
                                seed=options.seed, gt_D=gt_D, gt_I=gt_I, train_labels=train_labels,
-                               test_labels=test_labels)
+                               test_labels=test_labels,
+                               index_cache=str(index_cache_dir(dataset["dataset_hash"])) if options.index_cache
+                               else None)
                 recorder = JobRecorder(job, record, store, summary, reporter, advance_sweep, exact_labels)
                 if ray_session is not None:
                     queued.append((job, recorder, label))

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
+import json
 import multiprocessing
 import os
 import signal
@@ -26,6 +28,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -57,6 +60,7 @@ class BuildJob:
     gt_I: np.ndarray = field(repr=False, default=None)
     train_labels: np.ndarray | None = field(repr=False, default=None)  # (n,), None when the set has no labels
     test_labels: np.ndarray | None = field(repr=False, default=None)  # (nq,)
+    index_cache: str | None = None  # directory of saved indices of this dataset; None: always build
 
 
 # ---- measuring --------------------------------------------------------------------------------------------
@@ -137,16 +141,24 @@ def execute_build(job: BuildJob, X: np.ndarray, Q: np.ndarray, emit: Callable[..
 
     cls = get_backend(job.backend, job.impl)
     info: dict[str, Any] = {}
+    cached = cache_paths(job)
     try:
-        index = cls(job.metric, job.dim, threads=job.build_threads, seed=job.seed, **job.build)
-        gc.collect()
-        rss0 = _rss()
-        t0 = time.perf_counter()
-        index.build(X)
-        info["build_s"] = time.perf_counter() - t0
-        info["rss_delta_bytes"] = _rss() - rss0
-        info["peak_rss_bytes"] = _peak_rss()
-        info["index_bytes"] = int(index.index_bytes())
+        if cached is not None and cached[0].exists() and cached[1].exists():
+            index = cls(job.metric, job.dim, threads=job.threads, seed=job.seed, **job.build)
+            index.load(cached[0])
+            info = {**json.loads(cached[1].read_text()), "index_cached": 1}
+        else:
+            index = cls(job.metric, job.dim, threads=job.build_threads, seed=job.seed, **job.build)
+            gc.collect()
+            rss0 = _rss()
+            t0 = time.perf_counter()
+            index.build(X)
+            info["build_s"] = time.perf_counter() - t0
+            info["rss_delta_bytes"] = _rss() - rss0
+            info["peak_rss_bytes"] = _peak_rss()
+            info["index_bytes"] = int(index.index_bytes())
+            if cached is not None:
+                save_cached(index, info, *cached)
         index.set_threads(job.threads)
     except Exception as exc:
         emit("build_failed", error_text(exc))
@@ -163,6 +175,37 @@ def execute_build(job: BuildJob, X: np.ndarray, Q: np.ndarray, emit: Callable[..
             emit("error", i, error_text(exc))
             continue
         emit("result", i, figures, I)
+
+
+# ---- index cache ------------------------------------------------------------------------------------------
+def cache_paths(job: BuildJob) -> tuple[Path, Path] | None:
+    """(index file, build-figures JSON) of ``job``'s build configuration in its index cache, or None.
+
+    The key covers everything that shapes the built index: backend, implementation, build parameters,
+    metric, dimension, build threads and seed, and the library versions (a file saved by another version of
+    faiss/hnswlib/annoy is not reused).
+    """
+    if not job.index_cache:
+        return None
+    from ann_bench.sysinfo import versions
+
+    ident = [job.backend, job.impl, sorted(job.build.items()), job.metric, job.dim, job.build_threads, job.seed,
+             sorted(versions().items())]
+    key = hashlib.sha256(json.dumps(ident, default=str).encode()).hexdigest()[:20]
+    base = Path(job.index_cache) / f"{job.backend}-{job.impl}-{key}"
+    return base.with_suffix(".index"), base.with_suffix(".json")
+
+
+def save_cached(index, info: dict[str, Any], path: Path, meta: Path) -> None:
+    """Save a freshly built index and its build figures into the cache, each renamed into place; the figures
+    last, so a half-saved index is never used."""
+    from ann_bench.atomic import atomic_path
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        index.save(tmp)
+    with atomic_path(meta) as tmp:
+        Path(tmp).write_text(json.dumps(info))
 
 
 # ---- isolation --------------------------------------------------------------------------------------------
