@@ -178,7 +178,8 @@ def images_to_tensor(images: Sequence[np.ndarray] | np.ndarray, spec: ImageSpec,
     size = spec.size or tuple(groups[0].shape[1:3])
     out = []
     for arr in groups:
-        x = torch.from_numpy(np.ascontiguousarray(arr)).to(device)
+        arr = np.ascontiguousarray(arr)
+        x = torch.from_numpy(arr if arr.flags.writeable else arr.copy()).to(device)  # torch wants writable
         x = x.to(torch.float32) / 255.0 if arr.dtype == np.uint8 else x.to(torch.float32)
         x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)  # (b, C, H, W)
         if x.shape[1] == 4:  # RGBA: drop alpha
