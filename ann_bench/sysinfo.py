@@ -15,10 +15,11 @@ PACKAGES = ("numpy", "faiss-cpu", "hnswlib", "annoy", "scipy", "numba", "h5py", 
 
 
 @functools.cache
-def versions() -> dict[str, str]:
-    """Installed versions of the libraries ann-bench measures through (absent ones are left out)."""
+def versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Installed versions of the libraries ann-bench measures through, and of ``extra`` distributions (absent
+    ones are left out)."""
     out = {"python": platform.python_version(), "ann-bench": __version__}
-    for name in PACKAGES:
+    for name in PACKAGES + extra:
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

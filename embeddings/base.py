@@ -104,6 +104,17 @@ def check_device(device: str) -> str:
     raise InputError(f"unknown --device {device!r}; use cpu or cuda")
 
 
+def load_weights(module, state_dict: dict, path: str | Path, arch: str, device: str):
+    """``module`` with ``state_dict`` loaded, on ``device``, in eval mode; InputError when the weights do not
+    fit the architecture."""
+    try:
+        module.load_state_dict(state_dict)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise InputError(f"{str(path)!r} does not fit architecture {arch!r}: {first[:200]}") from None
+    return module.to(device).eval()
+
+
 class TorchEmbedder(Embedder):
     """An embedder around a torch module: ``prepare`` a batch, ``forward`` it under inference mode."""
 

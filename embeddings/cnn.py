@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ann_bench.errors import InputError
-from embeddings.base import ImageSpec, TorchEmbedder, images_to_tensor, sha256_file
+from embeddings.base import ImageSpec, TorchEmbedder, images_to_tensor, load_weights, sha256_file
 from embeddings.mlp import MLPHead
 from embeddings.mobilenet import MobileNetV2
 
@@ -164,13 +164,7 @@ class CheckpointEmbedder(TorchEmbedder):
             raise InputError(f"{str(self.path)!r} is neither a state_dict nor an ann-bench checkpoint "
                              f"(keys: {', '.join(map(str, list(ckpt)[:6]))})")
         self.arch = arch
-        module = cls(**config)
-        try:
-            module.load_state_dict(state_dict)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise InputError(f"{str(self.path)!r} does not fit architecture {arch!r}: {first[:200]}") from None
-        self.module = module.to(self.device).eval()
+        self.module = load_weights(cls(**config), state_dict, self.path, arch, self.device)
         self.dim = int(config.get("dim")) if config.get("dim") else None
         self.name = name or f"{arch}:{self.path}"
 

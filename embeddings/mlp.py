@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ann_bench.errors import InputError
-from embeddings.base import TorchEmbedder, sha256_file
+from embeddings.base import TorchEmbedder, load_weights, sha256_file
 
 FEATURES = ("minilm", "identity")
 
@@ -90,13 +90,7 @@ class MLPEmbedder(TorchEmbedder):
         if self.input_kind not in ("text", "array"):
             raise InputError(f"{str(self.path)!r}: an mlp checkpoint takes text or array input, not {self.input_kind!r}")
         self.extractor = feature_extractor(self.features, device)
-        module = MLPHead(**config)
-        try:
-            module.load_state_dict(state_dict)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise InputError(f"{str(self.path)!r} does not fit architecture 'mlp': {first[:200]}") from None
-        self.module = module.to(self.device).eval()
+        self.module = load_weights(MLPHead(**config), state_dict, self.path, "mlp", self.device)
         self.dim = int(config["dim"])
         self.metric = str(ckpt.get("metric", "angular"))
         self.normalize = bool(ckpt.get("normalize", True))
