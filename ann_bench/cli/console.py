@@ -51,14 +51,14 @@ class RichReporter(Reporter):
         )
 
     def __enter__(self) -> RichReporter:
-        self.progress.start()
-        return self
+        return self  # the display starts with the first task: an early error prints no blank progress line
 
     def __exit__(self, *exc) -> None:
         self.progress.stop()
 
     @contextmanager
     def task(self, description: str, total: int | None):
+        self.progress.start()  # idempotent
         task_id = self.progress.add_task(description, total=total)
         try:
             yield lambda n=1: self.progress.advance(task_id, n)
