@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import gc
+import json
 import re
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack, contextmanager
@@ -179,6 +180,7 @@ class RunOptions:
     executor: str = "local"  # "local": worker processes here; "ray": one Ray task per build configuration
     address: str | None = None  # Ray cluster address ("auto", "HOST:PORT"); None starts a local Ray instance
     index_cache: bool = False  # save each built index in the cache dir; reuse it when the same build recurs
+    exhaustive: bool = False  # measure costlier searches even after one of the same index reached recall 1.0
 
     def check(self) -> None:
         if self.k < 1:
@@ -299,6 +301,7 @@ def _sweep(vs, plans, options, store, reporter, ray_session) -> SweepSummary:
     dataset = dict(dataset_hash=vs.content_hash(), dataset_name=vs.name, dataset_path=str(vs.path.resolve()),
                    metric=vs.metric, n_train=vs.n_train, n_test=vs.n_test, dim=vs.dim)
     done = store.keys(dataset["dataset_hash"]) if (store is not None and options.resume) else set()
+    exact = _exact_rows(store, dataset["dataset_hash"], options) if done and not options.exhaustive else {}
     summary = SweepSummary()
     total = sum(p.n_configs for p in plans) * len(options.modes)
     queued: list[tuple[BuildJob, JobRecorder, str]] = []  # for Ray: submitted together, recorded as they finish
@@ -316,6 +319,7 @@ def _sweep(vs, plans, options, store, reporter, ray_session) -> SweepSummary:
                 label = f"{plan.cls.label()} {_fmt(build)}"
                 probe = plan.cls(vs.metric, vs.dim, **build)  # parameters only: nothing is built
                 pending = []
+                stored_exact = exact.get((plan.cls.name, plan.cls.impl, _canon_params(build)), [])
                 for search in plan.searches:
                     reason = probe.search_skip_reason(search, options.k)
                     if reason is not None:
@@ -325,6 +329,9 @@ def _sweep(vs, plans, options, store, reporter, ray_session) -> SweepSummary:
                     for mode in options.modes:
                         if record(search, mode).key in done:
                             summary.skipped_existing += 1
+                            advance_sweep()
+                        elif (reason := _saturated(plan.cls, search, mode, stored_exact, options.k)) is not None:
+                            summary.skipped_redundant.append(f"{label} {_fmt(search)} {mode}: {reason}")
                             advance_sweep()
                         else:
                             pending.append((search, mode))
@@ -336,7 +343,7 @@ def _sweep(vs, plans, options, store, reporter, ray_session) -> SweepSummary:
                                seed=options.seed, gt_D=gt_D, gt_I=gt_I, train_labels=train_labels,
                                test_labels=test_labels,
                                index_cache=str(index_cache_dir(dataset["dataset_hash"])) if options.index_cache
-                               else None)
+                               else None, skip_saturated=not options.exhaustive)
                 recorder = JobRecorder(job, record, store, summary, reporter, advance_sweep, exact_labels)
                 if ray_session is not None:
                     queued.append((job, recorder, label))
@@ -381,6 +388,13 @@ class JobRecorder:
         elif kind == "error":
             i, text = payload
             self.save(i, status="failed", error=text)
+        elif kind == "skipped":  # not stored: a resumed sweep skips it again from the stored recall-1.0 row
+            i, reason = payload
+            search, mode = self.job.pending[i]
+            self.summary.skipped_redundant.append(
+                f"{self.job.backend}[{self.job.impl}] {_fmt(self.job.build)} {_fmt(search)} {mode}: {reason}")
+            self.finished.add(i)
+            self.advance_sweep()
         elif kind == "build_failed":
             for i in range(len(self.job.pending)):
                 self.save(i, status="failed", error=f"build: {payload[0]}")
@@ -407,6 +421,29 @@ def _run_job(job, options, X, Q, recorder: JobRecorder, reporter, label) -> None
             outcome = None
     recorder.finish(outcome)
     gc.collect()
+
+
+def _canon_params(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def _exact_rows(store: ResultStore, dataset_hash: str, options: RunOptions) -> dict[tuple, list[tuple[dict, str]]]:
+    """Stored ok rows of this dataset, k and thread count with recall 1.0, as {(backend, impl, build):
+    [(search, mode), ...]}: a resumed sweep skips what they make redundant, as the first pass did."""
+    out: dict[tuple, list[tuple[dict, str]]] = {}
+    for r in store.records(dataset=dataset_hash):
+        if (r.status == "ok" and r.recall is not None and r.recall >= 1.0 and r.k == options.k
+                and r.threads == options.threads):
+            out.setdefault((r.backend, r.impl, _canon_params(r.build_params)), []).append((r.search_params, r.mode))
+    return out
+
+
+def _saturated(cls, search: dict[str, Any], mode: str, exact: list[tuple[dict, str]], k: int) -> str | None:
+    """Why ``search`` in ``mode`` is redundant given stored recall-1.0 rows of the same index, or None."""
+    reached = next((s for s, m in exact if m == mode and cls.costlier(s, search)), None)
+    if reached is None:
+        return None
+    return f"recall@{k} already 1.0 at {_fmt(reached)} (stored); this costlier setting cannot beat it"
 
 
 def _fmt(params: dict[str, Any]) -> str:

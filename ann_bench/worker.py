@@ -11,6 +11,8 @@ Events (tuples) sent to the parent:
 - ``("result", i, figures, I)``: figures of pending configuration i and the ids it returned (nq, k); with
   labels, ``figures["label_metrics"]`` holds the label-aware metrics of those ids;
 - ``("error", i, text)``: pending configuration i failed (e.g. duplicate ids);
+- ``("skipped", i, reason)``: pending configuration i was not measured because an earlier one of the same
+  index and mode reached recall 1.0 with less effort (see :meth:`Index.costlier`);
 - ``("build_failed", text)``: the build raised; every pending configuration fails with it.
 """
 
@@ -61,6 +63,7 @@ class BuildJob:
     train_labels: np.ndarray | None = field(repr=False, default=None)  # (n,), None when the set has no labels
     test_labels: np.ndarray | None = field(repr=False, default=None)  # (nq,)
     index_cache: str | None = None  # directory of saved indices of this dataset; None: always build
+    skip_saturated: bool = True  # skip costlier searches once one reached recall 1.0 (False: --exhaustive)
 
 
 # ---- measuring --------------------------------------------------------------------------------------------
@@ -164,7 +167,14 @@ def execute_build(job: BuildJob, X: np.ndarray, Q: np.ndarray, emit: Callable[..
         emit("build_failed", error_text(exc))
         return
     emit("built", info)
+    exact: list[tuple[dict[str, Any], str]] = []  # (search, mode) measured at recall 1.0
     for i, (search, mode) in enumerate(job.pending):
+        if job.skip_saturated:
+            reached = next((s for s, m in exact if m == mode and cls.costlier(s, search)), None)
+            if reached is not None:
+                where = ",".join(f"{k}={v}" for k, v in reached.items())
+                emit("skipped", i, f"recall@{job.k} already 1.0 at {where}; this costlier setting cannot beat it")
+                continue
         try:
             index.set_search_params(**search)
             figures, I = measure(index, Q, job.k, mode, job.runs)
@@ -175,6 +185,8 @@ def execute_build(job: BuildJob, X: np.ndarray, Q: np.ndarray, emit: Callable[..
             emit("error", i, error_text(exc))
             continue
         emit("result", i, figures, I)
+        if figures["recall"] >= 1.0:
+            exact.append((search, mode))
 
 
 # ---- index cache ------------------------------------------------------------------------------------------

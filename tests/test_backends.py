@@ -166,3 +166,19 @@ def test_registry_declares_grids_and_defaults():
         for grid in (cls.default_build_grid(100_000, 128),):
             for combo in [dict(zip(grid, v)) for v in zip(*grid.values())]:
                 cls.check_data(cls.validate_build_params(combo), 100_000, 128)
+
+
+@pytest.mark.parametrize("name", ["ivf", "ivfpq"])
+def test_ivf_trains_kmeans_on_a_sample_of_train_per_list_vectors(name, rng):
+    import faiss
+
+    X = rng.standard_normal((4000, 16)).astype(np.float32)
+    centroids = []
+    for per_list in (39, 256):  # 16 lists: a sample of 624 vectors, then all 4000
+        index = get_backend(name)("euclidean", 16, seed=1, nlist=16, train_per_list=per_list,
+                                  **({"m": 4} if name == "ivfpq" else {}))
+        index.build(X)
+        ivf = faiss.extract_index_ivf(index.index)
+        assert ivf.cp.max_points_per_centroid == per_list
+        centroids.append(ivf.quantizer.reconstruct_n(0, 16))
+    assert not np.allclose(centroids[0], centroids[1])

@@ -23,7 +23,7 @@ def test_plan_sweep_overrides_and_validates():
     assert len(hnsw.searches) == len(registry.get_backend("hnsw").search_grid["ef"])
     # Unprefixed parameters go to the backends that declare them; a name nobody declares is an error.
     hnsw, ivf = plan_sweep(["hnsw", "ivf"], 5000, 16, "euclidean", ["nlist=64"], ["ef=10", "nprobe=2"])
-    assert [s["ef"] for s in hnsw.searches] == [10] and ivf.builds == [{"nlist": 64}]
+    assert [s["ef"] for s in hnsw.searches] == [10] and ivf.builds == [{"nlist": 64, "train_per_list": 64}]
     with pytest.raises(InputError, match=r"unknown search parameter 'efs'; valid: hnsw\[hnswlib\]: ef"):
         plan_sweep(["hnsw", "ivf"], 5000, 16, "euclidean", (), ["efs=10"])
     with pytest.raises(InputError, match="unknown build parameter 'nprobe'"):
@@ -39,7 +39,7 @@ def test_plan_sweep_overrides_and_validates():
 
 
 def test_sweep_measures_recall_qps_and_latency(small_set, tmp_path):
-    options = RunOptions(k=10, runs=2, modes=("batch", "single"))
+    options = RunOptions(k=10, runs=2, modes=("batch", "single"), exhaustive=True)
     with VectorSet(small_set) as vs, ResultStore(tmp_path / "r.sqlite") as store:
         plans = plan_sweep(["flat", "ivf"], vs.n_train, vs.dim, vs.metric, ["nlist=16"], ["nprobe=1,4,16,32"])
         summary = run_sweep(vs, plans, options, store)
@@ -119,3 +119,31 @@ def test_ray_executor_without_ray_gives_the_install_hint(small_set, monkeypatch)
         plans = plan_sweep(["flat"], vs.n_train, vs.dim, vs.metric)
         with pytest.raises(InputError, match=r"--executor ray needs the ray extra: pip install -e '\.\[ray\]'"):
             run_sweep(vs, plans, RunOptions(executor="ray"))
+
+
+def test_costlier_orders_effort_parameters():
+    hnsw, nsw, kdtree = (registry.get_backend(n) for n in ("hnsw", "nsw", "kdtree"))
+    assert hnsw.costlier({"ef": 20}, {"ef": 40}) and not hnsw.costlier({"ef": 40}, {"ef": 20})
+    assert not hnsw.costlier({"ef": 20}, {"ef": 20})
+    assert nsw.costlier({"ef": 20, "m": 1}, {"ef": 20, "m": 2}) and not nsw.costlier({"ef": 20, "m": 2}, {"ef": 40, "m": 1})
+    assert kdtree.costlier({"eps": 1.0}, {"eps": 0.0}) and not kdtree.costlier({"eps": 0.0}, {"eps": 1.0})
+    assert not registry.get_backend("flat").costlier({}, {})
+
+
+def test_settings_costlier_than_an_exact_one_are_skipped_and_stay_skipped_on_resume(small_set, tmp_path):
+    grid = ["nprobe=1,16,12,24"]  # 16 of 32 lists reach recall 1.0 here; 12 is cheaper, so it is still measured
+    with VectorSet(small_set) as vs, ResultStore(tmp_path / "r.sqlite") as store:
+        plans = plan_sweep(["ivf"], vs.n_train, vs.dim, vs.metric, ["nlist=32"], grid)
+        first = run_sweep(vs, plans, RunOptions(runs=1), store)
+        measured = {r.search_params["nprobe"]: r.recall for r in first.records}
+        exact = min(p for p, rec in measured.items() if rec == 1.0)
+        assert measured[1] < 1.0 and measured[16] == 1.0 and 12 in measured and 24 not in measured
+        assert any("nprobe=24 batch: recall@10 already 1.0 at nprobe=16;" in s for s in first.skipped_redundant)
+        # Resumed with a larger grid: the stored exact row still makes the costlier settings redundant.
+        plans = plan_sweep(["ivf"], vs.n_train, vs.dim, vs.metric, ["nlist=32"], ["nprobe=1,8,12,16,14"])
+        second = run_sweep(vs, plans, RunOptions(runs=1), store)
+        assert [r.search_params["nprobe"] for r in second.records] == [8] and exact == 12
+        assert len(second.skipped_redundant) == 1 and "nprobe=14 batch: recall@10 already 1.0 at nprobe=12 (stored)" \
+            in second.skipped_redundant[0]
+        full = run_sweep(vs, plans, RunOptions(runs=1, exhaustive=True), store)
+        assert not full.skipped_redundant and [r.search_params["nprobe"] for r in full.records] == [14]

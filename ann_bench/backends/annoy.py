@@ -45,6 +45,7 @@ class AnnoyForest(Index):
                            "(annoy's default: n_trees * k)", min=1, max=1 << 40),)
     build_grid = {"n_trees": [50, 100]}
     search_grid = {"search_k": [100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000, 100_000]}
+    effort_params = {"search_k": +1}
 
     def __init__(self, metric: str, dim: int, threads: int = 1, seed: int = 0, **build_params: Any):
         super().__init__(metric, dim, threads, seed, **build_params)

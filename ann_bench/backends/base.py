@@ -142,6 +142,9 @@ class Index(ABC):
     build_grid: ClassVar[dict[str, list]] = {}  # default sweep of build params
     search_grid: ClassVar[dict[str, list]] = {}  # default sweep of search params
     grid_notes: ClassVar[dict[str, str]] = {}  # words for data-dependent defaults, shown by `ann-bench backends`
+    # Search parameters along which search effort grows: +1 where a larger value searches more (ef, nprobe,
+    # search_k), -1 where a smaller one does (eps). See :meth:`costlier`.
+    effort_params: ClassVar[dict[str, int]] = {}
 
     def __init__(self, metric: str, dim: int, threads: int = 1, seed: int = 0, **build_params: Any):
         if metric not in self.capabilities.metrics:
@@ -206,6 +209,29 @@ class Index(ABC):
         runner skips such configurations instead of reporting the same measurement under two labels.
         """
         return None
+
+    @classmethod
+    def costlier(cls, a: dict[str, Any], b: dict[str, Any]) -> bool:
+        """True if (validated) search configuration ``b`` asks for at least the effort of ``a`` in every effort
+        parameter, for more in one, and equals ``a`` in every other parameter.
+
+        Once ``a`` reaches recall 1.0 on an index, such a ``b`` cannot recall more and costs no less: it is
+        dominated on every recall/QPS front, so a sweep may skip it (``ann-bench run`` does, unless
+        ``--exhaustive``).
+        """
+        if not cls.effort_params or a.keys() != b.keys():
+            return False
+        more = False
+        for name, value in a.items():
+            sign = cls.effort_params.get(name)
+            if sign is None:
+                if b[name] != value:
+                    return False
+            elif (b[name] - value) * sign < 0:
+                return False
+            elif b[name] != value:
+                more = True
+        return more
 
     @classmethod
     def check_available(cls) -> None:

@@ -31,6 +31,7 @@ class HnswlibHNSW(Index):
     search_params = (Param("ef", int, 10, "candidate list size while searching", min=1, max=1_000_000),)
     build_grid = {"M": [16, 32], "ef_construction": [200]}
     search_grid = {"ef": [10, 20, 40, 80, 160, 320, 640]}
+    effort_params = {"ef": +1}
 
     def __init__(self, metric: str, dim: int, threads: int = 1, seed: int = 0, **build_params: Any):
         super().__init__(metric, dim, threads, seed, **build_params)

@@ -40,6 +40,7 @@ class FaissHNSW(FaissIndex):
     search_params = (Param("ef", int, 16, "efSearch: candidate list size while searching", min=1, max=1_000_000),)
     build_grid = {"M": [16, 32], "ef_construction": [200]}
     search_grid = {"ef": [10, 20, 40, 80, 160, 320, 640]}
+    effort_params = {"ef": +1}
 
     def _make_index(self, X: np.ndarray):
         """IndexHNSWFlat over the prepared vectors X (n, dim) float32."""

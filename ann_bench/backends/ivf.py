@@ -25,10 +25,15 @@ def pow2_lists(n: int, factor: float) -> int:
 class FaissIVFFlat(FaissIndex):
     name = "ivf"
     description = "inverted file, k-means coarse quantizer, exact vectors in the lists (faiss IndexIVFFlat)"
-    build_params = (Param("nlist", int, 1024, "number of k-means lists", min=1, max=1 << 22),)
+    build_params = (
+        Param("nlist", int, 1024, "number of k-means lists", min=1, max=1 << 22),
+        Param("train_per_list", int, 64, "k-means trains on a seeded random sample of at most nlist * this "
+              "vectors (faiss's own default: 256)", min=39, max=1 << 20),
+    )
     search_params = (Param("nprobe", int, 16, "lists visited per query", min=1, max=1 << 22),)
     build_grid = {"nlist": [1024]}
     search_grid = {"nprobe": [1, 2, 4, 8, 16, 32, 64, 128, 256]}
+    effort_params = {"nprobe": +1}
     grid_notes = {"nlist": "sqrt(n) and 4*sqrt(n), rounded to powers of two"}
 
     @classmethod
@@ -53,6 +58,7 @@ class FaissIVFFlat(FaissIndex):
         quantizer = faiss.IndexFlat(self.dim, self.faiss_metric())
         index = faiss.IndexIVFFlat(quantizer, self.dim, self.params["nlist"], self.faiss_metric())
         index.cp.seed = self.seed
+        index.cp.max_points_per_centroid = self.params["train_per_list"]
         index.train(X)
         index.add(X)
         self._quantizer = quantizer  # the IVF index does not own it from Python's point of view

@@ -31,6 +31,7 @@ class FaissIVFPQ(FaissIVFFlat):
     description = "inverted file + product quantization, optional exact re-ranking (faiss IVF-PQ)"
     build_params = (
         Param("nlist", int, 1024, "number of k-means lists", min=1, max=1 << 22),
+        FaissIVFFlat.build_params[1],  # train_per_list
         Param("m", int, 16, "PQ sub-quantizers; must divide the dimension", min=1, max=1024),
         Param("nbits", int, 8, "bits per sub-quantizer code", min=4, max=12),
         Param("refine", int, 0, "re-rank refine*k PQ candidates exactly; 0 = off", min=0, max=1000),
@@ -66,6 +67,7 @@ class FaissIVFPQ(FaissIVFFlat):
         base = faiss.index_factory(self.dim, self.factory_string(), self.faiss_metric())
         ivf = faiss.extract_index_ivf(base)
         ivf.cp.seed = self.seed
+        ivf.cp.max_points_per_centroid = self.params["train_per_list"]
         base.train(X)
         if self.params["refine"] > 0:
             index = faiss.IndexRefineFlat(base)

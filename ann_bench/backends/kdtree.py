@@ -46,6 +46,7 @@ class ScipyKDTree(Index):
                            min=0.0, max=1e6),)
     build_grid = {"leafsize": [16, 64]}
     search_grid = {"eps": [0.0, 0.5, 1.0, 2.0, 4.0, 8.0]}
+    effort_params = {"eps": -1}  # eps = 0 is exact: the most effort
 
     def __init__(self, metric: str, dim: int, threads: int = 1, seed: int = 0, **build_params: Any):
         super().__init__(metric, dim, threads, seed, **build_params)

@@ -75,6 +75,7 @@ class NumbaNSW(Index):
     )
     build_grid = {"f": [10, 20], "w": [1], "ef_construction": [100], "entry": ["first"]}
     search_grid = {"ef": [10, 20, 40, 80, 160, 320, 640], "m": [1]}
+    effort_params = {"ef": +1, "m": +1}
 
     def __init__(self, metric: str, dim: int, threads: int = 1, seed: int = 0, **build_params: Any):
         super().__init__(metric, dim, threads, seed, **build_params)

@@ -53,12 +53,16 @@ from ann_bench.runner import RunOptions, check_k, check_labels, parse_size, plan
               help="Save each built index under the cache dir (indices/<dataset hash>/) and load it instead of "
                    "building when the same build configuration runs again (new --search values, a resumed "
                    "sweep). Rows from a loaded index keep the original build's figures and say index_cached.")
+@click.option("--exhaustive", is_flag=True,
+              help="Measure every search setting. By default, once a setting reaches recall@k 1.0, the costlier "
+                   "settings of the same index (larger ef/nprobe/search_k, smaller eps) are skipped: they cannot "
+                   "recall more and cost no less, so they are never on the recall/QPS front.")
 @click.option("--quiet", "-q", is_flag=True, help="No line per configuration, only the final table.")
 @results_option
 def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_specs, k: int, runs: int, mode: str,
         threads: int, build_threads: int | None, seed: int, force: bool, timeout: float | None,
         memory_limit: str | None, in_process: bool, executor: str, address: str | None, index_cache: bool,
-        quiet: bool, results_path: Path) -> None:
+        exhaustive: bool, quiet: bool, results_path: Path) -> None:
     """Build each configuration once, sweep its search parameters, measure recall@k, QPS, latency, build
     time and index size, and store every result. Ends with the recall/QPS Pareto-optimal configurations.
 
@@ -70,7 +74,8 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
                          threads=threads, build_threads=build_threads, seed=seed, resume=not force,
                          isolate=not in_process, timeout=timeout,
                          memory_limit=parse_size(memory_limit) if memory_limit is not None else None,
-                         executor=executor, address=address, index_cache=index_cache)
+                         executor=executor, address=address, index_cache=index_cache,
+                         exhaustive=exhaustive)
     options.check()
     if executor == "ray":
         require_ray()  # the install hint before any work
