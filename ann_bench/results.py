@@ -71,8 +71,8 @@ class Record:
     @property
     def key(self) -> str:
         """The resume key: a hash of the configuration's identity."""
-        ident = [self.dataset_hash, self.backend, self.impl, _canon(self.build_params),
-                 _canon(self.search_params), int(self.k), self.mode, int(self.threads)]
+        ident = [self.dataset_hash, self.backend, self.impl, canon_params(self.build_params),
+                 canon_params(self.search_params), int(self.k), self.mode, int(self.threads)]
         return hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:24]
 
     def label(self) -> str:
@@ -83,7 +83,8 @@ _JSON_FIELDS = ("build_params", "search_params", "label_metrics", "versions", "h
 _FIELDS = [f.name for f in dataclasses.fields(Record)]
 
 
-def _canon(params: dict[str, Any]) -> str:
+def canon_params(params: dict[str, Any]) -> str:
+    """Parameters as canonical JSON (sorted keys): how the store keys and saves them."""
     return json.dumps(params, sort_keys=True, separators=(",", ":"))
 
 
@@ -150,7 +151,7 @@ class ResultStore:
             record.neighbors_file = str(target.relative_to(self.path.parent))
         row = {name: getattr(record, name) for name in _FIELDS}
         for name in _JSON_FIELDS:
-            row[name] = _canon(row[name])
+            row[name] = canon_params(row[name])
         row["key"] = key
         names = ["key", *_FIELDS]
         placeholders = ", ".join(f":{n}" for n in names)
@@ -230,7 +231,7 @@ def flat_dict(record: Record) -> dict[str, Any]:
     d["build_params"] = params_str(record.build_params)
     d["search_params"] = params_str(record.search_params)
     for name in ("label_metrics", "versions", "host"):
-        d[name] = _canon(d[name])
+        d[name] = canon_params(d[name])
     return d
 
 

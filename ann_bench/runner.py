@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import gc
-import json
 import re
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack, contextmanager
@@ -33,9 +32,9 @@ from ann_bench.backends import Index, get_backend, grid_product
 from ann_bench.datasets import VectorSet
 from ann_bench.errors import InputError
 from ann_bench.metrics import label_metrics
-from ann_bench.results import Record, ResultStore
+from ann_bench.results import Record, ResultStore, canon_params
 from ann_bench.sysinfo import host, versions
-from ann_bench.worker import BuildJob, run_in_process, run_inline
+from ann_bench.worker import BuildJob, run_in_process, run_inline, saturated_reason
 
 MODES = ("batch", "single")
 EXECUTORS = ("local", "ray")
@@ -319,7 +318,7 @@ def _sweep(vs, plans, options, store, reporter, ray_session) -> SweepSummary:
                 label = f"{plan.cls.label()} {_fmt(build)}"
                 probe = plan.cls(vs.metric, vs.dim, **build)  # parameters only: nothing is built
                 pending = []
-                stored_exact = exact.get((plan.cls.name, plan.cls.impl, _canon_params(build)), [])
+                stored_exact = exact.get((plan.cls.name, plan.cls.impl, canon_params(build)), [])
                 for search in plan.searches:
                     reason = probe.search_skip_reason(search, options.k)
                     if reason is not None:
@@ -330,7 +329,8 @@ def _sweep(vs, plans, options, store, reporter, ray_session) -> SweepSummary:
                         if record(search, mode).key in done:
                             summary.skipped_existing += 1
                             advance_sweep()
-                        elif (reason := _saturated(plan.cls, search, mode, stored_exact, options.k)) is not None:
+                        elif (reason := saturated_reason(plan.cls, search, mode, stored_exact, options.k,
+                                                         stored=True)) is not None:
                             summary.skipped_redundant.append(f"{label} {_fmt(search)} {mode}: {reason}")
                             advance_sweep()
                         else:
@@ -423,10 +423,6 @@ def _run_job(job, options, X, Q, recorder: JobRecorder, reporter, label) -> None
     gc.collect()
 
 
-def _canon_params(params: dict[str, Any]) -> str:
-    return json.dumps(params, sort_keys=True, default=str)
-
-
 def _exact_rows(store: ResultStore, dataset_hash: str, options: RunOptions) -> dict[tuple, list[tuple[dict, str]]]:
     """Stored ok rows of this dataset, k and thread count with recall 1.0, as {(backend, impl, build):
     [(search, mode), ...]}: a resumed sweep skips what they make redundant, as the first pass did."""
@@ -434,16 +430,8 @@ def _exact_rows(store: ResultStore, dataset_hash: str, options: RunOptions) -> d
     for r in store.records(dataset=dataset_hash):
         if (r.status == "ok" and r.recall is not None and r.recall >= 1.0 and r.k == options.k
                 and r.threads == options.threads):
-            out.setdefault((r.backend, r.impl, _canon_params(r.build_params)), []).append((r.search_params, r.mode))
+            out.setdefault((r.backend, r.impl, canon_params(r.build_params)), []).append((r.search_params, r.mode))
     return out
-
-
-def _saturated(cls, search: dict[str, Any], mode: str, exact: list[tuple[dict, str]], k: int) -> str | None:
-    """Why ``search`` in ``mode`` is redundant given stored recall-1.0 rows of the same index, or None."""
-    reached = next((s for s, m in exact if m == mode and cls.costlier(s, search)), None)
-    if reached is None:
-        return None
-    return f"recall@{k} already 1.0 at {_fmt(reached)} (stored); this costlier setting cannot beat it"
 
 
 def _fmt(params: dict[str, Any]) -> str:

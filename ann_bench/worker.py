@@ -38,6 +38,7 @@ import numpy as np
 from ann_bench.distances import distances_to
 from ann_bench.metrics import (DuplicateIdsError, check_no_duplicates, distance_recall, id_recall, label_metrics,
                                latency_summary)
+from ann_bench.results import params_str
 
 POLL_S = 0.05
 
@@ -169,12 +170,10 @@ def execute_build(job: BuildJob, X: np.ndarray, Q: np.ndarray, emit: Callable[..
     emit("built", info)
     exact: list[tuple[dict[str, Any], str]] = []  # (search, mode) measured at recall 1.0
     for i, (search, mode) in enumerate(job.pending):
-        if job.skip_saturated:
-            reached = next((s for s, m in exact if m == mode and cls.costlier(s, search)), None)
-            if reached is not None:
-                where = ",".join(f"{k}={v}" for k, v in reached.items())
-                emit("skipped", i, f"recall@{job.k} already 1.0 at {where}; this costlier setting cannot beat it")
-                continue
+        reason = saturated_reason(cls, search, mode, exact, job.k) if job.skip_saturated else None
+        if reason is not None:
+            emit("skipped", i, reason)
+            continue
         try:
             index.set_search_params(**search)
             figures, I = measure(index, Q, job.k, mode, job.runs)
@@ -187,6 +186,18 @@ def execute_build(job: BuildJob, X: np.ndarray, Q: np.ndarray, emit: Callable[..
         emit("result", i, figures, I)
         if figures["recall"] >= 1.0:
             exact.append((search, mode))
+
+
+def saturated_reason(cls, search: dict[str, Any], mode: str, exact: list[tuple[dict[str, Any], str]], k: int,
+                     stored: bool = False) -> str | None:
+    """Why ``search`` in ``mode`` need not be measured on an index of backend class ``cls`` whose settings
+    ``exact`` [(search, mode), ...] reached recall@k 1.0 (``stored``: as rows of the results store), or None:
+    one of them, in the same mode, asks for less effort (:meth:`Index.costlier`)."""
+    reached = next((s for s, m in exact if m == mode and cls.costlier(s, search)), None)
+    if reached is None:
+        return None
+    return (f"recall@{k} already 1.0 at {params_str(reached)}{' (stored)' if stored else ''}; "
+            "this costlier setting cannot beat it")
 
 
 # ---- index cache ------------------------------------------------------------------------------------------

@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from nsw_vs_hnswlib import TARGETS, qps_at  # noqa: E402  (the same interpolation as the 100k study)
+from sweep_1m import ann_bench  # noqa: E402  (run `ann-bench ARGS` as a child process, wall-clocked)
 
 EF = [10, 12, 15, 20, 30, 40, 60, 80, 120, 160, 240, 320, 480, 640, 960]
 
@@ -59,14 +58,10 @@ def main() -> int:
     plot = args.plot or store.with_suffix(".png")
     store.parent.mkdir(parents=True, exist_ok=True)
 
-    cmd = [sys.executable, "-m", "ann_bench", "run", "--dataset", str(path), "--backend", "hnsw", "--backend", "nsw",
-           "--build", f"hnsw:M={args.M}", "--build", f"nsw:f={args.f}", "--search", f"hnsw:ef={args.ef}",
-           "--search", f"nsw:ef={args.ef}", "--threads", "1", "--build-threads", str(args.build_threads),
-           "--runs", str(args.runs), "--index-cache", "-q", "--results", str(store)]
-    print("$ ann-bench " + " ".join(cmd[3:]), flush=True)
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    wall = time.perf_counter() - t0
+    wall = ann_bench("run", "--dataset", str(path), "--backend", "hnsw", "--backend", "nsw",
+                     "--build", f"hnsw:M={args.M}", "--build", f"nsw:f={args.f}", "--search", f"hnsw:ef={args.ef}",
+                     "--search", f"nsw:ef={args.ef}", "--threads", "1", "--build-threads", str(args.build_threads),
+                     "--runs", str(args.runs), "--index-cache", "-q", "--results", str(store))
 
     Ms = {int(m) for m in args.M.split(",")}
     fs = {int(f) for f in args.f.split(",")}
@@ -103,18 +98,13 @@ def main() -> int:
         print(f"build {label:14} {b['build_s']:8.1f} s  {b['index_mb']:8.1f} MB"
               + ("  (loaded from the index cache; build figures of the original build)" if b["cached"] else ""))
 
-    subprocess.run([sys.executable, "-m", "ann_bench", "plot", "--results", str(store), "--dataset", digest,
-                    "-o", str(plot)], check=True)
+    ann_bench("plot", "--results", str(store), "--dataset", digest, "-o", str(plot))
     report = {"dataset": {"name": name, "path": str(path), "n": n, "dim": dim, "queries": nq, "hash": digest},
-              "runs": args.runs, "threads": 1, "k": 10, "wall_s": wall, "builds": builds, "points": rows_json(points),
+              "runs": args.runs, "threads": 1, "k": 10, "wall_s": wall, "builds": builds, "points": points.get("hnswlib", []) + points.get("nsw", []),
               "qps_at_recall": summary, "store": str(store), "plot": str(plot)}
     out.write_text(json.dumps(report, indent=2))
     print(f"wrote {out} and {plot}")
     return 0
-
-
-def rows_json(points: dict[str, list[dict]]) -> list[dict]:
-    return [p for family in ("hnswlib", "nsw") for p in points.get(family, [])]
 
 
 if __name__ == "__main__":
