@@ -185,12 +185,22 @@ def select_for(records: list[Record], mode: str | None, k: int | None, y_metric:
     return select(records, mode, k)
 
 
-def plot_figure(records: list[Record], *, mode: str | None = None, k: int | None = None,
-                x_scale: str | None = None, raw: bool = True, x_metric: str = "recall", y_metric: str = "qps"):
-    """The matplotlib Figure of :func:`plot_recall_qps` (the caller closes it)."""
+def plot_figure(records: list[Record], **kwargs):
+    """The matplotlib Figure of :func:`plot_recall_qps` (the caller closes it).
+
+    Every text is plain: a ``$`` in a dataset or backend name is drawn as typed, never parsed as mathtext
+    (which raises on e.g. ``$\\cmd$``)."""
     import matplotlib
 
     matplotlib.use("Agg")
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return _plot_figure(records, **kwargs)
+
+
+def _plot_figure(records: list[Record], *, mode: str | None = None, k: int | None = None,
+                 x_scale: str | None = None, raw: bool = True, x_metric: str = "recall", y_metric: str = "qps"):
+    import matplotlib
+
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import gc
+import math
 import re
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack, contextmanager
@@ -38,6 +39,7 @@ from ann_bench.worker import BuildJob, run_in_process, run_inline, saturated_rea
 
 MODES = ("batch", "single")
 EXECUTORS = ("local", "ray")
+SEED_MAX = 2**31 - 1  # faiss (int), annoy (int) and hnswlib (size_t) all take it
 
 
 # ---- parameter grids from the command line ----------------------------------------------------------------
@@ -77,13 +79,21 @@ class BackendPlan:
 
 
 def _override(grid: dict[str, list], cls: type[Index], declared, overrides, kind: str) -> dict[str, list]:
+    """``grid`` with the command line's values in place of the defaults. A parameter given several times
+    (``--build M=8 --build M=16``) sweeps the union of its values, in the order given."""
     grid = dict(grid)
     names = {p.name: p for p in declared}
+    given: dict[str, list] = {}
     for name, values in overrides:
         if name not in names:
             valid = ", ".join(p.describe() for p in declared) or "none"
             raise InputError(f"{cls.label()}: unknown {kind} parameter {name!r}; valid: {valid}")
-        grid[name] = [names[name].coerce(v, cls.label()) for v in values]
+        merged = given.setdefault(name, [])
+        for v in values:
+            value = names[name].coerce(v, cls.label())
+            if value not in merged:
+                merged.append(value)
+    grid.update(given)
     return grid
 
 
@@ -186,13 +196,20 @@ class RunOptions:
             raise InputError(f"-k must be >= 1, got {self.k}")
         if self.runs < 1:
             raise InputError(f"--runs must be >= 1, got {self.runs}")
-        if self.threads < 1 or (self.build_threads is not None and self.build_threads < 1):
+        if self.threads < 1:
             raise InputError(f"--threads must be >= 1, got {self.threads}")
+        if self.build_threads is not None and self.build_threads < 1:
+            raise InputError(f"--build-threads must be >= 1, got {self.build_threads}; omit it to build with "
+                             "--threads")
+        if not 0 <= self.seed <= SEED_MAX:
+            raise InputError(f"--seed must be in [0, {SEED_MAX}] (the range faiss, hnswlib and annoy all accept), "
+                             f"got {self.seed}")
         bad = [m for m in self.modes if m not in MODES]
         if bad or not self.modes:
             raise InputError(f"unknown mode {bad[0] if bad else ''!r}; use batch, single or both")
-        if self.timeout is not None and self.timeout <= 0:
-            raise InputError(f"--timeout must be > 0 seconds, got {self.timeout}")
+        if self.timeout is not None and not (math.isfinite(self.timeout) and self.timeout > 0):
+            raise InputError(f"--timeout must be a finite number of seconds > 0, got {self.timeout}; "
+                             "omit it for no time limit")
         if self.memory_limit is not None and self.memory_limit <= 0:
             raise InputError(f"--memory-limit must be > 0, got {self.memory_limit}")
         if not self.isolate and (self.timeout is not None or self.memory_limit is not None):

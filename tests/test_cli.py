@@ -193,7 +193,7 @@ def test_more_bad_inputs(runner, data, tmp_path, monkeypatch):
                                                            distances=np.zeros((2, 5))), "--backend", "flat", "-k", 5)
     assert "is a directory" in run("--dataset", tmp_path, "--backend", "flat")
     assert "malformed size" in run("--dataset", data, "--backend", "flat", "--memory-limit", "lots")
-    assert "--timeout must be > 0" in run("--dataset", data, "--backend", "flat", "--timeout", 0)
+    assert "--timeout must be a finite number of seconds > 0" in run("--dataset", data, "--backend", "flat", "--timeout", 0)
     assert "malformed --search" in run("--dataset", data, "--backend", "hnsw", "--search", "ef")
     # Unreadable: root reads anything, so make the permission check itself say no.
     import os as _os

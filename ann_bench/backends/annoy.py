@@ -42,7 +42,7 @@ class AnnoyForest(Index):
     capabilities = Capabilities(notes=["the forest depends on the number of build threads"])
     build_params = (Param("n_trees", int, 100, "random-projection trees in the forest", min=1, max=100_000),)
     search_params = (Param("search_k", int, 10_000, "candidates collected over all trees before ranking "
-                           "(annoy's default: n_trees * k)", min=1, max=1 << 40),)
+                           "(annoy's default: n_trees * k; annoy takes a C int)", min=1, max=2**31 - 1),)
     build_grid = {"n_trees": [50, 100]}
     search_grid = {"search_k": [100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000, 100_000]}
     effort_params = {"search_k": +1}

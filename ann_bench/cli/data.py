@@ -39,7 +39,7 @@ def synth_cmd(output: Path, n: int, dim: int, queries: int, clusters: int, metri
         raise click.BadParameter(f"must be >= 1, got {k}", param_hint="-k")
     with RichReporter() as rep, rep.task("ground truth", queries) as advance:
         synth(output, spec, k=k, progress=advance)
-    out.print(f"wrote {output}: {n:,} train + {queries:,} test vectors, {dim}-d, {metric}, "
+    out.print(f"wrote {escape(str(output))}: {n:,} train + {queries:,} test vectors, {dim}-d, {metric}, "
               f"{clusters} clusters, ground truth depth {min(k, n)}")
 
 
@@ -102,7 +102,7 @@ def import_cmd(base: Path, output: Path, metric: str, queries, groundtruth, labe
         path = import_dataset(base, output, metric, queries=queries, groundtruth=groundtruth, labels=labels,
                               query_labels=query_labels, test_size=test_size, seed=seed, k=k, progress=advance)
     with VectorSet(path) as vs:
-        out.print(f"wrote {path}: {vs.n_train:,} train + {vs.n_test:,} test vectors, {vs.dim}-d, {vs.metric}, "
+        out.print(f"wrote {escape(str(path))}: {vs.n_train:,} train + {vs.n_test:,} test vectors, {vs.dim}-d, {vs.metric}, "
                   f"ground truth depth {vs.gt_depth}{', labels' if vs.has_labels else ''}")
 
 
@@ -121,7 +121,7 @@ def fetch_cmd(name: str, mirror: str | None, force: bool) -> None:
             rep.progress.update(task, completed=done, total=total)
 
         path = fetch(name, mirror=mirror, force=force, progress=on_bytes, gt_progress=advance)
-    out.print(f"{name}: {path}")
+    out.print(f"{escape(name)}: {escape(str(path))}")
 
 
 @data.command("list")
@@ -134,7 +134,7 @@ def list_cmd(as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(rows))
         return
-    table = Table(title=f"standard datasets (cache: {datasets_dir()})")
+    table = Table(title=f"standard datasets (cache: {escape(str(datasets_dir()))})")
     for col in ("name", "dimension", "train", "test", "metric", "download MB", "cached"):
         table.add_column(col, justify="right" if col in ("dimension", "train", "test", "download MB") else "left")
     for r in rows:

@@ -71,8 +71,8 @@ def embedders() -> None:
         ok = cls.available()
         table.add_row(name, cls.input_kind or "image/array", str(cls.dim or "any"), cls.metric,
                       "yes" if cls.normalize else "no", str(cls.batch_size),
-                      "yes" if ok else f"[red]no[/] (pip install -e \".[{cls.extra}]\")" if cls.extra else
-                      "[red]no[/]", escape(cls.description))
+                      "yes" if ok else "[red]no[/] (" + escape(f'pip install -e ".[{cls.extra}]"') + ")" if cls.extra
+                      else "[red]no[/]", escape(cls.description))
     out.print(table)
     out.print(f"Also: --model PATH.pt (TorchScript; images or arrays) and --model ARCH:PATH.pt (a state_dict, "
               f"loaded with weights_only=True; architectures: {', '.join(ARCHITECTURE_NAMES)}).", soft_wrap=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from ann_bench.cli.console import out
 from ann_bench.cli.options import dataset_filter, results_option
@@ -38,4 +39,4 @@ def plot(dataset: str | None, output: Path, y_metric: str, mode: str | None, k: 
     with ResultStore(results_path, create=False) as store:
         records = store.records(dataset=dataset_filter(dataset), backend=backend)
     plot_recall_qps(records, output, mode=mode, k=k, x_scale=x_scale, raw=raw, x_metric=x_metric, y_metric=y_metric)
-    out.print(f"wrote {output}")
+    out.print(f"wrote {escape(str(output))}")

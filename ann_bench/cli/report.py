@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from rich.markup import escape
+
 from ann_bench.cli.console import out
 from ann_bench.cli.options import dataset_filter, results_option
 from ann_bench.report import build_report
@@ -25,4 +27,4 @@ def report(dataset: str | None, backend: str | None, output: Path, results_path:
     with ResultStore(results_path, create=False) as store:
         records = store.records(dataset=dataset_filter(dataset), backend=backend)
     build_report(records, output, source=str(results_path))
-    out.print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB)")
+    out.print(f"wrote {escape(str(output))} ({output.stat().st_size / 1e6:.1f} MB)")

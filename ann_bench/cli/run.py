@@ -24,9 +24,11 @@ from ann_bench.runner import RunOptions, check_k, check_labels, parse_size, plan
 @click.option("--backend", "backends", multiple=True, required=True,
               help="Backend NAME or NAME:IMPL (repeat for several); see `ann-bench backends`.")
 @click.option("--build", "build_specs", multiple=True, metavar="[BACKEND:]NAME=V1,V2",
-              help="Build parameter values, replacing that parameter's default sweep (repeatable).")
+              help="Build parameter values, replacing that parameter's default sweep (repeatable; a parameter "
+                   "given twice sweeps the values of both).")
 @click.option("--search", "search_specs", multiple=True, metavar="[BACKEND:]NAME=V1,V2",
-              help="Search parameter values, replacing that parameter's default sweep (repeatable).")
+              help="Search parameter values, replacing that parameter's default sweep (repeatable; a parameter "
+                   "given twice sweeps the values of both).")
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Neighbours per query (recall@k).")
 @click.option("--runs", type=int, default=3, show_default=True, help="Timed runs per configuration; best kept.")
 @click.option("--mode", type=click.Choice(["batch", "single", "both"]), default="batch", show_default=True,
@@ -94,12 +96,13 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
         with ResultStore(results_path) as store, RichReporter(verbose=not quiet) as reporter:
             summary = run_sweep(vs, plans, options, store, reporter)
     if summary.skipped_existing:
-        err.print(f"skipped {summary.skipped_existing} configuration(s) already in {results_path} "
+        err.print(f"skipped {summary.skipped_existing} configuration(s) already in {escape(str(results_path))} "
                   "(--force re-runs them)")
     for line in summary.skipped_redundant:
         err.print(f"[dim]skipped {escape(line)}[/]")
     for r in summary.failed:
-        err.print(f"[red]failed[/] {escape(r.label())} {params_str(r.build_params)} {params_str(r.search_params)}: "
+        err.print(f"[red]failed[/] {escape(r.label())} {escape(params_str(r.build_params))} "
+                  f"{escape(params_str(r.search_params))}: "
                   f"{escape(r.error)}")
     print_pareto(summary.records, k)
     out.print(f"results: {results_path} ({len(summary.records)} new row(s)); plot them with "
@@ -123,7 +126,7 @@ def print_pareto(records: list[Record], k: int) -> None:
             table.add_column(col, justify=just)
         for group, front in pareto_by_group(chosen).items():
             for r in front:
-                row = [escape(group), params_str(r.build_params) or "-", params_str(r.search_params) or "-",
+                row = [escape(group), escape(params_str(r.build_params)) or "-", escape(params_str(r.search_params)) or "-",
                        f"{r.recall:.4f}", f"{r.qps:,.0f}", f"{r.p99_ms:.3f}" if r.p99_ms else "-",
                        f"{r.build_s:.2f}", f"{r.index_bytes / 1e6:.1f}"]
                 if exact is not None:
