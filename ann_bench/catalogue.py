@@ -127,7 +127,7 @@ def fetch(name: str, mirror: str | None = None, force: bool = False,
         return out
     if name == "fashion-mnist-784-euclidean" and mirror is None and fashion_mnist_dir() is not None:
         return build_fashion_mnist(out, fashion_mnist_dir(), progress=gt_progress)
-    base = (mirror or os.environ.get(MIRROR_ENV) or DEFAULT_MIRROR).rstrip("/")
+    base = check_mirror(mirror or os.environ.get(MIRROR_ENV) or DEFAULT_MIRROR)
     url = f"{base}/{e.filename}"
     part = out.with_name(out.name + ".part")
     _download(url, part, progress)
@@ -141,6 +141,22 @@ def fetch(name: str, mirror: str | None = None, force: bool = False,
     os.replace(part, out)
     record.write_text(f"{actual}  {e.filename}\n")
     return out
+
+
+def check_mirror(base: str) -> str:
+    """``base`` without a trailing slash; InputError unless it is an http(s):// URL with a host or a file:// URL."""
+    import urllib.parse
+
+    parsed = urllib.parse.urlsplit(str(base))
+    ok = (parsed.scheme in ("http", "https") and parsed.netloc) or (parsed.scheme == "file" and parsed.path)
+    try:
+        parsed.port  # raises ValueError on a malformed port
+    except ValueError:
+        ok = False
+    if not ok:
+        raise InputError(f"malformed mirror URL {base!r}: use http://HOST/PATH, https://HOST/PATH or "
+                         f"file:///FOLDER (--mirror or ${MIRROR_ENV})")
+    return str(base).rstrip("/")
 
 
 def _download(url: str, part: Path, progress) -> None:

@@ -486,6 +486,23 @@ def check_synth_spec(spec: SynthSpec) -> None:
     if spec.clusters > spec.n:
         raise InputError(f"--clusters={spec.clusters} exceeds --n={spec.n}; use fewer clusters")
     canonical_metric(spec.metric)
+    # Train and test are generated in memory (float32), then written with ground truth: say so before trying.
+    need = (spec.n + spec.queries) * spec.dim * 4 + spec.clusters * spec.dim * 4
+    have = _available_memory()
+    if have is not None and need > have:
+        raise InputError(f"--n {spec.n:,} x --dim {spec.dim} needs {need / 2**30:,.1f} GiB of memory for the "
+                         f"vectors alone; this machine has {have / 2**30:,.1f} GiB available. Use a smaller --n "
+                         "or --dim")
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to this process now (psutil), or None when unknown."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # pragma: no cover - psutil is a dependency; be safe on exotic platforms
+        return None
 
 
 def synth_arrays(spec: SynthSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

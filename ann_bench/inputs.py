@@ -166,6 +166,10 @@ def decode_image(path: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
+        bomb = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+    except AttributeError:  # pragma: no cover - old Pillow
+        bomb = ()
+    try:
         with Image.open(path) as im:
             im.load()
             mode = "L" if im.mode in ("1", "L", "LA", "I", "I;16", "F") or (
@@ -175,6 +179,8 @@ def decode_image(path: Path) -> np.ndarray:
                 span = arr.max() - arr.min()
                 return ((arr - arr.min()) * (255.0 / span if span else 0)).round().astype(np.uint8)
             return np.asarray(im.convert(mode), dtype=np.uint8)
+    except bomb as exc:
+        raise InputError(f"image {str(path)!r} is too large to decode safely ({exc}); shrink or remove it") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise InputError(f"image {str(path)!r} does not decode: {exc}; fix or remove it") from None
 
@@ -254,6 +260,10 @@ def read_npy(path: Path) -> Items:
     if arr.ndim == 2 and arr.dtype.kind in "fiub":
         return Items(path, "npy", "array", arr)
     if arr.ndim in (3, 4) and arr.dtype == np.uint8:
+        if arr.ndim == 4 and arr.shape[3] not in (1, 3, 4):
+            raise InputError(f"{str(path)!r} holds images of shape {arr.shape[1:]} with {arr.shape[3]} channels; "
+                             "image arrays are (n, H, W) grey or (n, H, W, C) with C = 1 (grey), 3 (RGB) or "
+                             "4 (RGBA)")
         return Items(path, "npy", "image", arr)
     raise InputError(f"{str(path)!r} holds a {arr.dtype} array of shape {arr.shape}; expected (n, d) numeric "
                      "features or (n, H, W[, C]) uint8 images")

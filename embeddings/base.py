@@ -135,12 +135,36 @@ class TorchEmbedder(Embedder):
         import torch
 
         with torch.inference_mode():
-            y = self.forward(self.prepare(batch))
+            x = self.prepare(batch)
+            try:
+                y = self.forward(x)
+            except Exception as exc:  # the user's model failed on our batch: say whose and what
+                first = (str(exc).strip().splitlines() or [""])[-1].strip() or type(exc).__name__
+                raise InputError(f"model {self.name!r} failed on a batch of "
+                                 f"{_describe_input(x)}: {first[:200]}") from None
+        if not isinstance(y, torch.Tensor):
+            raise InputError(f"model {self.name!r} returned a {type(y).__name__}, not a tensor; an embedder must "
+                             "return one (batch, dim) tensor (wrap a model that returns a tuple)")
+        if y.ndim == 0 or y.shape[0] != _batch_len(x):
+            raise InputError(f"model {self.name!r} returned a tensor of shape {tuple(y.shape)} for a batch of "
+                             f"{_describe_input(x)}; expected (batch, dim)")
         if y.ndim != 2:
             y = y.reshape(y.shape[0], -1)
         if self.dim is None:
             self.dim = int(y.shape[1])
         return y.detach().to("cpu", torch.float32).numpy()
+
+
+def _batch_len(x: Any) -> int:
+    if isinstance(x, dict):
+        x = next(iter(x.values()))
+    return int(x.shape[0])
+
+
+def _describe_input(x: Any) -> str:
+    if isinstance(x, dict):
+        return ", ".join(f"{k} {tuple(v.shape)}" for k, v in x.items())
+    return f"shape {tuple(x.shape)}"
 
 
 # ---- images -----------------------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ arbitrary Python objects. Two forms are accepted:
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 import pickle
 import re
@@ -106,6 +108,21 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return obj
 
 
+@contextlib.contextmanager
+def malformed_checkpoint(path: str | Path):
+    """Turn the errors a malformed checkpoint raises while it is read (a missing key, a config value of the
+    wrong type or name) into one InputError naming the file."""
+    try:
+        yield
+    except KeyError as exc:
+        raise InputError(f"malformed ann-bench checkpoint {str(path)!r}: no {exc.args[0]!r} entry; re-save it "
+                         "with `ann-bench train`, or export the model as TorchScript") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(f"malformed ann-bench checkpoint {str(path)!r}: {first[:200]}; re-save it with "
+                         "`ann-bench train`, or export the model as TorchScript") from None
+
+
 def _architecture(arch: str) -> type[nn.Module]:
     if arch not in ARCHITECTURES:
         raise InputError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
@@ -124,7 +141,8 @@ def open_checkpoint(path: str | Path, arch: str | None = None, device: str = "cp
     from embeddings.mlp import MLPEmbedder
 
     if is_ours:
-        return MLPEmbedder(path, ckpt, ckpt["state_dict"], dict(ckpt.get("config") or {}), device=device)
+        with malformed_checkpoint(path):
+            return MLPEmbedder(path, ckpt, ckpt["state_dict"], dict(ckpt.get("config") or {}), device=device)
     config = MLPHead.config_from_state_dict(ckpt)
     spec = ({"kind": "text", "features": "minilm"} if config["in_dim"] == 384
             else {"kind": "array", "features": "identity"})
@@ -146,11 +164,12 @@ class CheckpointEmbedder(TorchEmbedder):
             if cls is MLPHead:
                 raise InputError(f"{str(self.path)!r} is an mlp head over text/array features, not an image "
                                  "model; load it with embeddings.load_embedder")
-            state_dict, config = ckpt["state_dict"], dict(ckpt.get("config") or {})
-            self.image = ImageSpec.from_dict(ckpt.get("input") or {})
-            self.metric = str(ckpt.get("metric", "angular"))
-            self.normalize = bool(ckpt.get("normalize", True))
-            self.meta = dict(ckpt.get("meta") or {})
+            with malformed_checkpoint(self.path):
+                state_dict, config = ckpt["state_dict"], dict(ckpt.get("config") or {})
+                self.image = ImageSpec.from_dict(ckpt.get("input") or {})
+                self.metric = str(ckpt.get("metric", "angular"))
+                self.normalize = bool(ckpt.get("normalize", True))
+                self.meta = dict(ckpt.get("meta") or {})
         elif all(isinstance(v, torch.Tensor) for v in ckpt.values()):
             if arch is None:
                 raise InputError(f"{str(self.path)!r} is a bare state_dict: name its architecture, "
@@ -164,7 +183,9 @@ class CheckpointEmbedder(TorchEmbedder):
             raise InputError(f"{str(self.path)!r} is neither a state_dict nor an ann-bench checkpoint "
                              f"(keys: {', '.join(map(str, list(ckpt)[:6]))})")
         self.arch = arch
-        self.module = load_weights(cls(**config), state_dict, self.path, arch, self.device)
+        with malformed_checkpoint(self.path):
+            module = cls(**config)
+        self.module = load_weights(module, state_dict, self.path, arch, self.device)
         self.dim = int(config.get("dim")) if config.get("dim") else None
         self.name = name or f"{arch}:{self.path}"
 

@@ -47,6 +47,11 @@ def _load() -> dict[str, dict[str, type[Index]]]:
             except ImportError as exc:
                 _REGISTRY.clear()
                 raise InputError(f"cannot import backend plugin {module!r} named in ${PLUGINS_ENV}: {exc}") from None
+            except Exception as exc:  # a plugin's own bug: say whose, in one line
+                _REGISTRY.clear()
+                raise InputError(f"backend plugin {module!r} named in ${PLUGINS_ENV} raised on import: "
+                                 f"{type(exc).__name__}: {exc}; fix the plugin or remove it from "
+                                 f"${PLUGINS_ENV}") from None
     return _REGISTRY
 
 
