@@ -74,6 +74,13 @@ class VectorSet:
 
     def _check_structure(self, metric: str | None) -> None:
         f = self.file
+        for key in ("train", "test", "neighbors", "distances", "train_labels", "test_labels"):
+            if key in f:
+                try:
+                    f[key]
+                except (KeyError, OSError, RuntimeError) as exc:  # a dangling external or soft link
+                    raise InputError(f"{key!r} in {str(self.path)!r} cannot be opened ({exc}): a broken link to "
+                                     "another file? Re-create the set, or copy the array into it") from None
         for key in ("train", "test"):
             if key not in f or not isinstance(f[key], _h5py().Dataset):
                 raise InputError(f"dataset {str(self.path)!r} has no {key!r} array; an ann-benchmarks file "
@@ -88,11 +95,25 @@ class VectorSet:
         if f["train"].shape[0] == 0 or f["test"].shape[0] == 0:
             raise InputError(f"{str(self.path)!r} has an empty train or test array "
                              f"(train {f['train'].shape}, test {f['test'].shape})")
+        if f["train"].shape[1] == 0:
+            raise InputError(f"{str(self.path)!r} holds 0-dimensional vectors (train {f['train'].shape}); there is "
+                             "nothing to search: re-create the set from non-empty features")
         raw = metric if metric is not None else _attr_str(f.attrs.get("distance"))
         if raw is None:
-            raise InputError(f"{str(self.path)!r} has no 'distance' attribute; pass --metric "
-                             f"({', '.join(METRICS)})")
+            raise InputError(f"{str(self.path)!r} has no 'distance' attribute ({', '.join(METRICS)}); re-import it "
+                             f"with `ann-bench data import {str(self.path)!r} -o OUT.hdf5 --metric M`, or set it "
+                             "with h5py: f.attrs['distance'] = 'euclidean'")
         self.metric = canonical_metric(raw)
+        dim_attr = f.attrs.get("dimension")
+        if dim_attr is not None:
+            try:
+                dim_value = int(np.asarray(dim_attr).reshape(-1)[0])
+            except (TypeError, ValueError, IndexError):
+                dim_value = None
+            if dim_value != f["train"].shape[1]:
+                raise InputError(f"{str(self.path)!r}: attribute dimension={_attr_value(dim_attr)!r} but the vectors are "
+                                 f"{f['train'].shape[1]}-d; fix the attribute (h5py: f.attrs['dimension'] = "
+                                 f"{f['train'].shape[1]}) or re-import the set")
 
     # ---- facts ----------------------------------------------------------------------------------------
     @property
@@ -116,10 +137,20 @@ class VectorSet:
         """The train vectors as a lazy h5py dataset (n, d); :meth:`load_train` for an array."""
         return self.file["train"]
 
+    def read(self, key: str, selection=Ellipsis) -> np.ndarray:
+        """``self.file[key][selection]``, with an unreadable array (a corrupted compressed chunk, a dangling
+        external link or virtual source) reported as one InputError naming the array."""
+        try:
+            return self.file[key][selection]
+        except (OSError, KeyError, RuntimeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InputError(f"cannot read {key!r} of {str(self.path)!r}: {first[:160]} (a corrupted or "
+                             "truncated file, or a broken external link?); re-create or re-fetch it") from None
+
     @property
     def test(self) -> np.ndarray:
         """The test vectors (nq, d) float32, C-contiguous."""
-        return np.ascontiguousarray(self.file["test"][...], dtype=np.float32)
+        return np.ascontiguousarray(self.read("test"), dtype=np.float32)
 
     @property
     def has_groundtruth(self) -> bool:
@@ -132,17 +163,17 @@ class VectorSet:
     @property
     def neighbors(self) -> np.ndarray:
         """Exact neighbour ids (nq, depth) int64, nearest first."""
-        return np.asarray(self.file["neighbors"][...], dtype=np.int64)
+        return np.asarray(self.read("neighbors"), dtype=np.int64)
 
     @property
     def distances(self) -> np.ndarray:
         """Exact distances (nq, depth) float64 in the set's metric, nearest first."""
-        return np.asarray(self.file["distances"][...], dtype=np.float64)
+        return np.asarray(self.read("distances"), dtype=np.float64)
 
     def labels(self, split: str) -> np.ndarray | None:
         """Labels of ``split`` ("train" or "test") as an array, or None if the set has none."""
         key = f"{split}_labels"
-        return self.file[key][...] if key in self.file else None
+        return self.read(key) if key in self.file else None
 
     @property
     def has_labels(self) -> bool:
@@ -164,10 +195,15 @@ class VectorSet:
             digest = self._hasher()
             for start in range(0, ds.shape[0], READ_CHUNK_ROWS):
                 stop = min(start + READ_CHUNK_ROWS, ds.shape[0])
-                if ds.dtype == np.float32:
-                    ds.read_direct(out, np.s_[start:stop], np.s_[start:stop])
-                else:
-                    out[start:stop] = ds[start:stop]
+                try:
+                    if ds.dtype == np.float32:
+                        ds.read_direct(out, np.s_[start:stop], np.s_[start:stop])
+                    else:
+                        out[start:stop] = ds[start:stop]
+                except (OSError, RuntimeError) as exc:
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    raise InputError(f"cannot read train rows {start}-{stop - 1} of {str(self.path)!r}: "
+                                     f"{first[:160]} (a corrupted or truncated file?); re-create or re-fetch it") from None
                 chunk = out[start:stop]
                 self._check_chunk("train", chunk, start)
                 digest.update(memoryview(chunk).cast("B"))
@@ -216,7 +252,8 @@ class VectorSet:
                 ds = self.file["train"]
                 digest = self._hasher()
                 for start in range(0, ds.shape[0], READ_CHUNK_ROWS):
-                    chunk = np.ascontiguousarray(ds[start : start + READ_CHUNK_ROWS], dtype=np.float32)
+                    chunk = np.ascontiguousarray(self.read("train", np.s_[start : start + READ_CHUNK_ROWS]),
+                                                 dtype=np.float32)
                     digest.update(memoryview(chunk).cast("B"))
             self._finish_hash(digest)
         return self._hash
@@ -311,11 +348,9 @@ def validate(vs: VectorSet, check_groundtruth_sample: int = 20) -> Verdict:
     if not vs.has_groundtruth:
         v.warnings.append("no ground truth ('neighbors'/'distances'): `ann-bench run` computes it each time")
     else:
-        problem = groundtruth_problem(vs)
+        problem = groundtruth_problem(vs) or groundtruth_sample_problem(vs, X, check_groundtruth_sample)
         if problem:
             v.problems.append(problem)
-        else:
-            v.warnings.extend(_check_gt_sample(vs, X, vs.neighbors, vs.distances, check_groundtruth_sample))
     for split, n in (("train", vs.n_train), ("test", vs.n_test)):
         key = f"{split}_labels"
         if key in f and (f[key].ndim != 1 or f[key].shape[0] != n):
@@ -334,6 +369,15 @@ def groundtruth_problem(vs: VectorSet) -> str | None:
         return f"'neighbors' has shape {N.shape}; expected ({vs.n_test}, depth); {fix}"
     if Dd.shape != N.shape:
         return f"'distances' has shape {Dd.shape} but 'neighbors' has {N.shape}; {fix}"
+    if N.dtype.kind not in "iuf" or Dd.dtype.kind not in "iuf":
+        return f"'neighbors' ({N.dtype}) and 'distances' ({Dd.dtype}) must be numbers; {fix}"
+    if N.dtype.kind == "f":  # ids saved as floats: read as integers when every one is integral, else refused
+        raw = N[...]
+        bad = ~np.isfinite(raw) | (raw != np.round(raw))
+        if bad.any():
+            q, j = np.argwhere(bad)[0]
+            return (f"ground-truth id {raw[q, j].item()!r} of query {int(q)} is not an integer ('neighbors' is stored as "
+                    f"{N.dtype}); {fix}")
     I = vs.neighbors
     depth = min(vs.n_train, N.shape[1])  # beyond n, -1 padding is allowed
     bad = (I[:, :depth] < 0) | (I[:, :depth] >= vs.n_train)
@@ -345,34 +389,93 @@ def groundtruth_problem(vs: VectorSet) -> str | None:
     if dup.any():
         return f"ground truth of query {int(np.flatnonzero(dup)[0])} lists an id twice; {fix}"
     D = vs.distances[:, :depth]
-    if not np.all(np.diff(D, axis=1) >= -1e-5 * (1 + np.abs(D[:, 1:]))):
+    finite = np.isfinite(D)
+    if not finite.all():
+        q, j = np.argwhere(~finite)[0]
+        return f"ground-truth distance {D[q, j].item()!r} of query {int(q)}, neighbour {int(j)} is not a finite number; {fix}"
+    if not np.all(np.diff(D, axis=1) >= -1e-5 * np.abs(D[:, 1:])):
         return f"ground-truth distances are not sorted nearest first; {fix}"
     return None
 
 
-def check_groundtruth(vs: VectorSet) -> None:
-    """Raise InputError if the stored ground truth is malformed (see :func:`groundtruth_problem`)."""
+def check_groundtruth(vs: VectorSet, X: np.ndarray | None = None, sample: int = 0) -> None:
+    """Raise InputError if the stored ground truth is malformed (see :func:`groundtruth_problem`) or, with the
+    train vectors ``X`` and ``sample`` > 0, disagrees with the vectors on a sample of queries
+    (see :func:`groundtruth_sample_problem`)."""
     if vs.has_groundtruth:
         problem = groundtruth_problem(vs)
+        if problem is None and X is not None and sample > 0:
+            problem = groundtruth_sample_problem(vs, X, sample)
         if problem:
             raise InputError(f"{str(vs.path)!r}: {problem}")
 
 
-def _check_gt_sample(vs: VectorSet, X: np.ndarray, I: np.ndarray, D: np.ndarray, sample: int) -> list[str]:
-    """Recompute exact neighbours for a sample of queries and compare with the stored distances."""
-    if sample <= 0:
-        return []
-    rng = np.random.default_rng(0)
+GT_SAMPLE = 300  # queries whose stored ground truth `run` re-computes exactly before any measurement
+_EPS32 = float(np.finfo(np.float32).eps)
+
+
+def distance_tolerance(metric: str, Q: np.ndarray, X: np.ndarray, I: np.ndarray, D: np.ndarray) -> np.ndarray:
+    """How far a float32 computation (faiss, numpy in float32) of the exact distances D (nq, k) between the
+    queries Q (nq, d) and the rows I (nq, k) of X may stray from their float64 values: rounding only.
+
+    Scale-free: it is a multiple of float32's epsilon times the magnitudes the computation went through
+    (the squared norms for euclidean's ||q||^2 + ||x||^2 - 2 q.x, the norms' product for a dot product),
+    so multiplying every vector by any factor scales it with the distances."""
+    d = Q.shape[1]
+    nq = np.linalg.norm(np.asarray(Q, dtype=np.float64), axis=1)[:, None]
+    nx = np.linalg.norm(np.asarray(X[np.maximum(I, 0)], dtype=np.float64), axis=2) if I.size else np.zeros(I.shape)
+    slack = 4 * d * _EPS32
+    if metric == "euclidean":
+        # An error e2 on the squared distance moves the distance by at most sqrt(e2), and by e2 / (2 D).
+        e2 = slack * (nq ** 2 + nx ** 2)
+        return 1e-5 * np.abs(D) + np.minimum(np.sqrt(e2), e2 / np.maximum(2 * np.abs(D), 1e-300))
+    if metric == "angular":
+        return 1e-5 * np.abs(D) + slack
+    return 1e-5 * np.abs(D) + slack * nq * nx
+
+
+def groundtruth_sample_problem(vs: VectorSet, X: np.ndarray, sample: int = GT_SAMPLE, seed: int = 0) -> str | None:
+    """Re-compute, for ``sample`` random queries, the exact distances of the stored neighbour ids (float64) and
+    the exact nearest neighbours; what disagrees with the stored ground truth, or None.
+
+    Three checks, each within :func:`distance_tolerance` (float32 rounding, scale-free): the stored distances
+    equal the stored ids' exact distances (catches distances of another metric, halved, or of other vectors);
+    the stored ids are in distance order (catches ids shuffled within a row); and the i-th stored neighbour is
+    as near as the true i-th (catches approximate or stale ground truth). Cost: ``sample`` exact searches."""
+    from ann_bench.distances import distances_to
+
+    if sample <= 0 or not vs.has_groundtruth:
+        return None
+    fix = ("recompute it (drop 'neighbors'/'distances' and `ann-bench run` computes it, or re-import the set "
+           "with `ann-bench data import`)")
+    rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(vs.n_test, size=min(sample, vs.n_test), replace=False))
-    depth = min(I.shape[1], vs.n_train)
-    Dx, _ = exact_knn(X, vs.test[rows], vs.metric, depth)
-    stored = D[rows, :depth]
-    tol = 1e-3 + 1e-4 * np.abs(Dx)
-    if not np.all(np.abs(stored - Dx) <= tol):
-        q = int(rows[np.argwhere(np.abs(stored - Dx) > tol)[0][0]])
-        return [f"stored ground-truth distances differ from exact ones (query {q}); wrong metric, or "
-                "approximate ground truth? `ann-bench run` trusts the stored values"]
-    return []
+    depth = min(vs.gt_depth, vs.n_train)
+    Q = vs.test[rows]
+    I = np.asarray(vs.file["neighbors"][...][rows, :depth], dtype=np.int64)
+    D = vs.distances[rows, :depth]
+    E = distances_to(vs.metric, Q, X, I)
+    tol = distance_tolerance(vs.metric, Q, X, I, E)
+    off = np.abs(D - E) > tol
+    if off.any():
+        q, j = np.argwhere(off)[0]
+        return (f"stored ground-truth distances disagree with the vectors: query {int(rows[q])}, neighbour {int(j)} "
+                f"(id {int(I[q, j])}) is stored at distance {D[q, j]:.6g} but is at {E[q, j]:.6g} in metric "
+                f"{vs.metric!r} (a wrong metric, scaled distances, or other vectors?); {fix}")
+    unsorted = E[:, 1:] < E[:, :-1] - tol[:, 1:] - tol[:, :-1]
+    if unsorted.any():
+        q, j = np.argwhere(unsorted)[0]
+        return (f"stored ground-truth ids of query {int(rows[q])} are not in distance order (neighbour {int(j) + 1} "
+                f"is nearer than neighbour {int(j)}: ids shuffled within a row?); {fix}")
+    _, T_ids = exact_knn(X, Q, vs.metric, depth)
+    T = np.sort(distances_to(vs.metric, Q, X, T_ids), axis=1)
+    far = E > T + 2 * tol
+    if far.any():
+        q, j = np.argwhere(far)[0]
+        return (f"stored ground truth of query {int(rows[q])} is not exact: its neighbour {int(j)} is at "
+                f"{E[q, j]:.6g} but the true neighbour {int(j)} is at {T[q, j]:.6g} (approximate or stale "
+                f"ground truth?); {fix}")
+    return None
 
 
 # ---- writing ----------------------------------------------------------------------------------------------
@@ -398,6 +501,7 @@ def write_vectorset(
     chunks when train is not an in-memory array) unless ``neighbors``/``distances`` (nq, depth) are given.
     """
     metric = canonical_metric(metric)
+    check_depth(k)
     test = np.ascontiguousarray(test, dtype=np.float32)
     in_memory = isinstance(train, np.ndarray) and not isinstance(train, np.memmap)
     if in_memory:
@@ -407,6 +511,9 @@ def write_vectorset(
     n, d = (int(x) for x in train.shape)
     if n == 0 or len(test) == 0:
         raise InputError(f"train ({n} rows) and test ({len(test)} rows) must not be empty")
+    if d == 0:
+        raise InputError(f"the vectors have dimension 0 (train {tuple(train.shape)}); nothing can be searched: "
+                         "check the input (an empty feature column? a model that returns nothing?)")
     _check_rows("test", test, 0, metric)
     h5py = _h5py()
     with atomic_path(path, ".hdf5") as tmp:
@@ -435,6 +542,13 @@ def write_vectorset(
             if test_labels is not None:
                 f.create_dataset("test_labels", data=np.asarray(test_labels))
     return Path(path)
+
+
+def check_depth(k: int) -> None:
+    """InputError unless ``k`` (a ground-truth depth) is a positive integer."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InputError(f"-k (the ground-truth depth) must be an integer >= 1, got {k!r}; the default is "
+                         f"{DEFAULT_K}")
 
 
 def _check_rows(name: str, block: np.ndarray, start: int, metric: str) -> None:

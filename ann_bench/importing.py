@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ann_bench.datasets import VectorSet, validate, write_vectorset
+from ann_bench.datasets import VectorSet, check_depth, validate, write_vectorset
 from ann_bench.distances import canonical_metric, distances_to
 from ann_bench.errors import InputError
 from ann_bench.formats import file_format, read_bin_groundtruth, read_idx, read_vectors
@@ -87,6 +87,7 @@ def import_dataset(
 ) -> Path:
     """Import ``base`` (and optional queries, ground truth, labels) into a VectorSet at ``out``."""
     metric = canonical_metric(metric)
+    check_depth(k)
     fmt = file_format(base)
     if fmt == ".hdf5":
         return _reimport_hdf5(base, out, metric, k, progress)

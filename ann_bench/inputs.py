@@ -251,8 +251,8 @@ def _load_npy(path: Path) -> np.ndarray:
     except ValueError as exc:
         raise InputError(f"cannot read {str(path)!r}: {exc} (object arrays are refused; save a numeric "
                          "or string array)") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {str(path)!r} as .npy: {exc}") from None
+    except (OSError, EOFError) as exc:  # EOFError: an empty or truncated file
+        raise InputError(f"cannot read {str(path)!r} as .npy: {str(exc) or type(exc).__name__}") from None
 
 
 def read_npy(path: Path) -> Items:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ann_bench.backends import Index, get_backend, grid_product
-from ann_bench.datasets import VectorSet
+from ann_bench.datasets import GT_SAMPLE, VectorSet, check_groundtruth
 from ann_bench.errors import InputError
 from ann_bench.metrics import label_metrics
 from ann_bench.results import Record, ResultStore, canon_params
@@ -269,6 +269,11 @@ def check_labels(vs: VectorSet) -> tuple[np.ndarray | None, np.ndarray | None]:
         if labels.shape != (n,):
             raise InputError(f"{key!r} in {str(vs.path)!r} has shape {labels.shape}; expected ({n},). Fix or "
                              f"delete the labels (label metrics need one label per vector)")
+        if labels.dtype.kind == "f" and not np.isfinite(labels).all():
+            row = int(np.flatnonzero(~np.isfinite(labels))[0])
+            raise InputError(f"{key!r} in {str(vs.path)!r} holds {labels[row].item()!r} at row {row}; a NaN label equals "
+                             "no other, so label metrics would silently count it as a miss. Give every vector a "
+                             "label, or delete the labels")
     return train_labels, test_labels
 
 
@@ -289,6 +294,7 @@ def run_sweep(
     what to run and is the only writer of the store.
     """
     options.check()
+    check_groundtruth(vs)
     check_k(vs, options.k)
     reporter = reporter or Reporter()
     with ExitStack() as stack:
@@ -301,8 +307,9 @@ def run_sweep(
 
 
 def _sweep(vs, plans, options, store, reporter, ray_session) -> SweepSummary:
-    X = vs.load_train() if not options.isolate else None
+    X = vs.load_train()  # read (and hashed) once here: the ground-truth check and the inline executor use it
     Q = vs.load_test()
+    check_groundtruth(vs, X, sample=GT_SAMPLE)
     with reporter.task("ground truth", None if vs.has_groundtruth else vs.n_test) as advance:
         if ray_session is not None and not (vs.has_groundtruth and vs.gt_depth >= options.k):
             gt_D, gt_I = ray_session.groundtruth(vs, options.k, threads=options.build_threads or options.threads,

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ann_bench.cli.console import RichReporter, err, out
 from ann_bench.cli.options import results_option
-from ann_bench.datasets import DEFAULT_SPEC, VectorSet, check_groundtruth, default_dataset
+from ann_bench.datasets import DEFAULT_SPEC, GT_SAMPLE, VectorSet, check_groundtruth, default_dataset
 from ann_bench.plotting import pareto_by_group
 from ann_bench.ray_executor import require_ray
 from ann_bench.results import Record, ResultStore, params_str
@@ -87,12 +87,13 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
             dataset = default_dataset(progress=advance)
     with VectorSet(dataset) as vs:
         # Everything that can be wrong with the input is found here, before any output file is created.
-        check_k(vs, k)
         check_groundtruth(vs)
+        check_k(vs, k)
         check_labels(vs)
         plans = plan_sweep(backends, vs.n_train, vs.dim, vs.metric, build_specs, search_specs)
-        vs.load_train()
+        X = vs.load_train()
         vs.load_test()
+        check_groundtruth(vs, X, sample=GT_SAMPLE)  # a few hundred queries, exactly: before any measurement
         with ResultStore(results_path) as store, RichReporter(verbose=not quiet) as reporter:
             summary = run_sweep(vs, plans, options, store, reporter)
     if summary.skipped_existing:
