@@ -15,6 +15,7 @@ import io
 import json
 import os
 import sqlite3
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,7 @@ class Record:
 
 _JSON_FIELDS = ("build_params", "search_params", "label_metrics", "versions", "host")
 _FIELDS = [f.name for f in dataclasses.fields(Record)]
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Record) if f.default is not dataclasses.MISSING}
 
 
 def canon_params(params: dict[str, Any]) -> str:
@@ -97,34 +99,131 @@ def _column_type(f: dataclasses.Field) -> str:
     return "TEXT"
 
 
+SQLITE_MAGIC = b"SQLite format 3\x00"
+APPLICATION_ID = 0x414E4E42  # "ANNB" in the SQLite header: the marker of an ann-bench results store
+_CORE_COLUMNS = {"key", "dataset_hash", "backend", "impl", "build_params", "search_params", "k", "mode", "threads",
+                 "status", "recall", "qps"}
+
+
+def is_results_store(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an ann-bench results store (marked, or an older unmarked one), read without writing."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(16) != SQLITE_MAGIC:
+                return False
+        db = _connect_read_only(Path(path))
+        try:
+            return _kind(db) in ("marked", "legacy")
+        finally:
+            db.close()
+    except (OSError, sqlite3.Error, InputError):
+        return False
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that cannot write: SQLite's read-only mode, or ``immutable`` where even that needs a write
+    (a WAL database on read-only media, whose -shm file cannot be created)."""
+    uri = "file:" + urllib.parse.quote(str(path.resolve()))
+    db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30)
+    try:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return db
+    except sqlite3.OperationalError:
+        db.close()
+    db = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, timeout=30)
+    db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    return db
+
+
+def _kind(db: sqlite3.Connection) -> str:
+    """'marked' (an ann-bench store), 'legacy' (an ann-bench store from before the marker), 'empty' (no
+    tables) or 'foreign' — found by reading only."""
+    if db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID:
+        return "marked"
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not tables:
+        return "empty"
+    if "results" in tables and db.execute("PRAGMA user_version").fetchone()[0] == 1:
+        cols = {r[1] for r in db.execute("PRAGMA table_info(results)")}
+        if _CORE_COLUMNS <= cols:
+            return "legacy"
+    return "foreign"
+
+
 class ResultStore:
-    """Open (creating if needed) the store at ``path``. Use as a context manager or call :meth:`close`."""
+    """The store at ``path``. Use as a context manager or call :meth:`close`.
+
+    ``create=True`` (``run``): open for writing, creating the store in a new or empty file; a file that holds
+    anything else (not SQLite, or another application's SQLite database) is refused before anything is
+    written to it. ``create=False`` (``results``, ``plot``, ``report``, ``best``): read-only — the file is
+    never written, not even its header, so a store on read-only media can be read too.
+    """
 
     def __init__(self, path: str | os.PathLike, create: bool = True):
         self.path = Path(path).expanduser()
-        if not create and not self.path.exists():
+        self.read_only = not create
+        not_store = (f"{str(self.path)!r} is not an ann-bench results store; pass another --results path "
+                     "(ann-bench never writes into another application's file)")
+        exists = self.path.exists()
+        if not create and not exists:
             raise InputError(f"results store {str(self.path)!r} does not exist; run `ann-bench run` first "
                              "or pass --results")
-        ensure_writable_dir(self.path) if create else None
+        if exists and not self.path.is_file():
+            raise InputError(f"results store {str(self.path)!r} is not a file; pass another --results path")
+        if exists and self.path.stat().st_size > 0:
+            try:
+                with open(self.path, "rb") as fh:
+                    magic = fh.read(16)
+            except OSError as exc:
+                raise InputError(f"cannot read results store {str(self.path)!r}: {exc.strerror}") from None
+            if magic != SQLITE_MAGIC:
+                raise InputError(not_store + " (it is not an SQLite file)")
+        elif not create:
+            raise InputError(f"results store {str(self.path)!r} is empty; run `ann-bench run` first")
         try:
-            self.db = sqlite3.connect(self.path, timeout=30)
-            self.db.row_factory = sqlite3.Row
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self._migrate()
+            if self.read_only:
+                self.db = _connect_read_only(self.path)
+                self.db.row_factory = sqlite3.Row
+                kind = _kind(self.db)
+                if kind not in ("marked", "legacy"):
+                    self.db.close()
+                    raise InputError(not_store)
+                self._check_version()
+            else:
+                if exists and self.path.stat().st_size > 0:
+                    probe = _connect_read_only(self.path)
+                    try:
+                        kind = _kind(probe)
+                    finally:
+                        probe.close()
+                    if kind not in ("marked", "legacy"):
+                        raise InputError(not_store)
+                ensure_writable_dir(self.path)
+                if self.neighbors_dir.exists() and not self.neighbors_dir.is_dir():
+                    raise InputError(f"{str(self.neighbors_dir)!r} should be the folder of the store's neighbour "
+                                     "files but is a file; move it away or pass another --results path")
+                self.db = sqlite3.connect(self.path, timeout=30)
+                self.db.row_factory = sqlite3.Row
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                self._migrate()
         except sqlite3.DatabaseError as exc:
-            raise InputError(f"{str(self.path)!r} is not an ann-bench results store ({exc}); "
+            raise InputError(f"{str(self.path)!r} is not a readable ann-bench results store ({exc}); "
                              "pass another --results path") from None
+        self._columns = {row[1] for row in self.db.execute("PRAGMA table_info(results)")}
+
+    def _check_version(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise InputError(f"results store {str(self.path)!r} has schema {version}, newer than this ann-bench "
+                             f"({SCHEMA_VERSION}); upgrade ann-bench")
 
     @property
     def neighbors_dir(self) -> Path:
         return self.path.with_suffix("").with_name(self.path.stem + ".neighbors")
 
     def _migrate(self) -> None:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise InputError(f"results store {str(self.path)!r} has schema {version}, newer than this ann-bench "
-                             f"({SCHEMA_VERSION}); upgrade ann-bench")
+        self._check_version()
         cols = ", ".join(f"{f.name} {_column_type(f)}" for f in dataclasses.fields(Record))
         with self.db:
             self.db.execute(f"CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, {cols})")
@@ -135,6 +234,7 @@ class ResultStore:
                     self.db.execute(f"ALTER TABLE results ADD COLUMN {f.name} {_column_type(f)}")
             self.db.execute("CREATE INDEX IF NOT EXISTS results_dataset ON results (dataset_hash)")
             self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self.db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
 
     # ---- writing --------------------------------------------------------------------------------------
     def save(self, record: Record, neighbors: np.ndarray | None = None) -> None:
@@ -200,7 +300,8 @@ class ResultStore:
         return np.load(self.path.parent / record.neighbors_file, allow_pickle=False)
 
     def _record(self, row: sqlite3.Row) -> Record:
-        data = {name: row[name] for name in _FIELDS}
+        # A store from an older ann-bench, opened read-only, may lack columns added since: their defaults.
+        data = {name: row[name] if name in self._columns else _DEFAULTS.get(name) for name in _FIELDS}
         for name in _JSON_FIELDS:
             data[name] = json.loads(data[name]) if data[name] else {}
         data["index_cached"] = int(data["index_cached"] or 0)

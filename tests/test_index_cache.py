@@ -55,7 +55,13 @@ def test_old_store_gains_the_new_column(tmp_path):
 
     path = tmp_path / "old.sqlite"
     db = sqlite3.connect(path)
-    db.execute("CREATE TABLE results (key TEXT PRIMARY KEY, dataset_hash TEXT)")
+    import dataclasses
+
+    from ann_bench.results import Record
+
+    # A store of the first version: every column but those added since (index_cached), no marker.
+    old = [f.name for f in dataclasses.fields(Record) if f.name != "index_cached"]
+    db.execute(f"CREATE TABLE results (key TEXT PRIMARY KEY, {', '.join(old)})")
     db.execute("PRAGMA user_version = 1")
     db.commit()
     db.close()
