@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,25 +26,64 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     return parent
 
 
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk (or quota, or file-size limit) is full: an OSError with that errno, or
+    one raised by h5py / SQLite that only says so in words."""
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, Exception) and ("no space left" in text or "disk is full" in text
+                                           or "disk quota" in text
+                                           or ("requested and" in text and "written" in text))  # numpy tofile
+
+
+def _temp_prefix(name: str) -> str:
+    """A temporary name's prefix that keeps the whole name within NAME_MAX (255 bytes) for any target name."""
+    if len(name.encode()) <= 120:
+        return f".{name}."
+    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+    return f".{name.encode()[:80].decode(errors='ignore')}-{digest}."
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it to ``path``, on error delete it.
+    """Yield a temporary path beside ``path``; on success rename it to ``path``, on error (or SIGTERM, which
+    the CLI turns into an exception) delete it.
 
-    A reader never sees a half-written file, and a failed command leaves nothing behind.
+    A reader never sees a half-written file, and a failed command leaves nothing behind. A full disk becomes
+    one InputError naming the file and the free space left.
     """
     target = Path(path).expanduser()
     parent = ensure_writable_dir(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target.name), suffix=suffix[-16:] + ".tmp", dir=parent)
+    except OSError as exc:
+        raise InputError(f"cannot write in {str(parent)!r}: {exc.strerror or exc}; choose another output path") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp_path, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             tmp_path.unlink()
+        if is_disk_full(exc):
+            raise InputError(f"no space left to write {str(target)!r} ({free_space(parent)} free on its disk); "
+                             "nothing was written: free some space and run the command again") from None
         raise
+
+
+def free_space(path: str | os.PathLike) -> str:
+    """Free bytes on the disk of ``path``, in words ("12.3 MB")."""
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError:
+        return "unknown"
+    return f"{free / 1e6:,.1f} MB"
 
 
 def _umask() -> int:

@@ -68,6 +68,7 @@ class Record:
     host: dict[str, Any] = field(default_factory=dict)
     created_at: str = ""
     neighbors_file: str = ""
+    neighbors_sha256: str = ""  # of the neighbour file's bytes: a deleted or altered file is detected
 
     @property
     def key(self) -> str:
@@ -245,10 +246,13 @@ class ResultStore:
             target = self.neighbors_dir / f"{key}.npy"
             I = np.asarray(neighbors)
             I = I.astype(np.int32) if I.size == 0 or I.max() < 2**31 - 1 else I.astype(np.int64)
+            buf = io.BytesIO()
+            np.save(buf, I)
             with atomic_path(target, ".npy") as tmp:
                 with open(tmp, "wb") as fh:
-                    np.save(fh, I)
+                    fh.write(buf.getvalue())
             record.neighbors_file = str(target.relative_to(self.path.parent))
+            record.neighbors_sha256 = hashlib.sha256(buf.getvalue()).hexdigest()
         row = {name: getattr(record, name) for name in _FIELDS}
         for name in _JSON_FIELDS:
             row[name] = canon_params(row[name])
@@ -259,13 +263,45 @@ class ResultStore:
             self.db.execute(f"INSERT OR REPLACE INTO results ({', '.join(names)}) VALUES ({placeholders})", row)
 
     # ---- reading --------------------------------------------------------------------------------------
-    def keys(self, dataset_hash: str, statuses: tuple[str, ...] = ("ok",)) -> set[str]:
-        """Keys of the stored configurations of a dataset whose status is one of ``statuses``."""
+    def keys(self, dataset_hash: str, statuses: tuple[str, ...] = ("ok",),
+             bad_files: list[str] | None = None) -> set[str]:
+        """Keys of the stored configurations of a dataset whose status is one of ``statuses`` and whose
+        neighbour file (if they have one) is intact. Rows whose file is missing or altered are left out — so a
+        resumed sweep measures them again — and described in ``bad_files`` when a list is given."""
         marks = ", ".join("?" for _ in statuses)
         rows = self.db.execute(
-            f"SELECT key FROM results WHERE dataset_hash = ? AND status IN ({marks})", (dataset_hash, *statuses)
+            f"SELECT * FROM results WHERE dataset_hash = ? AND status IN ({marks})", (dataset_hash, *statuses)
         )
-        return {r[0] for r in rows}
+        out = set()
+        for row in rows:
+            record = self._record(row)
+            problem = self.neighbors_problem(record)
+            if problem is None:
+                out.add(row["key"])
+            elif bad_files is not None:
+                bad_files.append(problem)
+        return out
+
+    def neighbors_problem(self, record: Record) -> str | None:
+        """What is wrong with ``record``'s neighbour file (missing, altered, unreadable), or None."""
+        if not record.neighbors_file:
+            return None
+        path = self.path.parent / record.neighbors_file
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            return f"neighbour file {str(path)!r} of {record.label()} {params_str(record.search_params)} is " \
+                   f"unreadable ({exc.strerror or exc})"
+        if record.neighbors_sha256:
+            if hashlib.sha256(data).hexdigest() != record.neighbors_sha256:
+                return f"neighbour file {str(path)!r} of {record.label()} {params_str(record.search_params)} " \
+                       "no longer matches the sha256 recorded when it was written"
+        else:
+            try:
+                np.load(io.BytesIO(data), allow_pickle=False)
+            except (ValueError, OSError, EOFError) as exc:
+                return f"neighbour file {str(path)!r} is not a readable .npy ({exc})"
+        return None
 
     def records(self, dataset: str | None = None, backend: str | None = None, mode: str | None = None,
                 k: int | None = None) -> list[Record]:
@@ -297,6 +333,9 @@ class ResultStore:
         """The ids (nq, k) returned by the configuration of ``record``."""
         if not record.neighbors_file:
             raise InputError(f"record {record.key} has no neighbour file")
+        problem = self.neighbors_problem(record)
+        if problem is not None:
+            raise InputError(f"{problem}; re-measure it with `ann-bench run` (the same command re-runs it)")
         return np.load(self.path.parent / record.neighbors_file, allow_pickle=False)
 
     def _record(self, row: sqlite3.Row) -> Record:

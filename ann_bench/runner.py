@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as _dt
 import gc
 import math
+import sqlite3
 import re
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack, contextmanager
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ann_bench.atomic import free_space, is_disk_full
 from ann_bench.backends import Index, get_backend, grid_product
 from ann_bench.datasets import GT_SAMPLE, VectorSet, check_groundtruth
 from ann_bench.errors import InputError
@@ -323,7 +325,10 @@ def _sweep(vs, plans, options, store, reporter, ray_session) -> SweepSummary:
                         for name, value in label_metrics(gt_I, train_labels, test_labels, options.k).items()}
     dataset = dict(dataset_hash=vs.content_hash(), dataset_name=vs.name, dataset_path=str(vs.path.resolve()),
                    metric=vs.metric, n_train=vs.n_train, n_test=vs.n_test, dim=vs.dim)
-    done = store.keys(dataset["dataset_hash"]) if (store is not None and options.resume) else set()
+    bad_files: list[str] = []
+    done = store.keys(dataset["dataset_hash"], bad_files=bad_files) if (store is not None and options.resume) else set()
+    for problem in bad_files:
+        reporter.log(f"{problem}: measuring it again")
     exact = _exact_rows(store, dataset["dataset_hash"], options) if done and not options.exhaustive else {}
     summary = SweepSummary()
     total = sum(p.n_configs for p in plans) * len(options.modes)
@@ -367,7 +372,8 @@ def _sweep(vs, plans, options, store, reporter, ray_session) -> SweepSummary:
                                seed=options.seed, gt_D=gt_D, gt_I=gt_I, train_labels=train_labels,
                                test_labels=test_labels,
                                index_cache=str(index_cache_dir(dataset["dataset_hash"])) if options.index_cache
-                               else None, skip_saturated=not options.exhaustive)
+                               else None, skip_saturated=not options.exhaustive,
+                               dataset_hash=dataset["dataset_hash"])
                 recorder = JobRecorder(job, record, store, summary, reporter, advance_sweep, exact_labels)
                 if ray_session is not None:
                     queued.append((job, recorder, label))
@@ -395,7 +401,18 @@ class JobRecorder:
         search, mode = self.job.pending[i]
         rec = self.record(search, mode, **self.node, **self.build_info, **fields)
         if self.store is not None:
-            self.store.save(rec, I)
+            try:
+                self.store.save(rec, I)
+            except (OSError, sqlite3.Error, InputError) as exc:
+                if not is_disk_full(exc):
+                    raise
+                # The row's transaction rolled back and its neighbour file was removed: the store holds every
+                # earlier row, whole. A re-run skips those and measures the rest.
+                raise InputError(f"disk full while saving {rec.label()} {_fmt(rec.build_params)} "
+                                 f"{_fmt(rec.search_params)} {rec.mode} to {str(self.store.path)!r} "
+                                 f"({free_space(self.store.path.parent)} free); {len(self.summary.records)} "
+                                 "row(s) of this run were saved and the store is consistent: free some space "
+                                 "and run the same command again to finish") from None
         self.summary.records.append(rec)
         self.finished.add(i)
         self.reporter.log(_line(rec))
@@ -419,6 +436,8 @@ class JobRecorder:
                 f"{self.job.backend}[{self.job.impl}] {_fmt(self.job.build)} {_fmt(search)} {mode}: {reason}")
             self.finished.add(i)
             self.advance_sweep()
+        elif kind == "note":
+            self.reporter.log(f"{self.job.backend}[{self.job.impl}] {_fmt(self.job.build)}: {payload[0]}")
         elif kind == "build_failed":
             for i in range(len(self.job.pending)):
                 self.save(i, status="failed", error=f"build: {payload[0]}")

@@ -13,7 +13,8 @@ Events (tuples) sent to the parent:
 - ``("error", i, text)``: pending configuration i failed (e.g. duplicate ids);
 - ``("skipped", i, reason)``: pending configuration i was not measured because an earlier one of the same
   index and mode reached recall 1.0 with less effort (see :meth:`Index.costlier`);
-- ``("build_failed", text)``: the build raised; every pending configuration fails with it.
+- ``("build_failed", text)``: the build raised; every pending configuration fails with it;
+- ``("note", text)``: something the user should read that changes no row (a bad index-cache file rebuilt).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class BuildJob:
     test_labels: np.ndarray | None = field(repr=False, default=None)  # (nq,)
     index_cache: str | None = None  # directory of saved indices of this dataset; None: always build
     skip_saturated: bool = True  # skip costlier searches once one reached recall 1.0 (False: --exhaustive)
+    dataset_hash: str = ""  # content hash of the set the sweep planned: a worker reading another file fails
 
 
 # ---- measuring --------------------------------------------------------------------------------------------
@@ -146,12 +148,24 @@ def execute_build(job: BuildJob, X: np.ndarray, Q: np.ndarray, emit: Callable[..
     cls = get_backend(job.backend, job.impl)
     info: dict[str, Any] = {}
     cached = cache_paths(job)
-    try:
-        if cached is not None and cached[0].exists() and cached[1].exists():
+    index = None
+    if cached is not None and cached[0].exists() and cached[1].exists():
+        try:
+            meta = json.loads(cached[1].read_text())
+            expected = meta.pop("index_sha256", None)
+            if expected is None or _sha256(cached[0]) != expected:
+                raise ValueError("its sha256 differs from the one recorded when it was saved")
             index = cls(job.metric, job.dim, threads=job.threads, seed=job.seed, **job.build)
             index.load(cached[0])
-            info = {**json.loads(cached[1].read_text()), "index_cached": 1}
-        else:
+            info = {**meta, "index_cached": 1}
+        except Exception as exc:  # truncated, altered or unreadable: rebuild it, and say which file was bad
+            emit("note", f"cached index {str(cached[0])!r} is unusable ({error_text(exc)}); rebuilding it")
+            for path in cached:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            index, info = None, {}
+    try:
+        if index is None:
             index = cls(job.metric, job.dim, threads=job.build_threads, seed=job.seed, **job.build)
             gc.collect()
             rss0 = _rss()
@@ -227,8 +241,17 @@ def save_cached(index, info: dict[str, Any], path: Path, meta: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         index.save(tmp)
+        digest = _sha256(tmp)
     with atomic_path(meta) as tmp:
-        Path(tmp).write_text(json.dumps(info))
+        Path(tmp).write_text(json.dumps({**info, "index_sha256": digest}))
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 # ---- isolation --------------------------------------------------------------------------------------------
@@ -268,9 +291,21 @@ def _worker_main(job: BuildJob, conn, parent: int, data: tuple[np.ndarray, np.nd
     else:
         from ann_bench.datasets import VectorSet
 
-        with VectorSet(job.dataset_path, metric=job.metric) as vs:
-            X = vs.load_train()
-            Q = vs.load_test()
+        try:
+            with VectorSet(job.dataset_path, metric=job.metric) as vs:
+                X = vs.load_train()  # hashed on the way: the check below costs one pass over the test vectors
+                Q = vs.load_test()
+                found = vs.content_hash()
+        except Exception as exc:  # the file vanished or broke since the sweep started
+            conn.send(("build_failed", f"cannot read the dataset {job.dataset_path!r}: {error_text(exc)}"))
+            conn.close()
+            return
+        if job.dataset_hash and found != job.dataset_hash:
+            conn.send(("build_failed", f"the dataset file {job.dataset_path!r} changed since the sweep started "
+                                       f"(content hash {found}, planned {job.dataset_hash}); nothing was measured "
+                                       "on it. Re-run the sweep on the file as it is now"))
+            conn.close()
+            return
 
     def emit(*event):
         conn.send(event)

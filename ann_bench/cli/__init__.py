@@ -45,5 +45,14 @@ def _register() -> None:
 _register()
 
 
+def _terminate(signum, frame) -> None:
+    """SIGTERM ends the command like Ctrl-C does: as an exception, so every temporary file is removed on the
+    way out (see :func:`ann_bench.atomic.atomic_path`) and worker processes are stopped."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     cli(prog_name="ann-bench")

@@ -10,6 +10,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from ann_bench.cli.console import RichReporter, err, out
+from ann_bench.cli.options import force_option
+from ann_bench.outputs import check_output
 from ann_bench.datasets import SynthSpec, VectorSet, check_synth_spec, synth, validate
 from ann_bench.distances import METRICS
 
@@ -29,14 +31,16 @@ def data() -> None:
 @click.option("--seed", type=int, default=42, show_default=True, help="Random seed; same seed, same file.")
 @click.option("--subspace-dim", type=int, default=None, help="Intrinsic dimension of each cluster [dim/4].")
 @click.option("-k", "k", type=int, default=100, show_default=True, help="Ground-truth depth.")
+@force_option
 def synth_cmd(output: Path, n: int, dim: int, queries: int, clusters: int, metric: str, seed: int,
-              subspace_dim: int | None, k: int) -> None:
+              subspace_dim: int | None, k: int, force: bool) -> None:
     """Generate a seeded Gaussian mixture on low-dimensional subspaces, with exact ground truth and labels."""
     spec = SynthSpec(n=n, dim=dim, queries=queries, clusters=clusters, metric=metric, seed=seed,
                      subspace_dim=subspace_dim)
     check_synth_spec(spec)
     if k < 1:
         raise click.BadParameter(f"must be >= 1, got {k}", param_hint="-k")
+    check_output(output, "dataset", force=force, option="OUTPUT")
     with RichReporter() as rep, rep.task("ground truth", queries) as advance:
         synth(output, spec, k=k, progress=advance)
     out.print(f"wrote {escape(str(output))}: {n:,} train + {queries:,} test vectors, {dim}-d, {metric}, "
@@ -93,11 +97,13 @@ def info_cmd(file: Path, as_json: bool, sample: int) -> None:
 @click.option("--test-size", type=int, default=10_000, show_default=True, help="Queries split off the base.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
 @click.option("-k", "k", type=int, default=100, show_default=True, help="Ground-truth depth.")
+@force_option
 def import_cmd(base: Path, output: Path, metric: str, queries, groundtruth, labels, query_labels, test_size: int,
-               seed: int, k: int) -> None:
+               seed: int, k: int, force: bool) -> None:
     """Import .fvecs/.bvecs/.ivecs, .fbin/.u8bin/.i8bin/.ibin, .npy, IDX or ann-benchmarks HDF5 files."""
     from ann_bench.importing import import_dataset
 
+    check_output(output, "dataset", inputs=(base, queries, groundtruth, labels, query_labels), force=force)
     with RichReporter() as rep, rep.task("ground truth", None) as advance:
         path = import_dataset(base, output, metric, queries=queries, groundtruth=groundtruth, labels=labels,
                               query_labels=query_labels, test_size=test_size, seed=seed, k=k, progress=advance)

@@ -9,6 +9,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from ann_bench.cli.console import RichReporter, err, out
+from ann_bench.cli.options import force_option
+from ann_bench.outputs import check_output
+
+
+def _files_under(path: Path | None) -> list[Path]:
+    """The files of an input folder (an image folder) whose output must not land on one of them."""
+    if path is None or not path.is_dir():
+        return []
+    return [p for p in path.rglob("*") if p.is_file()]
 from ann_bench.distances import METRICS
 from ann_bench.embed import EmbedOptions, embed_to_vectorset
 
@@ -39,12 +48,17 @@ from ann_bench.embed import EmbedOptions, embed_to_vectorset
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/test split.")
 @click.option("-k", "k", type=int, default=100, show_default=True, help="Ground-truth depth.")
+@force_option
 def embed(model: str | None, input_path: Path, output: Path, queries: Path | None, test_size: int | None,
           labels: Path | None, queries_labels: Path | None, label_column: str | None, text_column: str | None,
           metric: str | None, normalize: bool | None, batch_size: int | None, device: str, seed: int,
-          k: int) -> None:
+          k: int, force: bool) -> None:
     """Embed raw inputs with a trained model into a VectorSet: train/test vectors, exact ground truth, labels
     when the input has them, and provenance (model, checkpoint sha256, input, date, normalisation)."""
+    model_file = (model.partition(":")[2] or model) if model and model.endswith(".pt") else None
+    check_output(output, "dataset", force=force,
+                 inputs=(input_path, queries, labels, queries_labels, model_file, *_files_under(input_path),
+                         *_files_under(queries)))
     options = EmbedOptions(batch_size=batch_size, normalize=normalize, metric=metric, test_size=test_size,
                            seed=seed, k=k, device=device)
     with RichReporter() as rep:

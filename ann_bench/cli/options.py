@@ -8,6 +8,11 @@ import click
 
 from ann_bench.config import DEFAULT_RESULTS
 
+force_option = click.option(
+    "--force", is_flag=True,
+    help="Replace an existing output file that is not of this command's kind (never an input of the command, "
+         "a results store or a dataset: those are always refused).")
+
 results_option = click.option(
     "--results", "results_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_RESULTS,
     show_default=True, help="SQLite results store.")

@@ -9,7 +9,8 @@ import click
 from rich.markup import escape
 
 from ann_bench.cli.console import out
-from ann_bench.cli.options import dataset_filter, results_option
+from ann_bench.cli.options import dataset_filter, force_option, results_option
+from ann_bench.outputs import check_output
 from ann_bench.plotting import Y_METRICS, plot_recall_qps
 from ann_bench.results import ResultStore
 
@@ -31,11 +32,13 @@ from ann_bench.results import ResultStore
 @click.option("-x", "--x-metric", default="recall", show_default=True,
               help="Figure on x: recall, id_recall, or a label metric of a set with labels (precision_at_10, "
                    "recall_at_1, recall_at_10, map_at_10, mrr).")
+@force_option
 @results_option
 def plot(dataset: str | None, output: Path, y_metric: str, mode: str | None, k: int | None, x_scale: str | None,
-         raw: bool, backend: str | None, x_metric: str, results_path: Path) -> None:
+         raw: bool, backend: str | None, x_metric: str, force: bool, results_path: Path) -> None:
     """Recall@k (or --x-metric) on x against queries per second (or --y-metric) with each backend's Pareto
     frontier bold and every configuration faint. For a label metric the exact neighbours' value is dashed."""
+    check_output(output, "plot", inputs=(results_path,), force=force)
     with ResultStore(results_path, create=False) as store:
         records = store.records(dataset=dataset_filter(dataset), backend=backend)
     plot_recall_qps(records, output, mode=mode, k=k, x_scale=x_scale, raw=raw, x_metric=x_metric, y_metric=y_metric)

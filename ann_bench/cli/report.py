@@ -9,7 +9,8 @@ import click
 from rich.markup import escape
 
 from ann_bench.cli.console import out
-from ann_bench.cli.options import dataset_filter, results_option
+from ann_bench.cli.options import dataset_filter, force_option, results_option
+from ann_bench.outputs import check_output
 from ann_bench.report import build_report
 from ann_bench.results import ResultStore
 
@@ -19,11 +20,13 @@ from ann_bench.results import ResultStore
 @click.option("--backend", default=None, help="Only this backend.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Output HTML file.")
+@force_option
 @results_option
-def report(dataset: str | None, backend: str | None, output: Path, results_path: Path) -> None:
+def report(dataset: str | None, backend: str | None, output: Path, force: bool, results_path: Path) -> None:
     """One self-contained HTML file (opens offline; nothing is fetched): per dataset its facts, the Pareto
     plots (recall against QPS, build time, index size, p99 latency, label metrics), the Pareto-optimal
     configurations per backend, a sortable table of every result; then hosts and library versions."""
+    check_output(output, "report", inputs=(results_path,), force=force)
     with ResultStore(results_path, create=False) as store:
         records = store.records(dataset=dataset_filter(dataset), backend=backend)
     build_report(records, output, source=str(results_path))

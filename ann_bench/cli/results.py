@@ -10,7 +10,9 @@ from rich.table import Table
 
 from ann_bench.atomic import atomic_path
 from ann_bench.cli.console import out
-from ann_bench.cli.options import dataset_filter, results_option
+from ann_bench.cli.options import dataset_filter, force_option, results_option
+from ann_bench.errors import InputError
+from ann_bench.outputs import check_output
 from ann_bench.results import ResultStore, filter_records, params_str, sort_records, to_csv, to_json
 
 
@@ -27,13 +29,19 @@ from ann_bench.results import ResultStore, filter_records, params_str, sort_reco
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write to this file instead of stdout (csv/json).")
+@force_option
 @results_option
 def results(dataset: str | None, backend: str | None, where: tuple[str, ...], sort: str | None, fmt: str,
-            output: Path | None, results_path: Path) -> None:
+            output: Path | None, force: bool, results_path: Path) -> None:
     """Show stored results. CSV and JSON carry every field (pandas.read_csv / read_json read them directly).
 
     For sets with labels the table adds P@k (label-aware precision@k of the configuration) and exact P@k
     (that of the exact neighbours): the retrieval quality the index costs."""
+    if output is not None:
+        if fmt == "table":
+            raise InputError(f"-o writes an export: add --format csv or --format json (the table is for the "
+                             f"terminal), or drop -o {str(output)!r}")
+        check_output(output, "export", inputs=(results_path,), force=force)
     with ResultStore(results_path, create=False) as store:
         records = store.records(dataset=dataset_filter(dataset), backend=backend)
     records = filter_records(records, where) if where else records

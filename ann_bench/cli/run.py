@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
@@ -106,8 +107,8 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
                   f"{escape(params_str(r.search_params))}: "
                   f"{escape(r.error)}")
     print_pareto(summary.records, k)
-    out.print(f"results: {results_path} ({len(summary.records)} new row(s)); plot them with "
-              f"`ann-bench plot --results {results_path} -o plot.png`")
+    out.print(f"results: {escape(str(results_path))} ({len(summary.records)} new row(s)); plot them with "
+              f"`ann-bench plot --results {escape(shlex.quote(str(results_path)))} -o plot.png`", soft_wrap=True)
 
 
 def print_pareto(records: list[Record], k: int) -> None:

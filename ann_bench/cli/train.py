@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ann_bench.cli.console import err, out
+from ann_bench.cli.options import force_option
 
 _LOSSES = ("triplet, contrastive, multi-similarity, circle, lifted-structure, supcon, arcface, cosface, "
            "proxy-anchor, proxy-nca, normalized-softmax, soft-triple, center, softmax")
@@ -57,11 +58,12 @@ _MINERS = "semihard, hard, all, batch-hard, multi-similarity, pair-margin, none"
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The checkpoint to write (.pt); its metrics go beside it as NAME.metrics.json.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON instead of a table.")
+@force_option
 def train(data: str, arch: str, loss: str, miner: str | None, dim: int, epochs: int, lr: float, batch_size: int,
           m_per_class: int | None, steps_per_epoch: int | None, augment: bool, split: str, test_size: float,
           train_limit: int | None, test_limit: int | None, image_size: int | None, center_weight: float,
           center_alpha: float, reference: str, baseline: bool, label_column: str | None, text_column: str | None,
-          seed: int, threads: int, output: Path, as_json: bool) -> None:
+          seed: int, threads: int, output: Path, as_json: bool, force: bool) -> None:
     """Train an embedder with a metric-learning loss, evaluate it (Precision@k, Recall@K, MAP, MAP@R, MRR,
     NMI, AMI, verification accuracy) and write a checkpoint that `ann-bench embed --model` runs."""
     from ann_bench.atomic import ensure_writable_dir
@@ -85,6 +87,10 @@ def train(data: str, arch: str, loss: str, miner: str | None, dim: int, epochs: 
     ensure_writable_dir(output)
     if output.is_dir():
         raise InputError(f"output {str(output)!r} is a directory; give a file name such as model.pt")
+    from ann_bench.outputs import check_output
+
+    data_file = Path(data).expanduser() if Path(data).expanduser().is_file() else None
+    check_output(output, "checkpoint", inputs=(data_file,), force=force)
     result = run_training(config, log=lambda msg: err.print(escape(msg), soft_wrap=True))
     ckpt, mpath = save_checkpoint(result, output)
     if as_json:
