@@ -13,7 +13,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-RECALL_EPSILON = 1e-3  # ann-benchmarks' tolerance on the k-th distance
+RECALL_EPSILON = 1e-3  # ann-benchmarks' absolute tolerance on the k-th distance (recall_ab)
+RECALL_RTOL = 1e-6  # ours: relative tolerance on the k-th distance, for ties and float64 rounding only
+RECALL_RULE = "relative-1e-06"  # stored with every row: the rule its `recall` was computed by
 PERCENTILES = (50.0, 95.0, 99.0, 99.9)
 
 
@@ -33,10 +35,27 @@ def check_no_duplicates(I: np.ndarray) -> None:
         raise DuplicateIdsError(f"query {int(row)} got id {int(s[row, col])} twice")
 
 
+def tie_recall(run_D: np.ndarray, gt_D: np.ndarray, k: int, rtol: float = RECALL_RTOL) -> np.ndarray:
+    """Per-query recall@k, scale-free and tie-aware: ann-bench's primary ``recall``.
+
+    run_D: (nq, >=k) exact float64 distances of the returned ids (+inf for padding -1); gt_D: (nq, >=k) exact
+    float64 distances of the true neighbours (re-computed from their ids by the same code, so an exact tie
+    gives equal numbers). A returned neighbour counts when its distance is <= t_k + rtol * |t_k|, t_k the
+    largest of the first k true distances: ties at the k-th distance count, and multiplying every vector by
+    any factor leaves the result unchanged (the tolerance scales with the distances), unlike
+    :func:`distance_recall`'s absolute 1e-3. Returns (nq,) floats in [0, 1].
+    """
+    run_D = np.asarray(run_D, dtype=np.float64)[:, :k]
+    gt = np.asarray(gt_D, dtype=np.float64)[:, :k]
+    kth = np.max(np.where(np.isfinite(gt), gt, -np.inf), axis=1, keepdims=True)
+    threshold = kth + rtol * np.abs(kth)
+    return np.count_nonzero(run_D <= threshold, axis=1) / k
+
+
 def distance_recall(
     run_D: np.ndarray, gt_D: np.ndarray, k: int, epsilon: float = RECALL_EPSILON
 ) -> np.ndarray:
-    """Per-query recall@k by the ann-benchmarks rule.
+    """Per-query recall@k by the ann-benchmarks rule (stored as ``recall_ab``).
 
     run_D: (nq, >=k) exact distances of the returned ids (recomputed, +inf for padding -1);
     gt_D: (nq, >=k) exact distances of the true neighbours, nearest first.

@@ -86,7 +86,7 @@ def pareto_indices(xs, ys, higher_is_better: bool = True) -> np.ndarray:
 
 def select(records: list[Record], mode: str | None = None, k: int | None = None) -> tuple[list[Record], str, int]:
     """The ok records of one dataset, one mode and one k; InputError saying which option to pass otherwise."""
-    ok = [r for r in records if r.status == "ok" and r.recall is not None and r.qps]
+    ok = [r for r in records if r.status == "ok" and (r.recall is not None or r.recall_ab is not None) and r.qps]
     if not ok:
         raise InputError("no successful results stored; run `ann-bench run` first "
                          "(or check --dataset/--backend/--results)")
@@ -110,16 +110,20 @@ def select(records: list[Record], mode: str | None = None, k: int | None = None)
     return ok, mode, k
 
 
+RECALLS = ("recall", "recall_ab", "id_recall")  # the ANN accuracy figures every row has
+
+
 def x_value(r: Record, x_metric: str = "recall") -> float | None:
-    """The figure of ``r`` named ``x_metric``: ``recall``, ``id_recall`` or a key of its label metrics."""
-    if x_metric in ("recall", "id_recall"):
+    """The figure of ``r`` named ``x_metric``: ``recall``, ``recall_ab``, ``id_recall`` or a key of its label
+    metrics."""
+    if x_metric in RECALLS:
         return getattr(r, x_metric)
     return r.label_metrics.get(x_metric)
 
 
 def x_metric_names(records: list[Record]) -> list[str]:
     """The x metrics the records offer: recall, id_recall and their label metrics (exact_* excluded)."""
-    names = ["recall", "id_recall"]
+    names = list(RECALLS)
     for r in records:
         names += [m for m in r.label_metrics if not m.startswith("exact_") and m not in names]
     return names
@@ -128,7 +132,9 @@ def x_metric_names(records: list[Record]) -> list[str]:
 def x_label(x_metric: str, k: int) -> str:
     """Axis label for ``x_metric``."""
     if x_metric == "recall":
-        return f"Recall@{k} (ann-benchmarks rule: distance ≤ true {k}-th + 1e-3)"
+        return f"Recall@{k} (distance ≤ true {k}-th, ties counted; scale-free)"
+    if x_metric == "recall_ab":
+        return f"Recall@{k}, ann-benchmarks rule (distance ≤ true {k}-th + 1e-3)"
     if x_metric == "id_recall":
         return f"id recall@{k} (|returned ∩ true top-{k}| / {k})"
     m = re.fullmatch(r"(precision|recall|map)_at_(\d+)", x_metric)
@@ -207,7 +213,7 @@ def _plot_figure(records: list[Record], *, mode: str | None = None, k: int | Non
 
     y = y_metric_of(y_metric)
     if x_scale is None:
-        x_scale = "logit" if x_metric in ("recall", "id_recall") else "linear"
+        x_scale = "logit" if x_metric in RECALLS else "linear"
     if x_scale not in ("logit", "linear"):
         raise InputError(f"unknown --x-scale {x_scale!r}; use logit or linear")
     chosen, mode, k = select_for(records, mode, k, y_metric)
@@ -273,7 +279,7 @@ def _plot_figure(records: list[Record], *, mode: str | None = None, k: int | Non
         ax.xaxis.set_minor_locator(FixedLocator([]))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda t, _: "1" if t >= top else f"{t:g}"))
         ax.set_xlim(lo, 1 - 0.4 / (max(r.n_test for r in chosen) * k))
-    elif x_metric in ("recall", "id_recall"):
+    elif x_metric in RECALLS:
         ax.set_xlim(max(0.0, min(xs) - 0.05), 1.0)
     else:  # label metrics: the span of the data, with a margin, so a 0.002 loss in precision is visible
         lo, hi = min(xs), max(xs)
@@ -318,6 +324,8 @@ def _short(v: float) -> str:
 def _x_title(x_metric: str, k: int) -> str:
     if x_metric == "recall":
         return f"recall@{k}"
+    if x_metric == "recall_ab":
+        return f"recall@{k} (ann-benchmarks rule)"
     m = re.fullmatch(r"(precision|recall|map)_at_(\d+)", x_metric)
     if m:
         return {"precision": "Precision", "recall": "Recall", "map": "MAP@R"}[m.group(1)] + \

@@ -221,7 +221,7 @@ def _pareto_table(records: list[Record], k: int) -> list[str]:
 
 def _results_table(rs: list[Record]) -> list[str]:
     label_keys = sorted({m for r in rs for m in r.label_metrics if m.startswith("precision_at_")})
-    heads = ["backend", "build", "search", "k", "mode", "threads", "status", "recall", "id recall", "QPS",
+    heads = ["backend", "build", "search", "k", "mode", "threads", "status", "recall", "recall (ann-benchmarks rule)", "id recall", "QPS",
              "p50 ms", "p99 ms", "build s", "index MB", "peak RSS MB",
              *(f"P@{m.rsplit('_', 1)[1]}" for m in label_keys), "error"]
     parts = ['<div class="wide"><table class="sortable results"><thead><tr>'
@@ -229,7 +229,7 @@ def _results_table(rs: list[Record]) -> list[str]:
     for r in rs:
         cells = [_txt(r.label()), _txt(params_str(r.build_params) or "-"), _txt(params_str(r.search_params) or "-"),
                  _num(r.k, "d"), _txt(r.mode), _num(r.threads, "d"), _txt(r.status), _num(r.recall, ".4f"),
-                 _num(r.id_recall, ".4f"), _num(r.qps, ",.0f"), _num(r.p50_ms, ".3f"), _num(r.p99_ms, ".3f"),
+                 _num(r.recall_ab, ".4f"), _num(r.id_recall, ".4f"), _num(r.qps, ",.0f"), _num(r.p50_ms, ".3f"), _num(r.p99_ms, ".3f"),
                  _num(r.build_s, ".2f"), _num(mb(r.index_bytes), ",.1f"), _num(mb(r.peak_rss_bytes), ",.0f"),
                  *(_num(r.label_metrics.get(m), ".4f") for m in label_keys), _txt(r.error)]
         cls = "" if r.status == "ok" else ' class="failed"'

@@ -48,7 +48,7 @@ class Record:
     n_train: int = 0
     n_test: int = 0
     dim: int = 0
-    recall: float | None = None  # ann-benchmarks distance rule
+    recall: float | None = None  # scale-free, tie-aware (metrics.tie_recall); None on rows of an older rule
     id_recall: float | None = None
     qps: float | None = None
     search_s: float | None = None  # wall time of the run the figures come from
@@ -69,6 +69,8 @@ class Record:
     created_at: str = ""
     neighbors_file: str = ""
     neighbors_sha256: str = ""  # of the neighbour file's bytes: a deleted or altered file is detected
+    recall_ab: float | None = None  # ann-benchmarks' rule: distance <= true k-th + 1e-3 (absolute)
+    recall_rule: str = ""  # the rule `recall` was computed by; "" on rows of ann-bench < 0.2 (ann-benchmarks')
 
     @property
     def key(self) -> str:
@@ -275,6 +277,8 @@ class ResultStore:
         out = set()
         for row in rows:
             record = self._record(row)
+            if record.status == "ok" and record.recall is None:
+                continue  # measured by an older recall rule: measure it again
             problem = self.neighbors_problem(record)
             if problem is None:
                 out.add(row["key"])
@@ -344,6 +348,12 @@ class ResultStore:
         for name in _JSON_FIELDS:
             data[name] = json.loads(data[name]) if data[name] else {}
         data["index_cached"] = int(data["index_cached"] or 0)
+        for name in ("neighbors_sha256", "recall_rule"):
+            data[name] = data[name] or ""
+        if not data["recall_rule"] and data["recall_ab"] is None and data["recall"] is not None:
+            # A row of an older ann-bench: its `recall` is ann-benchmarks' rule. Shown as recall_ab; `recall` is
+            # unknown until re-measured (a resumed `run` does that), never silently the other rule's figure.
+            data["recall_ab"], data["recall"] = data["recall"], None
         return Record(**data)
 
     def integrity_ok(self) -> bool:
@@ -361,7 +371,7 @@ class ResultStore:
 
 # ---- exports ----------------------------------------------------------------------------------------------
 TABLE_COLUMNS = ["dataset_name", "backend", "impl", "build_params", "search_params", "k", "mode", "threads",
-                 "status", "recall", "id_recall", "qps", "p50_ms", "p99_ms", "build_s", "index_bytes"]
+                 "status", "recall", "recall_ab", "id_recall", "qps", "p50_ms", "p99_ms", "build_s", "index_bytes"]
 
 
 def flat_dict(record: Record) -> dict[str, Any]:

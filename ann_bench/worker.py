@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 
 from ann_bench.distances import distances_to
-from ann_bench.metrics import (DuplicateIdsError, check_no_duplicates, distance_recall, id_recall, label_metrics,
-                               latency_summary)
+from ann_bench.metrics import (RECALL_RULE, DuplicateIdsError, check_no_duplicates, distance_recall, id_recall,
+                               label_metrics, latency_summary, tie_recall)
 from ann_bench.results import params_str
 
 POLL_S = 0.05
@@ -107,16 +107,25 @@ def measure(index, Q: np.ndarray, k: int, mode: str, runs: int) -> tuple[dict[st
 
 
 def accuracy(metric: str, Q: np.ndarray, X: np.ndarray, I: np.ndarray, gt_D: np.ndarray, gt_I: np.ndarray,
-             k: int) -> dict[str, float]:
-    """recall (distance rule) and id recall of ids I (nq, k); DuplicateIdsError if a row repeats an id."""
+             k: int, true_D: np.ndarray | None = None) -> dict[str, Any]:
+    """recall (scale-free, tie-aware), recall_ab (ann-benchmarks' rule) and id recall of ids I (nq, k);
+    DuplicateIdsError if a row repeats an id.
+
+    ``true_D``: the true neighbours' distances re-computed in float64 from ``gt_I`` (computed here when
+    None; pass it to compute it once per sweep). ``recall_ab`` compares with the stored ``gt_D``, as
+    ann-benchmarks does."""
     if I.shape != (Q.shape[0], k):
         raise ValueError(f"backend returned ids of shape {I.shape}; expected {(Q.shape[0], k)}")
     if (I >= X.shape[0]).any() or (I < -1).any():
         raise ValueError("backend returned an id out of range")
     check_no_duplicates(I)
     exact = distances_to(metric, Q, X, I)
+    if true_D is None:
+        true_D = distances_to(metric, Q, X, np.asarray(gt_I)[:, :k])
     return {
-        "recall": float(distance_recall(exact, gt_D, k).mean()),
+        "recall": float(tie_recall(exact, true_D, k).mean()),
+        "recall_ab": float(distance_recall(exact, gt_D, k).mean()),
+        "recall_rule": RECALL_RULE,
         "id_recall": float(id_recall(I, gt_I, k).mean()),
     }
 
@@ -183,6 +192,7 @@ def execute_build(job: BuildJob, X: np.ndarray, Q: np.ndarray, emit: Callable[..
         return
     emit("built", info)
     exact: list[tuple[dict[str, Any], str]] = []  # (search, mode) measured at recall 1.0
+    true_D = distances_to(job.metric, Q, X, np.asarray(job.gt_I)[:, : job.k])  # once, outside every timed region
     for i, (search, mode) in enumerate(job.pending):
         reason = saturated_reason(cls, search, mode, exact, job.k) if job.skip_saturated else None
         if reason is not None:
@@ -191,7 +201,7 @@ def execute_build(job: BuildJob, X: np.ndarray, Q: np.ndarray, emit: Callable[..
         try:
             index.set_search_params(**search)
             figures, I = measure(index, Q, job.k, mode, job.runs)
-            figures.update(accuracy(job.metric, Q, X, I, job.gt_D, job.gt_I, job.k))
+            figures.update(accuracy(job.metric, Q, X, I, job.gt_D, job.gt_I, job.k, true_D))
             if job.train_labels is not None and job.test_labels is not None:  # after timing, like recall
                 figures["label_metrics"] = label_metrics(I, job.train_labels, job.test_labels, job.k)
         except Exception as exc:  # a backend bug becomes a failed record; the sweep goes on

@@ -22,7 +22,8 @@ MB = 1_000_000
 def rec(backend, impl, build, search, recall, qps, build_s, index_bytes, mode="batch", p99=None, p10=None):
     return Record(dataset_hash="feedbeef00112233", dataset_name="toy", backend=backend, impl=impl,
                   build_params=build, search_params=search, k=10, mode=mode, threads=1, metric="euclidean",
-                  n_train=1000, n_test=100, dim=8, recall=recall, id_recall=recall, qps=qps, build_s=build_s,
+                  n_train=1000, n_test=100, dim=8, recall=recall, recall_ab=recall, recall_rule="relative-1e-06",
+                  id_recall=recall, qps=qps, build_s=build_s,
                   index_bytes=index_bytes, p99_ms=p99, p50_ms=None if p99 is None else p99 / 2,
                   label_metrics={} if p10 is None else {"precision_at_10": p10, "exact_precision_at_10": 0.9},
                   versions={"numpy": "2"}, host={"cores": 2})

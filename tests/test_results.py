@@ -12,7 +12,7 @@ from ann_bench.results import Record, ResultStore, to_csv, to_json
 def make(**kw):
     base = dict(dataset_hash="abcd1234abcd1234", dataset_name="toy", backend="hnsw", impl="hnswlib",
                 build_params={"M": 16, "ef_construction": 200}, search_params={"ef": 10}, k=10, mode="batch",
-                threads=1, recall=0.9, id_recall=0.89, qps=1234.5, build_s=1.5, index_bytes=1000,
+                threads=1, recall=0.9, recall_ab=0.92, recall_rule="relative-1e-06", id_recall=0.89, qps=1234.5, build_s=1.5, index_bytes=1000,
                 versions={"numpy": "2"}, host={"cores": 2}, label_metrics={"precision_at_10": 0.7})
     base.update(kw)
     return Record(**base)

@@ -28,7 +28,8 @@ from ann_bench.runner import parse_size
               help="[default: batch if stored; single for --metric p99]")
 @click.option("-k", "k", type=int, default=None, help="Which k (needed if several are stored).")
 @click.option("-x", "--x-metric", default="recall", show_default=True,
-              help="The figure --recall bounds: recall, id_recall or a label metric (precision_at_10, ...).")
+              help="The figure --recall bounds: recall, recall_ab (ann-benchmarks' rule), id_recall or a label "
+                   "metric (precision_at_10, ...).")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 @results_option
 def best(recall: float, max_memory: str | None, metric: str, dataset: str | None, mode: str | None,

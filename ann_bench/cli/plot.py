@@ -30,7 +30,8 @@ from ann_bench.results import ResultStore
 @click.option("--raw/--no-raw", default=True, show_default=True, help="Also draw non-Pareto points, faint.")
 @click.option("--backend", default=None, help="Only this backend.")
 @click.option("-x", "--x-metric", default="recall", show_default=True,
-              help="Figure on x: recall, id_recall, or a label metric of a set with labels (precision_at_10, "
+              help="Figure on x: recall, recall_ab (ann-benchmarks' rule), id_recall, or a label metric of a set "
+                   "with labels (precision_at_10, "
                    "recall_at_1, recall_at_10, map_at_10, mrr).")
 @force_option
 @results_option

@@ -50,8 +50,8 @@ def results(dataset: str | None, backend: str | None, where: tuple[str, ...], so
         # Label-aware precision@k, with the exact neighbours' for comparison, when the set has labels.
         labelled = any(f"precision_at_{r.k}" in r.label_metrics for r in records)
         table = Table(title=f"{len(records)} result(s) in {escape(str(results_path))}")
-        numeric = ("recall", "QPS", "p99 ms", "build s", "index MB", "P@k", "exact P@k")
-        for col in ("dataset", "backend", "build", "search", "k", "mode", "thr", "status", "recall", "QPS",
+        numeric = ("recall", "recall ab", "QPS", "p99 ms", "build s", "index MB", "P@k", "exact P@k")
+        for col in ("dataset", "backend", "build", "search", "k", "mode", "thr", "status", "recall", "recall ab", "QPS",
                     "p99 ms", "build s", "index MB") + (("P@k", "exact P@k") if labelled else ()):
             table.add_column(col, justify="right" if col in numeric else "left")
         for r in records:
@@ -59,7 +59,8 @@ def results(dataset: str | None, backend: str | None, where: tuple[str, ...], so
             row = [escape(r.dataset_name), escape(r.label()), escape(params_str(r.build_params)) or "-",
                    escape(params_str(r.search_params)) or "-", str(r.k), r.mode, str(r.threads),
                    r.status if ok else f"[red]{r.status}[/]",
-                   f"{r.recall:.4f}" if ok else "-", f"{r.qps:,.0f}" if ok else "-",
+                   _fmt_metric(r.recall) if ok else "-", _fmt_metric(r.recall_ab) if ok else "-",
+                   f"{r.qps:,.0f}" if ok else "-",
                    f"{r.p99_ms:.3f}" if r.p99_ms else "-", f"{r.build_s:.2f}" if r.build_s else "-",
                    f"{r.index_bytes / 1e6:.1f}" if r.index_bytes else "-"]
             if labelled:
