@@ -193,20 +193,25 @@ class VectorSet:
             ds = self.file["train"]
             out = np.empty(ds.shape, dtype=np.float32)
             digest = self._hasher()
+            peak = 0.0
             for start in range(0, ds.shape[0], READ_CHUNK_ROWS):
                 stop = min(start + READ_CHUNK_ROWS, ds.shape[0])
                 try:
                     if ds.dtype == np.float32:
                         ds.read_direct(out, np.s_[start:stop], np.s_[start:stop])
                     else:
-                        out[start:stop] = ds[start:stop]
+                        raw = ds[start:stop]
+                        check_float32_source("train", raw, start, f" of {str(self.path)!r}")
+                        out[start:stop] = raw
                 except (OSError, RuntimeError) as exc:
                     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                     raise InputError(f"cannot read train rows {start}-{stop - 1} of {str(self.path)!r}: "
                                      f"{first[:160]} (a corrupted or truncated file?); re-create or re-fetch it") from None
                 chunk = out[start:stop]
                 self._check_chunk("train", chunk, start)
+                peak = max(peak, check_magnitude("train", chunk, start, f" of {str(self.path)!r}"))
                 digest.update(memoryview(chunk).cast("B"))
+            check_not_tiny(peak, f"train vectors of {str(self.path)!r}")
             self._train = out
             self._finish_hash(digest)
         return self._train
@@ -225,8 +230,11 @@ class VectorSet:
 
     def load_test(self) -> np.ndarray:
         """The test vectors, checked like :meth:`load_train`."""
-        Q = self.test
+        raw = self.read("test")
+        check_float32_source("test", raw, 0, f" of {str(self.path)!r}")
+        Q = np.ascontiguousarray(raw, dtype=np.float32)
         self._check_chunk("test", Q, 0)
+        check_magnitude("test", Q, 0, f" of {str(self.path)!r}")
         return Q
 
     def _hasher(self):
@@ -502,6 +510,7 @@ def write_vectorset(
     """
     metric = canonical_metric(metric)
     check_depth(k)
+    check_float32_source("test", test, 0)
     test = np.ascontiguousarray(test, dtype=np.float32)
     in_memory = isinstance(train, np.ndarray) and not isinstance(train, np.memmap)
     if in_memory:
@@ -527,10 +536,15 @@ def write_vectorset(
             for key, value in (attrs or {}).items():
                 f.attrs[key] = value if isinstance(value, (int, float, str, np.number)) else json.dumps(value)
             ds = f.create_dataset("train", shape=(n, d), dtype=np.float32)
+            peak = float(np.max(np.abs(test))) if test.size else 0.0
             for start in range(0, n, READ_CHUNK_ROWS):
-                block = np.ascontiguousarray(train[start : start + READ_CHUNK_ROWS], dtype=np.float32)
+                raw = train[start : start + READ_CHUNK_ROWS]
+                check_float32_source("train", raw, start)
+                block = np.ascontiguousarray(raw, dtype=np.float32)
                 _check_rows("train", block, start, metric)
+                peak = max(peak, float(np.max(np.abs(block))) if block.size else 0.0)
                 ds[start : start + len(block)] = block
+            check_not_tiny(peak, "the vectors")
             f.create_dataset("test", data=test)
             if neighbors is None:
                 distances, neighbors = exact_knn(train if in_memory else ds, test, metric, min(k, n),
@@ -551,6 +565,54 @@ def check_depth(k: int) -> None:
                          f"{DEFAULT_K}")
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Every library computes distances in float32: ||q||^2 + ||x||^2 - 2 q.x (faiss, hnswlib) must stay finite, and
+# differences of squared distances must stay above float32's smallest normal numbers.
+SQUARED_NORM_MAX = FLOAT32_MAX / 8
+MAGNITUDE_MIN = 1e-15
+
+
+def check_float32_source(name: str, raw: np.ndarray, start: int, where: str = "") -> None:
+    """InputError when ``raw`` (rows start.., any dtype) holds a finite value that float32 cannot hold: it
+    would become inf when stored, which is not the input's fault of being "NaN or inf"."""
+    raw = np.asarray(raw)
+    if raw.dtype.kind != "f" or raw.dtype.itemsize <= 4 or raw.size == 0:
+        return
+    big = np.isfinite(raw) & (np.abs(raw) > FLOAT32_MAX)
+    if big.any():
+        row, col = np.argwhere(big)[0][:2] if raw.ndim > 1 else (np.argwhere(big)[0][0], 0)
+        raise InputError(f"{name} vector {start + int(row)}{where} holds {float(raw[row, col] if raw.ndim > 1 else raw[row]):.4g}, "
+                         f"too large for float32 (max {FLOAT32_MAX:.3g}), which ann-bench and every index library "
+                         "store vectors in; rescale the vectors (e.g. divide them all by a common factor)")
+
+
+def check_magnitude(name: str, block: np.ndarray, start: int, where: str = "") -> float:
+    """InputError when a float32 row of ``block`` is so large that its squared norm overflows float32
+    distance arithmetic; returns the block's largest absolute value (for the too-small check)."""
+    if block.size == 0:
+        return 0.0
+    peak = float(np.max(np.abs(block)))
+    if peak * peak * block.shape[1] > SQUARED_NORM_MAX:  # cheap bound first; exact norms only when it fails
+        sq = np.einsum("ij,ij->i", block.astype(np.float64), block.astype(np.float64))
+        over = np.flatnonzero(sq > SQUARED_NORM_MAX)
+        if over.size:
+            row = int(over[0])
+            raise InputError(f"{name} vector {start + row}{where} has norm {np.sqrt(sq[row]):.3g}: its squared "
+                             f"norm overflows the float32 distance arithmetic of faiss, hnswlib and annoy "
+                             f"(max {FLOAT32_MAX:.3g}), so distances would be inf and recall meaningless; rescale "
+                             "the vectors (e.g. divide them all by 1e10)")
+    return peak
+
+
+def check_not_tiny(peak: float, what: str) -> None:
+    """InputError when every coordinate of a set is below :data:`MAGNITUDE_MIN` in magnitude (but not all
+    zero): squared distances underflow float32 and every neighbour would tie at distance 0."""
+    if 0 < peak < MAGNITUDE_MIN:
+        raise InputError(f"{what}: the largest coordinate is {peak:.3g}; squared distances underflow float32 "
+                         "(faiss, hnswlib and annoy compute in float32), so every neighbour would tie at 0; "
+                         "rescale the vectors (e.g. multiply them all by 1e10)")
+
+
 def _check_rows(name: str, block: np.ndarray, start: int, metric: str) -> None:
     finite = np.isfinite(block).all(axis=1)
     if not finite.all():
@@ -560,6 +622,7 @@ def _check_rows(name: str, block: np.ndarray, start: int, metric: str) -> None:
         if zero.any():
             raise InputError(f"{name} vector {start + int(np.flatnonzero(zero)[0])} is all zeros, which has no "
                              "angle under metric 'angular'; drop it or use 'euclidean'")
+    check_magnitude(name, block, start)
 
 
 # ---- the synthetic generator ------------------------------------------------------------------------------

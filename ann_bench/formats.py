@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -91,9 +92,11 @@ def read_vectors(path: str | os.PathLike) -> np.ndarray:
     if fmt == ".npy":
         try:
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (ValueError, EOFError, OSError) as exc:  # EOFError: an empty or truncated file
+        except (ValueError, EOFError, OSError, zipfile.BadZipFile) as exc:  # EOFError: empty or truncated
             raise InputError(f"{str(path)!r} is not a readable numeric .npy array: "
                              f"{str(exc) or type(exc).__name__}") from None
+        if not isinstance(arr, np.ndarray):  # an .npz archive under an .npy name
+            raise InputError(f"{str(path)!r} is an .npz archive, not an .npy array; save one array with np.save")
         if arr.ndim != 2:
             raise InputError(f"{str(path)!r} holds an array of shape {arr.shape}; expected 2-D (n, d)")
         return arr

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ann_bench.datasets import VectorSet, check_depth, validate, write_vectorset
+from ann_bench.datasets import VectorSet, check_depth, check_float32_source, validate, write_vectorset
 from ann_bench.distances import canonical_metric, distances_to
 from ann_bench.errors import InputError
 from ann_bench.formats import file_format, read_bin_groundtruth, read_idx, read_vectors
@@ -95,7 +95,9 @@ def import_dataset(
     n, d = X.shape
     base_labels = read_labels(labels, n, "--labels") if labels is not None else None
     if queries is not None:
-        Q = np.ascontiguousarray(read_vectors(queries), dtype=np.float32)
+        Q_raw = read_vectors(queries)
+        check_float32_source("query", Q_raw, 0)
+        Q = np.ascontiguousarray(Q_raw, dtype=np.float32)
         if Q.shape[1] != d:
             raise InputError(f"queries {str(queries)!r} are {Q.shape[1]}-d but the base is {d}-d")
         train, test_labels = X, (read_labels(query_labels, len(Q), "--query-labels") if query_labels else None)
@@ -107,6 +109,7 @@ def import_dataset(
         test_rows = np.sort(rng.choice(n, size=test_size, replace=False))
         keep = np.ones(n, dtype=bool)
         keep[test_rows] = False
+        check_float32_source("test", X[test_rows], 0, " (of the split)")
         Q = np.ascontiguousarray(X[test_rows], dtype=np.float32)
         train = RowSubset(X, np.flatnonzero(keep))
         train_labels = base_labels[keep] if base_labels is not None else None

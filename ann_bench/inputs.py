@@ -25,6 +25,7 @@ import gzip
 import io
 import os
 import re
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,12 +252,14 @@ def _load_npy(path: Path) -> np.ndarray:
     except ValueError as exc:
         raise InputError(f"cannot read {str(path)!r}: {exc} (object arrays are refused; save a numeric "
                          "or string array)") from None
-    except (OSError, EOFError) as exc:  # EOFError: an empty or truncated file
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:  # EOFError: an empty or truncated file
         raise InputError(f"cannot read {str(path)!r} as .npy: {str(exc) or type(exc).__name__}") from None
 
 
 def read_npy(path: Path) -> Items:
     arr = _load_npy(path)
+    if not isinstance(arr, np.ndarray):  # an .npz archive under an .npy name
+        raise InputError(f"{str(path)!r} is an .npz archive, not an .npy array; save one array with np.save")
     if arr.ndim == 2 and arr.dtype.kind in "fiub":
         return Items(path, "npy", "array", arr)
     if arr.ndim in (3, 4) and arr.dtype == np.uint8:
