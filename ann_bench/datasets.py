@@ -363,6 +363,12 @@ def validate(vs: VectorSet, check_groundtruth_sample: int = 20) -> Verdict:
         key = f"{split}_labels"
         if key in f and (f[key].ndim != 1 or f[key].shape[0] != n):
             v.problems.append(f"'{key}' has shape {f[key].shape}; expected ({n},)")
+        elif key in f and f[key].dtype.kind == "f":
+            labels = vs.read(key)
+            if not np.isfinite(labels).all():
+                row = int(np.flatnonzero(~np.isfinite(labels))[0])
+                v.problems.append(f"'{key}' holds {labels[row].item()!r} at row {row}; every vector needs a label "
+                                  "(a NaN label equals no other)")
     if ("train_labels" in f) != ("test_labels" in f):
         v.warnings.append("labels for only one of train/test; label metrics need both")
     return v
