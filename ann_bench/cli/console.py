@@ -59,7 +59,7 @@ class RichReporter(Reporter):
     @contextmanager
     def task(self, description: str, total: int | None):
         self.progress.start()  # idempotent
-        task_id = self.progress.add_task(description, total=total)
+        task_id = self.progress.add_task(escape(description), total=total)  # user text: never rich markup
         try:
             yield lambda n=1: self.progress.advance(task_id, n)
         finally:
