@@ -27,6 +27,20 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
 
 
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_terminated: list[int] = []  # exit codes of termination requests (SIGTERM) not yet honoured
+
+
+def request_termination(code: int) -> None:
+    """Record that the process must stop (a signal handler calls this, then raises SystemExit). An exception
+    raised by a signal handler is lost when the signal lands in a finalizer or weakref callback ("Exception
+    ignored in ..."), so every file commit and every sweep step also checks :func:`raise_if_terminated`."""
+    _terminated.append(code)
+
+
+def raise_if_terminated() -> None:
+    """SystemExit if termination was requested: nothing more is committed."""
+    if _terminated:
+        raise SystemExit(_terminated[0])
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -66,6 +80,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        raise_if_terminated()  # a SIGTERM whose exception was swallowed: never commit the file
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp_path, target)
     except BaseException as exc:

@@ -143,9 +143,14 @@ def import_dataset(
 
 def _reimport_hdf5(path, out, metric, k, progress) -> Path:
     """An ann-benchmarks HDF5 file, re-validated and rewritten in our layout (with labels if it has them)."""
-    with VectorSet(path) as original:
-        same_metric = original.metric == metric
     with VectorSet(path, metric=metric) as vs:
+        # The file's own metric, if it states a known one (a file without one is imported with --metric; its
+        # stored ground truth, in an unknown metric, is then recomputed).
+        stored = vs.attrs.get("distance")
+        try:
+            same_metric = stored is not None and canonical_metric(str(stored)) == metric
+        except InputError:
+            same_metric = False
         verdict = validate(vs, check_groundtruth_sample=20 if same_metric else 0)
         if not verdict.ok:
             raise InputError(f"{str(path)!r} is not a valid VectorSet: {verdict.problems[0]}")

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ann_bench.atomic import free_space, is_disk_full
+from ann_bench.atomic import free_space, is_disk_full, raise_if_terminated
 from ann_bench.backends import Index, get_backend, grid_product
 from ann_bench.datasets import GT_SAMPLE, VectorSet, check_groundtruth
 from ann_bench.errors import InputError
@@ -398,6 +398,7 @@ class JobRecorder:
         self.finished: set[int] = set()
 
     def save(self, i: int, I=None, **fields) -> None:
+        raise_if_terminated()
         search, mode = self.job.pending[i]
         rec = self.record(search, mode, **self.node, **self.build_info, **fields)
         if self.store is not None:
@@ -455,6 +456,7 @@ class JobRecorder:
 
 def _run_job(job, options, X, Q, recorder: JobRecorder, reporter, label) -> None:
     """Run one build job here (isolated in a worker process, or inline), recording its events."""
+    raise_if_terminated()
     with reporter.task(f"build+search {label}", None):
         if options.isolate:
             outcome = run_in_process(job, recorder.on_event, timeout=options.timeout,

@@ -48,6 +48,9 @@ _register()
 def _terminate(signum, frame) -> None:
     """SIGTERM ends the command like Ctrl-C does: as an exception, so every temporary file is removed on the
     way out (see :func:`ann_bench.atomic.atomic_path`) and worker processes are stopped."""
+    from ann_bench.atomic import request_termination
+
+    request_termination(128 + signum)
     raise SystemExit(128 + signum)
 
 
