@@ -206,3 +206,14 @@ def test_a_dataset_replaced_mid_sweep_fails_its_rows(tmp_path, small_set, monkey
         assert db.execute("SELECT status FROM results").fetchall() == [("failed",)]
     rows = json.loads(invoke("results", "--results", store, "--format", "json").output)
     assert rows[0]["recall"] is None
+
+
+def test_the_missing_distance_fix_that_the_message_suggests_works(tmp_path, base):
+    path = variant(tmp_path, base, "nod.hdf5", lambda f: f.attrs.__delitem__("distance"))
+    text = refused(invoke("run", "--dataset", path, "--backend", "flat"), "has no 'distance' attribute")
+    assert "--metric M" in text
+    r = invoke("data", "import", path, "-o", tmp_path / "fixed.hdf5", "--metric", "euclidean")
+    assert r.exit_code == 0, r.output
+    r = invoke("run", "--dataset", tmp_path / "fixed.hdf5", "--backend", "flat", "--runs", 1, "--in-process",
+               "--results", tmp_path / "r.sqlite", "--quiet")
+    assert r.exit_code == 0, r.output
