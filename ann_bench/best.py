@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ann_bench.errors import InputError
-from ann_bench.plotting import groups_of, select_for, x_value
+from ann_bench.plotting import groups_of, old_rule_hint, select_for, x_value
 from ann_bench.results import Record
 
 BEST_METRICS = {"qps": True, "p99": False}  # figure -> higher is better
@@ -64,7 +64,7 @@ def best_configurations(records: list[Record], recall: float, *, max_memory: int
         raise InputError(f"--max-memory must be positive, got {max_memory} bytes")
     chosen, mode, k = select_for(records, mode, k, "p99_ms" if metric == "p99" else "qps")
     if not any(x_value(r, x_metric) is not None for r in chosen):
-        raise InputError(f"no stored result has metric {x_metric!r}")
+        raise InputError(f"no stored result has metric {x_metric!r}{old_rule_hint(chosen, x_metric)}")
     answer = BestAnswer(metric, recall, max_memory, x_metric, mode, k)
     higher = BEST_METRICS[metric]
     for group, members in groups_of(chosen).items():

@@ -121,6 +121,15 @@ def x_value(r: Record, x_metric: str = "recall") -> float | None:
     return r.label_metrics.get(x_metric)
 
 
+def old_rule_hint(records: list[Record], x_metric: str) -> str:
+    """Why rows lack ``recall`` when they were measured by ann-bench 0.1 (whose recall was ann-benchmarks'
+    rule, now ``recall_ab``), and what to do; "" otherwise."""
+    if x_metric == "recall" and any(r.recall is None and r.recall_ab is not None for r in records):
+        return (" (rows measured by ann-bench 0.1 hold only ann-benchmarks' rule, recall_ab: run the same "
+                "`ann-bench run` again to measure recall, or pass -x recall_ab)")
+    return ""
+
+
 def x_metric_names(records: list[Record]) -> list[str]:
     """The x metrics the records offer: recall, id_recall and their label metrics (exact_* excluded)."""
     names = list(RECALLS)
@@ -225,8 +234,9 @@ def _plot_figure(records: list[Record], *, mode: str | None = None, k: int | Non
                                                                   if x_value(r, x_metric) is not None})
     chosen = [r for r in chosen if x_value(r, x_metric) is not None]
     if not chosen:
-        raise InputError(f"no stored result has metric {x_metric!r}; available: {', '.join(offered)}"
-                         + ("" if len(offered) > 2 else " (label metrics need a dataset with train/test labels)"))
+        raise InputError(f"no stored result has metric {x_metric!r}{old_rule_hint(records, x_metric)}; available: "
+                         f"{', '.join(offered)}"
+                         + ("" if len(offered) > 3 else " (label metrics need a dataset with train/test labels)"))
     chosen = [r for r in chosen if y.value(r) is not None]
     if not chosen:
         raise InputError(f"no stored result of mode {mode!r}, k={k} has {y.name}")

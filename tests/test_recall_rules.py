@@ -136,6 +136,11 @@ def test_rows_of_the_old_rule_read_as_recall_ab_and_are_measured_again(tmp_path,
     db.close()
     (row,) = json.loads(CliRunner().invoke(cli, ["results", "--results", str(store), "--format", "json"]).output)
     assert row["recall"] is None and row["recall_ab"] == 0.987
+    for args in (["best", "--recall", "0.9"], ["plot", "-o", str(tmp_path / "p.png")]):
+        r = CliRunner().invoke(cli, [*args, "--results", str(store)])
+        assert r.exit_code == 2 and "measured by ann-bench 0.1" in r.output and "-x recall_ab" in r.output
+    r = CliRunner().invoke(cli, ["best", "--recall", "0.9", "-x", "recall_ab", "--results", str(store)])
+    assert r.exit_code == 0, r.output
     (row,) = _run(small_set, store, "--backend", "flat")  # resumes: re-measures the old-rule row
     assert row["recall"] == 1.0 and row["recall_rule"] == "relative-1e-06"
 
