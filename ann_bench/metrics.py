@@ -19,6 +19,17 @@ RECALL_RULE = "relative-1e-06"  # stored with every row: the rule its `recall` w
 PERCENTILES = (50.0, 95.0, 99.0, 99.9)
 
 
+def fmt_recall(value: float | None, digits: int = 4) -> str:
+    """A recall as text with at least ``digits`` decimals and as many more as it takes for a value below 1 not
+    to read as 1 (0.99997, not 1.0000): only an exact 1 prints as 1.0000. None -> "-"."""
+    if value is None:
+        return "-"
+    value = float(value)
+    while value < 1.0 and round(value, digits) >= 1.0 and digits < 12:
+        digits += 1
+    return f"{value:.{digits}f}"
+
+
 class DuplicateIdsError(ValueError):
     """A backend returned the same id twice for one query: its results are wrong, not merely approximate."""
 

@@ -17,6 +17,7 @@ from ann_bench import __version__
 from ann_bench.atomic import atomic_path
 from ann_bench.best import best_configurations
 from ann_bench.errors import InputError
+from ann_bench.metrics import fmt_recall
 from ann_bench.plotting import pareto_by_group, render_plot
 from ann_bench.results import Record, params_str
 
@@ -85,6 +86,13 @@ PLOTS = (
 
 def _e(value) -> str:
     return html.escape(str(value), quote=True)
+
+
+def _recall(value) -> str:
+    """A recall cell: only an exact 1 reads 1.0000 (see :func:`ann_bench.metrics.fmt_recall`)."""
+    if value is None:
+        return _num(None, "")
+    return f'<td class="n" data-v="{_e(repr(float(value)))}">{_e(fmt_recall(value))}</td>'
 
 
 def _num(value, fmt: str) -> str:
@@ -212,7 +220,7 @@ def _pareto_table(records: list[Record], k: int) -> list[str]:
     for group, front in pareto_by_group(records).items():
         for r in front:
             parts.append("<tr>" + _txt(group) + _txt(params_str(r.build_params) or "-")
-                         + _txt(params_str(r.search_params) or "-") + _num(r.recall, ".4f") + _num(r.qps, ",.0f")
+                         + _txt(params_str(r.search_params) or "-") + _recall(r.recall) + _num(r.qps, ",.0f")
                          + _num(r.p99_ms, ".3f") + _num(r.build_s, ".2f")
                          + _num(None if r.index_bytes is None else r.index_bytes / 1e6, ",.1f") + "</tr>")
     parts.append("</tbody></table></div>")
@@ -228,8 +236,8 @@ def _results_table(rs: list[Record]) -> list[str]:
              + "".join(f"<th>{_e(h)}</th>" for h in heads) + "</tr></thead><tbody>"]
     for r in rs:
         cells = [_txt(r.label()), _txt(params_str(r.build_params) or "-"), _txt(params_str(r.search_params) or "-"),
-                 _num(r.k, "d"), _txt(r.mode), _num(r.threads, "d"), _txt(r.status), _num(r.recall, ".4f"),
-                 _num(r.recall_ab, ".4f"), _num(r.id_recall, ".4f"), _num(r.qps, ",.0f"), _num(r.p50_ms, ".3f"), _num(r.p99_ms, ".3f"),
+                 _num(r.k, "d"), _txt(r.mode), _num(r.threads, "d"), _txt(r.status), _recall(r.recall),
+                 _recall(r.recall_ab), _num(r.id_recall, ".4f"), _num(r.qps, ",.0f"), _num(r.p50_ms, ".3f"), _num(r.p99_ms, ".3f"),
                  _num(r.build_s, ".2f"), _num(mb(r.index_bytes), ",.1f"), _num(mb(r.peak_rss_bytes), ",.0f"),
                  *(_num(r.label_metrics.get(m), ".4f") for m in label_keys), _txt(r.error)]
         cls = "" if r.status == "ok" else ' class="failed"'

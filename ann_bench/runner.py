@@ -34,7 +34,7 @@ from ann_bench.atomic import free_space, is_disk_full, raise_if_terminated
 from ann_bench.backends import Index, get_backend, grid_product
 from ann_bench.datasets import GT_SAMPLE, VectorSet, check_groundtruth
 from ann_bench.errors import InputError
-from ann_bench.metrics import label_metrics
+from ann_bench.metrics import fmt_recall, label_metrics
 from ann_bench.results import Record, ResultStore, canon_params
 from ann_bench.sysinfo import host, versions
 from ann_bench.worker import BuildJob, run_in_process, run_inline, saturated_reason
@@ -488,5 +488,5 @@ def _line(rec: Record) -> str:
         return f"{rec.label()} {_fmt(rec.build_params)} {_fmt(rec.search_params)} {rec.mode}: {rec.status} {rec.error}"
     precision = rec.label_metrics.get(f"precision_at_{rec.k}")
     return (f"{rec.label()} {_fmt(rec.build_params)} {_fmt(rec.search_params)} {rec.mode}: "
-            f"recall={rec.recall:.4f} qps={rec.qps:,.0f}"
+            f"recall={fmt_recall(rec.recall)} qps={rec.qps:,.0f}"
             + (f" precision@{rec.k}={precision:.4f}" if precision is not None else ""))

@@ -202,3 +202,23 @@ def test_more_bad_inputs(runner, data, tmp_path, monkeypatch):
     monkeypatch.setattr("os.access", lambda p, mode: False if str(p).endswith("d.hdf5") else real_access(p, mode))
     assert "is not readable" in run("--dataset", data, "--backend", "flat")
     assert not store.exists()
+
+
+def test_run_exit_code_says_whether_anything_was_measured(runner, small_set, tmp_path, faulty_backends):
+    store = tmp_path / "r.sqlite"
+    r = invoke(runner, "run", "--dataset", small_set, "--backend", "crashing", "--build", "crash=true", "--runs", 1,
+               "--results", store)
+    assert r.exit_code == 1 and "nothing was measured: all" in r.output, r.output
+    args = ("run", "--dataset", small_set, "--backend", "crashing", "--backend", "flat", "--build",
+            "crashing:crash=true", "--runs", 1, "--results", store, "--force")
+    r = invoke(runner, *args)
+    assert r.exit_code == 0, r.output  # a partial failure: the measured rows are worth having
+    r = invoke(runner, *args, "--strict")
+    assert r.exit_code == 1 and "--strict:" in r.output, r.output
+
+
+def test_recall_below_one_never_prints_as_one():
+    from ann_bench.metrics import fmt_recall
+
+    assert fmt_recall(0.99997) == "0.99997" and fmt_recall(0.999996) == "0.999996"
+    assert fmt_recall(1.0) == "1.0000" and fmt_recall(0.9512) == "0.9512" and fmt_recall(None) == "-"

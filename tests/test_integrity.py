@@ -200,8 +200,8 @@ def test_a_dataset_replaced_mid_sweep_fails_its_rows(tmp_path, small_set, monkey
     monkeypatch.setattr(runner, "run_in_process", swap_then_run)
     store = tmp_path / "r.sqlite"
     r = invoke("run", "--dataset", path, "--backend", "flat", "--runs", 1, "--results", store)
-    assert r.exit_code == 0, r.output
-    assert "changed since the sweep started" in r.output
+    assert r.exit_code == 1, r.output  # every configuration failed: a script can tell
+    assert "changed since the sweep started" in r.output and "nothing was measured" in r.output
     with sqlite3.connect(store) as db:
         assert db.execute("SELECT status FROM results").fetchall() == [("failed",)]
     rows = json.loads(invoke("results", "--results", store, "--format", "json").output)

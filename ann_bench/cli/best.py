@@ -13,6 +13,7 @@ from rich.table import Table
 from ann_bench.best import best_configurations
 from ann_bench.cli.console import out
 from ann_bench.cli.options import dataset_filter, results_option
+from ann_bench.metrics import fmt_recall
 from ann_bench.results import ResultStore, flat_dict, params_str
 from ann_bench.runner import parse_size
 
@@ -70,7 +71,7 @@ def best(recall: float, max_memory: str | None, metric: str, dataset: str | None
                 continue
             mark = "[bold green]★ [/]" if b is winner else ""
             table.add_row(mark + escape(b.group), escape(params_str(r.build_params)) or "-",
-                          escape(params_str(r.search_params)) or "-", f"{_x(r, x_metric):.4f}", f"{r.qps:,.0f}",
+                          escape(params_str(r.search_params)) or "-", fmt_recall(_x(r, x_metric)), f"{r.qps:,.0f}",
                           f"{r.p99_ms:.3f}" if r.p99_ms else "-",
                           f"{r.index_bytes / 1e6:,.1f}" if r.index_bytes is not None else "-",
                           f"{r.build_s:.2f}" if r.build_s is not None else "-", str(b.candidates))
@@ -81,7 +82,7 @@ def best(recall: float, max_memory: str | None, metric: str, dataset: str | None
             r = winner.best
             fig = f"{r.qps:,.0f} QPS" if metric == "qps" else f"p99 {r.p99_ms:.3f} ms"
             out.print(f"winner: {escape(winner.group)} {escape(params_str(r.build_params))} "
-                      f"{escape(params_str(r.search_params))}: {fig} at {x_metric} {_x(r, x_metric):.4f}, "
+                      f"{escape(params_str(r.search_params))}: {fig} at {x_metric} {fmt_recall(_x(r, x_metric))}, "
                       f"index {r.index_bytes / 1e6:,.1f} MB")
     if winner is None:
         click.get_current_context().exit(1)  # an answer, not an error: exit 1, no 'error:' line

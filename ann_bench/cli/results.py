@@ -12,6 +12,7 @@ from ann_bench.atomic import atomic_path
 from ann_bench.cli.console import out
 from ann_bench.cli.options import dataset_filter, force_option, results_option
 from ann_bench.errors import InputError
+from ann_bench.metrics import fmt_recall
 from ann_bench.outputs import check_output
 from ann_bench.results import ResultStore, filter_records, params_str, sort_records, to_csv, to_json
 
@@ -59,7 +60,7 @@ def results(dataset: str | None, backend: str | None, where: tuple[str, ...], so
             row = [escape(r.dataset_name), escape(r.label()), escape(params_str(r.build_params)) or "-",
                    escape(params_str(r.search_params)) or "-", str(r.k), r.mode, str(r.threads),
                    r.status if ok else f"[red]{r.status}[/]",
-                   _fmt_metric(r.recall) if ok else "-", _fmt_metric(r.recall_ab) if ok else "-",
+                   fmt_recall(r.recall) if ok else "-", fmt_recall(r.recall_ab) if ok else "-",
                    f"{r.qps:,.0f}" if ok else "-",
                    f"{r.p99_ms:.3f}" if r.p99_ms else "-", f"{r.build_s:.2f}" if r.build_s else "-",
                    f"{r.index_bytes / 1e6:.1f}" if r.index_bytes else "-"]

@@ -12,6 +12,7 @@ from rich.table import Table
 from ann_bench.cli.console import RichReporter, err, out
 from ann_bench.cli.options import results_option
 from ann_bench.datasets import DEFAULT_SPEC, GT_SAMPLE, VectorSet, check_groundtruth, default_dataset
+from ann_bench.metrics import fmt_recall
 from ann_bench.plotting import pareto_by_group
 from ann_bench.ray_executor import require_ray
 from ann_bench.results import Record, ResultStore, params_str
@@ -61,11 +62,14 @@ from ann_bench.runner import RunOptions, check_k, check_labels, parse_size, plan
                    "settings of the same index (larger ef/nprobe/search_k, smaller eps) are skipped: they cannot "
                    "recall more and cost no less, so they are never on the recall/QPS front.")
 @click.option("--quiet", "-q", is_flag=True, help="No line per configuration, only the final table.")
+@click.option("--strict", is_flag=True,
+              help="Exit 1 when any configuration failed. Without it run exits 0 when at least one configuration "
+                   "was measured, and 1 when every configuration of the run failed.")
 @results_option
 def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_specs, k: int, runs: int, mode: str,
         threads: int, build_threads: int | None, seed: int, force: bool, timeout: float | None,
         memory_limit: str | None, in_process: bool, executor: str, address: str | None, index_cache: bool,
-        exhaustive: bool, quiet: bool, results_path: Path) -> None:
+        exhaustive: bool, quiet: bool, strict: bool, results_path: Path) -> None:
     """Build each configuration once, sweep its search parameters, measure recall@k, QPS, latency, build
     time and index size, and store every result. Ends with the recall/QPS Pareto-optimal configurations.
 
@@ -109,6 +113,14 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
     print_pareto(summary.records, k)
     out.print(f"results: {escape(str(results_path))} ({len(summary.records)} new row(s)); plot them with "
               f"`ann-bench plot --results {escape(shlex.quote(str(results_path)))} -o plot.png`", soft_wrap=True)
+    failed = len(summary.failed)
+    if summary.records and failed == len(summary.records):
+        err.print(f"[red]nothing was measured:[/] all {failed} configuration(s) of this run failed (errors above)",
+                  soft_wrap=True)
+        raise SystemExit(1)
+    if strict and failed:
+        err.print(f"[red]--strict:[/] {failed} of {len(summary.records)} configuration(s) failed", soft_wrap=True)
+        raise SystemExit(1)
 
 
 def print_pareto(records: list[Record], k: int) -> None:
@@ -129,7 +141,7 @@ def print_pareto(records: list[Record], k: int) -> None:
         for group, front in pareto_by_group(chosen).items():
             for r in front:
                 row = [escape(group), escape(params_str(r.build_params)) or "-", escape(params_str(r.search_params)) or "-",
-                       f"{r.recall:.4f}", f"{r.qps:,.0f}", f"{r.p99_ms:.3f}" if r.p99_ms else "-",
+                       fmt_recall(r.recall), f"{r.qps:,.0f}", f"{r.p99_ms:.3f}" if r.p99_ms else "-",
                        f"{r.build_s:.2f}", f"{r.index_bytes / 1e6:.1f}"]
                 if exact is not None:
                     value = r.label_metrics.get(key)
