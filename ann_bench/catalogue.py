@@ -30,8 +30,9 @@ from ann_bench.errors import InputError
 
 MIRROR_ENV = "ANN_BENCH_MIRROR"
 DEFAULT_MIRROR = "https://ann-benchmarks.com"
-FASHION_MNIST_ENV = "ANN_BENCH_FASHION_MNIST_DIR"
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_ENV = "ANN_BENCH_FASHION_MNIST_DIR"  # the documented name
+FASHION_MNIST_ENV_OLD = "ANN_BENCH_FASHION_MNIST"  # what `train` read before: still accepted
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # the Debian package dataset-fashion-mnist
 
 
 @dataclass(frozen=True)
@@ -86,9 +87,15 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def fashion_mnist_source() -> Path:
+    """The folder of the four Fashion-MNIST IDX files: ``$ANN_BENCH_FASHION_MNIST_DIR`` (or the older
+    ``$ANN_BENCH_FASHION_MNIST``), else the Debian package's folder. One place for `data fetch` and `train`."""
+    return Path(os.environ.get(FASHION_MNIST_ENV) or os.environ.get(FASHION_MNIST_ENV_OLD) or FASHION_MNIST_DIR)
+
+
 def fashion_mnist_dir() -> Path | None:
     """Where the Debian package's IDX files are, or None if it is not installed."""
-    path = Path(os.environ.get(FASHION_MNIST_ENV, FASHION_MNIST_DIR))
+    path = fashion_mnist_source()
     return path if (path / "train-images-idx3-ubyte.gz").exists() else None
 
 
@@ -209,13 +216,16 @@ def _check_downloaded(path: Path, e: Entry) -> None:
     try:
         with VectorSet(path) as vs:
             verdict = validate(vs, check_groundtruth_sample=5)
-            shape = (vs.dim, vs.metric)
+            found = (vs.n_train, vs.n_test, vs.dim, vs.metric)
     except InputError as exc:
         path.unlink()
         raise InputError(f"the downloaded {e.filename} is not a valid VectorSet ({exc}); removed") from None
-    if not verdict.ok or shape != (e.dim, e.metric):
+    expected = (e.n_train, e.n_test, e.dim, e.metric)
+    if not verdict.ok or found != expected:
         path.unlink()
-        problem = verdict.problems[0] if verdict.problems else f"expected {e.dim}-d {e.metric}, got {shape}"
+        problem = verdict.problems[0] if verdict.problems else (
+            f"expected {e.n_train:,} train + {e.n_test:,} test vectors, {e.dim}-d, {e.metric}; got "
+            f"{found[0]:,} + {found[1]:,}, {found[2]}-d, {found[3]}")
         raise InputError(f"the downloaded {e.filename} is not what the catalogue describes: {problem}; removed")
 
 

@@ -231,3 +231,26 @@ def test_fashion_mnist_builder(tmp_path, rng, monkeypatch):
         assert (vs.n_train, vs.n_test, vs.dim, vs.metric) == (300, 40, 784, "euclidean")
         assert vs.has_labels and validate(vs).ok
         np.testing.assert_array_equal(vs.test[0], read_idx(src / "t10k-images-idx3-ubyte.gz")[0].reshape(-1))
+
+
+def test_fetch_refuses_a_file_of_another_shape_than_the_catalogue(served, monkeypatch):
+    """A mirror serving a 3,000-vector file as a 1,000,000-vector catalogue entry: one line, nothing kept."""
+    server, root = served
+    monkeypatch.setitem(catalogue.CATALOGUE, "tiny-16-euclidean",
+                        catalogue.Entry("tiny-16-euclidean", 16, 1_000_000, 100, "euclidean", 1))
+    with pytest.raises(InputError, match="expected 1,000,000 train"):
+        catalogue.fetch("tiny-16-euclidean", mirror=server.url)
+    assert not catalogue.cached_path("tiny-16-euclidean").exists()
+    assert not list(catalogue.datasets_dir().glob("tiny-16-euclidean*"))
+
+
+@pytest.mark.parametrize("name", ["ANN_BENCH_FASHION_MNIST_DIR", "ANN_BENCH_FASHION_MNIST"])
+def test_one_fashion_mnist_folder_for_fetch_and_train(tmp_path, monkeypatch, name):
+    from embeddings.training import data as training_data
+
+    for other in ("ANN_BENCH_FASHION_MNIST_DIR", "ANN_BENCH_FASHION_MNIST"):
+        monkeypatch.delenv(other, raising=False)
+    monkeypatch.setenv(name, str(tmp_path))
+    assert catalogue.fashion_mnist_source() == tmp_path
+    with pytest.raises(InputError, match=str(tmp_path)):
+        training_data._fashion_mnist()

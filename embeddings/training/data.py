@@ -15,16 +15,15 @@ metric-learning benchmarks CUB/Cars/SOP do).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ann_bench.catalogue import fashion_mnist_source
 from ann_bench.errors import InputError
 
-FASHION_MNIST_DIR = Path(os.environ.get("ANN_BENCH_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
 DATA_NAMES = ("fashion-mnist", "digits")
 SPLITS = ("samples", "classes")
 
@@ -69,11 +68,11 @@ def _fashion_mnist() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
     names = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
              "t10k-labels-idx1-ubyte.gz"]
-    paths = [FASHION_MNIST_DIR / n for n in names]
+    paths = [fashion_mnist_source() / n for n in names]
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise InputError(f"Fashion-MNIST not found ({missing[0]} is missing): apt-get install dataset-fashion-mnist, "
-                         "or set ANN_BENCH_FASHION_MNIST to a folder holding its four IDX files")
+                         "or set ANN_BENCH_FASHION_MNIST_DIR to a folder holding its four IDX files")
     xtr, ytr, xte, yte = (read_idx(p) for p in paths)
     return xtr, ytr.astype(np.int64), xte, yte.astype(np.int64)
 
@@ -143,7 +142,7 @@ def load_data(data: str, *, split: str = "samples", test_size: float = 0.2, seed
     rng = np.random.default_rng(seed)
     if data == "fashion-mnist":
         xtr, ytr, xte, yte = _fashion_mnist()
-        classes, kind, desc = FASHION_CLASSES, "image", f"Fashion-MNIST ({FASHION_MNIST_DIR})"
+        classes, kind, desc = FASHION_CLASSES, "image", f"Fashion-MNIST ({fashion_mnist_source()})"
         if split == "classes":
             x, y = np.concatenate([xtr, xte]), np.concatenate([ytr, yte])
             tr, te = class_split(y)
