@@ -101,6 +101,10 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
         check_groundtruth(vs, X, sample=GT_SAMPLE)  # a few hundred queries, exactly: before any measurement
         with ResultStore(results_path) as store, RichReporter(verbose=not quiet) as reporter:
             summary = run_sweep(vs, plans, options, store, reporter)
+            # The closing table is the front over everything stored for this dataset, k and thread count —
+            # a resumed run's new rows alone would hide faster stored ones.
+            stored = [r for r in store.records(dataset=vs.content_hash(), k=k)
+                      if r.threads == threads and r.recall is not None]
     if summary.skipped_existing:
         err.print(f"skipped {summary.skipped_existing} configuration(s) already in {escape(str(results_path))} "
                   "(--force re-runs them)")
@@ -110,7 +114,7 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
         err.print(f"[red]failed[/] {escape(r.label())} {escape(params_str(r.build_params))} "
                   f"{escape(params_str(r.search_params))}: "
                   f"{escape(r.error)}")
-    print_pareto(summary.records, k)
+    print_pareto(stored, k, new={r.key for r in summary.records})
     out.print(f"results: {escape(str(results_path))} ({len(summary.records)} new row(s)); plot them with "
               f"`ann-bench plot --results {escape(shlex.quote(str(results_path)))} -o plot.png`", soft_wrap=True)
     failed = len(summary.failed)
@@ -123,13 +127,15 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
         raise SystemExit(1)
 
 
-def print_pareto(records: list[Record], k: int) -> None:
+def print_pareto(records: list[Record], k: int, new: set[str] | None = None) -> None:
+    """The recall/QPS front per backend of ``records``, one table per mode; rows whose key is in ``new`` (measured
+    by this run) are marked with *."""
     for mode in ("batch", "single"):
         chosen = [r for r in records if r.status == "ok" and r.mode == mode]
         if not chosen:
             continue
         table = Table(title=f"Pareto-optimal configurations (recall@{k} vs QPS, {mode} mode, "
-                            f"threads={chosen[0].threads})")
+                            f"threads={chosen[0].threads}; every stored row of this dataset, * = measured now)")
         key = f"precision_at_{k}"
         exact = next((r.label_metrics[f"exact_{key}"] for r in chosen if f"exact_{key}" in r.label_metrics), None)
         columns = [("backend", "left"), ("build", "left"), ("search", "left"), (f"recall@{k}", "right"),
@@ -140,7 +146,8 @@ def print_pareto(records: list[Record], k: int) -> None:
             table.add_column(col, justify=just)
         for group, front in pareto_by_group(chosen).items():
             for r in front:
-                row = [escape(group), escape(params_str(r.build_params)) or "-", escape(params_str(r.search_params)) or "-",
+                mark = "*" if new is not None and r.key in new else ""
+                row = [mark + escape(group), escape(params_str(r.build_params)) or "-", escape(params_str(r.search_params)) or "-",
                        fmt_recall(r.recall), f"{r.qps:,.0f}", f"{r.p99_ms:.3f}" if r.p99_ms else "-",
                        f"{r.build_s:.2f}", f"{r.index_bytes / 1e6:.1f}"]
                 if exact is not None:
