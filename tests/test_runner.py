@@ -147,3 +147,39 @@ def test_settings_costlier_than_an_exact_one_are_skipped_and_stay_skipped_on_res
             in second.skipped_redundant[0]
         full = run_sweep(vs, plans, RunOptions(runs=1, exhaustive=True), store)
         assert not full.skipped_redundant and [r.search_params["nprobe"] for r in full.records] == [14]
+
+
+def test_warm_up_runs_before_the_timed_build(small_set, monkeypatch):
+    """A backend's one-time costs (numba's compilation for our NSW) stay out of build_s."""
+    import time as _time
+
+    from ann_bench.backends.nsw import NumbaNSW as NSW
+    from ann_bench.worker import BuildJob, execute_build
+
+    calls = []
+    real = NSW.warm_up
+
+    def slow_warm_up(self):
+        calls.append("warm_up")
+        real(self)
+        _time.sleep(1.0)  # as if compiling took a second more
+
+    monkeypatch.setattr(NSW, "warm_up", slow_warm_up)
+    with VectorSet(small_set) as vs:
+        X, Q = vs.load_train(), vs.load_test()
+        gt_D, gt_I = vs.groundtruth(10)
+    job = BuildJob(dataset_path=str(small_set), metric="euclidean", dim=16, backend="nsw", impl="numba",
+                   build={"f": 8, "w": 1, "ef_construction": 16, "entry": "first"}, pending=[({"ef": 10, "m": 1}, "batch")],
+                   k=10, runs=1, threads=1, build_threads=1, seed=0, gt_D=gt_D, gt_I=gt_I)
+    events = []
+    execute_build(job, X, Q, lambda *e: events.append(e))
+    built = next(e[1] for e in events if e[0] == "built")
+    assert calls == ["warm_up"] and built["build_s"] < 1.0
+
+
+def test_nsw_warm_up_compiles_what_the_build_uses():
+    from ann_bench.backends.nsw import NumbaNSW as NSW
+
+    index = NSW("angular", 8, f=4, w=1, ef_construction=8, entry="first")
+    index.warm_up()  # a small graph of the same parameters: nothing kept on the instance
+    assert not index._built

@@ -248,6 +248,11 @@ class Index(ABC):
     def build(self, X: np.ndarray) -> None:
         """Build the index over X (n, dim) float32, C-contiguous. Must not keep a reference it modifies."""
 
+    def warm_up(self) -> None:
+        """Pay one-time costs that are not the build's — JIT compilation, loading compiled code — before the
+        worker starts timing the build and measuring its memory. The libraries wrapped here (compiled ahead of
+        time) have none, so the base class does nothing; a JIT-compiled backend (our numba NSW) overrides it."""
+
     def set_search_params(self, **params: Any) -> None:
         """Validate and apply search parameters; called outside the timed region."""
         self.search_config = self.validate_search_params(params)
