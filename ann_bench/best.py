@@ -48,7 +48,7 @@ def figure(r: Record, metric: str) -> float | None:
 
 def best_configurations(records: list[Record], recall: float, *, max_memory: int | None = None,
                         metric: str = "qps", mode: str | None = None, k: int | None = None,
-                        x_metric: str = "recall") -> BestAnswer:
+                        x_metric: str = "recall", max_rss: int | None = None) -> BestAnswer:
     """For each backend/impl, the ok configuration with ``x_metric`` >= ``recall`` and index size (serialized
     ``index_bytes``) <= ``max_memory`` that has the highest QPS (``metric`` "qps") or the lowest p99 latency
     (``metric`` "p99", single mode only). Ties go to the higher recall, then the smaller index.
@@ -62,6 +62,8 @@ def best_configurations(records: list[Record], recall: float, *, max_memory: int
         raise InputError(f"--recall {recall} must be between 0 and 1 (e.g. 0.95)")
     if max_memory is not None and max_memory <= 0:
         raise InputError(f"--max-memory must be positive, got {max_memory} bytes")
+    if max_rss is not None and max_rss <= 0:
+        raise InputError(f"--max-rss must be positive, got {max_rss} bytes")
     chosen, mode, k = select_for(records, mode, k, "p99_ms" if metric == "p99" else "qps")
     if not any(x_value(r, x_metric) is not None for r in chosen):
         raise InputError(f"no stored result has metric {x_metric!r}{old_rule_hint(chosen, x_metric)}")
@@ -74,13 +76,20 @@ def best_configurations(records: list[Record], recall: float, *, max_memory: int
         top = max(x_value(r, x_metric) for r in members)
         accurate = [r for r in members if x_value(r, x_metric) >= recall]
         fits = [r for r in accurate
-                if max_memory is None or (r.index_bytes is not None and r.index_bytes <= max_memory)]
+                if (max_memory is None or (r.index_bytes is not None and r.index_bytes <= max_memory))
+                and (max_rss is None or (r.peak_rss_bytes is not None and r.peak_rss_bytes <= max_rss))]
         reason = ""
         if not accurate:
             reason = f"best {x_metric} {top:.4f} < {recall}"
         elif not fits:
-            smallest = min(r.index_bytes for r in accurate if r.index_bytes is not None)
-            reason = f"smallest index reaching {x_metric} {recall} is {smallest / 1e6:,.1f} MB > --max-memory"
+            sizes = [r.index_bytes for r in accurate if r.index_bytes is not None]
+            peaks = [r.peak_rss_bytes for r in accurate if r.peak_rss_bytes is not None]
+            if max_memory is not None and (not sizes or min(sizes) > max_memory):
+                reason = (f"smallest index reaching {x_metric} {recall} is "
+                          + (f"{min(sizes) / 1e6:,.1f} MB > --max-memory" if sizes else "unknown"))
+            else:
+                reason = (f"least build peak RSS reaching {x_metric} {recall} within the limits is "
+                          + (f"{min(peaks) / 1e6:,.1f} MB > --max-rss" if peaks else "not recorded"))
         best = None
         if fits:
             sign = 1 if higher else -1

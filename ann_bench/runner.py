@@ -228,11 +228,14 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 
 
 def parse_size(text: str) -> int:
-    """'2GB', '512M', '1.5GiB', '1000000' -> bytes (K/M/G/T are powers of 1024)."""
+    """'2GB', '512MB', '1.5GiB', '1000000' -> bytes. One convention everywhere, as every table prints sizes:
+    kB/MB/GB/TB (and k/M/G/T) are powers of 1000 (MB = 10^6 bytes); KiB/MiB/GiB/TiB powers of 1024."""
     m = _SIZE.match(str(text))
     if not m:
-        raise InputError(f"malformed size {text!r}: use a number with an optional unit, e.g. 2GB or 512MB")
-    return int(float(m.group(1)) * 1024 ** "_kmgt".index((m.group(2) or "_").lower()))
+        raise InputError(f"malformed size {text!r}: use a number with an optional unit, e.g. 2GB or 512MB "
+                         "(MB = 10^6 bytes; MiB = 2^20)")
+    base = 1024 if m.group(3).lower().startswith("i") else 1000
+    return int(float(m.group(1)) * base ** "_kmgt".index((m.group(2) or "_").lower()))
 
 
 @dataclass

@@ -396,8 +396,8 @@ def run_in_process(job: BuildJob, on_event: Callable[..., None], timeout: float 
                     rss = 0
                 peak = max(peak, rss)
                 if rss > memory_limit:
-                    outcome = ("failed", f"memory limit exceeded: RSS {rss / 2**20:,.0f} MiB > "
-                                         f"--memory-limit {memory_limit / 2**20:,.0f} MiB; worker killed")
+                    outcome = ("failed", f"memory limit exceeded: RSS {rss / 1e6:,.0f} MB > "
+                                         f"--memory-limit {memory_limit / 1e6:,.0f} MB; worker killed")
                     break
     finally:
         if proc.is_alive():

@@ -236,3 +236,11 @@ def test_closing_table_is_the_front_over_everything_stored(runner, small_set, tm
     assert "ef=10" in table  # the stored, faster row is on the front
     r = invoke(runner, *base, "--search", "ef=10")  # nothing new: the table is still printed
     assert r.exit_code == 0 and "Pareto-optimal" in r.output and "0 new row(s)" in r.output, r.output
+
+
+def test_sizes_follow_one_convention():
+    from ann_bench.runner import parse_size
+
+    assert parse_size("512MB") == 512_000_000 and parse_size("2GB") == 2_000_000_000 and parse_size("10k") == 10_000
+    assert parse_size("1.5GiB") == int(1.5 * 2**30) and parse_size("512MiB") == 512 * 2**20
+    assert parse_size("1000000") == 1_000_000

@@ -44,7 +44,7 @@ def test_hang_becomes_a_timeout_row(small_set, faulty_backends):
 def test_memory_hog_is_killed_at_the_limit(small_set, faulty_backends):
     summary = sweep(small_set, "hog", ["gb=0,4"], memory_limit=1 << 30)
     hog, fine = by(summary, "gb", 4.0), by(summary, "gb", 0.0)
-    assert hog.status == "failed" and "memory limit exceeded" in hog.error and "1,024 MiB" in hog.error
+    assert hog.status == "failed" and "memory limit exceeded" in hog.error and "--memory-limit 1,074 MB" in hog.error
     assert fine.status == "ok" and fine.peak_rss_bytes > 0 and fine.rss_delta_bytes is not None
 
 

@@ -227,7 +227,7 @@ def test_cli_best(store):
     r = invoke("best", "--results", store, "--recall", 0.97, "--max-memory", "2.5MB", "--json")
     data = json.loads(r.output)
     assert data["winner"]["group"] == "hnsw [hnswlib]" and data["winner"]["search_params"] == "ef=80"
-    assert data["max_memory_bytes"] == int(2.5 * 1024**2)
+    assert data["max_memory_bytes"] == 2_500_000  # MB = 10^6 bytes, as the tables print
     r = invoke("best", "--results", store, "--recall", 0.95, "--metric", "p99")
     assert r.exit_code == 0 and "p99 0.900 ms" in r.output and "single mode" in r.output
     r = invoke("best", "--results", store, "--recall", 0.95, "--max-memory", "100")
@@ -275,3 +275,20 @@ def test_cli_results_sort_where_and_pandas(store, tmp_path):
         assert len(df) == len(RECORDS) and df["recall"].iloc[0] == 1.0
         assert {"backend", "qps", "p99_ms", "build_s", "index_bytes", "key"} <= set(df.columns)
         assert df["qps"].dtype.kind == "f" and df["dataset_hash"].iloc[0] == "feedbeef00112233"
+
+
+def test_best_max_rss_bounds_the_measured_build_peak():
+    import dataclasses
+
+    from ann_bench.best import best_configurations
+
+    rows = [dataclasses.replace(r, peak_rss_bytes=(400 if r.backend == "ivf" else 100) * MB)
+            for r in RECORDS if r.status == "ok"]
+    free = best_configurations(rows, 0.95)
+    assert free.winner.group.startswith("ivf")
+    capped = best_configurations(rows, 0.95, max_rss=200 * MB)
+    assert capped.winner.group.startswith("hnsw")
+    ivf = next(b for b in capped.per_backend if b.group.startswith("ivf"))
+    assert ivf.best is None and "400.0 MB > --max-rss" in ivf.reason
+    r = invoke("best", "--results", "nowhere.sqlite", "--recall", 0.9, "--max-rss", "lots")
+    assert r.exit_code == 2 and "malformed size" in r.output

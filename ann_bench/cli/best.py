@@ -21,7 +21,11 @@ from ann_bench.runner import parse_size
 @click.command()
 @click.option("--recall", type=float, required=True, help="Minimum recall@k (or --x-metric), e.g. 0.95.")
 @click.option("--max-memory", default=None, metavar="SIZE",
-              help="Maximum index size (serialized index_bytes), e.g. 2GB or 512MB (K/M/G = powers of 1024).")
+              help="Maximum index size: the serialized index (index_bytes), not the memory a search needs (see "
+                   "--max-rss); e.g. 2GB or 512MB (MB = 10^6 bytes, as the tables print; MiB = 2^20).")
+@click.option("--max-rss", default=None, metavar="SIZE",
+              help="Maximum peak RSS measured in the build's worker process (dataset, index and build together: "
+                   "an upper bound on what building needs), e.g. 4GB.")
 @click.option("--metric", type=click.Choice(["qps", "p99"]), default="qps", show_default=True,
               help="qps: highest queries per second; p99: lowest p99 latency (single-mode results).")
 @click.option("--dataset", default=None, help="A dataset file, name or content hash (needed if several).")
@@ -33,21 +37,24 @@ from ann_bench.runner import parse_size
                    "metric (precision_at_10, ...).")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 @results_option
-def best(recall: float, max_memory: str | None, metric: str, dataset: str | None, mode: str | None,
-         k: int | None, x_metric: str, as_json: bool, results_path: Path) -> None:
+def best(recall: float, max_memory: str | None, max_rss: str | None, metric: str, dataset: str | None,
+         mode: str | None, k: int | None, x_metric: str, as_json: bool, results_path: Path) -> None:
     """For each backend, the configuration with recall >= --recall (and index size <= --max-memory) that has
     the highest QPS (or lowest p99 latency), and the overall winner.
 
     Exit code 0 with an answer; 1 when no configuration meets the constraints (each backend then says how
     close it came); 2 for bad input."""
     limit = parse_size(max_memory) if max_memory is not None else None
+    rss_limit = parse_size(max_rss) if max_rss is not None else None
     with ResultStore(results_path, create=False) as store:
         records = store.records(dataset=dataset_filter(dataset))
-    answer = best_configurations(records, recall, max_memory=limit, metric=metric, mode=mode, k=k, x_metric=x_metric)
+    answer = best_configurations(records, recall, max_memory=limit, metric=metric, mode=mode, k=k, x_metric=x_metric,
+                                 max_rss=rss_limit)
     winner = answer.winner
     if as_json:
         click.echo(json.dumps({
-            "recall": recall, "x_metric": x_metric, "max_memory_bytes": limit, "metric": metric,
+            "recall": recall, "x_metric": x_metric, "max_memory_bytes": limit, "max_rss_bytes": rss_limit,
+            "metric": metric,
             "mode": answer.mode, "k": answer.k,
             "winner": None if winner is None else {"group": winner.group, **flat_dict(winner.best)},
             "per_backend": [{"group": b.group, "candidates": b.candidates, "max_recall": b.max_recall,
@@ -57,7 +64,9 @@ def best(recall: float, max_memory: str | None, metric: str, dataset: str | None
     else:
         constraint = f"{x_metric}@{answer.k} ≥ {recall}" if x_metric == "recall" else f"{x_metric} ≥ {recall}"
         if limit is not None:
-            constraint += f", index ≤ {max_memory} ({limit:,} bytes)"  # as typed: 2GB means 2 GiB here
+            constraint += f", index ≤ {max_memory} ({limit / 1e6:,.1f} MB)"
+        if rss_limit is not None:
+            constraint += f", build peak RSS ≤ {rss_limit / 1e6:,.1f} MB"
         goal = "highest QPS" if metric == "qps" else "lowest p99 latency"
         table = Table(title=f"Best configuration per backend: {constraint}, {goal} ({answer.mode} mode, k={answer.k})")
         for col, just in (("backend", "left"), ("build", "left"), ("search", "left"), (x_metric, "right"),
