@@ -71,6 +71,24 @@ def test_recall_does_not_move_with_scale(metric, scale):
     assert scaled["id_recall"] == base["id_recall"]
 
 
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(metric=st.sampled_from(["euclidean", "angular", "ip"]), exponent=st.integers(-40, 40),
+       seed=st.integers(0, 2 ** 16))
+def test_recall_is_the_same_for_every_power_of_two_scale(metric, exponent, seed):
+    """Property: for any data and any scale 2**e (exact in float32), recall and id recall are exactly equal."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((200, 6)).astype(np.float32)
+    Q = rng.standard_normal((15, 6)).astype(np.float32)
+    exact = distances_to(metric, Q, X, np.tile(np.arange(200), (15, 1)))
+    gt_I = np.argsort(exact, axis=1, kind="stable")[:, :5]
+    I = np.argsort(exact + rng.uniform(0, exact.std(), exact.shape), axis=1)[:, :5]
+    base = accuracy(metric, Q, X, I, np.take_along_axis(exact, gt_I, 1), gt_I, 5)
+    s = np.float32(2.0 ** exponent)
+    Xs, Qs = X * s, Q * s
+    scaled = accuracy(metric, Qs, Xs, I, distances_to(metric, Qs, Xs, gt_I), gt_I, 5)
+    assert scaled["recall"] == base["recall"] and scaled["id_recall"] == base["id_recall"]
+
+
 def test_ties_at_the_kth_distance_count():
     X = np.array([[0.0], [1.0], [-1.0], [5.0]], dtype=np.float32)  # ids 1 and 2 tie at distance 1
     Q = np.array([[0.0]], dtype=np.float32)
