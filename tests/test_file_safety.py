@@ -171,6 +171,35 @@ def test_reading_a_store_changes_nothing_and_works_on_read_only_media(tmp_path, 
         subprocess.run(["umount", str(media)], capture_output=True)
 
 
+def test_an_old_unmarked_store_is_read_unchanged_and_upgraded_by_run(tmp_path, store, small_set):
+    """A store of an earlier ann-bench (user_version 1, no marker, fewer columns): read commands read it with
+    defaults for the missing columns and change nothing; run upgrades it and keeps its rows."""
+    import shutil
+
+    old = tmp_path / "old.sqlite"
+    shutil.copy(store, old)
+    db = sqlite3.connect(old)
+    db.execute("PRAGMA journal_mode=DELETE")
+    for column in ("recall_ab", "index_cached", "neighbors_sha256"):
+        db.execute(f"ALTER TABLE results DROP COLUMN {column}")
+    db.execute("PRAGMA application_id = 0")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    before = digest(old)
+    r = invoke("results", "--results", old, "--format", "json")
+    assert r.exit_code == 0 and '"recall"' in r.output, r.output
+    assert digest(old) == before and sorted(p.name for p in tmp_path.iterdir()) == ["old.sqlite"]
+    r = invoke("run", "--dataset", small_set, "--backend", "flat", "--runs", 1, "--in-process", "--results", old,
+               "--quiet")
+    assert r.exit_code == 0, r.output
+    db = sqlite3.connect(old)
+    assert db.execute("PRAGMA application_id").fetchone()[0] != 0
+    assert {"recall_ab", "index_cached"} <= {row[1] for row in db.execute("PRAGMA table_info(results)")}
+    assert db.execute("SELECT count(*) FROM results").fetchone()[0] >= 1
+    db.close()
+
+
 def test_a_wal_store_on_read_only_media_reads_immutable(store, monkeypatch):
     """Where SQLite cannot create the -shm file beside a WAL store (read-only media), the read-only open fails;
     the store is then opened immutable, and reads the same rows."""
