@@ -71,6 +71,7 @@ class VectorSet:
             raise
         self._train: np.ndarray | None = None
         self._hash: str | None = None
+        self._gt_checked = -1  # the largest sample size check_groundtruth has passed on this open file
 
     def _check_structure(self, metric: str | None) -> None:
         f = self.file
@@ -346,9 +347,7 @@ def validate(vs: VectorSet, check_groundtruth_sample: int = 20) -> Verdict:
     except InputError as exc:
         v.problems.append(str(exc))
         return v
-    dim_attr = f.attrs.get("dimension")
-    if dim_attr is not None and int(np.asarray(dim_attr)) != vs.dim:
-        v.problems.append(f"attribute dimension={int(np.asarray(dim_attr))} but vectors are {vs.dim}-d")
+    dim_attr = f.attrs.get("dimension")  # one that contradicts the vectors is refused when the file is opened
     if dim_attr is None:
         v.warnings.append("no 'dimension' attribute (ann-benchmarks infers it from train)")
     if f["train"].dtype != np.float32:
@@ -416,12 +415,15 @@ def check_groundtruth(vs: VectorSet, X: np.ndarray | None = None, sample: int = 
     """Raise InputError if the stored ground truth is malformed (see :func:`groundtruth_problem`) or, with the
     train vectors ``X`` and ``sample`` > 0, disagrees with the vectors on a sample of queries
     (see :func:`groundtruth_sample_problem`)."""
-    if vs.has_groundtruth:
-        problem = groundtruth_problem(vs)
-        if problem is None and X is not None and sample > 0:
-            problem = groundtruth_sample_problem(vs, X, sample)
-        if problem:
-            raise InputError(f"{str(vs.path)!r}: {problem}")
+    sample = sample if X is not None else 0
+    if not vs.has_groundtruth or vs._gt_checked >= sample:  # the CLI and run_sweep both ask: check once
+        return
+    problem = groundtruth_problem(vs)
+    if problem is None and sample > 0:
+        problem = groundtruth_sample_problem(vs, X, sample)
+    if problem:
+        raise InputError(f"{str(vs.path)!r}: {problem}")
+    vs._gt_checked = sample
 
 
 GT_SAMPLE = 300  # queries whose stored ground truth `run` re-computes exactly before any measurement

@@ -27,6 +27,7 @@ from ann_bench.distances import canonical_metric
 from ann_bench.errors import InputError
 from ann_bench.groundtruth import DEFAULT_K
 from ann_bench.inputs import Items, read_input
+from ann_bench.outputs import check_output
 from ann_bench.runner import Reporter
 from ann_bench.sysinfo import versions
 
@@ -45,6 +46,7 @@ class EmbedOptions:
     seed: int = 0  # of the train/test split
     k: int = DEFAULT_K  # ground-truth depth
     device: str = "cpu"
+    force: bool = False  # replace an existing output that is not a dataset (never an input: see outputs.py)
 
     def check(self) -> None:
         if self.batch_size is not None and self.batch_size < 1:
@@ -149,13 +151,15 @@ def _label_str(x) -> str:
     return x.decode() if isinstance(x, bytes) else str(x)
 
 
-def _check_output(output: Path, inputs: list[Path]) -> None:
-    ensure_writable_dir(output)
-    if output.is_dir():
-        raise InputError(f"output {str(output)!r} is a directory; give a file name such as out.hdf5")
-    for p in inputs:
-        if p.exists() and output.exists() and os.path.samefile(p, output):
-            raise InputError(f"output {str(output)!r} is the input; choose another name")
+def _input_files(model: str | None, *paths: str | os.PathLike | None) -> list[Path]:
+    """Every file an embedding run reads: the inputs, the files of an input folder (an image folder) and a
+    model file (``PATH.pt`` or ``ARCH:PATH.pt``); the output must be none of them."""
+    files = [Path(p).expanduser() for p in paths if p is not None]
+    for folder in [p for p in files if p.is_dir()]:
+        files += [p for p in folder.rglob("*") if p.is_file()]
+    if model and model.endswith(".pt"):
+        files.append(Path(model.partition(":")[2] or model).expanduser())
+    return files
 
 
 def embed_to_vectorset(
@@ -183,7 +187,9 @@ def embed_to_vectorset(
     options.check()
     output = Path(output).expanduser()
     input_path = Path(input_path).expanduser()
-    _check_output(output, [input_path] + ([Path(queries).expanduser()] if queries is not None else []))
+    check_output(output, "dataset", force=options.force,
+                 inputs=_input_files(model, input_path, queries, labels, queries_labels))
+    ensure_writable_dir(output)  # before the embedding work, not after it
     if queries is not None and options.test_size is not None:
         raise InputError("pass either --queries (a separate query input) or --test-size (queries held out from "
                          "the input), not both")

@@ -43,11 +43,13 @@ def _head(path: Path, n: int = 512) -> bytes:
         return b""
 
 
-def _same(a: Path, b: Path) -> bool:
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file ``path`` names (through symlinks), or None when there is none."""
     try:
-        return os.path.samefile(a, b)
+        st = os.stat(path)
     except OSError:
-        return False
+        return None
+    return st.st_dev, st.st_ino
 
 
 def check_output(output: str | os.PathLike, kind: str, inputs: Iterable[str | os.PathLike | None] = (),
@@ -59,8 +61,9 @@ def check_output(output: str | os.PathLike, kind: str, inputs: Iterable[str | os
     from ann_bench.results import is_results_store
 
     out = Path(output).expanduser()
+    target = _identity(out)  # stat the output once: an image folder's inputs can be many thousand files
     for source in inputs:
-        if source is not None and _same(out, Path(source).expanduser()):
+        if source is not None and target is not None and _identity(Path(source).expanduser()) == target:
             raise InputError(f"{option} {str(out)!r} is also an input of this command ({str(source)!r}); "
                              "writing it would destroy the input: choose another output path")
     if not os.path.lexists(out):

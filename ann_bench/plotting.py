@@ -214,8 +214,6 @@ def plot_figure(records: list[Record], **kwargs):
 
 def _plot_figure(records: list[Record], *, mode: str | None = None, k: int | None = None,
                  x_scale: str | None = None, raw: bool = True, x_metric: str = "recall", y_metric: str = "qps"):
-    import matplotlib
-
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator

@@ -323,3 +323,23 @@ def test_the_hint_after_run_quotes_the_store_path(tmp_path, small_set):
     r = invoke("run", "--dataset", small_set, "--backend", "flat", "--runs", 1, "--in-process", "--results", store)
     assert r.exit_code == 0, r.output
     assert f"ann-bench plot --results '{store}' -o plot.png" in r.output.replace("\n", "")
+
+
+def test_embed_never_writes_over_an_image_of_its_input_folder_or_its_model(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "imgs" / "a"
+    folder.mkdir(parents=True)
+    for i in range(4):
+        Image.new("L", (8, 8), color=i * 40).save(folder / f"x{i}.png")
+    image = folder / "x0.png"
+    before = digest(image)
+    refused(invoke("embed", "--model", "digits-cnn", "--input", tmp_path / "imgs", "-o", image, "--test-size", 1,
+                   "--force"), "is also an input")
+    assert digest(image) == before
+    from embeddings.cnn import DigitsCNN
+
+    model = tmp_path / "m.pt"
+    model.write_bytes(DigitsCNN.checkpoint.read_bytes())
+    refused(invoke("embed", "--model", f"small_cnn:{model}", "--input", tmp_path / "imgs", "-o", model,
+                   "--test-size", 1, "--force"), "is also an input")

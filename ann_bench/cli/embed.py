@@ -10,14 +10,6 @@ from rich.table import Table
 
 from ann_bench.cli.console import RichReporter, err, out
 from ann_bench.cli.options import force_option
-from ann_bench.outputs import check_output
-
-
-def _files_under(path: Path | None) -> list[Path]:
-    """The files of an input folder (an image folder) whose output must not land on one of them."""
-    if path is None or not path.is_dir():
-        return []
-    return [p for p in path.rglob("*") if p.is_file()]
 from ann_bench.distances import METRICS
 from ann_bench.embed import EmbedOptions, embed_to_vectorset
 
@@ -55,12 +47,8 @@ def embed(model: str | None, input_path: Path, output: Path, queries: Path | Non
           k: int, force: bool) -> None:
     """Embed raw inputs with a trained model into a VectorSet: train/test vectors, exact ground truth, labels
     when the input has them, and provenance (model, checkpoint sha256, input, date, normalisation)."""
-    model_file = (model.partition(":")[2] or model) if model and model.endswith(".pt") else None
-    check_output(output, "dataset", force=force,
-                 inputs=(input_path, queries, labels, queries_labels, model_file, *_files_under(input_path),
-                         *_files_under(queries)))
     options = EmbedOptions(batch_size=batch_size, normalize=normalize, metric=metric, test_size=test_size,
-                           seed=seed, k=k, device=device)
+                           seed=seed, k=k, device=device, force=force)
     with RichReporter() as rep:
         summary = embed_to_vectorset(model, input_path, output, queries=queries, labels=labels,
                                      queries_labels=queries_labels, label_column=label_column,
