@@ -423,7 +423,11 @@ class JobRecorder:
         self.advance_sweep()
 
     def on_event(self, kind, *payload) -> None:
-        if kind == "built":
+        if kind == "pending":  # a tuning job chose its next configuration: results refer to it by position
+            self.job.pending.append(tuple(payload))
+        elif kind == "building":
+            pass
+        elif kind == "built":
             self.build_info.update(payload[0])
         elif kind == "result":
             i, figures, I = payload

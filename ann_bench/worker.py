@@ -14,7 +14,10 @@ Events (tuples) sent to the parent:
 - ``("skipped", i, reason)``: pending configuration i was not measured because an earlier one of the same
   index and mode reached recall 1.0 with less effort (see :meth:`Index.costlier`);
 - ``("build_failed", text)``: the build raised; every pending configuration fails with it;
-- ``("note", text)``: something the user should read that changes no row (a bad index-cache file rebuilt).
+- ``("note", text)``: something the user should read that changes no row (a bad index-cache file rebuilt);
+- ``("building",)``: the timed build starts now (the parent enforces ``job.build_limit_s`` from here);
+- ``("pending", search, mode)``: a tuning job (``job.tune``, see :mod:`ann_bench.tune`) chose the next
+  configuration to measure; it is appended to ``pending``, and its ``result`` event follows.
 """
 
 from __future__ import annotations
@@ -67,6 +70,8 @@ class BuildJob:
     index_cache: str | None = None  # directory of saved indices of this dataset; None: always build
     skip_saturated: bool = True  # skip costlier searches once one reached recall 1.0 (False: --exhaustive)
     dataset_hash: str = ""  # content hash of the set the sweep planned: a worker reading another file fails
+    build_limit_s: float | None = None  # kill the worker when its build alone takes longer (tune's --max-build-s)
+    tune: Any = None  # a tune.TuneSpec: choose the searches by bisection after the build instead of ``pending``
 
 
 # ---- measuring --------------------------------------------------------------------------------------------
@@ -178,6 +183,7 @@ def execute_build(job: BuildJob, X: np.ndarray, Q: np.ndarray, emit: Callable[..
             index = cls(job.metric, job.dim, threads=job.build_threads, seed=job.seed, **job.build)
             index.warm_up()  # JIT compilation is not the build: outside the timed and measured region
             gc.collect()
+            emit("building")
             rss0 = _rss()
             t0 = time.perf_counter()
             index.build(X)
@@ -192,6 +198,11 @@ def execute_build(job: BuildJob, X: np.ndarray, Q: np.ndarray, emit: Callable[..
         emit("build_failed", error_text(exc))
         return
     emit("built", info)
+    if job.tune is not None:
+        from ann_bench.tune import search_phase
+
+        search_phase(job, cls, index, X, Q, info, emit)
+        return
     exact: list[tuple[dict[str, Any], str]] = []  # (search, mode) measured at recall 1.0
     true_D = distances_to(job.metric, Q, X, np.asarray(job.gt_I)[:, : job.k])  # once, outside every timed region
     for i, (search, mode) in enumerate(job.pending):
@@ -366,14 +377,20 @@ def run_in_process(job: BuildJob, on_event: Callable[..., None], timeout: float 
     except psutil.Error:
         ps = None
     peak = 0
+    building: float | None = None  # when the timed build started, while it runs
     try:
         while True:
             if recv.poll(POLL_S):
                 try:
                     event = recv.recv()
                 except EOFError:  # the worker closed its end: finished or died
-                    break
+                    proc.join(5)  # let a finished worker exit on its own (else it is killed below, and reads
+                    break         # as a crash)
+                if event[0] == "building":
+                    building = time.perf_counter()
+                    continue
                 if event[0] == "built":
+                    building = None
                     event[1]["peak_rss_bytes"] = max(event[1].get("peak_rss_bytes") or 0, peak)
                 on_event(*event)
                 continue
@@ -385,7 +402,11 @@ def run_in_process(job: BuildJob, on_event: Callable[..., None], timeout: float 
                     except EOFError:
                         break
                 break
-            elapsed = time.perf_counter() - start
+            now = time.perf_counter()
+            if building is not None and job.build_limit_s is not None and now - building > job.build_limit_s:
+                outcome = ("timeout", f"build took over {job.build_limit_s:g} s (--max-build-s); worker killed")
+                break
+            elapsed = now - start
             if timeout is not None and elapsed > timeout:
                 outcome = ("timeout", f"no result within --timeout {timeout:g} s; worker killed")
                 break
