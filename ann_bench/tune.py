@@ -307,6 +307,8 @@ class TuneOptions:
     trials: int = 10  # at most, per backend
     heldout: float = 0.5  # fraction of the queries kept out of the choice
     build_specs: tuple[str, ...] = ()  # --build fixes build parameters (kept out of the search)
+    subsample: float | None = None  # search builds on this fraction of the train vectors, then build finalists
+    finalists: int = 1  # with subsample: builds per backend carried to the full set
     search_specs: tuple[str, ...] = ()  # --search fixes the other search parameters
 
     def check(self) -> None:
@@ -317,6 +319,10 @@ class TuneOptions:
                 raise InputError(f"--recall {t!r} is not a recall target in (0, 1]; e.g. --recall 0.9,0.95,0.99")
         if self.speed not in ("qps", "p99"):
             raise InputError(f"unknown --metric {self.speed!r}; use qps or p99")
+        if self.subsample is not None and not 0.0 < self.subsample < 1.0:
+            raise InputError(f"--subsample {self.subsample} must be a fraction in (0, 1), e.g. 0.1")
+        if self.finalists < 1:
+            raise InputError(f"--finalists must be >= 1, got {self.finalists}")
         if self.trials < 1:
             raise InputError(f"--trials must be >= 1, got {self.trials}")
         if not 0.0 < self.heldout < 1.0:
@@ -431,7 +437,8 @@ def split_queries(nq: int, heldout: float, seed: int) -> tuple[np.ndarray, np.nd
 def tune_id(dataset_hash: str, plans: list, options: TuneOptions, run_options) -> str:
     ident = [TUNE_LOG_VERSION, dataset_hash, [p.cls.label() for p in plans], list(options.targets),
              options.max_memory, options.max_build_s, options.speed, options.trials, options.heldout,
-             list(options.build_specs), list(options.search_specs), run_options.k, run_options.threads,
+             list(options.build_specs), list(options.search_specs), options.subsample, options.finalists,
+             run_options.k, run_options.threads,
              run_options.build_threads, run_options.seed, run_options.runs]
     return hashlib.sha256(json.dumps(ident, default=str).encode()).hexdigest()[:12]
 
@@ -481,44 +488,93 @@ def run_tune(vs, options: TuneOptions, run_options, store, reporter=None) -> Tun
         return _tune(vs, options, run_options, store, reporter, ray_session)
 
 
+class _Data:
+    """One vector set as tune measures on it: vectors, ground truth, the recomputed true distances, labels, and
+    the rows of the store measured on it."""
+
+    def __init__(self, vs, k: int, reporter, what: str = "ground truth"):
+        from ann_bench.datasets import GT_SAMPLE, check_groundtruth
+        from ann_bench.distances import distances_to
+        from ann_bench.metrics import label_metrics
+        from ann_bench.runner import check_labels
+
+        self.vs, self.k = vs, k
+        self.X = vs.load_train()
+        self.Q = vs.load_test()
+        check_groundtruth(vs, self.X, sample=GT_SAMPLE)
+        with reporter.task(what, None if vs.has_groundtruth else vs.n_test) as advance:
+            self.gt_D, self.gt_I = vs.groundtruth(k, progress=advance)
+        self.true_D = distances_to(vs.metric, self.Q, self.X, np.asarray(self.gt_I)[:, :k])
+        self.train_labels, self.test_labels = check_labels(vs)
+        self.exact_labels = ({f"exact_{name}": v for name, v in
+                              label_metrics(self.gt_I, self.train_labels, self.test_labels, k).items()}
+                             if self.train_labels is not None else {})
+        self.hash = vs.content_hash()
+        self.fields = dict(dataset_hash=self.hash, dataset_name=vs.name, dataset_path=str(vs.path.resolve()),
+                           metric=vs.metric, n_train=vs.n_train, n_test=vs.n_test, dim=vs.dim)
+
+
+def subsample_set(vs, X: np.ndarray, fraction: float, seed: int, k: int, progress=None) -> Path:
+    """A random ``fraction`` of ``vs``'s train vectors (seeded) with all its queries, labels and exact ground
+    truth, written once into the cache (``subsamples/``) and reused."""
+    from ann_bench.config import cache_dir
+    from ann_bench.datasets import VectorSet, write_vectorset
+
+    n_sub = int(round(vs.n_train * fraction))
+    if n_sub < max(1000, 2 * k):
+        raise InputError(f"--subsample {fraction} of {vs.n_train} vectors leaves {n_sub}; a subsample needs >= "
+                         f"{max(1000, 2 * k)}: raise it or drop --subsample")
+    path = cache_dir() / "subsamples" / f"{vs.content_hash()[:16]}-{n_sub}-{seed}.hdf5"
+    if path.exists():
+        try:
+            with VectorSet(path) as sub:
+                if sub.n_train == n_sub and sub.gt_depth >= k:
+                    return path
+        except InputError:
+            pass  # unreadable: written again below
+    ids = np.sort(np.random.default_rng(seed).choice(vs.n_train, n_sub, replace=False))
+    labels = (vs.labels("train")[ids], vs.labels("test")) if vs.has_labels else (None, None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_vectorset(path, X[ids], vs.load_test(), vs.metric, train_labels=labels[0], test_labels=labels[1],
+                    attrs={"name": f"{vs.name}-sample{n_sub}", "source": "ann-bench tune --subsample",
+                           "parent": vs.content_hash(), "sample_seed": seed}, k=max(k, 10), progress=progress)
+    return path
+
+
+def scale_build(build: dict[str, Any], space: dict[str, Any], factor: float) -> dict[str, Any]:
+    """A build configuration found on a subsample, carried to the full set: the number of IVF lists grows with
+    sqrt(n) (``factor`` = sqrt(n_full / n_sample)), within its range; graph and tree parameters are kept."""
+    out = dict(build)
+    if "nlist" in out:
+        d = space.get("nlist")
+        value = int(round(out["nlist"] * factor))
+        out["nlist"] = max(1, value if d is None else min(value, int(d.high)))
+    return out
+
+
 def _tune(vs, options: TuneOptions, run_options, store, reporter, ray_session) -> TuneResult:
     import optuna
 
-    from ann_bench.datasets import GT_SAMPLE, check_groundtruth
-    from ann_bench.distances import distances_to
-    from ann_bench.runner import (Reporter, SweepSummary, _run_job, check_k, check_labels,
-                                  index_cache_dir, parse_param_specs, plan_sweep)
-    from ann_bench.metrics import label_metrics
-    from ann_bench.worker import BuildJob
+    from ann_bench.datasets import VectorSet, check_groundtruth
+    from ann_bench.runner import Reporter, check_k, parse_param_specs, plan_sweep
 
     reporter = reporter or Reporter()
     check_groundtruth(vs)
     check_k(vs, run_options.k)
-    mode = "single" if options.speed == "p99" else "batch"
     k = run_options.k
+    mode = "single" if options.speed == "p99" else "batch"
     tune_rows, held_rows = split_queries(vs.n_test, options.heldout, run_options.seed)
-    # Build parameters given with --build are fixed; so are the search parameters given with --search.
-    fixed_build = parse_param_specs(options.build_specs, "--build")
+    fixed_build = parse_param_specs(options.build_specs, "--build")  # fixed: kept out of the search
     plans = plan_sweep(options.backends, vs.n_train, vs.dim, vs.metric, options.build_specs, options.search_specs)
-    X = vs.load_train()
-    Q = vs.load_test()
-    check_groundtruth(vs, X, sample=GT_SAMPLE)
-    with reporter.task("ground truth", None if vs.has_groundtruth else vs.n_test) as advance:
-        gt_D, gt_I = vs.groundtruth(k, progress=advance)
-    true_D = distances_to(vs.metric, Q, X, np.asarray(gt_I)[:, :k])
-    train_labels, test_labels = check_labels(vs)
-    exact_labels = ({f"exact_{name}": v for name, v in label_metrics(gt_I, train_labels, test_labels, k).items()}
-                    if train_labels is not None else {})
-    dataset_hash = vs.content_hash()
-    dataset = dict(dataset_hash=dataset_hash, dataset_name=vs.name, dataset_path=str(vs.path.resolve()),
-                   metric=vs.metric, n_train=vs.n_train, n_test=vs.n_test, dim=vs.dim)
-    tid = tune_id(dataset_hash, plans, options, run_options)
+    full = _Data(vs, k, reporter)
+    tid = tune_id(full.hash, plans, options, run_options)
     path = log_dir(store.path) / f"{tid}.json"
     log = read_log(path) if path.exists() else {
-        "version": TUNE_LOG_VERSION, "tune_id": tid, "dataset_hash": dataset_hash, "dataset_name": vs.name,
+        "version": TUNE_LOG_VERSION, "tune_id": tid, "dataset_hash": full.hash, "dataset_name": vs.name,
         "k": k, "mode": mode, "threads": run_options.threads, "speed": options.speed,
         "targets": list(options.targets), "max_memory": options.max_memory, "max_build_s": options.max_build_s,
-        "heldout": options.heldout, "seed": run_options.seed, "trials": [], "answers": []}
+        "heldout": options.heldout, "seed": run_options.seed, "subsample": options.subsample, "trials": [],
+        "answers": []}
     log["created_at"] = log.get("created_at") or _now()
 
     def save_log() -> None:
@@ -526,188 +582,260 @@ def _tune(vs, options: TuneOptions, run_options, store, reporter, ray_session) -
         with atomic_path(path) as tmp:
             Path(tmp).write_text(json.dumps(log, indent=1, default=_json_default))
 
-    def candidate_of(rec, I, trial: int) -> Candidate:
-        per_query = tuning_recall(vs.metric, Q, X, I, true_D, k, np.arange(vs.n_test))
-        return Candidate(rec, float(per_query[tune_rows].mean()), per_query[held_rows],
-                         speed_of({"qps": rec.qps, "p99_ms": rec.p99_ms}, options.speed), trial)
-
-    def stored_rows(cls, build: dict[str, Any]) -> list:
-        from ann_bench.results import canon_params
-
-        want = canon_params(build)
-        return [r for r in store.records(dataset=dataset_hash, backend=cls.name, mode=mode, k=k)
-                if r.impl == cls.impl and r.threads == run_options.threads and r.status == "ok"
-                and r.recall is not None and canon_params(r.build_params) == want
-                and store.neighbors_problem(r) is None]
+    sample = None
+    sample_vs = None
+    if options.subsample is not None:
+        with reporter.task(f"subsample of {options.subsample:g} of the train vectors", vs.n_test) as advance:
+            sample_path = subsample_set(vs, full.X, options.subsample, run_options.seed, k, progress=advance)
+        sample_vs = VectorSet(sample_path)
+        sample = _Data(sample_vs, k, reporter, "subsample ground truth")
+    search_data = sample or full
+    phase = "sample" if sample is not None else "full"
+    trials = _Trials(options, run_options, store, reporter, ray_session, mode, tune_rows, held_rows, log, save_log)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     states: list[_BackendState] = []
     for plan in plans:
         fixed_names = {name for b, name, _ in fixed_build if b in (None, plan.cls.name)}
-        space = {name: d for name, d in build_space(plan.cls, vs.n_train, vs.dim).items() if name not in fixed_names}
+        space = {name: d for name, d in build_space(plan.cls, search_data.vs.n_train, vs.dim).items()
+                 if name not in fixed_names}
         base_build = plan.builds[0]
+        if sample is not None and "nlist" in space:  # the default's lists, at the subsample's size
+            base_build = scale_build(base_build, {}, math.sqrt(sample.vs.n_train / vs.n_train))
+            base_build["nlist"] = min(max(base_build["nlist"], space["nlist"].low), space["nlist"].high)
         effort = effort_ladder(plan.cls, base_build, vs.n_train, k)
-        search_grid = plan.searches
-        fixed_searches = _fixed_searches(search_grid, effort[0] if effort else None)
-        n_targets = len(options.targets)
         sampler = optuna.samplers.TPESampler(seed=run_options.seed, multivariate=True, n_startup_trials=4)
-        study = optuna.create_study(directions=["maximize"] * n_targets, sampler=sampler)
-        st = _BackendState(plan, space, base_build, fixed_searches, study, options.targets)
+        study = optuna.create_study(directions=["maximize"] * len(options.targets), sampler=sampler)
+        st = _BackendState(plan, space, base_build, _fixed_searches(plan.searches, effort[0] if effort else None),
+                           study, options.targets)
         study.enqueue_trial({name: base_build[name] for name in space})  # trial 1: the default build
         for t in log["trials"]:  # replay: Optuna sees the same history and proposes the same next trials
-            if t["label"] == plan.cls.label():
+            if t["label"] == plan.cls.label() and t.get("phase", "full") == phase:
                 st.replay(t)
         states.append(st)
 
-    candidates: list[Candidate] = []
-    for t in log["trials"]:  # rows of replayed trials: the answers consider them too
-        st = next((s for s in states if s.plan.cls.label() == t["label"]), None)
-        if st is None:
-            continue
-        keys = set(t.get("row_keys", []))
-        for r in stored_rows(st.plan.cls, t["build"]):
-            if r.key in keys:
-                candidates.append(candidate_of(r, store.load_neighbors(r), t["number"]))
-
+    candidates = {phase: trials.replayed(search_data, states, phase)}
     t0 = time.perf_counter()
+    budget = options.budget_s if sample is None or options.budget_s is None else options.budget_s / 2
     stopped = f"every backend ran its {options.trials} trial(s) (--trials)"
     while True:
         raise_if_terminated()
         active = [s for s in states if s.asked < options.trials and not s.exhausted]
         if not active:
             break
-        if options.budget_s is not None and time.perf_counter() - t0 >= options.budget_s:
-            stopped = f"the --budget of {options.budget_s:g} s was spent"
+        if budget is not None and time.perf_counter() - t0 >= budget:
+            stopped = (f"the --budget of {options.budget_s:g} s was spent" if sample is None else
+                       f"half the --budget ({budget:g} s) was spent on the subsample")
             break
-        jobs = []
+        batch = []
         for st in active:
             trial = st.propose()
-            build = {**st.base_build, **trial.params}
-            entry = {"label": st.plan.cls.label(), "backend": st.plan.cls.name, "impl": st.plan.cls.impl,
-                     "number": st.asked, "params": dict(trial.params), "build": None, "state": "",
-                     "values": None, "constraints": None, "build_s": None, "index_bytes": None, "note": "",
-                     "row_keys": []}
             st.asked += 1
-            if "f" in st.space and "ef_construction" in build and build["ef_construction"] < build["f"]:
-                build["ef_construction"] = build["f"]  # our NSW's insertion search must find f candidates
-            try:
-                build = st.plan.cls.validate_build_params(build)
-                st.plan.cls.check_data(build, vs.n_train, vs.dim)
-            except InputError as exc:
-                entry.update(state="infeasible", note=str(exc))
-                st.tell(trial, entry, None, None)
-                log["trials"].append(entry)
-                save_log()
-                continue
-            entry["build"] = build
-            if not st.space and st.asked > 1:
-                st.exhausted = True  # nothing to vary (flat): one trial says it all
-            same = st.tried.get(_canon(build))
-            if same is not None:  # TPE proposed a build already measured: its outcome, not a second build
-                entry.update({k2: same[k2] for k2 in ("state", "values", "constraints", "build_s", "index_bytes",
-                                                       "row_keys")})
-                entry["note"] = f"same build as trial {same['number']}"
+            entry = trials.entry(st, trial.params, phase)
+            build = trials.check_build(st, {**st.base_build, **trial.params}, search_data, entry)
+            if build is None or (same := st.tried.get(_canon(build))) is not None:
+                if build is not None:  # TPE proposed a build already measured: its outcome, not a second build
+                    entry.update({key: same[key] for key in ("state", "values", "constraints", "build_s",
+                                                              "index_bytes", "row_keys")})
+                    entry["note"] = f"same build as trial {same['number'] + 1}"
                 st.tell(trial, entry, entry["values"], entry["constraints"])
                 log["trials"].append(entry)
                 save_log()
                 continue
-            jobs.append((st, trial, entry, build))
-        if not jobs:
-            continue
-        queued = []
-        for st, trial, entry, build in jobs:
-            effort = effort_ladder(st.plan.cls, build, vs.n_train, k)
-            stored = stored_rows(st.plan.cls, build)
-            known, cands = {}, []
-            from ann_bench.results import canon_params
+            batch.append((st, trial, entry, build))
+        for (st, trial, entry, build), found in zip(batch, trials.measure(search_data, [
+                (st, entry, build) for st, trial, entry, build in batch])):
+            candidates[phase].extend(found)
+            st.tell(trial, entry, entry["values"], entry["constraints"])
+            st.tried[_canon(entry["build"])] = entry
 
-            for r in stored:
-                c = candidate_of(r, store.load_neighbors(r), entry["number"])
-                cands.append(c)
-                known[canon_params(r.search_params)] = (c.tune_recall, c.speed)
-            bars = [st.best.get(target) for target in options.targets]
-            spec = None
-            if effort is not None:
-                spec = TuneSpec(effort[0], effort[1], st.fixed_searches, list(options.targets), tune_rows, mode,
-                                options.speed, bars, known, options.max_memory, options.max_build_s)
-            summary = SweepSummary()
-            label = f"{st.plan.cls.label()} {_fmt(build)} (trial {entry['number'] + 1})"
-            pending = [] if spec is not None else [(s, mode) for s in st.plan.searches]
-            job = BuildJob(dataset_path=str(vs.path), metric=vs.metric, dim=vs.dim, backend=st.plan.cls.name,
-                           impl=st.plan.cls.impl, build=build, pending=pending, k=k, runs=run_options.runs,
-                           threads=run_options.threads,
-                           build_threads=run_options.build_threads or run_options.threads, seed=run_options.seed,
-                           gt_D=gt_D, gt_I=gt_I, train_labels=train_labels, test_labels=test_labels,
-                           index_cache=str(index_cache_dir(dataset_hash)) if run_options.index_cache else None,
-                           skip_saturated=True, dataset_hash=dataset_hash, build_limit_s=options.max_build_s,
-                           tune=spec)
-            recorder = _TuneRecorder(job, _recorder_factory(st.plan.cls, build, k, mode, run_options.threads,
-                                                            dataset), store, summary, reporter, lambda n=1: None,
-                                     exact_labels)
-            if spec is not None and _resolved(st.plan.cls, spec, k):
-                # Every setting the bisection needs is stored: nothing to build.
-                queued.append((st, trial, entry, build, recorder, cands, None))
-            else:
-                queued.append((st, trial, entry, build, recorder, cands, label))
-        to_run = [(q[4].job, q[4], q[6]) for q in queued if q[6] is not None]
-        if run_options.executor == "ray" and to_run:
-            reporter.log(f"round of {len(to_run)} trial(s) on Ray")
-            ray_session.run_jobs(to_run, run_options, vs, reporter)
-        else:
-            for job, recorder, label in to_run:
-                _run_job(job, run_options, X, Q, recorder, reporter, label)
-        for st, trial, entry, build, recorder, cands, label in queued:
-            new = [candidate_of(r, I, entry["number"]) for r, I in recorder.measured if r.status == "ok"]
-            mine = cands + new
-            candidates.extend(mine)
-            info = recorder.build_info or (vars(mine[0].record) if mine else {})
-            entry["build_s"] = info.get("build_s")
-            entry["index_bytes"] = info.get("index_bytes")
-            entry["row_keys"] = [c.record.key for c in mine]
-            failed = [r for r, _ in recorder.measured if r.status != "ok"]
-            notes = recorder.notes + [f"{r.status}: {r.error}" for r in failed]
-            if recorder.outcome is not None:
-                notes.append(f"{recorder.outcome[0]}: {recorder.outcome[1]}")
-            entry["note"] = "; ".join(notes)
-            constraints = _constraint_values(entry, options)
-            values = [max((c.speed for c in mine if c.tune_recall >= target), default=0.0)
-                      for target in options.targets]
-            if entry["build_s"] is None:
-                entry["state"] = "timeout" if recorder.outcome and recorder.outcome[0] == "timeout" else "failed"
-                constraints = _constraint_values(entry, options)
-                if entry["state"] == "failed":
-                    values = None
-            elif any(c > 0 for c in constraints.values()):
-                entry["state"] = "pruned"
-            else:
-                entry["state"] = "complete"
-                for target, v in zip(options.targets, values):
-                    if v > 0 and v > st.best.get(target, 0.0):
-                        st.best[target] = v
-            entry["values"], entry["constraints"] = values, constraints
-            st.tell(trial, entry, values, constraints)
-            st.tried[_canon(build)] = entry
-            log["trials"].append(entry)
-            save_log()
-            reporter.log(f"trial {entry['number'] + 1} {st.plan.cls.label()} {_fmt(build)}: {entry['state']}"
-                         + "".join(f", {target}: {v:,.0f}" for target, v in zip(options.targets, values) if v)
-                         + (f" ({entry['note']})" if entry["note"] else ""))
+    if sample is not None:
+        # The finalists: per backend, the builds that answered a target on the subsample, carried to the full set.
+        factor = math.sqrt(vs.n_train / sample.vs.n_train)
+        sample_answers = choose_answers(candidates["sample"], options, run_options.seed,
+                                        [s.plan.cls.label() for s in states], log, phase="sample")
+        finals = []
+        for st in states:
+            mine = [a for a in sample_answers if a.group == st.plan.cls.label() and a.candidate is not None]
+            mine.sort(key=lambda a: -a.candidate.speed)
+            builds: list[dict[str, Any]] = []
+            for a in mine:
+                b = scale_build(a.candidate.record.build_params, build_space(st.plan.cls, vs.n_train, vs.dim),
+                                factor)
+                if b not in builds:
+                    builds.append(b)
+            for number, b in enumerate(builds[: options.finalists]):
+                entry = trials.entry(st, {}, "full", number)
+                build = trials.check_build(st, b, full, entry)
+                if build is not None:
+                    finals.append((st, entry, build))
+        done = {_canon(t["build"]): t for t in log["trials"] if t.get("phase") == "full" and t.get("build")}
+        again = [(st, entry, build) for st, entry, build in finals if _canon(build) not in done]
+        candidates["full"] = trials.replayed(full, states, "full")
+        for found in trials.measure(full, again, prune=False):
+            candidates["full"].extend(found)
+        sample_vs.close()
 
-    answers = choose_answers(candidates, options, run_options.seed, [s.plan.cls.label() for s in states], log)
+    answers = choose_answers(candidates["full"], options, run_options.seed, [s.plan.cls.label() for s in states],
+                             log, phase="full")
     log["answers"] = [a.as_json() for a in answers]
     log["finished_at"] = _now()
     save_log()
-    return TuneResult(tid, path, answers, log["trials"], candidates, time.perf_counter() - t0,
+    return TuneResult(tid, path, answers, log["trials"], candidates["full"], time.perf_counter() - t0,
                       len(tune_rows), len(held_rows), stopped)
 
 
+class _Trials:
+    """Runs trials (build configurations) on a data set and logs them: the one path from a proposed build to
+    stored rows, candidates and a log entry."""
+
+    def __init__(self, options, run_options, store, reporter, ray_session, mode, tune_rows, held_rows, log,
+                 save_log):
+        self.options, self.run_options, self.store, self.reporter = options, run_options, store, reporter
+        self.ray_session, self.mode, self.tune_rows, self.held_rows = ray_session, mode, tune_rows, held_rows
+        self.log, self.save_log = log, save_log
+
+    def entry(self, st, params: dict[str, Any], phase: str, number: int | None = None) -> dict[str, Any]:
+        if number is None:
+            number = sum(1 for t in self.log["trials"] if t["label"] == st.plan.cls.label()
+                         and t.get("phase", "full") == phase)
+        return {"label": st.plan.cls.label(), "backend": st.plan.cls.name, "impl": st.plan.cls.impl,
+                "phase": phase, "number": number, "params": dict(params), "build": None, "state": "",
+                "values": None, "constraints": None, "build_s": None, "index_bytes": None, "note": "",
+                "row_keys": []}
+
+    def check_build(self, st, build: dict[str, Any], data: _Data, entry) -> dict[str, Any] | None:
+        """The validated build, or None (the entry logged as infeasible, with the reason)."""
+        if "f" in st.space and "ef_construction" in build and build["ef_construction"] < build["f"]:
+            build["ef_construction"] = build["f"]  # our NSW's insertion search must find f candidates
+        try:
+            build = st.plan.cls.validate_build_params(build)
+            st.plan.cls.check_data(build, data.vs.n_train, data.vs.dim)
+        except InputError as exc:
+            entry.update(state="infeasible", note=str(exc))
+            return None
+        entry["build"] = build
+        if not st.space:
+            st.exhausted = True  # nothing to vary (flat): one trial says it all
+        return build
+
+    def candidate(self, data: _Data, rec, I, trial: int) -> Candidate:
+        per_query = tuning_recall(data.vs.metric, data.Q, data.X, I, data.true_D, data.k, np.arange(data.vs.n_test))
+        return Candidate(rec, float(per_query[self.tune_rows].mean()), per_query[self.held_rows],
+                         speed_of({"qps": rec.qps, "p99_ms": rec.p99_ms}, self.options.speed), trial)
+
+    def stored_rows(self, data: _Data, cls, build: dict[str, Any]) -> list:
+        from ann_bench.results import canon_params
+
+        want = canon_params(build)
+        return [r for r in self.store.records(dataset=data.hash, backend=cls.name, mode=self.mode, k=data.k)
+                if r.impl == cls.impl and r.threads == self.run_options.threads and r.status == "ok"
+                and r.recall is not None and canon_params(r.build_params) == want
+                and self.store.neighbors_problem(r) is None]
+
+    def replayed(self, data: _Data, states, phase: str) -> list[Candidate]:
+        """The candidates of the logged trials of ``phase`` (their rows, read back from the store)."""
+        out = []
+        for t in self.log["trials"]:
+            st = next((s for s in states if s.plan.cls.label() == t["label"]), None)
+            if st is None or t.get("phase", "full") != phase or not t.get("build"):
+                continue
+            keys = set(t.get("row_keys", []))
+            out += [self.candidate(data, r, self.store.load_neighbors(r), t["number"])
+                    for r in self.stored_rows(data, st.plan.cls, t["build"]) if r.key in keys]
+        return out
+
+    def measure(self, data: _Data, items: list[tuple[Any, dict[str, Any], dict[str, Any]]],
+                prune: bool = True) -> list[list[Candidate]]:
+        """Build and bisect each (backend state, log entry, build) on ``data`` (in parallel with Ray); fill and
+        log each entry; the candidates of each. ``prune``: give a target up once it cannot beat the backend's
+        best (the search phase; a finalist is bisected in full)."""
+        from ann_bench.results import canon_params
+        from ann_bench.runner import SweepSummary, _run_job, index_cache_dir
+        from ann_bench.worker import BuildJob
+
+        options, ro, k = self.options, self.run_options, data.k
+        queued = []
+        for st, entry, build in items:
+            effort = effort_ladder(st.plan.cls, build, data.vs.n_train, k)
+            cands = [self.candidate(data, r, self.store.load_neighbors(r), entry["number"])
+                     for r in self.stored_rows(data, st.plan.cls, build)]
+            spec = None
+            if effort is not None:
+                spec = TuneSpec(effort[0], effort[1], st.fixed_searches, list(options.targets), self.tune_rows,
+                                self.mode, options.speed, [st.best.get(t) if prune else None for t in options.targets],
+                                {canon_params(c.record.search_params): (c.tune_recall, c.speed) for c in cands},
+                                options.max_memory, options.max_build_s)
+            pending = [] if spec is not None else [(s, self.mode) for s in st.plan.searches]
+            job = BuildJob(dataset_path=str(data.vs.path), metric=data.vs.metric, dim=data.vs.dim,
+                           backend=st.plan.cls.name, impl=st.plan.cls.impl, build=build, pending=pending, k=k,
+                           runs=ro.runs, threads=ro.threads, build_threads=ro.build_threads or ro.threads,
+                           seed=ro.seed, gt_D=data.gt_D, gt_I=data.gt_I, train_labels=data.train_labels,
+                           test_labels=data.test_labels,
+                           index_cache=str(index_cache_dir(data.hash)) if ro.index_cache else None,
+                           skip_saturated=True, dataset_hash=data.hash, build_limit_s=options.max_build_s, tune=spec)
+            recorder = _TuneRecorder(job, _recorder_factory(st.plan.cls, build, k, ro.threads, data.fields),
+                                     self.store, SweepSummary(), self.reporter, lambda n=1: None, data.exact_labels)
+            where = " on the subsample" if entry["phase"] == "sample" else ""
+            label = f"{st.plan.cls.label()} {_fmt(build)} (trial {entry['number'] + 1}{where})"
+            needed = not (spec is not None and cands and _resolved(st.plan.cls, spec))
+            queued.append((st, entry, build, recorder, cands, label if needed else None))
+        to_run = [(q[3].job, q[3], q[5]) for q in queued if q[5] is not None]
+        if self.ray_session is not None and to_run:
+            self.ray_session.run_jobs(to_run, ro, data.vs, self.reporter)
+        else:
+            for job, recorder, label in to_run:
+                _run_job(job, ro, data.X, data.Q, recorder, self.reporter, label)
+        out = []
+        for st, entry, build, recorder, cands, label in queued:
+            mine = cands + [self.candidate(data, r, I, entry["number"]) for r, I in recorder.measured
+                            if r.status == "ok"]
+            self._finish(st, entry, recorder, mine, prune)
+            out.append(mine)
+        return out
+
+    def _finish(self, st, entry, recorder, mine: list[Candidate], prune: bool) -> None:
+        options = self.options
+        info = recorder.build_info or (vars(mine[0].record) if mine else {})
+        entry["build_s"] = info.get("build_s")
+        entry["index_bytes"] = info.get("index_bytes")
+        entry["row_keys"] = [c.record.key for c in mine]
+        notes = recorder.notes + [f"{r.status}: {r.error}" for r, _ in recorder.measured if r.status != "ok"]
+        if recorder.outcome is not None:
+            notes.append(f"{recorder.outcome[0]}: {recorder.outcome[1]}")
+        entry["note"] = "; ".join(notes)
+        values = [max((c.speed for c in mine if c.tune_recall >= target), default=0.0) for target in options.targets]
+        if entry["build_s"] is None:
+            timed_out = recorder.outcome is not None and recorder.outcome[0] == "timeout"
+            entry["state"] = "timeout" if timed_out else "failed"
+            values = [0.0] * len(values) if timed_out else None
+        else:
+            entry["state"] = "complete"
+        constraints = _constraint_values(entry, options)
+        if entry["state"] == "complete" and any(c > 0 for c in constraints.values()):
+            entry["state"] = "pruned"
+        if prune and entry["state"] == "complete":
+            for target, v in zip(options.targets, values):
+                if v > st.best.get(target, 0.0):
+                    st.best[target] = v
+        entry["values"], entry["constraints"] = values, constraints
+        self.log["trials"].append(entry)
+        self.save_log()
+        where = " (subsample)" if entry["phase"] == "sample" else ""
+        self.reporter.log(f"trial {entry['number'] + 1}{where} {st.plan.cls.label()} {_fmt(entry['build'])}: "
+                          f"{entry['state']}"
+                          + "".join(f", {t}: {v:,.0f}" for t, v in zip(options.targets, values or []) if v)
+                          + (f" ({entry['note']})" if entry["note"] else ""))
+
+
 def choose_answers(candidates: list[Candidate], options: TuneOptions, seed: int, labels: list[str],
-                   log: dict[str, Any]) -> list[Answer]:
+                   log: dict[str, Any], phase: str = "full") -> list[Answer]:
     """Per target and backend, the fastest candidate whose tuning recall reaches the target within the
     constraints; its held-out recall interval."""
     out = []
-    ok_trials = {(t["label"], t["number"]) for t in log["trials"] if t["state"] == "complete"}
+    trials = [t for t in log["trials"] if t.get("phase", "full") == phase]
+    ok_trials = {(t["label"], t["number"]) for t in trials if t["state"] == "complete"}
     candidates = list({c.record.key: c for c in candidates}.values())  # a stored row reused by a later trial
     for target in options.targets:
         for label in labels:
@@ -718,7 +846,7 @@ def choose_answers(candidates: list[Candidate], options: TuneOptions, seed: int,
                 best = max(good, key=lambda c: (c.speed, c.tune_recall))
                 out.append(Answer(target, label, best, bootstrap_ci(best.heldout, seed)))
                 continue
-            tried = [t for t in log["trials"] if t["label"] == label]
+            tried = [t for t in trials if t["label"] == label]
             sizes = [t["index_bytes"] for t in tried if t.get("index_bytes") is not None]
             if not mine and tried and all(t["state"] == "pruned" for t in tried) and options.max_memory and sizes \
                     and min(sizes) > options.max_memory:
@@ -843,7 +971,7 @@ class _TuneRecorder(JobRecorder):
         super().finish(outcome)
 
 
-def _recorder_factory(cls, build, k, mode, threads, dataset):
+def _recorder_factory(cls, build, k, threads, dataset):
     from ann_bench.results import Record
     from ann_bench.sysinfo import host, versions
 
@@ -856,7 +984,7 @@ def _recorder_factory(cls, build, k, mode, threads, dataset):
     return record
 
 
-def _resolved(cls, spec: TuneSpec, k: int) -> bool:
+def _resolved(cls, spec: TuneSpec) -> bool:
     """Whether the bisection of ``spec`` needs no setting beyond those stored (``spec.known``)."""
     from ann_bench.results import canon_params
 

@@ -42,6 +42,12 @@ from ann_bench.tune import DEFAULT_BACKENDS, TuneOptions, parse_duration, parse_
               help="No new trial starts after this much time (e.g. 20m, 90s, 1h); trials running then finish.")
 @click.option("--trials", type=int, default=10, show_default=True,
               help="Build configurations tried per backend at most (the first is the backend's default).")
+@click.option("--subsample", type=float, default=None, metavar="FRACTION",
+              help="Search build parameters on this random fraction of the train vectors (e.g. 0.1: builds about "
+                   "10x cheaper), then build the best --finalists per backend on the full set and bisect them "
+                   "there; the answers come from the full set only.")
+@click.option("--finalists", type=int, default=1, show_default=True,
+              help="With --subsample: build configurations per backend carried to the full set.")
 @click.option("--heldout", type=float, default=0.5, show_default=True,
               help="Fraction of the queries held out of the choice, to validate the answers on.")
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Neighbours per query (recall@k).")
@@ -61,7 +67,8 @@ from ann_bench.tune import DEFAULT_BACKENDS, TuneOptions, parse_duration, parse_
 @click.option("--quiet", "-q", is_flag=True, help="No line per trial, only the answers.")
 @results_option
 def tune(dataset: Path | None, targets: str, backends, build_specs, search_specs, max_memory: str | None,
-         max_build_s: float | None, speed: str, budget: str | None, trials: int, heldout: float, k: int, runs: int,
+         max_build_s: float | None, speed: str, budget: str | None, trials: int, subsample: float | None,
+         finalists: int, heldout: float, k: int, runs: int,
          threads: int, build_threads: int | None, seed: int, timeout: float | None, memory_limit: str | None,
          executor: str, address: str | None, index_cache: bool, as_json: bool, quiet: bool,
          results_path: Path) -> None:
@@ -76,7 +83,8 @@ def tune(dataset: Path | None, targets: str, backends, build_specs, search_specs
                           max_memory=parse_size(max_memory) if max_memory is not None else None,
                           max_build_s=max_build_s, speed=speed,
                           budget_s=parse_duration(budget) if budget is not None else None, trials=trials,
-                          heldout=heldout, build_specs=tuple(build_specs), search_specs=tuple(search_specs))
+                          heldout=heldout, build_specs=tuple(build_specs), search_specs=tuple(search_specs),
+                          subsample=subsample, finalists=finalists)
     options.check()
     run_options = RunOptions(k=k, runs=runs, modes=("single",) if speed == "p99" else ("batch",), threads=threads,
                              build_threads=build_threads, seed=seed, timeout=timeout,
