@@ -213,7 +213,11 @@ def plot_figure(records: list[Record], **kwargs):
 
 
 def _plot_figure(records: list[Record], *, mode: str | None = None, k: int | None = None,
-                 x_scale: str | None = None, raw: bool = True, x_metric: str = "recall", y_metric: str = "qps"):
+                 x_scale: str | None = None, raw: bool = True, x_metric: str = "recall", y_metric: str = "qps",
+                 highlights: list[tuple[Record, str]] | None = None, targets: list[float] | None = None,
+                 title: str | None = None):
+    """``highlights``: (row, text) drawn as stars with their text (a tune's answers); ``targets``: recall
+    targets drawn as dotted vertical lines; ``title``: a line added to the title."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator
@@ -264,7 +268,21 @@ def _plot_figure(records: list[Record], *, mode: str | None = None, k: int | Non
         ax.plot(xval([x_value(r, x_metric) for r in front]), [y.value(r) for r in front], color=color,
                 marker=marker, linestyle=linestyle, linewidth=2.2, markersize=6, label=f"{group} ({len(front)})",
                 zorder=3, drawstyle="default" if y.higher_is_better else "steps-pre")
+    for target in targets or ():
+        ax.axvline(float(xval(target)), color="grey", linestyle=":", linewidth=1, zorder=1)
+        ax.annotate(f"≥ {target:g}", (float(xval(target)), 1.0), xycoords=("data", "axes fraction"), fontsize=7,
+                    color="grey", ha="left", va="top", xytext=(2, -2), textcoords="offset points")
+    shown = [(r, text) for r, text in highlights or () if x_value(r, x_metric) is not None and y.value(r) is not None]
+    for r, text in shown:
+        color, _ = style(r.backend, r.impl)
+        ax.scatter([float(xval(x_value(r, x_metric)))], [y.value(r)], marker="*", s=220, color=color,
+                   edgecolors="black", linewidths=0.8, zorder=5)
+        ax.annotate(text, (float(xval(x_value(r, x_metric))), y.value(r)), fontsize=7, xytext=(6, 4),
+                    textcoords="offset points", zorder=6)
     handles, _ = ax.get_legend_handles_labels()
+    if shown:
+        handles.append(Line2D([], [], color="grey", marker="*", markeredgecolor="black", linestyle="none",
+                              markersize=11, label="★ tune's answer per target"))
     if exact is not None:
         handles.append(ax.axvline(float(xval(exact)), color="black", linestyle="--", linewidth=1,
                                   label=f"exact kNN ({exact:.4f})"))
@@ -310,7 +328,8 @@ def _plot_figure(records: list[Record], *, mode: str | None = None, k: int | Non
                  f"{first.metric}\n{_y_title(y)} vs {_x_title(x_metric, k)}: k={k}, {mode} mode, {thr}"
                  + ("" if y.name not in ("build_s", "index_mb") else "\n(each build is one row of faint points: "
                     f"its search sweep; the staircase is the least {_y_title(y)} that reaches a recall)")
-                 + ("" if not lacking else f"\n(not plotted, no stored {x_metric}: {', '.join(lacking)})"),
+                 + ("" if not lacking else f"\n(not plotted, no stored {x_metric}: {', '.join(lacking)})")
+                 + (f"\n{title}" if title else ""),
                  fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
     ax.grid(True, which="minor", alpha=0.1)
@@ -347,21 +366,23 @@ def _y_title(y: YMetric) -> str:
 
 def plot_recall_qps(records: list[Record], out: str | os.PathLike, *, mode: str | None = None,
                     k: int | None = None, x_scale: str | None = None, raw: bool = True,
-                    x_metric: str = "recall", y_metric: str = "qps") -> Path:
+                    x_metric: str = "recall", y_metric: str = "qps", **marks) -> Path:
     """Draw recall@k (or ``x_metric``) on x against ``y_metric`` (y, log; QPS by default, or build_s,
     index_mb, p99_ms) with each backend's Pareto frontier bold and, with ``raw``, every configuration faint;
     write PNG/SVG/PDF to out. For a label metric the exact neighbours' value is drawn as a dashed vertical line.
 
     ``x_scale`` None: logit for recall (it spreads 0.9, 0.99, 0.999), linear for label metrics, which level
     off at the exact neighbours' value, usually far below 1; the linear axis then spans the data.
-    ``y_metric`` p99_ms picks single mode (the only one with per-query latency)."""
+    ``y_metric`` p99_ms picks single mode (the only one with per-query latency). ``marks``: highlights, targets
+    and title of :func:`_plot_figure` (a tune's answers)."""
     import matplotlib.pyplot as plt
 
     out = Path(out)
     fmt = out.suffix.lstrip(".").lower()
     if fmt not in ("png", "svg", "pdf"):
         raise InputError(f"output {str(out)!r} must end in .png, .svg or .pdf")
-    fig = plot_figure(records, mode=mode, k=k, x_scale=x_scale, raw=raw, x_metric=x_metric, y_metric=y_metric)
+    fig = plot_figure(records, mode=mode, k=k, x_scale=x_scale, raw=raw, x_metric=x_metric, y_metric=y_metric,
+                      **marks)
     try:
         with atomic_path(out, "." + fmt) as tmp:
             fig.savefig(tmp, format=fmt, metadata=_metadata(fmt))

@@ -389,7 +389,8 @@ class Answer:
                 "recall_all": r.recall if r else None,
                 "qps": r.qps if r else None, "p99_ms": r.p99_ms if r else None,
                 "index_bytes": r.index_bytes if r else None, "build_s": r.build_s if r else None,
-                "trial": self.candidate.trial if r else None, "reason": self.reason}
+                "trial": self.candidate.trial if r else None, "row_key": r.key if r else None,
+                "reason": self.reason}
 
 
 @dataclass
@@ -455,6 +456,25 @@ def read_log(path: Path) -> dict[str, Any]:
     if not isinstance(log, dict) or log.get("version") != TUNE_LOG_VERSION:
         raise InputError(f"{str(path)!r} is not a tune log of this version of ann-bench")
     return log
+
+
+def tune_marks(log: dict[str, Any], records: list) -> tuple[list, dict[str, Any]]:
+    """The rows of a tune's full-set trials among ``records``, and the plot marks of its answers: stars on the
+    answer rows (labelled with target and search setting), the targets, a title line."""
+    keys = {key for t in log["trials"] if t.get("phase", "full") == "full" for key in t.get("row_keys", [])}
+    by_key = {r.key: r for r in records if r.key in keys}
+    stars, seen = [], {}
+    for a in log.get("answers", []):
+        if a.get("row_key") in by_key:
+            seen.setdefault(a["row_key"], []).append(f"{a['target']:g}")
+    for key, targets in seen.items():
+        r = by_key[key]
+        setting = ",".join(f"{k}={v}" for k, v in r.search_params.items())
+        stars.append((r, f"≥{'/'.join(targets)}: {setting}"))
+    n_trials = sum(1 for t in log["trials"])
+    title = (f"tune {log['tune_id']}: {n_trials} trial(s), {len(by_key)} measured settings; "
+             f"★ = fastest per backend reaching each target on the tuning queries")
+    return list(by_key.values()), {"highlights": stars, "targets": log.get("targets"), "title": title}
 
 
 def find_log(store_path: Path, which: str | None) -> Path:

@@ -33,14 +33,28 @@ from ann_bench.results import ResultStore
               help="Figure on x: recall, recall_ab (ann-benchmarks' rule), id_recall, or a label metric of a set "
                    "with labels (precision_at_10, "
                    "recall_at_1, recall_at_10, map_at_10, mrr).")
+@click.option("--tune", "tune_log", default=None, metavar="ID|latest|PATH",
+              help="Draw the trials of one `ann-bench tune` (its id, 'latest', or its log file): every setting "
+                   "it measured, the fronts, and its answers starred at their targets.")
 @force_option
 @results_option
 def plot(dataset: str | None, output: Path, y_metric: str, mode: str | None, k: int | None, x_scale: str | None,
-         raw: bool, backend: str | None, x_metric: str, force: bool, results_path: Path) -> None:
+         raw: bool, backend: str | None, x_metric: str, tune_log: str | None, force: bool,
+         results_path: Path) -> None:
     """Recall@k (or --x-metric) on x against queries per second (or --y-metric) with each backend's Pareto
     frontier bold and every configuration faint. For a label metric the exact neighbours' value is dashed."""
     check_output(output, "plot", inputs=(results_path,), force=force)
+    marks = {}
     with ResultStore(results_path, create=False) as store:
-        records = store.records(dataset=dataset_filter(dataset), backend=backend)
-    plot_recall_qps(records, output, mode=mode, k=k, x_scale=x_scale, raw=raw, x_metric=x_metric, y_metric=y_metric)
+        if tune_log is not None:
+            from ann_bench.tune import find_log, read_log, tune_marks
+
+            log = read_log(find_log(results_path, tune_log))
+            records, marks = tune_marks(log, store.records(dataset=log["dataset_hash"], backend=backend))
+            if mode is None:
+                mode = log.get("mode")
+        else:
+            records = store.records(dataset=dataset_filter(dataset), backend=backend)
+    plot_recall_qps(records, output, mode=mode, k=k, x_scale=x_scale, raw=raw, x_metric=x_metric, y_metric=y_metric,
+                    **marks)
     out.print(f"wrote {escape(str(output))}")

@@ -1,0 +1,176 @@
+"""`ann-bench tune` (ann_bench/tune.py): the bisection finds the least effort exactly, trials are ordinary rows,
+a killed tune resumes without measuring anything twice, constraints hold, answers are validated on held-out
+queries."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ann_bench.cli import cli
+from ann_bench.datasets import VectorSet
+from ann_bench.errors import InputError
+from ann_bench.results import ResultStore
+from ann_bench.runner import RunOptions
+from ann_bench.tune import (Ladder, TuneOptions, bisect_targets, bootstrap_ci, parse_duration, parse_targets,
+                            run_tune, split_queries)
+
+
+# ---- the bisection --------------------------------------------------------------------------------------------
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(steps=st.lists(st.floats(0, 0.2), min_size=1, max_size=60), lo=st.integers(1, 50),
+       targets=st.lists(st.floats(0.05, 1.0), min_size=1, max_size=3, unique=True))
+def test_bisection_finds_the_least_effort_exactly(steps, lo, targets):
+    """Any monotone recall curve over an integer ladder: each target gets the least setting reaching it (or None
+    when none does), in at most ~2 log2(n) + 2 probes per target."""
+    curve = np.minimum(np.cumsum(steps), 1.0)
+    ladder = Ladder(lo, lo + len(curve) - 1)
+    probed = []
+
+    def probe(i):
+        probed.append(i)
+        return float(curve[i]), 1.0 / (i + 1)
+
+    found = bisect_targets(ladder, probe, targets)
+    for t in targets:
+        reaching = np.flatnonzero(curve >= t)
+        assert found[t] == (int(reaching[0]) if reaching.size else None)
+    assert len(probed) == len(set(probed))  # memoised: no setting measured twice
+    assert len(probed) <= len(targets) * (2 * math.log2(len(curve) + 1) + 2)
+
+
+def test_bisection_on_a_float_ladder_and_with_unmeasurable_settings():
+    ladder = Ladder(values=(16.0, 8.0, 4.0, 2.0, 1.0, 0.5, 0.0))  # eps: large is cheap
+    curve = [0.3, 0.5, None, 0.85, 0.93, 0.97, 1.0]  # setting 2 cannot be measured: it counts as not reaching
+    found = bisect_targets(ladder, lambda i: None if curve[i] is None else (curve[i], 1.0), [0.4, 0.9, 0.99])
+    assert found == {0.4: 1, 0.9: 4, 0.99: 6}
+
+
+def test_a_target_that_cannot_beat_the_best_so_far_is_pruned():
+    """Below the target and already slower than the backend's best: more effort is slower still."""
+    curve = np.linspace(0.5, 1.0, 100)
+    probed = []
+
+    def probe(i):
+        probed.append(i)
+        return float(curve[i]), 1000.0 / (i + 1)
+
+    found = bisect_targets(Ladder(1, 100), probe, [0.9], bars=[600.0])
+    assert found == {0.9: None} and len(probed) <= 2  # the second setting is already too slow
+    assert bisect_targets(Ladder(1, 100), probe, [0.9], bars=[1.0]) == {0.9: 80}
+
+
+def test_durations_targets_and_splits():
+    assert parse_duration("20m") == 1200 and parse_duration("1h30m") == 5400 and parse_duration("45") == 45
+    assert parse_duration("90s") == 90
+    for bad in ("", "soon", "-5m", "m"):
+        with pytest.raises(InputError, match="duration"):
+            parse_duration(bad)
+    assert parse_targets("0.99, 0.9,0.95,0.9") == (0.9, 0.95, 0.99)
+    with pytest.raises(InputError, match="not a number"):
+        parse_targets("0.9,high")
+    for bad in ((), (0.0,), (1.5,)):
+        with pytest.raises(InputError):
+            TuneOptions(targets=bad).check()
+    tune_ids, held = split_queries(100, 0.5, seed=3)
+    assert len(tune_ids) == len(held) == 50 and not set(tune_ids) & set(held)
+    assert (split_queries(100, 0.5, seed=3)[0] == tune_ids).all()
+    with pytest.raises(InputError, match="too few"):
+        split_queries(15, 0.5, seed=0)
+    lo, hi = bootstrap_ci(np.r_[np.ones(90), np.zeros(10)], seed=0)
+    assert lo < 0.9 < hi and 0.8 < lo and hi < 0.97
+
+
+# ---- end to end ---------------------------------------------------------------------------------------------
+def tune(path, store_path, **kw):
+    backends = kw.pop("backends", ("hnsw", "ivf"))
+    run = RunOptions(runs=1, seed=kw.pop("seed", 0))
+    options = TuneOptions(backends=backends, trials=kw.pop("trials", 2), **kw)
+    with VectorSet(path) as vs, ResultStore(store_path) as store:
+        return run_tune(vs, options, run, store)
+
+
+def rows(store_path):
+    with ResultStore(store_path, create=False) as store:
+        return {r.key: r.created_at for r in store.records()}
+
+
+def test_tune_answers_are_stored_rows_validated_on_held_out_queries(small_set, tmp_path):
+    result = tune(small_set, tmp_path / "r.sqlite", targets=(0.8, 0.95))
+    stored = rows(tmp_path / "r.sqlite")
+    assert result.n_tune == result.n_heldout == 50
+    found = [a for a in result.answers if a.candidate is not None]
+    assert {a.group for a in found} == {"hnsw[hnswlib]", "ivf[faiss]"}
+    for a in found:
+        c = a.candidate
+        assert c.record.key in stored and c.record.status == "ok"
+        assert c.tune_recall >= a.target
+        assert a.heldout_ci[0] <= c.heldout.mean() <= a.heldout_ci[1]
+    # The bisected knob is exact: one less effort misses the target on the tuning split.
+    ivf = next(a for a in found if a.group == "ivf[faiss]" and a.target == 0.95)
+    lower = [c for c in result.candidates if c.record.build_params == ivf.candidate.record.build_params
+             and c.record.search_params["nprobe"] == ivf.candidate.record.search_params["nprobe"] - 1]
+    assert ivf.candidate.record.search_params["nprobe"] == 1 or (lower and lower[0].tune_recall < 0.95)
+    log = json.loads(result.log_path.read_text())
+    assert [t["build"] for t in log["trials"] if t["backend"] == "hnsw"][0] == {"M": 16, "ef_construction": 200}
+    assert len(log["answers"]) == 4
+
+
+def test_a_killed_tune_resumes_the_same_trials_and_measures_nothing_twice(small_set, tmp_path):
+    store = tmp_path / "r.sqlite"
+    first = tune(small_set, store, trials=2, backends=("hnsw",))
+    before = rows(store)
+    # Re-running the same command measures nothing; one more trial measures only that trial.
+    again = tune(small_set, store, trials=2, backends=("hnsw",))
+    assert rows(store) == before and len(again.trials) == 2
+    more = tune(small_set, store, trials=3, backends=("hnsw",))
+    after = rows(store)
+    assert all(after[key] == when for key, when in before.items())
+    # A fresh tune with the same seed proposes the same builds as the resumed one.
+    fresh = tune(small_set, tmp_path / "fresh.sqlite", trials=3, backends=("hnsw",))
+    assert [t["build"] for t in fresh.trials] == [t["build"] for t in more.trials]
+    assert [t["build"] for t in first.trials] == [t["build"] for t in more.trials][:2]
+
+
+def test_constraints_are_respected(small_set, tmp_path):
+    result = tune(small_set, tmp_path / "r.sqlite", backends=("hnsw",), max_memory=10_000, trials=2)
+    assert all(a.candidate is None for a in result.answers)
+    assert all(t["state"] == "pruned" and t["values"] == [0.0] * 3 for t in result.trials)
+    assert "--max-memory" in result.answers[0].reason
+    # A build running past --max-build-s is killed and counts as infeasible.
+    slow = tune(small_set, tmp_path / "s.sqlite", backends=("hnsw",), max_build_s=1e-3, trials=1,
+                build_specs=("ef_construction=800", "M=64"))
+    assert slow.trials[0]["state"] in ("timeout", "pruned") and slow.answers[0].candidate is None
+
+
+def test_subsample_searches_small_and_answers_from_the_full_set(small_set, tmp_path):
+    result = tune(small_set, tmp_path / "r.sqlite", backends=("ivf",), subsample=0.4, trials=2)
+    phases = [t["phase"] for t in result.trials]
+    assert phases == ["sample", "sample", "full"]
+    with VectorSet(small_set) as vs:
+        full_hash = vs.content_hash()
+    assert all(c.record.dataset_hash == full_hash for c in result.candidates)
+    assert any(a.candidate is not None for a in result.answers)
+
+
+def test_cli_tune_json_and_exit_codes(small_set, tmp_path):
+    store = str(tmp_path / "r.sqlite")
+    res = CliRunner().invoke(cli, ["tune", "--dataset", str(small_set), "--results", store, "--backend", "ivf",
+                                   "--trials", "2", "--recall", "0.9", "--runs", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    answers = json.loads(res.stdout)
+    assert set(answers[0]) >= {"target", "backend", "impl", "build", "search", "recall", "recall_heldout", "qps",
+                               "p99_ms", "index_bytes", "build_s"}
+    assert answers[0]["recall"] >= 0.9
+    # Nobody meets the target: said, exit 1.
+    res = CliRunner().invoke(cli, ["tune", "--dataset", str(small_set), "--results", store, "--backend", "ivf",
+                                   "--trials", "1", "--max-memory", "1kB", "--runs", "1"])
+    assert res.exit_code == 1 and "no backend reaches" in res.output
+    for args, message in ((["--recall", "2"], "recall target"), (["--budget", "soon"], "duration"),
+                          (["--backend", "nope"], "nope"), (["--heldout", "1"], "--heldout")):
+        res = CliRunner().invoke(cli, ["tune", "--dataset", str(small_set), "--results", store, *args])
+        assert res.exit_code == 2 and message in res.output, res.output
