@@ -48,6 +48,7 @@ from ann_bench.runner import JobRecorder
 
 TUNE_LOG_VERSION = 1
 BOOTSTRAP = 2000  # resamples of the held-out queries for the recall interval
+PRUNE_MARGIN = 0.8  # a target is given up for a build only when a probe is below 80 % of the best speed so far
 DEFAULT_BACKENDS = ("hnsw", "ivf", "ivfpq", "annoy", "nsw")
 
 
@@ -74,6 +75,14 @@ class Ladder:
         ladder (effort doubles per unit), the index for an explicit list."""
         return math.log(self.lo + i) if not self.values and self.lo + i > 0 else float(i)
 
+    def close(self, fail: int, succ: int) -> bool:
+        """Whether the bracket (fail, succ) is narrow enough to stop: adjacent settings, or for an integer ladder
+        values within 1/64 of each other (exact up to 64: ef, nprobe; 1.6 % for search_k in the thousands,
+        where one more probe per halving buys nothing measurable)."""
+        if succ - fail <= 1:
+            return True
+        return not self.values and (self.lo + succ) - (self.lo + fail) <= (self.lo + succ) // 64
+
     def nearest(self, position: float) -> int:
         """The setting nearest a position of :meth:`position`'s scale."""
         if self.values or self.lo + 0 <= 0:
@@ -99,9 +108,10 @@ def bisect_targets(ladder: Ladder, probe, targets: list[float], bars: list[float
     ``probe(i)`` -> (recall, speed), or None where the setting cannot be measured (counts as not reaching).
     Probes are memoised and shared by the targets. The search doubles the effort from the cheapest setting
     (or from the previous target's answer) until a setting reaches the target, then narrows the bracket to
-    adjacent settings: by interpolating logit(recall) against log(effort) where that halves the bracket,
-    else by bisection — exact integers in a handful of probes. ``bars[j]``: the best speed already known for
-    target j; a probe below target j that is also slower prunes target j (more effort is only slower)."""
+    adjacent settings (:meth:`Ladder.close`: exact integers up to 64, then within 1/64 of the value): by
+    interpolating logit(recall) against log(effort) where that halves the bracket, else by bisection.
+    ``bars[j]``: the best speed already known for target j; a probe below target j that is also slower than
+    ``PRUNE_MARGIN`` of it prunes target j (more effort is only slower; the margin allows for timing noise)."""
     n = len(ladder)
     seen: dict[int, tuple[float, float] | None] = {}
 
@@ -118,7 +128,7 @@ def bisect_targets(ladder: Ladder, probe, targets: list[float], bars: list[float
 
         def hopeless(i: int) -> bool:
             got = seen.get(i)
-            return bar is not None and got is not None and got[0] < target and got[1] < bar
+            return bar is not None and got is not None and got[0] < target and got[1] < bar * PRUNE_MARGIN
 
         if any(hopeless(i) for i in seen if i >= start):
             out[target] = None
@@ -138,7 +148,7 @@ def bisect_targets(ladder: Ladder, probe, targets: list[float], bars: list[float
             out[target] = None
             continue
         pruned, halved = False, True
-        while fail is not None and succ - fail > 1:
+        while fail is not None and not ladder.close(fail, succ):
             mid = (fail + succ) // 2
             rf, rs = recall(fail), recall(succ)
             if halved and math.isfinite(rf) and rs > rf:  # interpolate where the curve is known on both sides
@@ -304,7 +314,7 @@ class TuneOptions:
     max_build_s: float | None = None
     speed: str = "qps"  # "qps" | "p99" (single mode)
     budget_s: float | None = None  # no new trial starts after this
-    trials: int = 10  # at most, per backend
+    trials: int = 6  # at most, per backend
     heldout: float = 0.5  # fraction of the queries kept out of the choice
     build_specs: tuple[str, ...] = ()  # --build fixes build parameters (kept out of the search)
     subsample: float | None = None  # search builds on this fraction of the train vectors, then build finalists

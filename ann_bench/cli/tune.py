@@ -40,7 +40,7 @@ from ann_bench.tune import DEFAULT_BACKENDS, TuneOptions, parse_duration, parse_
               help="qps: highest queries per second (batch mode); p99: lowest p99 latency (single mode).")
 @click.option("--budget", default=None, metavar="DURATION",
               help="No new trial starts after this much time (e.g. 20m, 90s, 1h); trials running then finish.")
-@click.option("--trials", type=int, default=10, show_default=True,
+@click.option("--trials", type=int, default=6, show_default=True,
               help="Build configurations tried per backend at most (the first is the backend's default).")
 @click.option("--subsample", type=float, default=None, metavar="FRACTION",
               help="Search build parameters on this random fraction of the train vectors (e.g. 0.1: builds about "
