@@ -129,3 +129,18 @@ def test_memory_limit_is_reserved_and_enforced(small_set, faulty_backends):
     fine = next(r for r in summary.records if r.build_params["gb"] == 0.0)
     assert hog.status == "failed" and "memory limit exceeded" in hog.error
     assert fine.status == "ok" and fine.peak_rss_bytes > 0
+
+
+def test_tune_on_ray_runs_the_same_trials_as_locally(small_set, tmp_path):
+    """Each round's trials run as Ray tasks; the builds proposed and the recall measured are the local ones."""
+    from ann_bench.tune import TuneOptions, run_tune
+
+    def tune(store, executor):
+        with VectorSet(small_set) as vs, ResultStore(store) as results:
+            return run_tune(vs, TuneOptions(backends=("hnsw", "ivf"), trials=2, targets=(0.9,)),
+                            RunOptions(runs=1, executor=executor), results)
+
+    local, on_ray = tune(tmp_path / "local.sqlite", "local"), tune(tmp_path / "ray.sqlite", "ray")
+    assert [t["build"] for t in on_ray.trials] == [t["build"] for t in local.trials]
+    recall = lambda result: sorted((c.record.key, c.record.recall) for c in result.candidates)  # noqa: E731
+    assert recall(on_ray) == recall(local)
