@@ -15,7 +15,7 @@ CORE = {
     "flat": ({}, {}, 1.0),
     "hnsw": ({"M": 16, "ef_construction": 100}, {"ef": 200}, 0.99),
     "ivf": ({"nlist": 32}, {"nprobe": 32}, 1.0),
-    "ivfpq": ({"nlist": 16, "m": 8, "nbits": 6, "refine": 10}, {"nprobe": 16}, 0.95),
+    "ivfpq": ({"nlist": 16, "m": 8, "nbits": 6, "rerank": True}, {"nprobe": 16, "refine": 10}, 0.95),
 }
 
 
@@ -68,11 +68,42 @@ def test_index_bytes_tracks_what_is_stored(data):
     flat = get_backend("flat")("euclidean", 16)
     flat.build(X)
     assert abs(flat.index_bytes() - X.nbytes) < 1024
-    pq = get_backend("ivfpq")("euclidean", 16, nlist=16, m=8, nbits=6, refine=0)
+    pq = get_backend("ivfpq")("euclidean", 16, nlist=16, m=8, nbits=6, rerank=False)
     pq.build(X)
-    refined = get_backend("ivfpq")("euclidean", 16, nlist=16, m=8, nbits=6, refine=4)
+    refined = get_backend("ivfpq")("euclidean", 16, nlist=16, m=8, nbits=6, rerank=True)
     refined.build(X)
     assert pq.index_bytes() < X.nbytes / 2 < refined.index_bytes()
+
+
+def test_ivfpq_refine_is_a_search_parameter_of_one_rerank_build(data, tmp_path):
+    """One build with the raw vectors serves every re-ranking depth; deeper re-ranking recalls more; refine 1
+    re-ranks only the PQ top k (same ids as the PQ ranking); settings with nothing to measure are skipped."""
+    from ann_bench.groundtruth import exact_knn
+
+    X, Q = data
+    _, gt = exact_knn(X, Q, "euclidean", 10)
+    cls = get_backend("ivfpq")
+    pq, rr = cls("euclidean", 16, nlist=16, m=4, nbits=6), cls("euclidean", 16, nlist=16, m=4, nbits=6, rerank=True)
+    pq.build(X)
+    rr.build(X)
+
+    def recall(index, **search):
+        index.set_search_params(nprobe=16, **search)
+        I = index.search(Q, 10)[1]
+        return float(id_recall(I, gt, 10).mean()), I
+
+    plain, plain_ids = recall(pq, refine=0)
+    shallow, shallow_ids = recall(rr, refine=1)
+    deep, _ = recall(rr, refine=20)
+    assert plain < 0.9 < deep and deep > plain + 0.1
+    assert (np.sort(shallow_ids, axis=1) == np.sort(plain_ids, axis=1)).all()  # same codes, same seed: same top k
+    assert "needs the raw vectors" in pq.search_skip_reason(cls.validate_search_params({"refine": 4}), 10)
+    assert "rerank=false build again" in rr.search_skip_reason(cls.validate_search_params({"refine": 0}), 10)
+    assert cls.costlier({"nprobe": 4, "refine": 2}, {"nprobe": 4, "refine": 8})
+    rr.save(tmp_path / "rr.index")  # the wrapper and its PQ index come back whole
+    back = cls("euclidean", 16, nlist=16, m=4, nbits=6, rerank=True)
+    back.load(tmp_path / "rr.index")
+    assert recall(back, refine=20)[0] == deep and recall(back, refine=1)[0] == shallow
 
 
 def test_padding_when_fewer_than_k_results(data):

@@ -1,9 +1,13 @@
 """Inverted file with product-quantised residuals: faiss IVF-PQ, optionally re-ranked exactly.
 
-Build ``nlist``, ``m`` (sub-quantizers, must divide the dimension), ``nbits`` (bits per code) and ``refine``
-(0: no re-ranking; r > 0: keep the raw vectors in an IndexRefineFlat and re-rank the r*k best PQ candidates
-with exact distances); search ``nprobe``. Polysemous training is off (the ``np`` suffix of the factory
-string): it is on by default in faiss and makes the build about 8x slower for nothing we measure.
+Build ``nlist``, ``m`` (sub-quantizers, must divide the dimension), ``nbits`` (bits per code) and ``rerank``
+(keep the raw vectors beside the codes, in an IndexRefineFlat, so that searches can re-rank exactly); search
+``nprobe`` and ``refine`` (0: the PQ ranking as it is; r >= 1: re-rank the r*k best PQ candidates with exact
+distances — faiss's ``k_factor``, set per search, so one ``rerank`` build serves every depth). A ``refine`` > 0
+on a build without raw vectors has nothing to re-rank with and is skipped, as is ``refine`` 0 on a ``rerank``
+build (it measures the build without raw vectors again, with a larger index). Polysemous training is off (the
+``np`` suffix of the factory string): it is on by default in faiss and makes the build about 8x slower for
+nothing we measure.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import numpy as np
 from ann_bench.backends._faiss import import_faiss
 from ann_bench.backends.base import Param
 from ann_bench.backends.ivf import FaissIVFFlat, pow2_lists
+from ann_bench.distances import normalized
 from ann_bench.errors import InputError
 
 
@@ -34,9 +39,17 @@ class FaissIVFPQ(FaissIVFFlat):
         FaissIVFFlat.build_params[1],  # train_per_list
         Param("m", int, 16, "PQ sub-quantizers; must divide the dimension", min=1, max=1024),
         Param("nbits", int, 8, "bits per sub-quantizer code", min=4, max=12),
-        Param("refine", int, 0, "re-rank refine*k PQ candidates exactly; 0 = off", min=0, max=1000),
+        Param("rerank", bool, False, "keep the raw vectors (IndexRefineFlat) so searches can re-rank exactly "
+              "(search refine > 0); the index grows by n * dim * 4 bytes"),
     )
-    build_grid = {"nlist": [1024], "m": [16], "nbits": [8], "refine": [0, 10]}
+    search_params = (
+        FaissIVFFlat.search_params[0],  # nprobe
+        Param("refine", int, 0, "re-rank refine*k PQ candidates with exact distances (needs a rerank build); "
+              "0 = the PQ ranking", min=0, max=1000),
+    )
+    build_grid = {"nlist": [1024], "m": [16], "nbits": [8], "rerank": [False, True]}
+    search_grid = {**FaissIVFFlat.search_grid, "refine": [0, 10]}
+    effort_params = {"nprobe": +1, "refine": +1}
     grid_notes = {"nlist": "4*sqrt(n) rounded to a power of two", "m": "the divisor of dim nearest dim/4, <= 64"}
 
     @classmethod
@@ -58,6 +71,13 @@ class FaissIVFPQ(FaissIVFFlat):
                 f"got {n}; lower nbits"
             )
 
+    def search_skip_reason(self, search: dict[str, Any], k: int) -> str | None:
+        if search["refine"] > 0 and not self.params["rerank"]:
+            return f"refine={search['refine']} needs the raw vectors of a rerank=true build"
+        if search["refine"] == 0 and self.params["rerank"]:
+            return "refine=0 on a rerank=true build measures the rerank=false build again"
+        return super().search_skip_reason(search, k)
+
     def factory_string(self) -> str:
         p = self.params
         return f"IVF{p['nlist']},PQ{p['m']}x{p['nbits']}np"
@@ -69,11 +89,36 @@ class FaissIVFPQ(FaissIVFFlat):
         ivf.cp.seed = self.seed
         ivf.cp.max_points_per_centroid = self.params["train_per_list"]
         base.train(X)
-        if self.params["refine"] > 0:
+        if self.params["rerank"]:
             index = faiss.IndexRefineFlat(base)
-            index.k_factor = float(self.params["refine"])
             index.add(X)  # adds to the PQ index and keeps the raw vectors for re-ranking
             self._base = base  # keep the wrapped index alive alongside its wrapper
             return index
         base.add(X)
         return base
+
+    def _apply_search_params(self, params: dict[str, Any]) -> None:
+        super()._apply_search_params(params)  # nprobe, on the IVF index inside any wrapper
+        if self.index is not None and self.params["rerank"] and params["refine"] > 0:
+            import_faiss().downcast_index(self.index).k_factor = float(params["refine"])
+
+    def query(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The PQ index alone for refine 0, the re-ranking wrapper for refine >= 1."""
+        if self.params["rerank"] and self.search_config.get("refine", 0) == 0:
+            if self.metric == "angular":
+                Q = normalized(Q)
+            return self._pq().search(Q, k)
+        return super().query(Q, k)
+
+    def _pq(self):
+        """The IVF-PQ index inside the re-ranking wrapper (after a build or a load)."""
+        base = getattr(self, "_base", None)
+        if base is None:
+            faiss = import_faiss()
+            base = faiss.downcast_index(faiss.downcast_index(self.index).base_index)
+            self._base = base
+        return base
+
+    def load(self, path) -> None:
+        self._base = None
+        super().load(path)
