@@ -270,23 +270,32 @@ def _append(pool, used, start, cap, deg, v, value):
 
 
 @njit(cache=True, nogil=True)
-def build_graph(X, kind, f, w, ef_construction, first_entry, U):
-    """Insert the rows of X (n, d) one by one, in id order, into a Navigable Small World graph.
+def _new_block(pool, used, start, cap, i, cap0):
+    """Give node i an empty list of capacity cap0 at the end of the pool (growing it); returns (pool, used)."""
+    if used + cap0 > pool.shape[0]:
+        bigger = np.empty(max(2 * pool.shape[0], used + cap0), np.int32)
+        bigger[:used] = pool[:used]
+        pool = bigger
+    start[i] = used
+    cap[i] = cap0
+    return pool, used + cap0
 
-    Node i is searched for among nodes 0..i-1 with w restarts and candidate lists of max(ef_construction,
-    f), then linked both ways to the f nearest found. Restart r starts at the random node floor(U[i, r] * i)
-    (U (n, w) float64 uniform in [0, 1)), except restart 0, which starts at node 0 when ``first_entry``.
-    Returns the graph in CSR form: indptr (n + 1,) int64 and adj (indptr[n],) int32, each list in the order
-    its links were made (own links nearest first, then the links of later nodes).
-    """
-    n = X.shape[0]
+
+@njit(cache=True, nogil=True)
+def new_graph(n, f):
+    """An empty growable graph of n nodes: (pool, start, cap, deg); each node gets its block when inserted."""
     cap0 = max(2, 2 * f)
-    pool = np.empty(max(16, n * cap0), np.int32)
-    used = 0
-    start = np.zeros(n, np.int64)
-    cap = np.zeros(n, np.int32)
-    deg = np.zeros(n, np.int32)
-    visited = np.zeros(n, np.int32)
+    return (np.empty(max(16, n * cap0), np.int32), np.zeros(n, np.int64), np.zeros(n, np.int32),
+            np.zeros(n, np.int32))
+
+
+@njit(cache=True, nogil=True)
+def insert_range(X, kind, f, w, ef_construction, first_entry, U, pool, used, start, cap, deg, visited, lo, hi):
+    """Insert nodes lo..hi-1 one by one, in id order: node i is searched for among nodes 0..i-1 with w
+    restarts and candidate lists of max(ef_construction, f), then linked both ways to the f nearest found.
+    Restart r starts at node floor(U[i, r] * i) (U (n, w) uniform in [0, 1)), except restart 0, which starts
+    at node 0 when ``first_entry``. Returns (pool, used)."""
+    cap0 = max(2, 2 * f)
     ef = max(ef_construction, f)
     Ld = np.empty(ef, np.float32)
     Li = np.empty(ef, np.int32)
@@ -296,14 +305,8 @@ def build_graph(X, kind, f, w, ef_construction, first_entry, U):
     Gx = np.empty(ef, np.uint8)
     buf = np.empty(_CHUNK, np.int32)
     entries = np.empty(w, np.int64)
-    for i in range(n):
-        if used + cap0 > pool.shape[0]:
-            bigger = np.empty(2 * pool.shape[0], np.int32)
-            bigger[:used] = pool[:used]
-            pool = bigger
-        start[i] = used
-        cap[i] = cap0
-        used += cap0
+    for i in range(lo, hi):
+        pool, used = _new_block(pool, used, start, cap, i, cap0)
         if i == 0:
             continue
         for r in range(w):
@@ -316,6 +319,57 @@ def build_graph(X, kind, f, w, ef_construction, first_entry, U):
             v = Gi[j]
             pool, used = _append(pool, used, start, cap, deg, i, v)
             pool, used = _append(pool, used, start, cap, deg, v, i)
+    return pool, used
+
+
+@njit(cache=True, nogil=True)
+def search_range(X, kind, f, w, ef_construction, first_entry, U, pool, start, deg, visited, lo, hi, frozen,
+                 out, out_n, base):
+    """The insertion searches of nodes lo..hi-1 among nodes 0..frozen-1 only (the graph as it stood before
+    their batch; it is not modified here, so threads run this on disjoint ranges at once, each with its own
+    ``visited``). The f nearest of node i go to out[i - base, :out_n[i - base]], nearest first. Restart r
+    starts at node floor(U[i, r] * frozen); restart 0 at node 0 when ``first_entry``."""
+    ef = max(ef_construction, f)
+    Ld = np.empty(ef, np.float32)
+    Li = np.empty(ef, np.int32)
+    Lx = np.empty(ef, np.uint8)
+    Gd = np.empty(ef, np.float32)
+    Gi = np.empty(ef, np.int32)
+    Gx = np.empty(ef, np.uint8)
+    buf = np.empty(_CHUNK, np.int32)
+    entries = np.empty(w, np.int64)
+    for i in range(lo, hi):
+        for r in range(w):
+            entries[r] = min(np.int64(U[i, r] * frozen), frozen - 1)
+        if first_entry:
+            entries[0] = 0
+        size = _multi_search(X, kind, X[i], start, deg, pool, entries, w, ef, visited, i,
+                             Ld, Li, Lx, Gd, Gi, Gx, buf)
+        m = min(size, f)
+        out_n[i - base] = m
+        for j in range(m):
+            out[i - base, j] = Gi[j]
+
+
+@njit(cache=True, nogil=True)
+def link_range(pool, used, start, cap, deg, f, lo, hi, out, out_n, base):
+    """Insert nodes lo..hi-1 in id order with the neighbours :func:`search_range` found: each gets its block,
+    then its links both ways. Returns (pool, used)."""
+    cap0 = max(2, 2 * f)
+    for i in range(lo, hi):
+        pool, used = _new_block(pool, used, start, cap, i, cap0)
+        for j in range(out_n[i - base]):
+            v = out[i - base, j]
+            pool, used = _append(pool, used, start, cap, deg, i, v)
+            pool, used = _append(pool, used, start, cap, deg, v, i)
+    return pool, used
+
+
+@njit(cache=True, nogil=True)
+def to_csr(pool, start, deg):
+    """The growable graph compacted: indptr (n + 1,) int64 and adj (indptr[n],) int32, each list in the order
+    its links were made (own links nearest first, then the links of later nodes)."""
+    n = start.shape[0]
     indptr = np.zeros(n + 1, np.int64)
     for v in range(n):
         indptr[v + 1] = indptr[v] + deg[v]
@@ -326,6 +380,18 @@ def build_graph(X, kind, f, w, ef_construction, first_entry, U):
         for j in range(deg[v]):
             adj[o + j] = pool[s + j]
     return indptr, adj
+
+
+@njit(cache=True, nogil=True)
+def build_graph(X, kind, f, w, ef_construction, first_entry, U):
+    """The one-by-one (sequential) build of a Navigable Small World graph over the rows of X (n, d): see
+    :func:`insert_range`. Returns its CSR form (indptr, adj)."""
+    n = X.shape[0]
+    pool, start, cap, deg = new_graph(n, f)
+    visited = np.zeros(n, np.int32)
+    pool, used = insert_range(X, kind, f, w, ef_construction, first_entry, U, pool, 0, start, cap, deg, visited,
+                              0, n)
+    return to_csr(pool, start, deg)
 
 
 @njit(cache=True, nogil=True)
