@@ -82,5 +82,24 @@ class MobileNetV2(nn.Module):
 
     @staticmethod
     def config_from_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
-        raise InputError("a bare mobilenet_v2 state_dict does not say its stage settings; use the ann-bench "
-                         "checkpoint that `ann-bench train` writes (--model PATH.pt)")
+        """The configuration of a bare state_dict of the default architecture (DEFAULT_SETTINGS, width 1,
+        stem 32, last 256, stem stride 1): input channels and dim are read from the tensor shapes, and every
+        tensor's name and shape must then be the default network's. Strides leave no trace in the weights,
+        so a state_dict of any other layout is refused with one line (export it as TorchScript instead)."""
+        stem, head = sd.get("features.0.0.weight"), sd.get("head.weight")
+        if stem is None or head is None or stem.dim() != 4 or head.dim() != 2:
+            raise InputError("this state_dict is not a mobilenet_v2 of ann-bench (no features.0.0.weight / "
+                             "head.weight); export your model as TorchScript (torch.jit.script(model).save(PATH)) "
+                             "and use --model torchscript:PATH")
+        config = {"in_channels": int(stem.shape[1]), "dim": int(head.shape[0])}
+        expected = {k: tuple(v.shape) for k, v in MobileNetV2(**config).state_dict().items()}
+        given = {k: tuple(v.shape) for k, v in sd.items()}
+        if given != expected:
+            wrong = sorted(set(given) ^ set(expected)) or [k for k in expected if given[k] != expected[k]]
+            raise InputError(f"this mobilenet_v2 state_dict is not of the default architecture (stages "
+                             f"{DEFAULT_SETTINGS}, width 1; differs at {wrong[0]!r}), and a bare state_dict "
+                             "does not say its stage settings or strides: export the model as TorchScript "
+                             "(torch.jit.script(model).save(PATH)) and use --model torchscript:PATH, or use the "
+                             "checkpoint `ann-bench train` writes")
+        return {**config, "width": 1.0, "stem": 32, "stem_stride": 1, "last": 256,
+                "settings": [list(row) for row in DEFAULT_SETTINGS]}

@@ -259,3 +259,29 @@ def test_root_group_turns_train_errors_into_one_line(tmp_path):
     r = CliRunner().invoke(group, ["train", "--data", "digits", "--loss", "x", "-o", tmp_path / "m.pt"])
     assert r.exit_code == 2 and "unknown --loss 'x'" in r.output and "Traceback" not in r.output
     assert isinstance(group, click.Group)
+
+
+def test_bare_mobilenet_v2_state_dict_of_the_default_architecture_embeds(tmp_path):
+    """`--model mobilenet_v2:PATH` loads a bare state_dict of the documented default architecture (input
+    channels and dim read from the shapes); any other layout gets one line saying to export TorchScript."""
+    import torch
+
+    from embeddings.mobilenet import MobileNetV2
+
+    torch.manual_seed(0)
+    model = MobileNetV2(in_channels=1, dim=24)
+    torch.save(model.state_dict(), tmp_path / "bare.pt")
+    emb = load_embedder(f"mobilenet_v2:{tmp_path / 'bare.pt'}")
+    images = np.random.default_rng(0).integers(0, 255, size=(4, 28, 28), dtype=np.uint8)
+    v = emb.embed(images)
+    model.eval()
+    with torch.inference_mode():
+        ref = torch.nn.functional.normalize(model(torch.from_numpy(images[:, None] / 255.0).float()), dim=1)
+    v = v / np.linalg.norm(v, axis=1, keepdims=True)  # the set's metric is angular: the direction is the vector
+    assert v.shape == (4, 24) and np.allclose(v, ref.numpy(), atol=1e-5)
+    torch.save(MobileNetV2(in_channels=1, dim=24, width=0.5).state_dict(), tmp_path / "narrow.pt")
+    with pytest.raises(InputError, match="not of the default architecture.*TorchScript"):
+        load_embedder(f"mobilenet_v2:{tmp_path / 'narrow.pt'}")
+    torch.save({"weight": torch.zeros(3, 3)}, tmp_path / "other.pt")
+    with pytest.raises(InputError, match="TorchScript"):
+        load_embedder(f"mobilenet_v2:{tmp_path / 'other.pt'}")
