@@ -27,6 +27,7 @@ if __package__ in (None, ""):
 import torch
 
 from embeddings.training import TrainConfig, train
+from embeddings.training.evaluate import THRESHOLDS
 
 ROWS = [  # (label, loss, miner, augment, epochs-multiplier 0 for untrained)
     ("untrained", "triplet", None, False, 0),
@@ -55,7 +56,8 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         config = TrainConfig(data="fashion-mnist", arch=args.arch, loss=loss, miner=miner, dim=args.dim,
                              epochs=args.epochs * mult, augment=augment, train_limit=args.train_limit,
-                             test_limit=args.test_limit, seed=0, threads=1)
+                             test_limit=args.test_limit, seed=0, threads=1,
+                             thresholds=THRESHOLDS)  # the README's fixed columns (the default is quantiles)
         result = train(config, log=lambda m, label=label: print(f"  [{label}] {m}", flush=True))
         seconds = time.perf_counter() - t0
         if args.checkpoints is not None:

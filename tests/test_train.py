@@ -285,3 +285,50 @@ def test_bare_mobilenet_v2_state_dict_of_the_default_architecture_embeds(tmp_pat
     torch.save({"weight": torch.zeros(3, 3)}, tmp_path / "other.pt")
     with pytest.raises(InputError, match="TorchScript"):
         load_embedder(f"mobilenet_v2:{tmp_path / 'other.pt'}")
+
+
+def test_train_labels_file_thresholds_device_and_progress(tmp_path):
+    """--labels gives .npy features their labels; --thresholds sets the verification thresholds (default: the
+    quantiles of the pair distances); --device is checked like embed's; a bar per epoch is drawn."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    np.save(tmp_path / "features.npy", d.data[:400].astype(np.float32))
+    np.save(tmp_path / "labels.npy", d.target[:400])
+    base = ["--data", str(tmp_path / "features.npy"), "--arch", "mlp", "--epochs", "2", "--batch-size", "64",
+            "--dim", "8"]
+    r = CliRunner().invoke(train_cmd, [*base, "--labels", str(tmp_path / "labels.npy"), "--thresholds",
+                                       "0.5,1.0", "-o", tmp_path / "m.pt", "--json"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    metrics = json.loads((tmp_path / "m.metrics.json").read_text())["metrics"]
+    assert list(metrics["verification"]) == ["0.5", "1"] and metrics["verification_thresholds"] == "given"
+    r = CliRunner().invoke(train_cmd, [*base, "--labels", str(tmp_path / "labels.npy"), "--baseline",
+                                       "-o", tmp_path / "q.pt"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "q.metrics.json").read_text())
+    quantiles = list(doc["metrics"]["verification"])
+    assert len(quantiles) >= 3 and doc["metrics"]["verification_thresholds"].startswith("quantiles")
+    assert list(doc["untrained_metrics"]["verification"]) == quantiles  # the untrained model, same thresholds
+    from ann_bench.cli import cli
+
+    labels = ["--labels", str(tmp_path / "labels.npy")]
+    for args, message in (([*labels, "--device", "tpu"], "unknown --device 'tpu'"),
+                          ([*labels, "--thresholds", "0.5,x"], "--thresholds"),
+                          (["--labels", str(tmp_path / "missing.npy")], "missing.npy"),
+                          ([], "--labels FILE"),  # no labels at all: it says how to give them
+                          ([*labels, "--data", "digits"], "carries its own labels")):
+        r = CliRunner().invoke(cli, ["train", *base, *args, "-o", str(tmp_path / "x.pt")])
+        assert r.exit_code == 2 and message in r.output, r.output
+        assert not (tmp_path / "x.pt").exists()
+
+
+def test_epoch_progress_reports_batches_loss_and_rate():
+    from ann_bench.cli.train import EpochProgress
+
+    with EpochProgress(2) as bar:
+        for epoch in range(2):
+            for step in range(1, 4):
+                bar.step(epoch, step, 3, 64, 1.0 / step)
+        task = bar.progress.tasks[-1]
+        assert task.description == "epoch 2/2" and task.completed == 3 and task.total == 3
+        assert task.fields["loss"] == f"{(1 + 1 / 2 + 1 / 3) / 3:.4f}" and task.fields["rate"].endswith("items/s")

@@ -12,6 +12,50 @@ from rich.table import Table
 from ann_bench.cli.console import err, out
 from ann_bench.cli.options import force_option
 
+class EpochProgress:
+    """A bar per epoch on stderr: batches done / total, the running mean loss, items per second and the ETA;
+    the trainer's log lines print above it."""
+
+    def __init__(self, epochs: int):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        self.epochs = epochs
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]}"),
+                                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err,
+                                 transient=True)
+        self.task = None
+        self.epoch = -1
+        self.items = 0
+        self.losses: list[float] = []
+        self.started = 0.0
+
+    def __enter__(self) -> EpochProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def log(self, message: str) -> None:
+        (self.progress.console if self.task is not None else err).print(escape(message), soft_wrap=True)
+
+    def step(self, epoch: int, step: int, steps: int, items: int, loss: float) -> None:
+        import time
+
+        if epoch != self.epoch:
+            if self.task is not None:
+                self.progress.remove_task(self.task)
+            self.progress.start()
+            self.epoch, self.items, self.losses, self.started = epoch, 0, [], time.perf_counter()
+            self.task = self.progress.add_task(f"epoch {epoch + 1}/{self.epochs}", total=steps, loss="-", rate="")
+        self.items += items
+        self.losses.append(loss)
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        self.progress.update(self.task, completed=step, loss=f"{sum(self.losses) / len(self.losses):.4f}",
+                             rate=f"{self.items / elapsed:,.0f} items/s")
+
+
 _LOSSES = ("triplet, contrastive, multi-similarity, circle, lifted-structure, supcon, arcface, cosface, "
            "proxy-anchor, proxy-nca, normalized-softmax, soft-triple, center, softmax")
 _MINERS = "semihard, hard, all, batch-hard, multi-similarity, pair-margin, none"
@@ -53,6 +97,13 @@ _MINERS = "semihard, hard, all, batch-hard, multi-similarity, pair-margin, none"
               help="Also evaluate the untrained model and print it beside the trained one.")
 @click.option("--label-column", default=None, help="Label column of a .tsv/.csv [label].")
 @click.option("--text-column", default=None, help="Text column of a .tsv/.csv [text, or the first other].")
+@click.option("--labels", "labels_file", default=None, metavar="FILE",
+              help="Labels (.npy or IDX, one per item) for a .npy or IDX --data without labels of its own (e.g. "
+                   "features computed elsewhere).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N (as embed).")
+@click.option("--thresholds", default=None, metavar="T1,T2,...",
+              help="Verification thresholds (L2 distances between unit embeddings, 0..2) [the 10/25/50/75/90 % "
+                   "quantiles of the test pairs' distances].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, the weights, the batches.")
 @click.option("--threads", type=int, default=1, show_default=True, help="torch and faiss threads.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -63,7 +114,8 @@ def train(data: str, arch: str, loss: str, miner: str | None, dim: int, epochs: 
           m_per_class: int | None, steps_per_epoch: int | None, augment: bool, split: str, test_size: float,
           train_limit: int | None, test_limit: int | None, image_size: int | None, center_weight: float,
           center_alpha: float, reference: str, baseline: bool, label_column: str | None, text_column: str | None,
-          seed: int, threads: int, output: Path, as_json: bool, force: bool) -> None:
+          labels_file: str | None, device: str, thresholds: str | None, seed: int, threads: int, output: Path,
+          as_json: bool, force: bool) -> None:
     """Train an embedder with a metric-learning loss, evaluate it (Precision@k, Recall@K, MAP, MAP@R, MRR,
     NMI, AMI, verification accuracy) and write a checkpoint that `ann-bench embed --model` runs."""
     from ann_bench.atomic import ensure_writable_dir
@@ -73,6 +125,7 @@ def train(data: str, arch: str, loss: str, miner: str | None, dim: int, epochs: 
         metrics_table_rows,
         save_checkpoint,
     )
+    from embeddings.training.evaluate import parse_thresholds
     from embeddings.training.trainer import train as run_training
 
     config = TrainConfig(data=data, arch=arch, loss=loss, miner=None if miner in (None, "none") else miner, dim=dim,
@@ -81,7 +134,8 @@ def train(data: str, arch: str, loss: str, miner: str | None, dim: int, epochs: 
                          train_limit=train_limit, test_limit=test_limit, image_size=image_size,
                          center_weight=center_weight, center_alpha=center_alpha, reference=reference,
                          baseline=baseline, seed=seed, threads=threads, label_column=label_column,
-                         text_column=text_column)
+                         text_column=text_column, labels=labels_file, device=device,
+                         thresholds=parse_thresholds(thresholds))
     config.check()
     output = output.expanduser()
     ensure_writable_dir(output)
@@ -90,8 +144,10 @@ def train(data: str, arch: str, loss: str, miner: str | None, dim: int, epochs: 
     from ann_bench.outputs import check_output
 
     data_file = Path(data).expanduser() if Path(data).expanduser().is_file() else None
-    check_output(output, "checkpoint", inputs=(data_file,), force=force)
-    result = run_training(config, log=lambda msg: err.print(escape(msg), soft_wrap=True))
+    labels_path = Path(labels_file).expanduser() if labels_file is not None else None
+    check_output(output, "checkpoint", inputs=(data_file, labels_path), force=force)
+    with EpochProgress(epochs) as bar:
+        result = run_training(config, log=bar.log, on_step=bar.step)
     ckpt, mpath = save_checkpoint(result, output)
     if as_json:
         out.print_json(json.dumps({"checkpoint": str(ckpt), "metrics_file": str(mpath), "metrics": result.metrics,

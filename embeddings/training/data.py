@@ -5,8 +5,9 @@
   ``/usr/share/datasets/fashion-mnist``; 60,000 train / 10,000 test 28x28 images, 10 classes);
 - ``digits``: scikit-learn's 1,797 8x8 digits (bundled, no download), pixels 0..16 scaled to 0..255;
 - a path :func:`ann_bench.inputs.read_input` reads, with labels: an image folder (one subfolder per class),
-  an IDX image file with its ``*-labels-idx1`` sibling, or a labelled .tsv/.csv of texts (``label`` and
-  ``text`` columns by default).
+  an IDX image file with its ``*-labels-idx1`` sibling, a labelled .tsv/.csv of texts (``label`` and
+  ``text`` columns by default), or any .npy/IDX file (images or features) with ``labels`` (a .npy or IDX
+  labels file, one label per item).
 
 The split is by samples (Fashion-MNIST: its own train/test files; others: a stratified ``test_size`` share,
 seeded) or by classes (the first half of the sorted classes train, the rest are unseen test classes, as the
@@ -81,14 +82,15 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
                    "Ankle boot"]
 
 
-def _read_path(path: str, label_column: str | None, text_column: str | None) -> tuple[str, Any, np.ndarray]:
+def _read_path(path: str, label_column: str | None, text_column: str | None,
+               labels: str | None = None) -> tuple[str, Any, np.ndarray]:
     from ann_bench.inputs import decode_image, read_input
 
-    items = read_input(path, label_column=label_column, text_column=text_column)
+    items = read_input(path, labels=labels, label_column=label_column, text_column=text_column)
     if items.labels is None:
         raise InputError(f"{str(items.path)!r} has no labels; training needs them (an image folder with one "
-                         "subfolder per class, an IDX file with its labels sibling, or a .tsv/.csv with a label "
-                         "column)")
+                         "subfolder per class, an IDX file with its labels sibling, a .tsv/.csv with a label "
+                         "column, or --labels FILE (.npy or IDX) for .npy/IDX input)")
     if items.kind == "image":
         data = [decode_image(p) for p in items.data] if items.format == "image-folder" else np.asarray(items.data)
         if isinstance(data, np.ndarray) and data.dtype != np.uint8:
@@ -135,11 +137,13 @@ def sample_split(y: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray
 
 def load_data(data: str, *, split: str = "samples", test_size: float = 0.2, seed: int = 0,
               train_limit: int | None = None, test_limit: int | None = None, label_column: str | None = None,
-              text_column: str | None = None) -> TrainData:
+              text_column: str | None = None, labels: str | None = None) -> TrainData:
     """The split ``data`` names (see the module docstring); InputError for unknown names and unusable files."""
     if split not in SPLITS:
         raise InputError(f"unknown --split {split!r}; choose one of: {', '.join(SPLITS)}")
     rng = np.random.default_rng(seed)
+    if labels is not None and (data in DATA_NAMES or not Path(data).expanduser().exists()):
+        raise InputError(f"--labels applies to a .npy or IDX file given as --data; {data!r} carries its own labels")
     if data == "fashion-mnist":
         xtr, ytr, xte, yte = _fashion_mnist()
         classes, kind, desc = FASHION_CLASSES, "image", f"Fashion-MNIST ({fashion_mnist_source()})"
@@ -156,7 +160,7 @@ def load_data(data: str, *, split: str = "samples", test_size: float = 0.2, seed
             y, classes = d.target.astype(np.int64), [str(i) for i in range(10)]
             desc = "scikit-learn digits (8x8)"
         elif Path(data).expanduser().exists():
-            kind, x, raw = _read_path(data, label_column, text_column)
+            kind, x, raw = _read_path(data, label_column, text_column, labels)
             y, classes = _codes(raw)
             desc = str(Path(data).expanduser().resolve())
         else:

@@ -54,6 +54,9 @@ class TrainConfig:
     threads: int = 1
     label_column: str | None = None
     text_column: str | None = None
+    labels: str | None = None  # a labels file (.npy or IDX) for a .npy/IDX --data without labels of its own
+    device: str = "cpu"  # cpu, cuda or cuda:N
+    thresholds: tuple[float, ...] | None = None  # verification thresholds; None: quantiles of the distances
 
     def check(self) -> None:
         if self.arch not in ARCHS:
@@ -75,6 +78,10 @@ class TrainConfig:
             raise InputError(f"unknown --split {self.split!r}; choose one of: {', '.join(SPLITS)}")
         if self.center_weight < 0 or self.center_alpha <= 0:
             raise InputError("--center-weight must be >= 0 and --center-alpha > 0")
+        E.check_thresholds(self.thresholds)
+        from embeddings.base import check_device
+
+        check_device(self.device)
 
 
 @dataclass
@@ -144,19 +151,26 @@ def build_model(arch: str, dim: int, in_shape: tuple[int, ...]):
     return MLPHead(in_dim=in_shape[0], hidden=(256,), dim=dim)
 
 
-def embed_tensor(model, X, batch: int = 512) -> np.ndarray:
-    """Unit-norm embeddings (n, dim) float32 of the input tensor X, the module in eval mode."""
+def embed_tensor(model, X, batch: int = 512, device: str = "cpu") -> np.ndarray:
+    """Unit-norm embeddings (n, dim) float32 of the input tensor X (on the CPU; batches go to ``device``), the
+    module in eval mode."""
     import torch
 
     model.eval()
     with torch.inference_mode():
-        out = [torch.nn.functional.normalize(model(X[i : i + batch]), dim=1) for i in range(0, len(X), batch)]
+        out = [torch.nn.functional.normalize(model(X[i : i + batch].to(device)), dim=1).cpu()
+               for i in range(0, len(X), batch)]
     return torch.cat(out).numpy().astype(np.float32)
 
 
 # ---- training ---------------------------------------------------------------------------------------------
-def train(config: TrainConfig, log: Callable[[str], None] | None = None, data: TrainData | None = None) -> TrainResult:
-    """Train per ``config`` (``data`` overrides loading ``config.data``), evaluate, build the checkpoint."""
+def train(config: TrainConfig, log: Callable[[str], None] | None = None, data: TrainData | None = None,
+          on_step: Callable[..., None] | None = None) -> TrainResult:
+    """Train per ``config`` (``data`` overrides loading ``config.data``), evaluate, build the checkpoint.
+
+    ``on_step(epoch, step, steps, items, loss)``, when given, is called after every batch (a progress bar)."""
+    import copy
+
     import torch
 
     import embeddings.training.augment as A
@@ -174,7 +188,8 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, data: T
     if data is None:
         data = load_data(config.data, split=config.split, test_size=config.test_size, seed=config.seed,
                          train_limit=config.train_limit, test_limit=config.test_limit,
-                         label_column=config.label_column, text_column=config.text_column)
+                         label_column=config.label_column, text_column=config.text_column,
+                         labels=config.labels)
     wants = ARCHS[config.arch]
     if (data.kind == "image") != (wants == "image"):
         fit = [a for a, k in ARCHS.items() if (k == "image") == (data.kind == "image")]
@@ -192,20 +207,19 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, data: T
     log(f"data: {data.description}: {len(ytr):,} train items ({n_classes} classes), {len(data.y_test):,} test "
         f"items ({len(np.unique(data.y_test))} classes), split by {data.split}")
 
+    device = config.device
     model = build_model(config.arch, config.dim, tuple(xtr.shape[1:]))
+    untrained = copy.deepcopy(model) if config.baseline else None
+    model.to(device)
     loss_options = {"center_weight": config.center_weight, "center_alpha": config.center_alpha}
-    loss_fn = make_loss(config.loss, n_classes, config.dim, loss_options)
+    loss_fn = make_loss(config.loss, n_classes, config.dim, loss_options).to(device)
     miner = make_miner(config.miner)
 
-    def evaluation() -> dict[str, Any]:
-        test = embed_tensor(model, xte)
-        train_emb = embed_tensor(model, xtr) if config.reference == "train" else None
-        return E.evaluate(test, data.y_test, train_emb, data.y_train, reference=config.reference, seed=config.seed)
-
-    baseline = None
-    if config.baseline:
-        baseline = evaluation()
-        log(f"untrained: Precision@1 {baseline['p_at_1']:.4f}, MAP@R {baseline['map_at_r']:.4f}")
+    def evaluation(net, thresholds) -> dict[str, Any]:
+        test = embed_tensor(net, xte, device=device)
+        train_emb = embed_tensor(net, xtr, device=device) if config.reference == "train" else None
+        return E.evaluate(test, data.y_test, train_emb, data.y_train, reference=config.reference, seed=config.seed,
+                          thresholds=thresholds)
 
     groups = [{"params": list(model.parameters()), "lr": config.lr}]
     loss_params = [p for p in loss_fn.parameters() if p.requires_grad]
@@ -224,17 +238,18 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, data: T
     epoch_losses: list[float] = []
     step_losses: list[float] = []
     deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(True, warn_only=device != "cpu")  # CUDA: some kernels have no such mode
     t0 = time.perf_counter()
     try:
         for epoch in range(config.epochs):
             model.train()
             losses = []
-            for ids in m_per_class_batches(ytr_codes, m, config.batch_size, steps, rng):
+            for step, ids in enumerate(m_per_class_batches(ytr_codes, m, config.batch_size, steps, rng)):
                 idx = torch.from_numpy(ids)
                 xb, yb = xtr[idx], ytr[idx]
                 if augment is not None:
                     xb = augment(xb, gen)
+                xb, yb = xb.to(device), yb.to(device)
                 emb = model(xb)
                 loss = loss_fn(emb, yb, miner(emb, yb)) if miner is not None else loss_fn(emb, yb)
                 opt.zero_grad()
@@ -244,6 +259,8 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, data: T
                 if isinstance(loss_fn, SoftmaxCenterLoss):
                     loss_fn.after_step(emb.detach(), yb)
                 losses.append(float(loss.item()))
+                if on_step is not None:
+                    on_step(epoch, step + 1, steps, len(ids), losses[-1])
             step_losses += losses
             epoch_losses.append(float(np.mean(losses)))
             log(f"epoch {epoch + 1}/{config.epochs}: loss {epoch_losses[-1]:.4f} "
@@ -252,9 +269,13 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, data: T
         torch.use_deterministic_algorithms(deterministic)
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    metrics = evaluation()
+    metrics = evaluation(model, config.thresholds)
     eval_s = time.perf_counter() - t1
     log(f"evaluated {len(data.y_test):,} test items in {eval_s:.1f} s")
+    baseline = None
+    if untrained is not None:  # the untrained weights, at the trained model's verification thresholds
+        baseline = evaluation(untrained.to(device), [float(t) for t in metrics["verification"]])
+        log(f"untrained: Precision@1 {baseline['p_at_1']:.4f}, MAP@R {baseline['map_at_r']:.4f}")
 
     import pytorch_metric_learning
 
@@ -274,7 +295,7 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, data: T
     checkpoint = {
         "format": CHECKPOINT_FORMAT, "arch": config.arch, "config": dict(model.config), "input": input_spec,
         "metric": "angular", "normalize": True,
-        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}, "meta": meta,
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, "meta": meta,
     }
     return TrainResult(checkpoint, metrics, baseline, epoch_losses, step_losses, train_s, eval_s)
 
