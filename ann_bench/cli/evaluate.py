@@ -1,0 +1,84 @@
+"""``ann-bench evaluate SET.hdf5``: metric-learning evaluation of a labelled vector set, exact and optionally
+through one index configuration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from ann_bench.cli.console import out
+from ann_bench.datasets import VectorSet
+from ann_bench.errors import InputError
+from ann_bench.evaluate import DEFAULT_DEPTH, evaluate_set, metric_rows
+from ann_bench.runner import parse_param_specs
+
+
+def _single_values(specs, option: str) -> dict[str, str]:
+    out_params = {}
+    for backend, name, values in parse_param_specs(specs, option):
+        if backend is not None or len(values) != 1:
+            raise InputError(f"{option} takes one NAME=VALUE per parameter here (one configuration), got "
+                             f"{(backend + ':') if backend else ''}{name}={','.join(values)}")
+        out_params[name] = values[0]
+    return out_params
+
+
+@click.command()
+@click.argument("dataset", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--reference", type=click.Choice(["train", "test"]), default="train", show_default=True,
+              help="train: rank the train vectors for each test vector (a set from embed/import: database and "
+                   "queries); test: rank the test vectors among themselves, each left out (train's protocol).")
+@click.option("--thresholds", default=None, metavar="T1,T2,...",
+              help="Verification thresholds, in the set's distance [the 10/25/50/75/90 % quantiles of the test "
+                   "pairs' distances].")
+@click.option("--backend", default=None, help="Also rank through this index (NAME or NAME:IMPL).")
+@click.option("--build", "build_specs", multiple=True, metavar="NAME=V", help="Build parameter of --backend.")
+@click.option("--search", "search_specs", multiple=True, metavar="NAME=V", help="Search parameter of --backend.")
+@click.option("--depth", type=int, default=None,
+              help=f"Rank only this deep (MAP, MAP@R, MRR at that depth) [full exact ranking; {DEFAULT_DEPTH} with "
+                   "--backend, the exact figures then to the same depth].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of k-means, the pairs and the index.")
+@click.option("--threads", type=int, default=1, show_default=True, help="Threads of the index.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def evaluate(dataset: Path, reference: str, thresholds: str | None, backend: str | None, build_specs, search_specs,
+             depth: int | None, seed: int, threads: int, as_json: bool) -> None:
+    """Recall@K (K = 1 … 32), Precision@1/@5, MAP, MAP@R, MRR, NMI, AMI and verification accuracy of a labelled
+    vector set (one made by embed, data import or data combine), exactly and, with --backend, through that
+    index configuration."""
+    from embeddings.training.evaluate import parse_thresholds
+
+    if (build_specs or search_specs) and backend is None:
+        raise InputError("--build/--search configure an index: add --backend NAME")
+    parsed = parse_thresholds(thresholds)
+    build, search = _single_values(build_specs, "--build"), _single_values(search_specs, "--search")
+    with VectorSet(dataset) as vs:
+        if backend is not None:
+            from ann_bench.backends import get_backend
+
+            name, _, impl = backend.partition(":")
+            cls = get_backend(name, impl or None)
+            build, search = cls.validate_build_params(build), cls.validate_search_params(search)
+        result = evaluate_set(vs, reference=reference, thresholds=parsed, backend=backend, build=build,
+                              search=search, depth=depth, seed=seed, threads=threads)
+    if as_json:
+        click.echo(json.dumps(result.as_json(), indent=1, default=str))
+        return
+    where = "full ranking" if result.depth is None else f"ranking to depth {result.depth}"
+    table = Table(title=f"{escape(result.dataset)}: {result.n_queries:,} test vectors against "
+                        f"{'the ' + format(result.n_reference, ',') + ' train vectors' if reference == 'train' else 'each other'}"
+                        f", {result.metric}, {where}")
+    table.add_column("metric")
+    table.add_column("exact", justify="right")
+    if result.index is not None:
+        table.add_column(f"{escape(result.backend)} {escape(','.join(f'{k}={v}' for k, v in result.build.items()))} "
+                         f"{escape(','.join(f'{k}={v}' for k, v in result.search.items()))}", justify="right")
+    for label, exact, through in metric_rows(result):
+        table.add_row(escape(label), exact, *([through or ""] if result.index is not None else []))
+    out.print(table)
+    if result.index is not None:
+        out.print(f"index built in {result.build_s:.2f} s; its searches took {result.search_s:.2f} s "
+                  "(not a benchmark: `ann-bench run` measures speed)")
