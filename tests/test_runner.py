@@ -183,3 +183,15 @@ def test_nsw_warm_up_compiles_what_the_build_uses():
     index = NSW("angular", 8, f=4, w=1, ef_construction=8, entry="first")
     index.warm_up()  # a small graph of the same parameters: nothing kept on the instance
     assert not index._built
+
+
+def test_cold_and_warm_nsw_builds_report_the_same_build_time(small_set, tmp_path, monkeypatch):
+    """A worker with an empty numba cache compiles every kernel (tens of seconds) in warm_up, outside the
+    timed build: its build_s is that of a worker that finds the kernels cached, within noise."""
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba-cache"))  # empty: the first worker is cold
+    with VectorSet(small_set) as vs:
+        plans = plan_sweep(["nsw"], vs.n_train, vs.dim, vs.metric, ["f=10"], ["ef=20"])
+        cold, warm = (run_sweep(vs, plans, RunOptions(runs=1, resume=False)).records[0] for _ in range(2))
+    assert cold.status == warm.status == "ok"
+    assert any((tmp_path / "numba-cache").rglob("*.nbi"))  # the cold worker did compile, into that cache
+    assert abs(cold.build_s - warm.build_s) < max(0.5, warm.build_s), (cold.build_s, warm.build_s)
