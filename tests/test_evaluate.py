@@ -4,7 +4,6 @@ through an index configuration."""
 import json
 
 import h5py
-import numpy as np
 from click.testing import CliRunner
 
 from ann_bench.cli import cli
