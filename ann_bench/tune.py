@@ -218,10 +218,8 @@ def build_space(cls: type[Index], n: int, dim: int) -> dict[str, Any]:
         ms = divisors(dim, max(1, dim // 32), min(64, dim // 2 or 1)) or divisors(dim, 1, 64)
         space["m"] = CategoricalDistribution(ms)
         space["nbits"] = CategoricalDistribution([b for b in (4, 6, 8) if 2 ** b <= n] or [4])
+        space["rerank"] = CategoricalDistribution([False, True])  # keep raw vectors to re-rank (search refine)
     declared = {p.name: p for p in cls.build_params}
-    for p in cls.build_params:  # a declared on/off build choice (e.g. keeping raw vectors to re-rank) is explored
-        if p.type is bool and p.name not in space:
-            space[p.name] = CategoricalDistribution([False, True])
     return {name: dist for name, dist in space.items() if name in declared}
 
 
@@ -318,7 +316,7 @@ class TuneOptions:
     heldout: float = 0.5  # fraction of the queries kept out of the choice
     build_specs: tuple[str, ...] = ()  # --build fixes build parameters (kept out of the search)
     subsample: float | None = None  # search builds on this fraction of the train vectors, then build finalists
-    finalists: int = 1  # with subsample: builds per backend carried to the full set
+    finalists: int = 2  # with subsample: builds per backend carried to the full set, hardest target's first
     search_specs: tuple[str, ...] = ()  # --search fixes the other search parameters
 
     def check(self) -> None:
@@ -687,8 +685,10 @@ def _tune(vs, options: TuneOptions, run_options, store, reporter, ray_session) -
                                         [s.plan.cls.label() for s in states], log, phase="sample")
         finals = []
         for st in states:
+            # The hardest target's answer first: low targets are met cheaply by most builds, while the build is
+            # what decides the speed at a high one.
             mine = [a for a in sample_answers if a.group == st.plan.cls.label() and a.candidate is not None]
-            mine.sort(key=lambda a: -a.candidate.speed)
+            mine.sort(key=lambda a: -a.target)
             builds: list[dict[str, Any]] = []
             for a in mine:
                 b = scale_build(a.candidate.record.build_params, build_space(st.plan.cls, vs.n_train, vs.dim),

@@ -15,7 +15,7 @@ wall time <= 30 % of the grid's. Both use the same measuring settings (--runs, 1
 Prints a table per set and writes every figure to --out (JSON).
 
     python benchmarks/tune_vs_grid.py [--sets synth200k,fashion] [--backends hnsw,ivf,ivfpq,annoy,nsw]
-        [--queries 2000] [--trials 8] [--subsample 0.1] [--runs 2] [--build-threads 2]
+        [--queries 2000] [--trials 6] [--subsample 0.1] [--finalists 2] [--runs 2] [--build-threads 2]
         [--workdir ~/.cache/ann-bench/tune_vs_grid] [--out results/tune_vs_grid.json]
 """
 
@@ -88,7 +88,13 @@ def compare(name: str, path: Path, backends: list[str], args) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     print(f"== {name}: {path}", flush=True)
     print("-- grid (default build and search grids)", flush=True)
-    grid_s = grid(path, backends, work / "grid.sqlite", args)
+    done = work / "grid_done.json"  # a finished grid is not run again: its store and wall time are kept
+    if done.exists() and (work / "grid.sqlite").exists():
+        grid_s = json.loads(done.read_text())["grid_s"]
+        print(f"   (the grid of a previous run of this script: {grid_s:,.0f} s)", flush=True)
+    else:
+        grid_s = grid(path, backends, work / "grid.sqlite", args)
+        done.write_text(json.dumps({"grid_s": grid_s}))
     print(f"-- tune (targets {args.targets})", flush=True)
     tune_s, result = tune(path, backends, work / "tune.sqlite", args)
     with ResultStore(work / "grid.sqlite", create=False) as store:
@@ -130,10 +136,10 @@ def main() -> None:
     ap.add_argument("--backends", default="hnsw,ivf,ivfpq,annoy,nsw")
     ap.add_argument("--targets", default="0.9,0.95,0.99")
     ap.add_argument("--queries", type=int, default=2000, help="queries of the synthetic set")
-    ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument("--trials", type=int, default=6)
     ap.add_argument("--subsample", type=float, default=0.1)
     ap.add_argument("--subsample-from", type=int, default=100_000, help="use --subsample from this many vectors")
-    ap.add_argument("--finalists", type=int, default=1)
+    ap.add_argument("--finalists", type=int, default=2)
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--build-threads", type=int, default=2)
     ap.add_argument("--workdir", type=Path, default=Path.home() / ".cache" / "ann-bench" / "tune_vs_grid")

