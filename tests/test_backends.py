@@ -106,6 +106,23 @@ def test_ivfpq_refine_is_a_search_parameter_of_one_rerank_build(data, tmp_path):
     assert recall(back, refine=20)[0] == deep and recall(back, refine=1)[0] == shallow
 
 
+@pytest.mark.parametrize("metric", ["euclidean", "angular", "ip"])
+def test_ivfpq_rerank_of_every_candidate_is_brute_force(metric, data):
+    """nprobe = nlist and refine * k >= n re-rank every vector exactly: the distances of brute force (ids may
+    differ only between equally distant vectors), whatever the PQ codes got wrong."""
+    X, Q = data
+    index = get_backend("ivfpq")(metric, 16, nlist=16, m=4, nbits=4, rerank=True)
+    index.build(X)
+    index.set_search_params(nprobe=16, refine=X.shape[0] // 10)
+    D, I = index.search(Q, 10)
+    check_no_duplicates(I)
+    exact = pairwise(metric, Q, X)
+    np.testing.assert_allclose(D, np.sort(exact, axis=1)[:, :10], rtol=1e-4, atol=2e-4)
+    np.testing.assert_allclose(np.take_along_axis(exact, I, axis=1), D, rtol=1e-4, atol=2e-4)
+    index.set_search_params(nprobe=16, refine=0)  # the PQ ranking alone (coarse 4-bit codes) is far from it
+    assert id_recall(index.search(Q, 10)[1], np.argsort(exact, axis=1)[:, :10], 10).mean() < 0.9
+
+
 def test_padding_when_fewer_than_k_results(data):
     X, Q = data
     index = get_backend("ivf")("euclidean", 16, nlist=64)
