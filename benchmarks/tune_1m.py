@@ -8,7 +8,7 @@ of any process (``ru_maxrss`` of the children) and its answers; writes them as J
 <= 20 min on 2 cores, peak RSS <= 8 GB. The flat scan (one configuration, recall 1) and the k-d tree (a
 scan at 128-d) are left out: there is nothing to tune in either.
 
-    python benchmarks/tune_1m.py [--workdir ~/.cache/ann-bench/sweep_1m] [--subsample 0.05] [--trials 6]
+    python benchmarks/tune_1m.py [--workdir ~/.cache/ann-bench/sweep_1m] [--subsample 0.05] [--trials 6] [--finalists 1]
         [--backends hnsw,hnsw:faiss,ivf,ivfpq,annoy,nsw] [--out results/tune_1m.json]
 """
 
@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--backends", default="hnsw,hnsw:faiss,ivf,ivfpq,annoy,nsw")
     ap.add_argument("--subsample", type=float, default=0.05)
+    ap.add_argument("--finalists", type=int, default=1)
     ap.add_argument("--trials", type=int, default=6)
     ap.add_argument("--build-threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "tune_1m.json")
@@ -46,6 +47,7 @@ def main() -> None:
         steps["data synth"] = time.perf_counter() - t0
     cmd = [sys.executable, "-m", "ann_bench", "tune", "--dataset", str(data), "--results", str(store),
            "--recall", "0.9,0.95,0.99", "--subsample", str(args.subsample), "--trials", str(args.trials),
+           "--finalists", str(args.finalists),
            "--runs", "1", "--build-threads", str(args.build_threads), "--json"]
     for b in args.backends.split(","):
         cmd += ["--backend", b]
