@@ -62,10 +62,16 @@ def test_a_parallel_build_saves_and_loads_and_an_old_file_reads_as_one_by_one(da
     back.load(tmp_path / "nsw.npz")
     assert recall(back, Q, small_gt, 20) == recall(index, Q, small_gt, 20)
     with np.load(tmp_path / "nsw.npz") as z:  # a format-1 file (before `parallel`): built one by one
-        old = {key: z[key] for key in z.files if key != "parallel"}
+        old = {key: z[key] for key in z.files if key not in ("parallel", "schedule")}
     old["format"] = np.int64(1)
     with open(tmp_path / "old.npz", "wb") as fh:
         np.savez(fh, **old)
     with pytest.raises(Exception, match="parallel=False"):
         get_backend("nsw")("euclidean", 16).load(tmp_path / "old.npz")
     get_backend("nsw")("euclidean", 16, parallel=False).load(tmp_path / "old.npz")
+    # A parallel file of format 2 was built with batches of 1/32 of the graph (now 1/64): another graph.
+    old = {**old, "format": np.int64(2), "parallel": np.int64(1)}
+    with open(tmp_path / "old.npz", "wb") as fh:
+        np.savez(fh, **old)
+    with pytest.raises(Exception, match="another schedule"):
+        get_backend("nsw")("euclidean", 16).load(tmp_path / "old.npz")

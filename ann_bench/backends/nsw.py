@@ -10,14 +10,18 @@ pruning of neighbour lists:
   restarts sharing one visited set; it is then linked both ways to the ``f`` nearest points found. Lists only
   grow: the links of early points, made when the graph was sparse, span the whole data set and make it
   navigable. ``parallel=false`` is the paper's build, one point at a time (one thread). ``parallel=true``
-  (default) inserts the first 1,024 points so, then the rest in batches of 1/32 of the graph's size (at
+  (default) inserts the first 1,024 points so, then the rest in batches of 1/64 of the graph's size (at
   most 4,096): the insertion searches of a batch run on every build thread against the graph as it stood
   before the batch, then the batch's links are made in id order. A point thus misses only its batch-mates
-  (< 3.2 % of the graph) as candidates; the batches do not depend on the thread count, so the graph depends
-  on the seed alone. Measured (``benchmarks/nsw_parallel_build.py``, 200k x 128, f = 10, 2 threads): build
-  35.6 s one by one, 22.7 s parallel (1.57x); recall@10 at ef 10 ... 160 within 0.0013 of the one-by-one
-  build. The linking stays sequential (a few percent of the time), and each search of a batch sees a graph
-  up to 1/32 smaller; with one thread the batched build is still the faster one (4.2 vs 5.1 s at 50k x 64).
+  (< 1.6 % of the graph) as candidates; the batches do not depend on the thread count, so the graph depends
+  on the seed alone. Measured with ``benchmarks/nsw_parallel_build.py`` (2,000 queries, f = 10, 2 build
+  threads), recall@10 at ef 10, 20, 40, 80, 160 against the one-by-one build: 100k x 64 within 0.0015,
+  200k x 128 within 0.0017 (target 0.005). Batches of 1/32 (the first version) missed it at 100k x 64
+  (-0.0051 at ef 40, every ef lower); 1/128 gave differences of either sign within 0.0022, the noise
+  between two graphs. Build time on 2 threads, measured with batches of 1/32 at 200k x 128: 35.6 s one by
+  one, 22.7 s parallel (1.57x); not re-measured with 1/64 (twice as many batches, each a thread-pool round
+  trip), as this 2-core host was then shared with other benchmarks (load 1.7-3.4: two threads got one core).
+  The linking stays sequential, and each search of a batch sees a graph up to 1/64 smaller.
 - Search: ``m`` restarts of the same ef-bounded search (list of max(ef, k)), merged; the k nearest.
 - Entry points (``entry``): the paper starts every restart at a random node. On clustered data that strands
   queries in the wrong cluster: measured on 20k x 128 vectors from 100 well-separated clusters, f=10,
@@ -51,10 +55,12 @@ from ann_bench.backends.base import Capabilities, Index, Param
 from ann_bench.distances import from_squared_l2, normalized
 from ann_bench.errors import InputError
 
-_FORMAT = 2  # version of the saved file layout (2 adds ``parallel``; a file of format 1 was built one by one)
+_FORMAT = 3  # saved file layout: 2 added ``parallel`` (format 1 was built one by one), 3 ``schedule``
 SEQUENTIAL_PREFIX = 1024  # points inserted one by one before batches start
-BATCH_DIVISOR = 32  # a batch is at most 1/32 of the graph built so far ...
+BATCH_DIVISOR = 64  # a batch is at most 1/64 of the graph built so far ...
 MAX_BATCH = 4096  # ... and at most this many points
+SCHEDULE = (SEQUENTIAL_PREFIX, BATCH_DIVISOR, MAX_BATCH)  # the batches, hence the graph of a parallel build
+_FORMAT2_SCHEDULE = (1024, 32, 4096)  # the schedule of parallel files of format 2
 
 
 def _kernels():
@@ -266,16 +272,16 @@ class NumbaNSW(Index):
                 fh, format=np.int64(_FORMAT), metric=np.str_(self.metric), dim=np.int64(self.dim),
                 seed=np.int64(self.seed), f=np.int64(p["f"]), w=np.int64(p["w"]),
                 ef_construction=np.int64(p["ef_construction"]), entry=np.str_(p["entry"]),
-                parallel=np.int64(p["parallel"]),
+                parallel=np.int64(p["parallel"]), schedule=np.asarray(SCHEDULE, dtype=np.int64),
                 X=self._X, indptr=self._indptr, adj=self._adj, ids=self._ids,
             )
 
     def load(self, path: str | os.PathLike) -> None:
         self._bind()
         with np.load(path, allow_pickle=False) as z:
-            if int(z["format"]) not in (1, _FORMAT):
+            if int(z["format"]) not in (1, 2, _FORMAT):
                 raise InputError(f"{self.label()}: {os.fspath(path)!r} has format {int(z['format'])}, "
-                                 f"this version reads format {_FORMAT}; rebuild the index")
+                                 f"this version reads formats 1 to {_FORMAT}; rebuild the index")
             saved = {"metric": str(z["metric"]), "dim": int(z["dim"]), "seed": int(z["seed"]),
                      **{name: int(z[name]) for name in ("f", "w", "ef_construction")}, "entry": str(z["entry"]),
                      "parallel": bool(int(z["parallel"])) if "parallel" in z else False}
@@ -283,6 +289,11 @@ class NumbaNSW(Index):
             wrong = [f"{key}={saved[key]!r} (not {mine[key]!r})" for key in saved if saved[key] != mine[key]]
             if wrong:
                 raise InputError(f"{self.label()}: {os.fspath(path)!r} was built with {', '.join(wrong)}")
+            schedule = tuple(int(v) for v in z["schedule"]) if "schedule" in z else _FORMAT2_SCHEDULE
+            if saved["parallel"] and schedule != SCHEDULE:
+                raise InputError(f"{self.label()}: {os.fspath(path)!r} was built in batches of another schedule "
+                                 f"(prefix, divisor, cap {schedule}, now {SCHEDULE}): its graph is not the one "
+                                 f"this version builds; rebuild the index")
             self._set_graph(z["X"], z["indptr"], z["adj"], z["ids"])
 
     def index_bytes(self) -> int:
