@@ -142,5 +142,7 @@ def test_tune_on_ray_runs_the_same_trials_as_locally(small_set, tmp_path):
 
     local, on_ray = tune(tmp_path / "local.sqlite", "local"), tune(tmp_path / "ray.sqlite", "ray")
     assert [t["build"] for t in on_ray.trials] == [t["build"] for t in local.trials]
-    recall = lambda result: sorted((c.record.key, c.record.recall) for c in result.candidates)  # noqa: E731
-    assert recall(on_ray) == recall(local)
+    # The same setting recalls the same; which settings are probed can differ, as pruning compares timings.
+    recall = lambda result: {c.record.key: c.record.recall for c in result.candidates}  # noqa: E731
+    common = recall(on_ray).keys() & recall(local).keys()
+    assert common and all(recall(on_ray)[key] == recall(local)[key] for key in common)

@@ -115,11 +115,14 @@ def test_tune_answers_are_stored_rows_validated_on_held_out_queries(small_set, t
         assert c.record.key in stored and c.record.status == "ok"
         assert c.tune_recall >= a.target
         assert a.heldout_ci[0] <= c.heldout.mean() <= a.heldout_ci[1]
-    # The bisected knob is exact: one less effort misses the target on the tuning split.
-    ivf = next(a for a in found if a.group == "ivf[faiss]" and a.target == 0.95)
-    lower = [c for c in result.candidates if c.record.build_params == ivf.candidate.record.build_params
-             and c.record.search_params["nprobe"] == ivf.candidate.record.search_params["nprobe"] - 1]
-    assert ivf.candidate.record.search_params["nprobe"] == 1 or (lower and lower[0].tune_recall < 0.95)
+    # The bisection is exact: on each ivf build, the least nprobe measured reaching 0.95 on the tuning split is 1
+    # or has its predecessor measured below it. (The answer itself is the fastest row reaching the target:
+    # with timing noise a larger nprobe can measure faster.)
+    for build in {json.dumps(c.record.build_params) for c in result.candidates if c.record.backend == "ivf"}:
+        mine = {c.record.search_params["nprobe"]: c.tune_recall for c in result.candidates
+                if json.dumps(c.record.build_params) == build}
+        least = min((n for n, r in mine.items() if r >= 0.95), default=None)
+        assert least is None or least == 1 or mine.get(least - 1, 1.0) < 0.95, (build, sorted(mine.items()))
     log = json.loads(result.log_path.read_text())
     assert [t["build"] for t in log["trials"] if t["backend"] == "hnsw"][0] == {"M": 16, "ef_construction": 200}
     assert len(log["answers"]) == 4
@@ -179,3 +182,14 @@ def test_cli_tune_json_and_exit_codes(small_set, tmp_path):
                           (["--backend", "nope"], "nope"), (["--heldout", "1"], "--heldout")):
         res = CliRunner().invoke(cli, ["tune", "--dataset", str(small_set), "--results", store, *args])
         assert res.exit_code == 2 and message in res.output, res.output
+
+
+def test_tune_for_p99_latency_measures_single_mode(small_set, tmp_path):
+    """--metric p99: each setting is measured one query per call; the answer is the lowest p99 reaching the
+    target ("speed" 1000 / p99 ms)."""
+    result = tune(small_set, tmp_path / "r.sqlite", backends=("ivf",), speed="p99", trials=1, targets=(0.9,))
+    answer = result.answers[0]
+    assert answer.candidate is not None and answer.candidate.record.mode == "single"
+    assert answer.candidate.speed == pytest.approx(1000 / answer.candidate.record.p99_ms)
+    reaching = [c for c in result.candidates if c.tune_recall >= 0.9]
+    assert answer.candidate.record.p99_ms == min(c.record.p99_ms for c in reaching)
