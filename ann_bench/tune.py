@@ -49,6 +49,7 @@ from ann_bench.runner import JobRecorder
 TUNE_LOG_VERSION = 1
 BOOTSTRAP = 2000  # resamples of the held-out queries for the recall interval
 PRUNE_MARGIN = 0.8  # a target is given up for a build only when a probe is below 80 % of the best speed so far
+SATURATION = 0.001  # ... or when two doublings of the effort in a row each gained less recall than this
 DEFAULT_BACKENDS = ("hnsw", "ivf", "ivfpq", "annoy", "nsw")
 
 
@@ -100,6 +101,13 @@ def _logit(r: float) -> float:
     return math.log(r / (1 - r))
 
 
+def saturated(before: float, after: float) -> bool:
+    """Whether doubling the effort moved the recall (``before`` -> ``after``, both below the target) by less than
+    SATURATION: twice in a row, the recall has levelled off below the target (e.g. IVF-PQ capped by its
+    re-ranking depth, whatever nprobe), and doubling on would only measure slower settings."""
+    return math.isfinite(before) and after - before < SATURATION
+
+
 def bisect_targets(ladder: Ladder, probe, targets: list[float], bars: list[float | None] | None = None
                    ) -> dict[float, int | None]:
     """For each target (ascending), the least index i of ``ladder`` (increasing effort; recall assumed monotone)
@@ -107,7 +115,8 @@ def bisect_targets(ladder: Ladder, probe, targets: list[float], bars: list[float
 
     ``probe(i)`` -> (recall, speed), or None where the setting cannot be measured (counts as not reaching).
     Probes are memoised and shared by the targets. The search doubles the effort from the cheapest setting
-    (or from the previous target's answer) until a setting reaches the target, then narrows the bracket to
+    (or from the previous target's answer) until a setting reaches the target (or the recall levels off below
+    it: :func:`saturated`), then narrows the bracket to
     adjacent settings (:meth:`Ladder.close`: exact integers up to 64, then within 1/64 of the value): by
     interpolating logit(recall) against log(effort) where that halves the bracket, else by bisection.
     ``bars[j]``: the best speed already known for target j; a probe below target j that is also slower than
@@ -136,14 +145,16 @@ def bisect_targets(ladder: Ladder, probe, targets: list[float], bars: list[float
         succ = min((i for i in seen if i >= start and recall(i) >= target), default=None)
         fail = max((i for i in seen if start <= i < (succ if succ is not None else n) and recall(i) < target),
                    default=None)
+        flat = 0  # consecutive doublings that left the recall where it was
         while succ is None:  # double the effort until the target is reached
             i = start if fail is None else ladder.doubled(fail)
             if recall(i) >= target:
                 succ = i
-            elif hopeless(i) or i == n - 1:
                 break
-            else:
-                fail = i
+            flat = flat + 1 if fail is not None and saturated(recall(fail), recall(i)) else 0
+            if hopeless(i) or i == n - 1 or flat >= 2:
+                break
+            fail = i
         if succ is None or hopeless(succ):
             out[target] = None
             continue

@@ -26,7 +26,7 @@ from ann_bench.tune import (Ladder, TuneOptions, bisect_targets, bootstrap_ci, p
        targets=st.lists(st.floats(0.05, 1.0), min_size=1, max_size=3, unique=True))
 def test_bisection_finds_the_least_effort_exactly(steps, lo, targets):
     """Any monotone recall curve over an integer ladder: each target gets the least setting reaching it (or None
-    when none does), in at most ~2 log2(n) + 2 probes per target."""
+    when none does, or when the recall levelled off on the way), in at most ~2 log2(n) + 2 probes per target."""
     curve = np.minimum(np.cumsum(steps), 1.0)
     ladder = Ladder(lo, lo + len(curve) - 1)  # values up to 109: exact up to 64, within 1/64 above
     probed = []
@@ -38,8 +38,10 @@ def test_bisection_finds_the_least_effort_exactly(steps, lo, targets):
     found = bisect_targets(ladder, probe, targets)
     for t in targets:
         reaching = np.flatnonzero(curve >= t)
-        if not reaching.size:
-            assert found[t] is None
+        if found[t] is None:  # unreachable, or given up after two doublings in a row that gained < 0.001
+            below = sorted(i for i in probed if curve[i] < t)
+            gains = [curve[b] - curve[a] for a, b in zip(below, below[1:])]
+            assert not reaching.size or any(g1 < 0.001 and g2 < 0.001 for g1, g2 in zip(gains, gains[1:]))
             continue
         least = int(reaching[0])
         assert curve[found[t]] >= t  # reaches it, and is the least one up to the ladder's tolerance
@@ -53,6 +55,21 @@ def test_bisection_on_a_float_ladder_and_with_unmeasurable_settings():
     curve = [0.3, 0.5, None, 0.85, 0.93, 0.97, 1.0]  # setting 2 cannot be measured: it counts as not reaching
     found = bisect_targets(ladder, lambda i: None if curve[i] is None else (curve[i], 1.0), [0.4, 0.9, 0.99])
     assert found == {0.4: 1, 0.9: 4, 0.99: 6}
+
+
+def test_a_recall_that_levels_off_below_the_target_stops_the_doubling():
+    """IVF-PQ with a shallow re-ranking: recall stops at 0.92 whatever nprobe; the search gives up after two
+    doublings that gained nothing instead of measuring ever slower settings up to the last."""
+    probed = []
+
+    def probe(i):
+        probed.append(i)
+        return min(0.92, 0.5 + 0.1 * math.log2(i + 1)), 1.0 / (i + 1)
+
+    assert bisect_targets(Ladder(1, 4096), probe, [0.95]) == {0.95: None}
+    assert max(probed) < 128 and len(probed) <= 9
+    # A curve still closing the gap is followed to the target.
+    assert bisect_targets(Ladder(1, 4096), lambda i: (1 - 0.5 / (i + 1), 1.0), [0.999])[0.999] == 499
 
 
 def test_a_target_that_cannot_beat_the_best_so_far_is_pruned():
