@@ -18,9 +18,8 @@ pruning of neighbour lists:
   threads), recall@10 at ef 10, 20, 40, 80, 160 against the one-by-one build: 100k x 64 within 0.0015,
   200k x 128 within 0.0017 (target 0.005). Batches of 1/32 (the first version) missed it at 100k x 64
   (-0.0051 at ef 40, every ef lower); 1/128 gave differences of either sign within 0.0022, the noise
-  between two graphs. Build time on 2 threads, measured with batches of 1/32 at 200k x 128: 35.6 s one by
-  one, 22.7 s parallel (1.57x); not re-measured with 1/64 (twice as many batches, each a thread-pool round
-  trip), as this 2-core host was then shared with other benchmarks (load 1.7-3.4: two threads got one core).
+  between two graphs. Build time on 2 threads at 200k x 128 with 1/64 batches (idle host): 44.3 s one by one,
+  23.6 s parallel (1.88x); with 1/32 batches an earlier run gave 35.6 vs 22.7 s (1.57x).
   The linking stays sequential, and each search of a batch sees a graph up to 1/64 smaller.
 - Search: ``m`` restarts of the same ef-bounded search (list of max(ef, k)), merged; the k nearest.
 - Entry points (``entry``): the paper starts every restart at a random node. On clustered data that strands
