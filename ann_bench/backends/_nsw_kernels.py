@@ -282,6 +282,14 @@ def _new_block(pool, used, start, cap, i, cap0):
 
 
 @njit(cache=True, nogil=True)
+def _insertion_scratch(ef, w):
+    """The buffers of one insertion search: its list (Ld, Li, Lx) and merged list (Gd, Gi, Gx) of ef entries,
+    the gather buffer, and the w entry points."""
+    return (np.empty(ef, np.float32), np.empty(ef, np.int32), np.empty(ef, np.uint8), np.empty(ef, np.float32),
+            np.empty(ef, np.int32), np.empty(ef, np.uint8), np.empty(_CHUNK, np.int32), np.empty(w, np.int64))
+
+
+@njit(cache=True, nogil=True)
 def new_graph(n, f):
     """An empty growable graph of n nodes: (pool, start, cap, deg); each node gets its block when inserted."""
     cap0 = max(2, 2 * f)
@@ -297,14 +305,7 @@ def insert_range(X, kind, f, w, ef_construction, first_entry, U, pool, used, sta
     at node 0 when ``first_entry``. Returns (pool, used)."""
     cap0 = max(2, 2 * f)
     ef = max(ef_construction, f)
-    Ld = np.empty(ef, np.float32)
-    Li = np.empty(ef, np.int32)
-    Lx = np.empty(ef, np.uint8)
-    Gd = np.empty(ef, np.float32)
-    Gi = np.empty(ef, np.int32)
-    Gx = np.empty(ef, np.uint8)
-    buf = np.empty(_CHUNK, np.int32)
-    entries = np.empty(w, np.int64)
+    Ld, Li, Lx, Gd, Gi, Gx, buf, entries = _insertion_scratch(ef, w)
     for i in range(lo, hi):
         pool, used = _new_block(pool, used, start, cap, i, cap0)
         if i == 0:
@@ -330,14 +331,7 @@ def search_range(X, kind, f, w, ef_construction, first_entry, U, pool, start, de
     ``visited``). The f nearest of node i go to out[i - base, :out_n[i - base]], nearest first. Restart r
     starts at node floor(U[i, r] * frozen); restart 0 at node 0 when ``first_entry``."""
     ef = max(ef_construction, f)
-    Ld = np.empty(ef, np.float32)
-    Li = np.empty(ef, np.int32)
-    Lx = np.empty(ef, np.uint8)
-    Gd = np.empty(ef, np.float32)
-    Gi = np.empty(ef, np.int32)
-    Gx = np.empty(ef, np.uint8)
-    buf = np.empty(_CHUNK, np.int32)
-    entries = np.empty(w, np.int64)
+    Ld, Li, Lx, Gd, Gi, Gx, buf, entries = _insertion_scratch(ef, w)
     for i in range(lo, hi):
         for r in range(w):
             entries[r] = min(np.int64(U[i, r] * frozen), frozen - 1)
