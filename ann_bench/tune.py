@@ -490,8 +490,7 @@ def tune_marks(log: dict[str, Any], records: list) -> tuple[list, dict[str, Any]
         r = by_key[key]
         setting = ",".join(f"{k}={v}" for k, v in r.search_params.items())
         stars.append((r, f"≥{'/'.join(targets)}: {setting}"))
-    n_trials = sum(1 for t in log["trials"])
-    title = (f"tune {log['tune_id']}: {n_trials} trial(s), {len(by_key)} measured settings; "
+    title = (f"tune {log['tune_id']}: {len(log['trials'])} trial(s), {len(by_key)} measured settings; "
              f"★ = fastest per backend reaching each target on the tuning queries")
     return list(by_key.values()), {"highlights": stars, "targets": log.get("targets"), "title": title}
 
@@ -825,11 +824,10 @@ class _Trials:
         to_run = [(q[3].job, q[3], q[5]) for q in queued if q[5] is not None]
         if self.ray_session is not None and to_run:
             self.ray_session.run_jobs(to_run, ro, data.vs, self.reporter)
-        else:
-            for job, recorder, label in to_run:
-                _run_job(job, ro, data.X, data.Q, recorder, self.reporter, label)
         out = []
         for st, entry, build, recorder, cands, label in queued:
+            if self.ray_session is None and label is not None:  # here, one after the other: each trial is
+                _run_job(recorder.job, ro, data.X, data.Q, recorder, self.reporter, label)  # logged when done
             mine = cands + [self.candidate(data, r, I, entry["number"]) for r, I in recorder.measured
                             if r.status == "ok"]
             self._finish(st, entry, recorder, mine, prune)
