@@ -111,6 +111,7 @@ def build_fashion_mnist(out: Path, source: Path, progress: Callable[[int], None]
     train_labels = read_idx(source / "train-labels-idx1-ubyte.gz").astype(np.int32)
     test_labels = read_idx(source / "t10k-labels-idx1-ubyte.gz").astype(np.int32)
     return write_vectorset(out, train, test, "euclidean", train_labels=train_labels, test_labels=test_labels,
+                           train_keys=[str(i) for i in range(len(train))], test_keys=[str(i) for i in range(len(test))],
                            attrs={"name": "fashion-mnist-784-euclidean",
                                   "source": f"Fashion-MNIST IDX files in {source} (ann-benchmarks split)"},
                            progress=progress)

@@ -6,7 +6,9 @@ Layout (what ann-benchmarks writes and reads):
   ``distances`` (nq, depth) float — exact neighbours of each test vector, nearest first;
 - attrs ``distance`` (``euclidean`` | ``angular`` | ``ip``), ``dimension``, ``point_type`` = "float",
   ``type`` = "dense";
-- optional ``train_labels`` (n,), ``test_labels`` (nq,) and provenance attrs (``source``, ``generator``, ...).
+- optional ``train_labels`` (n,), ``test_labels`` (nq,), item keys ``train_keys`` (n,) / ``test_keys`` (nq,)
+  (UTF-8 strings naming each item: an image's path relative to its folder, a text's line number, an id column,
+  a row number) and provenance attrs (``source``, ``generator``, ...).
 
 ``train`` stays on disk until :meth:`VectorSet.load_train` reads it once, in chunks, into one float32 array,
 checking for NaN/inf and hashing it on the way; nothing else holds a second copy.
@@ -75,7 +77,8 @@ class VectorSet:
 
     def _check_structure(self, metric: str | None) -> None:
         f = self.file
-        for key in ("train", "test", "neighbors", "distances", "train_labels", "test_labels"):
+        for key in ("train", "test", "neighbors", "distances", "train_labels", "test_labels", "train_keys",
+                    "test_keys"):
             if key in f:
                 try:
                     f[key]
@@ -99,6 +102,11 @@ class VectorSet:
         if f["train"].shape[1] == 0:
             raise InputError(f"{str(self.path)!r} holds 0-dimensional vectors (train {f['train'].shape}); there is "
                              "nothing to search: re-create the set from non-empty features")
+        for split in ("train", "test"):
+            key = f"{split}_keys"
+            if key in f and (f[key].ndim != 1 or f[key].shape[0] != f[split].shape[0]):
+                raise InputError(f"{key!r} in {str(self.path)!r} has shape {f[key].shape} for {f[split].shape[0]} "
+                                 f"{split} vectors; one key per vector (re-create the set, or delete {key!r})")
         raw = metric if metric is not None else _attr_str(f.attrs.get("distance"))
         if raw is None:
             raise InputError(f"{str(self.path)!r} has no 'distance' attribute ({', '.join(METRICS)}); re-import it "
@@ -175,6 +183,17 @@ class VectorSet:
         """Labels of ``split`` ("train" or "test") as an array, or None if the set has none."""
         key = f"{split}_labels"
         return self.read(key) if key in self.file else None
+
+    def keys(self, split: str) -> np.ndarray | None:
+        """Item keys of ``split`` ("train" or "test") as an object array of str, or None if the set has none."""
+        key = f"{split}_keys"
+        if key not in self.file:
+            return None
+        return self.file[key].asstr()[...].astype(object)
+
+    @property
+    def has_keys(self) -> bool:
+        return "train_keys" in self.file
 
     @property
     def has_labels(self) -> bool:
@@ -286,6 +305,7 @@ class VectorSet:
             "train_dtype": str(self.file["train"].dtype),
             "groundtruth_depth": self.gt_depth,
             "labels": self.has_labels,
+            "keys": _keys_example(self.file),
             "n_classes": int(len(np.unique(self.labels("train")))) if self.has_labels else 0,
             "size_mb": round(self.path.stat().st_size / 1e6, 2),
             "attrs": {k: v for k, v in self.attrs.items() if k not in ("distance", "dimension")},
@@ -299,6 +319,36 @@ class VectorSet:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _keys_example(f) -> str:
+    """'no', or the first train keys, for `data info`."""
+    if "train_keys" not in f:
+        return "no"
+    ds = f["train_keys"]
+    head = [str(k) for k in ds.asstr()[: min(3, ds.shape[0])]]
+    shown = ", ".join(repr(k if len(k) <= 40 else k[:39] + "…") for k in head)
+    more = ", …" if ds.shape[0] > len(head) else ""
+    return f"yes ({shown}{more}){'' if 'test_keys' in f else '; test vectors have none'}"
+
+
+def check_keys(keys, count: int, what: str) -> np.ndarray:
+    """Item keys as an object array of str, checked to have ``count`` entries (InputError otherwise)."""
+    arr = np.asarray(keys, dtype=object)
+    if arr.ndim != 1:
+        raise InputError(f"{what} keys must be 1-D (one str per vector), got shape {arr.shape}")
+    if len(arr) != count:
+        raise InputError(f"{len(arr)} {what} keys for {count} {what} vectors; one key per vector")
+    out = np.empty(len(arr), dtype=object)
+    for i, k in enumerate(arr):
+        out[i] = k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k)
+    return out
+
+
+def write_keys(f, name: str, keys: np.ndarray) -> None:
+    """Store keys (object array of str) as a UTF-8 string dataset of an open h5py file."""
+    h5py = _h5py()
+    f.create_dataset(name, data=keys, dtype=h5py.string_dtype("utf-8"))
 
 
 def _attr_str(value) -> str | None:
@@ -505,6 +555,8 @@ def write_vectorset(
     distances: np.ndarray | None = None,
     train_labels: np.ndarray | None = None,
     test_labels: np.ndarray | None = None,
+    train_keys=None,
+    test_keys=None,
     attrs: dict[str, Any] | None = None,
     k: int = DEFAULT_K,
     progress: Callable[[int], None] | None = None,
@@ -515,6 +567,7 @@ def write_vectorset(
     copied in chunks, checked for NaN/inf on the way. test: (nq, d). Both are stored as float32. Ground truth of
     depth ``min(k, n)`` is computed with :func:`ann_bench.groundtruth.exact_knn` (over the written train in
     chunks when train is not an in-memory array) unless ``neighbors``/``distances`` (nq, depth) are given.
+    ``train_keys``/``test_keys``: optional item keys (one str per vector), stored as ``train_keys``/``test_keys``.
     """
     metric = canonical_metric(metric)
     check_depth(k)
@@ -532,6 +585,8 @@ def write_vectorset(
         raise InputError(f"the vectors have dimension 0 (train {tuple(train.shape)}); nothing can be searched: "
                          "check the input (an empty feature column? a model that returns nothing?)")
     _check_rows("test", test, 0, metric)
+    train_keys = check_keys(train_keys, n, "train") if train_keys is not None else None
+    test_keys = check_keys(test_keys, len(test), "test") if test_keys is not None else None
     h5py = _h5py()
     with atomic_path(path, ".hdf5") as tmp:
         with h5py.File(tmp, "w") as f:
@@ -563,6 +618,10 @@ def write_vectorset(
                 f.create_dataset("train_labels", data=np.asarray(train_labels))
             if test_labels is not None:
                 f.create_dataset("test_labels", data=np.asarray(test_labels))
+            if train_keys is not None:
+                write_keys(f, "train_keys", train_keys)
+            if test_keys is not None:
+                write_keys(f, "test_keys", test_keys)
     return Path(path)
 
 

@@ -172,6 +172,7 @@ def embed_to_vectorset(
     queries_labels: str | os.PathLike | None = None,
     label_column: str | None = None,
     text_column: str | None = None,
+    key_column: str | None = None,
     options: EmbedOptions | None = None,
     reporter: Reporter | None = None,
 ) -> EmbedSummary:
@@ -196,10 +197,12 @@ def embed_to_vectorset(
     if queries_labels is not None and queries is None:
         raise InputError("--queries-labels needs --queries")
 
-    items = read_input(input_path, labels=labels, label_column=label_column, text_column=text_column)
+    items = read_input(input_path, labels=labels, label_column=label_column, text_column=text_column,
+                       key_column=key_column)
     q_items = None
     if queries is not None:
-        q_items = read_input(queries, labels=queries_labels, label_column=label_column, text_column=text_column)
+        q_items = read_input(queries, labels=queries_labels, label_column=label_column, text_column=text_column,
+                             key_column=key_column)
         if q_items.kind != items.kind:
             raise InputError(f"queries {str(q_items.path)!r} hold {q_items.kind} items but the input holds "
                              f"{items.kind} items; embed the same kind")
@@ -241,10 +244,13 @@ def embed_to_vectorset(
         train, test = X[train_ids], X[test_ids]
         raw_train = items.labels[train_ids] if items.labels is not None else None
         raw_test = items.labels[test_ids] if items.labels is not None else None
+        keys = items.item_keys()
+        train_keys, test_keys = keys[train_ids], keys[test_ids]
         sources = ((train, items, train_ids), (test, items, test_ids))
     else:
         train, test = X, Q
         raw_train, raw_test = items.labels, q_items.labels
+        train_keys, test_keys = items.item_keys(), q_items.item_keys()
         if (raw_train is None) != (raw_test is None):
             which = "queries" if raw_test is None else "input"
             warnings.append(f"the {which} has no labels, so label metrics cannot be computed for this set")
@@ -266,6 +272,7 @@ def embed_to_vectorset(
         "input_format": items.format,
         "input_kind": items.kind,
         "input_count": items.count,
+        "keys": items.key_source,
         "normalized": bool(normalize),
         "batch_size": int(batch_size),
         "device": options.device,
@@ -283,7 +290,7 @@ def embed_to_vectorset(
     attrs["versions"] = json.dumps(versions(EMBED_PACKAGES))
     with reporter.task("ground truth", len(test)) as advance:
         write_vectorset(output, train, test, metric, train_labels=train_labels, test_labels=test_labels,
-                        attrs=attrs, k=options.k, progress=advance)
+                        train_keys=train_keys, test_keys=test_keys, attrs=attrs, k=options.k, progress=advance)
     n_classes = len(label_names) if label_names is not None else (
         int(len(np.unique(train_labels))) if train_labels is not None else 0)
     return EmbedSummary(path=output, model=embedder.name, n_train=len(train), n_test=len(test), dim=train.shape[1],

@@ -56,6 +56,41 @@ def read_labels(path: str | os.PathLike, n: int, what: str) -> np.ndarray:
     return labels
 
 
+def read_keys(path: str | os.PathLike, n: int, what: str) -> np.ndarray:
+    """Item keys for n vectors from a text file (one key a line, UTF-8) or a 1-D .npy of strings or numbers."""
+    from ann_bench.datasets import check_keys
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InputError(f"{what} file {str(path)!r} does not exist")
+    if path.suffix == ".npy":
+        try:
+            keys = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise InputError(f"cannot read {what} file {str(path)!r}: {exc}") from None
+        if keys.ndim != 1:
+            raise InputError(f"{what} file {str(path)!r} holds an array of shape {keys.shape}; expected (n,)")
+    else:
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{what} file {str(path)!r} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        keys = text.split("\n")
+        if keys and keys[-1] == "":
+            keys.pop()
+        keys = [k.rstrip("\r") for k in keys]
+    if len(keys) != n:
+        raise InputError(f"{what} file {str(path)!r} has {len(keys)} keys for {n} vectors; one key per vector")
+    return check_keys(keys, n, what)
+
+
+def row_keys(rows) -> np.ndarray:
+    """Row numbers as keys (object array of str)."""
+    out = np.empty(len(rows), dtype=object)
+    out[:] = [str(int(r)) for r in rows]
+    return out
+
+
 def verify_groundtruth(X, Q: np.ndarray, I: np.ndarray, metric: str, sample: int = 20, seed: int = 0) -> None:
     """Recompute the exact neighbours of ``sample`` queries; InputError if the supplied ids I (nq, k) miss them."""
     rng = np.random.default_rng(seed)
@@ -80,20 +115,31 @@ def import_dataset(
     groundtruth: str | os.PathLike | None = None,
     labels: str | os.PathLike | None = None,
     query_labels: str | os.PathLike | None = None,
+    keys: str | os.PathLike | None = None,
+    query_keys: str | os.PathLike | None = None,
     test_size: int = 10_000,
     seed: int = 0,
     k: int = DEFAULT_K,
     progress: Callable[[int], None] | None = None,
 ) -> Path:
-    """Import ``base`` (and optional queries, ground truth, labels) into a VectorSet at ``out``."""
+    """Import ``base`` (and optional queries, ground truth, labels, keys) into a VectorSet at ``out``.
+
+    Item keys: ``keys`` / ``query_keys`` files (one a line, or a 1-D .npy), else each vector's row number in its
+    file (0-based), so a split keeps naming the base rows it took.
+    """
     metric = canonical_metric(metric)
     check_depth(k)
+    if query_keys is not None and queries is None:
+        raise InputError("--query-keys needs --queries (a split of the base takes its keys from --keys)")
     fmt = file_format(base)
     if fmt == ".hdf5":
+        if keys is not None or query_keys is not None:
+            raise InputError("--keys/--query-keys apply to vector files; an HDF5 set keeps its own keys")
         return _reimport_hdf5(base, out, metric, k, progress)
     X = read_vectors(base)
     n, d = X.shape
     base_labels = read_labels(labels, n, "--labels") if labels is not None else None
+    base_keys = read_keys(keys, n, "--keys") if keys is not None else row_keys(range(n))
     if queries is not None:
         Q_raw = read_vectors(queries)
         check_float32_source("query", Q_raw, 0)
@@ -102,6 +148,8 @@ def import_dataset(
             raise InputError(f"queries {str(queries)!r} are {Q.shape[1]}-d but the base is {d}-d")
         train, test_labels = X, (read_labels(query_labels, len(Q), "--query-labels") if query_labels else None)
         train_labels = base_labels
+        train_keys = base_keys
+        test_keys = read_keys(query_keys, len(Q), "--query-keys") if query_keys is not None else row_keys(range(len(Q)))
     else:
         if not 0 < test_size < n:
             raise InputError(f"--test-size must be in [1, {n - 1}] for {n} base vectors, got {test_size}")
@@ -114,6 +162,7 @@ def import_dataset(
         train = RowSubset(X, np.flatnonzero(keep))
         train_labels = base_labels[keep] if base_labels is not None else None
         test_labels = base_labels[test_rows] if base_labels is not None else None
+        train_keys, test_keys = base_keys[keep], base_keys[test_rows]
     neighbors = distances = None
     if groundtruth is not None:
         if queries is None:
@@ -138,7 +187,8 @@ def import_dataset(
                                    "groundtruth": str(groundtruth) if groundtruth else None,
                                    "test_size": None if queries else test_size, "seed": seed})}
     return write_vectorset(out, train, Q, metric, neighbors=neighbors, distances=distances,
-                           train_labels=train_labels, test_labels=test_labels, attrs=attrs, k=k, progress=progress)
+                           train_labels=train_labels, test_labels=test_labels, train_keys=train_keys,
+                           test_keys=test_keys, attrs=attrs, k=k, progress=progress)
 
 
 def _reimport_hdf5(path, out, metric, k, progress) -> Path:
@@ -160,6 +210,7 @@ def _reimport_hdf5(path, out, metric, k, progress) -> Path:
             out, vs.train, vs.load_test(), vs.metric,
             neighbors=vs.neighbors[:, :k] if keep_gt else None, distances=vs.distances[:, :k] if keep_gt else None,
             train_labels=vs.labels("train"), test_labels=vs.labels("test"),
+            train_keys=vs.keys("train"), test_keys=vs.keys("test"),
             attrs={**{k2: v for k2, v in vs.attrs.items() if k2 not in ("distance", "dimension")},
                    "source": f"ann-bench data import {Path(path).name}"},
             k=k, progress=progress)

@@ -54,6 +54,9 @@ class Items:
     data: Sequence[Any] | np.ndarray = field(repr=False)
     labels: np.ndarray | None = field(default=None, repr=False)
     label_source: str = ""
+    # Item keys (one str per item); None means row numbers. See :meth:`item_keys`.
+    keys: list[str] | None = field(default=None, repr=False)
+    key_source: str = "row number"
 
     @property
     def count(self) -> int:
@@ -75,6 +78,14 @@ class Items:
             else:
                 yield self.data[start:stop]
 
+    def item_keys(self) -> np.ndarray:
+        """One key per item (object array of str): an image's path relative to the folder, a text's line number
+        in its file (1-based, as an editor shows it), a table's key column or data row number (1-based), and an
+        array's row number (0-based, as numpy indexes it)."""
+        out = np.empty(self.count, dtype=object)
+        out[:] = self.keys if self.keys is not None else [str(i) for i in range(self.count)]
+        return out
+
     def describe(self, i: int) -> str:
         """Where item i comes from, for error messages."""
         if self.format == "image-folder":
@@ -88,7 +99,7 @@ class Items:
 
 # ---- the dispatcher ---------------------------------------------------------------------------------------
 def read_input(path: str | os.PathLike, *, labels: str | os.PathLike | None = None, label_column: str | None = None,
-               text_column: str | None = None) -> Items:
+               text_column: str | None = None, key_column: str | None = None) -> Items:
     """Read the input at ``path`` (see the module docstring); ``labels``: a labels file (.npy or IDX) for an
     array/IDX input without labels of its own."""
     path = Path(path).expanduser()
@@ -105,13 +116,15 @@ def read_input(path: str | os.PathLike, *, labels: str | os.PathLike | None = No
     elif path.suffix.lower() == ".npy":
         items = read_npy(path)
     elif path.suffix.lower() in (".csv", ".tsv"):
-        items = read_table(path, label_column=label_column, text_column=text_column)
+        items = read_table(path, label_column=label_column, text_column=text_column, key_column=key_column)
     else:
         items = read_text(path)
     if items.count == 0:
         raise InputError(f"input {str(path)!r} holds no items")
     if label_column is not None and items.format not in ("csv", "tsv"):
         raise InputError(f"--label-column applies to .csv/.tsv input; {str(path)!r} is {items.format}")
+    if key_column is not None and items.format not in ("csv", "tsv"):
+        raise InputError(f"--key-column applies to .csv/.tsv input; {str(path)!r} is {items.format}")
     if labels is not None:
         if items.format in ("image-folder", "csv", "tsv"):
             raise InputError(f"--labels applies to .npy and IDX input; {str(path)!r} ({items.format}) carries its "
@@ -158,8 +171,13 @@ def read_image_folder(root: Path) -> Items:
         raise InputError(f"no images under {str(root)!r} (looked for {', '.join(IMAGE_EXTENSIONS)}); an image "
                          "folder holds one subfolder per class")
     if loose:
-        return Items(root, "image-folder", "image", loose)
-    return Items(root, "image-folder", "image", paths, np.array(labels), "folder names")
+        return Items(root, "image-folder", "image", loose, keys=_relative(loose, root), key_source="relative path")
+    return Items(root, "image-folder", "image", paths, np.array(labels), "folder names",
+                 keys=_relative(paths, root), key_source="relative path")
+
+
+def _relative(paths: list[Path], root: Path) -> list[str]:
+    return [p.relative_to(root).as_posix() for p in paths]
 
 
 def decode_image(path: Path) -> np.ndarray:
@@ -289,11 +307,15 @@ def read_text(path: Path) -> Items:
         raise InputError(f"{str(path)!r} looks binary, not text, IDX or .npy; see `ann-bench embed --help` for "
                          "the input formats")
     lines = [line.rstrip("\r") for line in text.split("\n")]
-    return Items(path, "text", "text", [line for line in lines if line.strip()])
+    kept = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+    return Items(path, "text", "text", [line for _, line in kept], keys=[str(n) for n, _ in kept],
+                 key_source="line number")
 
 
-def read_table(path: Path, *, label_column: str | None = None, text_column: str | None = None) -> Items:
-    """A .csv or .tsv with a header row: texts from ``text_column``, labels from ``label_column``."""
+def read_table(path: Path, *, label_column: str | None = None, text_column: str | None = None,
+               key_column: str | None = None) -> Items:
+    """A .csv or .tsv with a header row: texts from ``text_column``, labels from ``label_column``, item keys from
+    ``key_column`` (default: a column named ``id``, else the data row number, 1-based)."""
     fmt = path.suffix.lower().lstrip(".")
     reader = csv.reader(io.StringIO(_read_utf8(path), newline=""), delimiter="\t" if fmt == "tsv" else ",")
     try:
@@ -307,21 +329,28 @@ def read_table(path: Path, *, label_column: str | None = None, text_column: str 
         raise InputError(f"label column {label_column!r} is not in {str(path)!r}; its columns: {', '.join(header)}")
     if text_column is not None and text_column not in header:
         raise InputError(f"text column {text_column!r} is not in {str(path)!r}; its columns: {', '.join(header)}")
+    if key_column is not None and key_column not in header:
+        raise InputError(f"key column {key_column!r} is not in {str(path)!r}; its columns: {', '.join(header)}")
     if label_column is None and "label" in header:
         label_column = "label"
+    if key_column is None and "id" in header and text_column != "id" and label_column != "id":
+        key_column = "id"
     if text_column is None:
-        others = [h for h in header if h != label_column]
+        others = [h for h in header if h not in (label_column, key_column)]
         if not others:
             raise InputError(f"{str(path)!r} has no text column besides the label column {label_column!r}")
         text_column = "text" if "text" in others else others[0]
     ti = header.index(text_column)
     li = header.index(label_column) if label_column is not None else None
-    texts, labels = [], []
+    ki = header.index(key_column) if key_column is not None else None
+    texts, labels, keys = [], [], []
     for n, row in enumerate(rows[1:], start=2):
         if len(row) != len(header):
             raise InputError(f"line {n} of {str(path)!r} has {len(row)} fields; the header has {len(header)}")
         texts.append(row[ti])
         if li is not None:
             labels.append(row[li].strip())
+        keys.append(row[ki].strip() if ki is not None else str(len(keys) + 1))
     return Items(path, fmt, "text", texts, np.array(labels) if li is not None else None,
-                 f"column {label_column!r}" if li is not None else "")
+                 f"column {label_column!r}" if li is not None else "", keys=keys,
+                 key_source=f"column {key_column!r}" if ki is not None else "data row number")

@@ -573,7 +573,9 @@ def subsample_set(vs, X: np.ndarray, fraction: float, seed: int, k: int, progres
     ids = np.sort(np.random.default_rng(seed).choice(vs.n_train, n_sub, replace=False))
     labels = (vs.labels("train")[ids], vs.labels("test")) if vs.has_labels else (None, None)
     path.parent.mkdir(parents=True, exist_ok=True)
+    keys = vs.keys("train")
     write_vectorset(path, X[ids], vs.load_test(), vs.metric, train_labels=labels[0], test_labels=labels[1],
+                    train_keys=keys[ids] if keys is not None else None, test_keys=vs.keys("test"),
                     attrs={"name": f"{vs.name}-sample{n_sub}", "source": "ann-bench tune --subsample",
                            "parent": vs.content_hash(), "sample_seed": seed}, k=max(k, 10), progress=progress)
     return path

@@ -66,7 +66,7 @@ def info_cmd(file: Path, as_json: bool, sample: int) -> None:
     else:
         table = Table(show_header=False, box=None)
         for key in ("path", "name", "metric", "dimension", "train", "test", "train_dtype", "groundtruth_depth",
-                    "labels", "n_classes", "size_mb", "content_hash"):
+                    "labels", "n_classes", "keys", "size_mb", "content_hash"):
             value = facts[key]
             table.add_row(key, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else escape(str(value)))
         for key, value in facts["attrs"].items():
@@ -94,19 +94,24 @@ def info_cmd(file: Path, as_json: bool, sample: int) -> None:
 @click.option("--labels", type=click.Path(path_type=Path), default=None, help="Labels of the base (.npy, IDX or "
               "one per line).")
 @click.option("--query-labels", type=click.Path(path_type=Path), default=None, help="Labels of --queries.")
+@click.option("--keys", type=click.Path(path_type=Path), default=None,
+              help="Item keys of the base (one per line, or a 1-D .npy) [each vector's row number, 0-based].")
+@click.option("--query-keys", type=click.Path(path_type=Path), default=None,
+              help="Item keys of --queries [row numbers].")
 @click.option("--test-size", type=int, default=10_000, show_default=True, help="Queries split off the base.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
 @click.option("-k", "k", type=int, default=100, show_default=True, help="Ground-truth depth.")
 @force_option
-def import_cmd(base: Path, output: Path, metric: str, queries, groundtruth, labels, query_labels, test_size: int,
-               seed: int, k: int, force: bool) -> None:
+def import_cmd(base: Path, output: Path, metric: str, queries, groundtruth, labels, query_labels, keys, query_keys,
+               test_size: int, seed: int, k: int, force: bool) -> None:
     """Import .fvecs/.bvecs/.ivecs, .fbin/.u8bin/.i8bin/.ibin, .npy, IDX or ann-benchmarks HDF5 files."""
     from ann_bench.importing import import_dataset
 
-    check_output(output, "dataset", inputs=(base, queries, groundtruth, labels, query_labels), force=force)
+    check_output(output, "dataset", inputs=(base, queries, groundtruth, labels, query_labels, keys, query_keys),
+                 force=force)
     with RichReporter() as rep, rep.task("ground truth", None) as advance:
         path = import_dataset(base, output, metric, queries=queries, groundtruth=groundtruth, labels=labels,
-                              query_labels=query_labels, test_size=test_size, seed=seed, k=k, progress=advance)
+                              query_labels=query_labels, keys=keys, query_keys=query_keys, test_size=test_size, seed=seed, k=k, progress=advance)
     with VectorSet(path) as vs:
         out.print(f"wrote {escape(str(path))}: {vs.n_train:,} train + {vs.n_test:,} test vectors, {vs.dim}-d, {vs.metric}, "
                   f"ground truth depth {vs.gt_depth}{', labels' if vs.has_labels else ''}")

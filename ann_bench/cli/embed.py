@@ -33,6 +33,10 @@ from ann_bench.embed import EmbedOptions, embed_to_vectorset
 @click.option("--queries-labels", default=None, type=click.Path(path_type=Path), help="Labels of --queries.")
 @click.option("--label-column", default=None, help="Label column of a .csv/.tsv input [label, when present].")
 @click.option("--text-column", default=None, help="Text column of a .csv/.tsv input [text, or the first other].")
+@click.option("--key-column", default=None,
+              help="Item-key column of a .csv/.tsv input [id, when present; else the data row number]. Keys name "
+                   "items in `ann-bench search` output: images get their relative path, text lines their line "
+                   "number, arrays their row number.")
 @click.option("--metric", default=None, help=f"One of {', '.join(METRICS)} [the embedder's own].")
 @click.option("--normalize/--no-normalize", default=None,
               help="L2-normalise the vectors [the embedder's default: on for trained models, off for identity].")
@@ -43,7 +47,7 @@ from ann_bench.embed import EmbedOptions, embed_to_vectorset
 @force_option
 def embed(model: str | None, input_path: Path, output: Path, queries: Path | None, test_size: int | None,
           labels: Path | None, queries_labels: Path | None, label_column: str | None, text_column: str | None,
-          metric: str | None, normalize: bool | None, batch_size: int | None, device: str, seed: int,
+          key_column: str | None, metric: str | None, normalize: bool | None, batch_size: int | None, device: str, seed: int,
           k: int, force: bool) -> None:
     """Embed raw inputs with a trained model into a VectorSet: train/test vectors, exact ground truth, labels
     when the input has them, and provenance (model, checkpoint sha256, input, date, normalisation)."""
@@ -52,7 +56,8 @@ def embed(model: str | None, input_path: Path, output: Path, queries: Path | Non
     with RichReporter() as rep:
         summary = embed_to_vectorset(model, input_path, output, queries=queries, labels=labels,
                                      queries_labels=queries_labels, label_column=label_column,
-                                     text_column=text_column, options=options, reporter=rep)
+                                     text_column=text_column, key_column=key_column, options=options,
+                                     reporter=rep)
     for w in summary.warnings:
         err.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
     classes = f", {summary.n_classes} classes" if summary.n_classes else ", no labels"
