@@ -32,6 +32,9 @@ KINDS = {
     "report": ("an HTML report", lambda head: head.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html"))),
     "export": ("a CSV or JSON export of results", lambda head: head.startswith(b"key,") or head.lstrip()[:1] in (b"[", b"{")),
     "checkpoint": ("a torch checkpoint", lambda head: head.startswith(b"PK\x03\x04")),
+    "neighbours": ("a neighbours file of `ann-bench search`",
+                   lambda head: head.startswith((b"query_key,", b"query_key\t", b'{"query_key"'))
+                   or (head.startswith(b"\x93NUMPY") and b"'query_key'" in head)),
 }
 
 

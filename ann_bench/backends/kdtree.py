@@ -12,14 +12,14 @@ within a factor 1 + eps of the true one.
   query batch to float64.
 - When fewer than k points are found (k > n), cKDTree reports index n and distance +inf; these become -1.
 - ``query(..., workers=threads)`` splits a batch over threads; the build is single-threaded.
-- save/load pickle the tree: index files are written by ann-bench into its own cache, never taken from
-  elsewhere, so unpickling them runs nothing we did not write.
+- save/load write the tree's own arrays (cKDTree's pickle state) to an ``.npz`` read with ``allow_pickle=False``:
+  a saved index (``ann-bench index build``) may come from elsewhere, and loading it must run no code.
 """
 
 from __future__ import annotations
 
+import io
 import os
-import pickle
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,9 @@ import numpy as np
 from ann_bench.backends.base import Capabilities, Index, Param
 from ann_bench.distances import normalized
 from ann_bench.errors import InputError
+
+
+_FORMAT = 1  # of the saved .npz
 
 
 class ScipyKDTree(Index):
@@ -81,18 +84,40 @@ class ScipyKDTree(Index):
             D = np.square(D) / 2  # 1 - cos from L2 between unit vectors
         return self.pad(D, I)
 
+    _STATE = ("tree", "data", "n", "m", "leafsize", "maxes", "mins", "indices")  # cKDTree.__getstate__, in order
+
+    def _write(self, fh) -> None:
+        state = self.tree.__getstate__()
+        if any(x is not None for x in state[len(self._STATE):]):  # boxsize: never set by this backend
+            raise InputError(f"{self.label()}: a periodic (boxsize) tree cannot be saved")
+        np.savez(fh, format=np.int64(_FORMAT), **{name: np.asarray(v) for name, v in zip(self._STATE, state)})
+
     def save(self, path: str | os.PathLike) -> None:
-        with open(path, "wb") as fh:
-            pickle.dump(self.tree, fh, protocol=5)
+        with open(path, "wb") as fh:  # a file object: np.savez would append ".npz" to a bare path
+            self._write(fh)
 
     def load(self, path: str | os.PathLike) -> None:
-        with open(path, "rb") as fh:
-            tree = pickle.load(fh)  # our own cache file (see the module docstring), never user input
-        if tree.m != self.dim:
-            raise InputError(f"{self.label()}: index file {os.fspath(path)!r} holds {tree.m}-d vectors, "
+        from scipy.spatial import cKDTree
+
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if int(z["format"]) != _FORMAT:
+                    raise InputError(f"{self.label()}: {os.fspath(path)!r} has format {int(z['format'])}, this "
+                                     f"version reads {_FORMAT}; rebuild the index")
+                state = tuple(z[name] for name in self._STATE)
+        except (ValueError, OSError, KeyError, EOFError) as exc:
+            raise InputError(f"{self.label()}: {os.fspath(path)!r} is not a k-d tree file this version wrote "
+                             f"({exc}); rebuild the index") from None
+        tree_buf, data, n, m, leafsize, maxes, mins, indices = state
+        if int(m) != self.dim or data.shape != (int(n), self.dim):
+            raise InputError(f"{self.label()}: index file {os.fspath(path)!r} holds {int(m)}-d vectors, "
                              f"not {self.dim}-d")
+        tree = cKDTree.__new__(cKDTree)
+        tree.__setstate__((tree_buf, data, int(n), int(m), int(leafsize), maxes, mins, indices, None, None))
         self.tree = tree
         self._built = True
 
     def index_bytes(self) -> int:
-        return len(pickle.dumps(self.tree, protocol=5))
+        buf = io.BytesIO()
+        self._write(buf)
+        return buf.getbuffer().nbytes
