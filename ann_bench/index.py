@@ -454,6 +454,21 @@ def recall_check(saved: SavedIndex, vectors: Vectors, k: int) -> dict[str, Any] 
             "search_params": saved.search_defaults}
 
 
+def latest_dataset(results: str | os.PathLike) -> str:
+    """The dataset file of the most recent ok row of a results store (InputError when there is none)."""
+    from ann_bench.results import ResultStore
+
+    with ResultStore(results, create=False) as store:
+        rows = [r for r in store.records() if r.status == "ok" and r.dataset_path]
+    if not rows:
+        raise InputError(f"the results store {str(results)!r} holds no measured row; pass --dataset")
+    latest = max(rows, key=lambda r: r.created_at)
+    if not Path(latest.dataset_path).is_file():
+        raise InputError(f"the most recent dataset in {str(results)!r}, {latest.dataset_path!r}, no longer exists; "
+                         "pass --dataset")
+    return latest.dataset_path
+
+
 def best_configuration(results: str | os.PathLike, dataset_hash: str | None, recall: float, *,
                        max_memory: int | None = None, max_rss: int | None = None, k: int | None = None,
                        mode: str | None = None, metric: str = "qps"):
@@ -479,7 +494,7 @@ def best_configuration(results: str | os.PathLike, dataset_hash: str | None, rec
     return answer.winner.best
 
 
-def build_index_dir(dataset: str | os.PathLike, output: str | os.PathLike, *, backend: str | None = None,
+def build_index_dir(dataset: str | os.PathLike | None, output: str | os.PathLike, *, backend: str | None = None,
                     impl: str | None = None, build: dict[str, Any] | None = None,
                     search: dict[str, Any] | None = None, metric: str | None = None,
                     keys: str | os.PathLike | None = None, from_best: float | None = None,
@@ -487,8 +502,15 @@ def build_index_dir(dataset: str | os.PathLike, output: str | os.PathLike, *, ba
                     max_rss: int | None = None, k: int = 10, threads: int = 1, seed: int = 0,
                     force: bool = False) -> SavedIndex:
     """``ann-bench index build``: read the vectors, pick the configuration (given, or the store's best for
-    recall >= ``from_best``), build, check recall on the set's test queries when it has ground truth, save."""
+    recall >= ``from_best``), build, check recall on the set's test queries when it has ground truth, save.
+
+    ``dataset`` None with ``from_best``: the set of the most recent row in ``results``."""
     from ann_bench.backends import get_backend
+
+    if dataset is None:
+        if from_best is None or results is None:
+            raise InputError("pass --dataset (the vectors to index)")
+        dataset = latest_dataset(results)
 
     check_index_output(output, force=force, inputs=(dataset, keys, results))
     ensure_writable_dir(Path(output).expanduser())  # fail before the build, not after it

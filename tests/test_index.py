@@ -193,6 +193,10 @@ def test_from_best_takes_the_store_winner(tmp_path, keyed_set):
     assert params_str(m["search_params"]) == best["search_params"]
     assert m["measured"]["recall"] == best["recall"] and m["measured"]["qps"] == best["qps"]
     assert "measured in the store" in r.output and "recall check" in r.output
+    r = invoke("index", "build", "--from-best", "--recall", 0.9, "--results", store, "-o", tmp_path / "latest")
+    assert r.exit_code == 0, r.output  # no --dataset: the set of the store's latest run
+    assert ann_bench.open_index(tmp_path / "latest").manifest["source"]["dataset_hash"] == m["source"]["dataset_hash"]
+    one_line_error(invoke("index", "build", "--backend", "flat", "-o", tmp_path / "d"), "--dataset")
     r = invoke("index", "build", "--dataset", keyed_set, "--from-best", "--recall", 1.01, "--results", store,
                "-o", tmp_path / "c")
     assert r.exit_code == 2 and not (tmp_path / "c").exists()

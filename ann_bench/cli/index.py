@@ -40,9 +40,10 @@ def index() -> None:
 
 
 @index.command("build")
-@click.option("--dataset", required=True, type=click.Path(path_type=Path),
+@click.option("--dataset", default=None, type=click.Path(path_type=Path),
               help="An HDF5 vector set (its train split is indexed, with its item keys) or a vector file (.npy, "
-                   ".fvecs, .bvecs, .fbin, .u8bin, .i8bin, IDX; needs --metric).")
+                   ".fvecs, .bvecs, .fbin, .u8bin, .i8bin, IDX; needs --metric). With --from-best: [the set of the "
+                   "store's most recent run].")
 @click.option("--backend", default=None, help="Backend (`ann-bench backends`); or use --from-best.")
 @click.option("--impl", default=None, help="Implementation of the backend [its default].")
 @click.option("--build", "build_specs", multiple=True, metavar="NAME=VALUE",
@@ -69,7 +70,7 @@ def index() -> None:
               help="The index directory to write (created; replaced only with --force and only if ann-bench "
                    "wrote it).")
 @click.option("--force", is_flag=True, help="Replace an existing index directory (never any other directory).")
-def build_cmd(dataset: Path, backend: str | None, impl: str | None, build_specs: tuple[str, ...],
+def build_cmd(dataset: Path | None, backend: str | None, impl: str | None, build_specs: tuple[str, ...],
               search_specs: tuple[str, ...], from_best: bool, recall: float | None, results_path: Path | None,
               max_memory: str | None, max_rss: str | None, metric: str | None, keys: Path | None, k: int,
               threads: int, seed: int, output: Path, force: bool) -> None:
@@ -93,11 +94,17 @@ def build_cmd(dataset: Path, backend: str | None, impl: str | None, build_specs:
             max_memory=parse_size(max_memory) if max_memory else None,
             max_rss=parse_size(max_rss) if max_rss else None, k=k, threads=threads, seed=seed, force=force)
     m = saved.manifest
-    out.print(f"wrote {escape(str(saved.path))}: {m['backend']}[{m['impl']}] {escape(_params(m['build_params']))}, "
-              f"{m['n']:,} x {m['dimension']}-d {m['metric']}, built in {m['build_s']:.2f} s, index "
+    out.print(f"wrote {escape(str(saved.path))}: {escape(m['backend'] + '[' + m['impl'] + ']')} "
+              f"{escape(_params(m['build_params']))}, "
+              f"{m['n']:,} x {m['dimension']}-d {m['metric']} of {escape(_source(m))}, built in {m['build_s']:.2f} s, index "
               f"{m['index_file']['bytes'] / 1e6:,.1f} MB{'' if m['keys'] else ', no item keys (row numbers)'}",
               soft_wrap=True)
     _print_figures(m)
+
+
+def _source(m: dict[str, Any]) -> str:
+    src = m.get("source") or {}
+    return str(src.get("dataset_name") or Path(src.get("dataset") or src.get("vectors") or "vectors").name)
 
 
 def _params(params: dict[str, Any]) -> str:
