@@ -5,6 +5,9 @@ Steps (:func:`embed_to_vectorset`): read the input(s) (:mod:`ann_bench.inputs`),
 optionally L2-normalise, split train/test with a seed (or embed a separate queries input), encode labels, and
 write the VectorSet atomically with provenance attrs (:func:`ann_bench.datasets.write_vectorset`).
 
+Several models (an ensemble) embed the same items; each model's vectors are L2-normalised, multiplied by
+sqrt(weight) and concatenated column-wise, as ``ann-bench data combine`` does with sets (:mod:`ann_bench.combine`).
+
 Everything that can be checked before the model runs is checked first: the output directory, the options,
 the inputs (readable, not empty, label column present), the model (exists, loads, takes this kind of input),
 ``--test-size`` below the item count, and the feature dimension of array queries.
@@ -47,6 +50,7 @@ class EmbedOptions:
     k: int = DEFAULT_K  # ground-truth depth
     device: str = "cpu"
     force: bool = False  # replace an existing output that is not a dataset (never an input: see outputs.py)
+    weights: tuple[float, ...] | None = None  # one per model when several are given [all 1]
 
     def check(self) -> None:
         if self.batch_size is not None and self.batch_size < 1:
@@ -76,6 +80,7 @@ class EmbedSummary:
     items_per_s: float
     embed_s: float
     warnings: list[str] = field(default_factory=list)
+    models: list[dict[str, Any]] = field(default_factory=list)  # several models: name, dim, weight of each
 
 
 def default_test_size(n: int) -> int:
@@ -151,19 +156,48 @@ def _label_str(x) -> str:
     return x.decode() if isinstance(x, bytes) else str(x)
 
 
-def _input_files(model: str | None, *paths: str | os.PathLike | None) -> list[Path]:
-    """Every file an embedding run reads: the inputs, the files of an input folder (an image folder) and a
-    model file (``PATH.pt`` or ``ARCH:PATH.pt``); the output must be none of them."""
+def _input_files(model: str | list[str] | None, *paths: str | os.PathLike | None) -> list[Path]:
+    """Every file an embedding run reads: the inputs, the files of an input folder (an image folder) and the
+    model files (``PATH.pt`` or ``ARCH:PATH.pt``); the output must be none of them."""
     files = [Path(p).expanduser() for p in paths if p is not None]
     for folder in [p for p in files if p.is_dir()]:
         files += [p for p in folder.rglob("*") if p.is_file()]
-    if model and model.endswith(".pt"):
-        files.append(Path(model.partition(":")[2] or model).expanduser())
+    for m in ([model] if model is None or isinstance(model, str) else model):
+        if m and m.endswith(".pt"):
+            files.append(Path(m.partition(":")[2] or m).expanduser())
     return files
 
 
+def _model_list(model: str | os.PathLike | list | tuple | None) -> list[str] | None:
+    """``model`` as a list of model specs (None: no model given)."""
+    if model is None:
+        return None
+    if isinstance(model, (str, os.PathLike)):
+        return [str(model)]
+    models = [str(m) for m in model]
+    return models or None
+
+
+def embed_ensemble(embedders, weights: list[float], items: Items, batch_size: int | None, *, progress_task,
+                   label: str) -> tuple[np.ndarray, list[int]]:
+    """Embed ``items`` with each embedder, L2-normalise each model's rows, multiply them by sqrt(weight) and
+    concatenate: (count, sum of dims) float32, and each model's dim. ``progress_task(description, total)`` is a
+    reporter's task context. InputError on a row a model maps to all zeros (it has no direction)."""
+    from ann_bench.combine import scale_part
+
+    parts: list[np.ndarray] = []
+    for embedder, w in zip(embedders, weights):
+        with progress_task(f"embedding {label} with {embedder.name}", items.count) as advance:
+            V = embed_items(embedder, items, batch_size or embedder.batch_size, progress=advance)
+        scale_part(V, w, True, lambda row, e=embedder: f"the vector of {items.describe(row)} (model {e.name!r})")
+        parts.append(V)
+    dims = [p.shape[1] for p in parts]
+    X = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+    return X, dims
+
+
 def embed_to_vectorset(
-    model: str | None,
+    model: str | list[str] | None,
     input_path: str | os.PathLike,
     output: str | os.PathLike,
     *,
@@ -180,16 +214,32 @@ def embed_to_vectorset(
 
     Test vectors are the embedded ``queries`` input, or else ``options.test_size`` items held out from the
     input at random (seed ``options.seed``). ``model`` None means ``identity`` for array input (.npy, 2-D IDX).
+    ``model`` may be a list of several models: each embeds the same items, its vectors L2-normalised and
+    multiplied by sqrt(``options.weights[i]``) (default 1), and the parts are concatenated column-wise; the
+    metric defaults to angular.
     """
     from embeddings import load_embedder
+
+    from ann_bench.combine import check_weights
 
     options = options or EmbedOptions()
     reporter = reporter or Reporter()
     options.check()
+    models = _model_list(model)
+    several = models is not None and len(models) > 1
+    weights: list[float] = []
+    if several:
+        weights = check_weights(options.weights, len(models), "model")
+        if options.normalize is False:
+            raise InputError("--no-normalize does not apply to several --model: each model's vectors are "
+                             "L2-normalised so that --weights mean something (to concatenate un-normalised sets, "
+                             "use `ann-bench data combine --normalize none`)")
+    elif options.weights is not None:
+        raise InputError("--weights needs several --model (one weight per model)")
     output = Path(output).expanduser()
     input_path = Path(input_path).expanduser()
     check_output(output, "dataset", force=options.force,
-                 inputs=_input_files(model, input_path, queries, labels, queries_labels))
+                 inputs=_input_files(models, input_path, queries, labels, queries_labels))
     ensure_writable_dir(output)  # before the embedding work, not after it
     if queries is not None and options.test_size is not None:
         raise InputError("pass either --queries (a separate query input) or --test-size (queries held out from "
@@ -216,23 +266,34 @@ def embed_to_vectorset(
             raise InputError(f"--test-size {test_size} leaves no train items: the input has {items.count}; use "
                              f"--test-size < {items.count} (or --queries)")
 
-    if model is None:
+    if models is None:
         if items.kind != "array":
             raise InputError(f"--model is required for {items.kind} input; see `ann-bench embedders`")
-        model = "identity"
-    embedder = load_embedder(model, device=options.device)
-    embedder.bind(items.kind)
-    metric = canonical_metric(options.metric or embedder.metric)
-    normalize = embedder.normalize if options.normalize is None else options.normalize
+        models = ["identity"]
+    embedders = [load_embedder(m, device=options.device) for m in models]
+    for e in embedders:
+        e.bind(items.kind)
+    embedder = embedders[0]
+    metric = canonical_metric(options.metric or ("angular" if several else embedder.metric))
+    normalize = True if several else (embedder.normalize if options.normalize is None else options.normalize)
     batch_size = options.batch_size or embedder.batch_size
 
     t0 = time.perf_counter()
-    with reporter.task(f"embedding {input_path.name}", items.count) as advance:
-        X = embed_items(embedder, items, batch_size, normalize=normalize, progress=advance)
+    dims: list[int] = []
+    if several:
+        X, dims = embed_ensemble(embedders, weights, items, options.batch_size, progress_task=reporter.task,
+                                 label=input_path.name)
+    else:
+        with reporter.task(f"embedding {input_path.name}", items.count) as advance:
+            X = embed_items(embedder, items, batch_size, normalize=normalize, progress=advance)
     Q = None
     if q_items is not None:
-        with reporter.task(f"embedding {q_items.path.name}", q_items.count) as advance:
-            Q = embed_items(embedder, q_items, batch_size, normalize=normalize, progress=advance)
+        if several:
+            Q, _ = embed_ensemble(embedders, weights, q_items, options.batch_size, progress_task=reporter.task,
+                                  label=q_items.path.name)
+        else:
+            with reporter.task(f"embedding {q_items.path.name}", q_items.count) as advance:
+                Q = embed_items(embedder, q_items, batch_size, normalize=normalize, progress=advance)
         if Q.shape[1] != X.shape[1]:
             raise InputError(f"queries embed to {Q.shape[1]}-d vectors but the input to {X.shape[1]}-d")
     embed_s = time.perf_counter() - t0
@@ -265,16 +326,24 @@ def embed_to_vectorset(
                                  "metric 'angular'; drop it or use --metric euclidean")
     train_labels, test_labels, label_names = encode_labels(raw_train, raw_test)
 
+    if several:
+        parts = [{**{k: v for k, v in e.provenance().items() if v is not None}, "dim": int(d), "weight": w,
+                  "batch_size": int(options.batch_size or e.batch_size)}
+                 for e, d, w in zip(embedders, dims, weights)]
+        model_attrs: dict[str, Any] = {"model": " + ".join(e.name for e in embedders), "models": parts}
+        norm_attrs: dict[str, Any] = {"normalize": "each"}
+    else:
+        model_attrs = {k: v for k, v in embedder.provenance().items() if v is not None}
+        norm_attrs = {"normalized": bool(normalize), "batch_size": int(batch_size)}
     attrs: dict[str, Any] = {
         "source": "ann-bench embed",
-        **{k: v for k, v in embedder.provenance().items() if v is not None},
+        **model_attrs,
         "input": str(input_path.resolve()),
         "input_format": items.format,
         "input_kind": items.kind,
         "input_count": items.count,
         "keys": items.key_source,
-        "normalized": bool(normalize),
-        "batch_size": int(batch_size),
+        **norm_attrs,
         "device": options.device,
         "embed_seconds": round(embed_s, 3),
         "items_per_second": round(n_items / embed_s, 1) if embed_s > 0 else 0.0,
@@ -293,8 +362,10 @@ def embed_to_vectorset(
                         train_keys=train_keys, test_keys=test_keys, attrs=attrs, k=options.k, progress=advance)
     n_classes = len(label_names) if label_names is not None else (
         int(len(np.unique(train_labels))) if train_labels is not None else 0)
-    return EmbedSummary(path=output, model=embedder.name, n_train=len(train), n_test=len(test), dim=train.shape[1],
-                        metric=metric, normalized=bool(normalize), n_classes=n_classes,
-                        items_per_s=n_items / embed_s if embed_s > 0 else float("inf"), embed_s=embed_s,
-                        warnings=warnings)
+    return EmbedSummary(path=output, model=" + ".join(e.name for e in embedders), n_train=len(train),
+                        n_test=len(test), dim=train.shape[1], metric=metric, normalized=bool(normalize),
+                        n_classes=n_classes, items_per_s=n_items / embed_s if embed_s > 0 else float("inf"),
+                        embed_s=embed_s, warnings=warnings,
+                        models=[{"model": e.name, "dim": int(d), "weight": w}
+                                for e, d, w in zip(embedders, dims, weights)] if several else [])
 

@@ -117,6 +117,35 @@ def import_cmd(base: Path, output: Path, metric: str, queries, groundtruth, labe
                   f"ground truth depth {vs.gt_depth}{', labels' if vs.has_labels else ''}")
 
 
+@data.command("combine")
+@click.argument("parts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The combined VectorSet to write (.hdf5); never one of the parts.")
+@click.option("--weights", default=None,
+              help="One weight > 0 per part, comma separated (1,0.5): part i is multiplied by sqrt(w_i), so w_i "
+                   "scales its share of squared distances and dot products [all 1].")
+@click.option("--normalize", type=click.Choice(["each", "none"]), default="each", show_default=True,
+              help="each: L2-normalise every part's rows before weighting; none: keep them as they are.")
+@click.option("--metric", default=None, help=f"One of {', '.join(METRICS)} [the parts' common metric].")
+@click.option("-k", "k", type=int, default=100, show_default=True, help="Ground-truth depth.")
+@force_option
+def combine_cmd(parts: tuple[Path, ...], output: Path, weights: str | None, normalize: str, metric: str | None,
+                k: int, force: bool) -> None:
+    """Concatenate item-aligned sets column-wise (an ensemble of embeddings of the same items): train and test
+    of each part side by side, weighted, with exact ground truth recomputed and keys and labels kept."""
+    from ann_bench.combine import combine_sets, parse_weights
+
+    check_output(output, "dataset", inputs=parts, force=force)
+    with RichReporter() as rep, rep.task("ground truth", None) as advance:
+        path = combine_sets(parts, output, weights=parse_weights(weights), normalize=normalize, metric=metric, k=k,
+                            progress=advance, force=force)
+    with VectorSet(path) as vs:
+        dims = " + ".join(str(p["dim"]) for p in json.loads(vs.attrs["parts"]))
+        out.print(f"wrote {escape(str(path))}: {vs.n_train:,} train + {vs.n_test:,} test vectors, {vs.dim}-d "
+                  f"({dims}), {vs.metric}, ground truth depth {vs.gt_depth}{', labels' if vs.has_labels else ''}"
+                  f"{', keys' if vs.has_keys else ''}", soft_wrap=True)
+
+
 @data.command("fetch")
 @click.argument("name")
 @click.option("--mirror", default=None, help="Base URL to download from [$ANN_BENCH_MIRROR, else ann-benchmarks'].")

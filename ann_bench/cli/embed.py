@@ -15,9 +15,11 @@ from ann_bench.embed import EmbedOptions, embed_to_vectorset
 
 
 @click.command()
-@click.option("--model", "model", default=None,
+@click.option("--model", "model", multiple=True,
               help="A registered embedder (`ann-bench embedders`), a TorchScript file PATH.pt, or ARCH:PATH.pt "
-                   "for a state_dict of a named architecture. Optional for .npy / 2-D IDX features (identity).")
+                   "for a state_dict of a named architecture. Optional for .npy / 2-D IDX features (identity). "
+                   "Repeat it for an ensemble: each model's vectors are L2-normalised, weighted (--weights) and "
+                   "concatenated.")
 @click.option("--input", "input_path", required=True, type=click.Path(path_type=Path),
               help="Image folder (one subfolder per class), IDX file, text file (one item a line), .csv/.tsv with "
                    "a header, or .npy features.")
@@ -38,6 +40,9 @@ from ann_bench.embed import EmbedOptions, embed_to_vectorset
                    "items in `ann-bench search` output: images get their relative path, text lines their line "
                    "number, arrays their row number.")
 @click.option("--metric", default=None, help=f"One of {', '.join(METRICS)} [the embedder's own].")
+@click.option("--weights", default=None,
+              help="With several --model: one weight > 0 per model, comma separated (1,0.5); model i's vectors "
+                   "are multiplied by sqrt(w_i) [all 1].")
 @click.option("--normalize/--no-normalize", default=None,
               help="L2-normalise the vectors [the embedder's default: on for trained models, off for identity].")
 @click.option("--batch-size", type=int, default=None, help="Items per forward pass [the embedder's default].")
@@ -45,22 +50,33 @@ from ann_bench.embed import EmbedOptions, embed_to_vectorset
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/test split.")
 @click.option("-k", "k", type=int, default=100, show_default=True, help="Ground-truth depth.")
 @force_option
-def embed(model: str | None, input_path: Path, output: Path, queries: Path | None, test_size: int | None,
+def embed(model: tuple[str, ...], input_path: Path, output: Path, queries: Path | None, test_size: int | None,
           labels: Path | None, queries_labels: Path | None, label_column: str | None, text_column: str | None,
-          key_column: str | None, metric: str | None, normalize: bool | None, batch_size: int | None, device: str, seed: int,
-          k: int, force: bool) -> None:
+          key_column: str | None, metric: str | None, weights: str | None, normalize: bool | None,
+          batch_size: int | None, device: str, seed: int, k: int, force: bool) -> None:
     """Embed raw inputs with a trained model into a VectorSet: train/test vectors, exact ground truth, labels
     when the input has them, and provenance (model, checkpoint sha256, input, date, normalisation)."""
+    from ann_bench.combine import parse_weights
+
+    parsed = parse_weights(weights)
     options = EmbedOptions(batch_size=batch_size, normalize=normalize, metric=metric, test_size=test_size,
-                           seed=seed, k=k, device=device, force=force)
+                           seed=seed, k=k, device=device, force=force,
+                           weights=tuple(parsed) if parsed is not None else None)
+    models = list(model) if len(model) > 1 else (model[0] if model else None)
     with RichReporter() as rep:
-        summary = embed_to_vectorset(model, input_path, output, queries=queries, labels=labels,
+        summary = embed_to_vectorset(models, input_path, output, queries=queries, labels=labels,
                                      queries_labels=queries_labels, label_column=label_column,
                                      text_column=text_column, key_column=key_column, options=options,
                                      reporter=rep)
     for w in summary.warnings:
         err.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
     classes = f", {summary.n_classes} classes" if summary.n_classes else ", no labels"
+    if summary.models:
+        parts = " + ".join(f"{m['model']} ({m['dim']}-d, weight {m['weight']:g})" for m in summary.models)
+        out.print(f"wrote {escape(str(summary.path))}: {summary.n_train:,} train + {summary.n_test:,} test vectors, "
+                  f"{summary.dim}-d, {summary.metric} (each model normalised){classes}; models {escape(parts)} at "
+                  f"{summary.items_per_s:,.0f} items/s", soft_wrap=True)
+        return
     out.print(f"wrote {escape(str(summary.path))}: {summary.n_train:,} train + {summary.n_test:,} test vectors, "
               f"{summary.dim}-d, {summary.metric}{' (normalised)' if summary.normalized else ''}{classes}; "
               f"model {escape(summary.model)} at {summary.items_per_s:,.0f} items/s", soft_wrap=True)
