@@ -257,3 +257,34 @@ def test_kdtree_index_file_holds_no_pickle(tmp_path, rng):
     saved.save(tmp_path / "kd")
     with np.load(tmp_path / "kd" / "index.bin", allow_pickle=False) as z:  # would raise on an object array
         assert int(z["m"]) == 3
+
+
+def test_keys_survive_embed_combine_index_search(tmp_path):
+    """Image paths named by embed stay the names search prints, through data combine and index build."""
+    from PIL import Image
+
+    root = tmp_path / "shop"
+    rng = np.random.default_rng(3)
+    for cls in ("shoe", "bag $[x]"):
+        (root / cls).mkdir(parents=True)
+        for i in range(15):
+            Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(root / cls / f"p{i}.png")
+    a, e = tmp_path / "a.hdf5", tmp_path / "e.hdf5"
+    assert invoke("embed", "--model", "digits-cnn", "--input", root, "-o", a, "--test-size", 5).exit_code == 0
+    r = invoke("data", "combine", a, a, "--weights", "1,2", "-o", e)
+    assert r.exit_code == 0, r.output
+    r = invoke("index", "build", "--dataset", e, "--backend", "hnsw", "-o", tmp_path / "ix")
+    assert r.exit_code == 0, r.output
+    r = invoke("search", tmp_path / "ix", "--queries", e, "-k", 3, "--format", "wide", "-o", tmp_path / "rec.csv")
+    assert r.exit_code == 0, r.output
+    with VectorSet(e) as vs:
+        train_keys, test_keys = set(vs.keys("train")), list(vs.keys("test"))
+    rows = list(csv.reader(open(tmp_path / "rec.csv", newline="")))
+    assert [row[0] for row in rows[1:]] == test_keys
+    assert all(k in train_keys and k.endswith(".png") and "/" in k for row in rows[1:] for k in row[1:])
+    r = invoke("search", tmp_path / "ix", "--queries", e, "--split", "train", "--exclude-self", "-k", 3,
+               "-o", tmp_path / "i2i.jsonl")
+    assert r.exit_code == 0, r.output
+    for line in (tmp_path / "i2i.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        assert rec["query_key"] not in rec["keys"] and len(rec["keys"]) == 3
