@@ -61,6 +61,9 @@ CATALOGUE = {e.name: e for e in [
     Entry("mnist-784-euclidean", 784, 60_000, 10_000, "euclidean", 217),
     Entry("nytimes-256-angular", 256, 290_000, 10_000, "angular", 301),
     Entry("sift-128-euclidean", 128, 1_000_000, 10_000, "euclidean", 501),
+    # Built offline from Debian packages and packaged models (ann_bench.realsets), never downloaded:
+    Entry("wordnet-minilm-384-angular", 384, 107_659, 10_000, "angular", 0),
+    Entry("fashion-mnist-cnn-50-angular", 50, 60_000, 10_000, "angular", 0),
 ]}
 
 
@@ -135,6 +138,12 @@ def fetch(name: str, mirror: str | None = None, force: bool = False,
         return out
     if name == "fashion-mnist-784-euclidean" and mirror is None and fashion_mnist_dir() is not None:
         return build_fashion_mnist(out, fashion_mnist_dir(), progress=gt_progress)
+    from ann_bench.realsets import REAL_SETS, build
+
+    if name in REAL_SETS:
+        if mirror is not None:
+            raise InputError(f"{name} is built offline from Debian packages, not downloaded: drop --mirror")
+        return build(name, out, progress=gt_progress)
     base = check_mirror(mirror or os.environ.get(MIRROR_ENV) or DEFAULT_MIRROR)
     url = f"{base}/{e.filename}"
     part = out.with_name(out.name + ".part")
@@ -237,5 +246,6 @@ def listing() -> list[dict]:
         path = datasets_dir() / e.filename
         rows.append({"name": e.name, "dimension": e.dim, "train": e.n_train, "test": e.n_test, "metric": e.metric,
                      "download_mb": e.size_mb, "cached": path.exists(), "path": str(path) if path.exists() else "",
-                     "offline_build": e.name == "fashion-mnist-784-euclidean" and fashion_mnist_dir() is not None})
+                     "offline_build": (e.name == "fashion-mnist-784-euclidean" and fashion_mnist_dir() is not None)
+                     or e.size_mb == 0})
     return rows

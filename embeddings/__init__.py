@@ -3,7 +3,7 @@
 Every embedder implements :class:`embeddings.base.Embedder` (name, input kind, dim, metric, ``embed(batch)``).
 :func:`load_embedder` resolves what ``--model`` names:
 
-- a registered name (``ann-bench embedders`` lists them): ``minilm``, ``digits-cnn``, ``identity``;
+- a registered name (``ann-bench embedders`` lists them): ``minilm``, ``digits-cnn``, ``fashion-cnn``, ``identity``;
 - ``ARCH:path.pt``: a state_dict for a named architecture (:data:`embeddings.cnn.ARCHITECTURES`), loaded with
   ``torch.load(weights_only=True)``;
 - ``path.pt``: a TorchScript file (``torch.jit.load``), or an ann-bench checkpoint that names its architecture
@@ -24,6 +24,7 @@ from embeddings.base import INPUT_KINDS, Embedder
 _MODULES = [
     ("embeddings.minilm", "MiniLM"),
     ("embeddings.cnn", "DigitsCNN"),
+    ("embeddings.cnn", "FashionCNN"),
     ("embeddings.identity", "Identity"),
 ]
 ARCHITECTURE_NAMES = ("small_cnn", "mobilenet_v2", "mlp")  # keys of embeddings.cnn.ARCHITECTURES, listed without importing torch

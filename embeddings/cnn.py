@@ -218,3 +218,21 @@ class DigitsCNN(CheckpointEmbedder):
         if not cls.checkpoint.is_file():
             raise InputError(f"checkpoint {str(cls.checkpoint)!r} is missing; re-create it with "
                              "`python embeddings/train_digits.py`")
+
+
+class FashionCNN(DigitsCNN):
+    """The small CNN trained with a triplet loss (semi-hard miner) on Fashion-MNIST by ``ann-bench train``."""
+
+    name = "fashion-cnn"
+    dim = 50
+    description = ("small CNN (2 stages, 50-d), triplet loss on 20,000 Fashion-MNIST images, 4 epochs; any image, "
+                   "resized to 28x28 grey")
+    checkpoint = CHECKPOINT_DIR / "fashion_cnn.pt"
+    recreate = ("ann-bench train --data fashion-mnist --loss triplet --miner semihard --epochs 4 --train-limit 20000 "
+                "--test-limit 2000 -o embeddings/checkpoints/fashion_cnn.pt")
+
+    @classmethod
+    def check_available(cls) -> None:
+        if not cls.checkpoint.is_file():
+            raise InputError(f"checkpoint {str(cls.checkpoint)!r} is missing; re-create it with `{cls.recreate}`")
+
