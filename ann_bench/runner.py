@@ -148,6 +148,7 @@ def plan_sweep(
         builds = [cls.validate_build_params(p) for p in grid_product(build_grid)]
         for b in builds:
             cls.check_data(b, n, dim)
+            cls(metric, dim, **b)  # construction validates the parameters against the metric, allocates nothing
         searches = [cls.validate_search_params(p) for p in grid_product(search_grid)]
         plans.append(BackendPlan(cls, _unique(builds), _unique(searches)))
     return plans

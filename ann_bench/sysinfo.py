@@ -11,7 +11,8 @@ import sys
 
 from ann_bench import __version__
 
-PACKAGES = ("numpy", "faiss-cpu", "hnswlib", "annoy", "scipy", "numba", "h5py", "torch")
+PACKAGES = ("numpy", "faiss-cpu", "hnswlib", "annoy", "scipy", "numba", "h5py", "torch", "usearch", "voyager",
+            "nmslib", "nmslib-metabrainz", "pynndescent", "ngt", "diskannpy", "scann", "optuna")
 
 
 @functools.cache

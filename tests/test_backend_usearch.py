@@ -15,7 +15,7 @@ from ann_bench.distances import pairwise  # noqa: E402
 from ann_bench.errors import InputError  # noqa: E402
 from ann_bench.metrics import check_no_duplicates, id_recall  # noqa: E402
 
-BUILD = {"connectivity": 16, "expansion_add": 100}
+BUILD = {"M": 16, "ef_construction": 100}
 SEARCH = {"ef": 200}
 
 
@@ -143,8 +143,8 @@ def test_save_load_gives_identical_results(dtype, data, tmp_path):
 def test_load_refuses_another_build_and_a_missing_file(data, tmp_path):
     X, _ = data
     built("euclidean", X[:100]).save(tmp_path / "u.bin")
-    other = get_backend("hnsw", "usearch")("euclidean", X.shape[1], connectivity=8)
-    with pytest.raises(InputError, match=r"was built with connectivity=16 \(not 8\)"):
+    other = get_backend("hnsw", "usearch")("euclidean", X.shape[1], M=8)
+    with pytest.raises(InputError, match=r"was built with M=16 \(not 8\)"):
         other.load(tmp_path / "u.bin")
     half = get_backend("hnsw", "usearch")("euclidean", X.shape[1], **BUILD, dtype="f16")
     with pytest.raises(InputError, match=r"was built with dtype=f32 \(not f16\)"):
@@ -169,7 +169,7 @@ def test_threads_do_not_change_search_and_one_thread_builds_are_reproducible(dat
 
 def test_ef_below_k_is_ef_equal_k_and_skipped(data):
     X, Q = data
-    index = built("euclidean", X, connectivity=4, expansion_add=16)
+    index = built("euclidean", X, M=4, ef_construction=16)
     results = []
     for ef in (1, 5, 10):
         index.set_search_params(ef=ef)
@@ -194,10 +194,10 @@ def test_parameter_validation_lists_valid_values():
     cls = get_backend("hnsw", "usearch")
     with pytest.raises(InputError, match=r"dtype='f64' is not allowed; dtype: str one of f32, f16, i8"):
         cls("euclidean", 8, dtype="f64")
-    with pytest.raises(InputError, match=r"connectivity=1 is out of range; connectivity: int in \[2, 512\]"):
-        cls("euclidean", 8, connectivity=1)
-    with pytest.raises(InputError, match=r"unknown build parameter 'M'.*connectivity: int"):
-        cls("euclidean", 8, M=16)
+    with pytest.raises(InputError, match=r"M=1 is out of range; M: int in \[2, 512\]"):
+        cls("euclidean", 8, M=1)
+    with pytest.raises(InputError, match=r"unknown build parameter 'connectivity'.*M: int"):
+        cls("euclidean", 8, connectivity=16)  # the other hnsw implementations' name, M, is the one
     with pytest.raises(InputError, match=r"unknown search parameter 'expansion_search'.*ef: int"):
         cls("euclidean", 8).set_search_params(expansion_search=10)
     with pytest.raises(InputError, match="expected vectors of shape"):
@@ -206,7 +206,7 @@ def test_parameter_validation_lists_valid_values():
 
 def test_cli_run_stores_ok_rows(small_set, tmp_path):
     store = tmp_path / "r.sqlite"
-    args = ["run", "--dataset", small_set, "--backend", "hnsw:usearch", "--build", "connectivity=8",
+    args = ["run", "--dataset", small_set, "--backend", "hnsw:usearch", "--build", "M=8",
             "--build", "dtype=f32,f16", "--search", "ef=5,20", "--runs", "1", "--mode", "both", "--in-process",
             "--results", store, "--quiet"]
     r = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)

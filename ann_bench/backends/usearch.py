@@ -1,10 +1,10 @@
-"""Hierarchical Navigable Small World graphs through USearch (Unum): build connectivity, expansion_add, dtype;
-search ef (USearch's expansion_search).
+"""Hierarchical Navigable Small World graphs through USearch (Unum): build M, ef_construction, dtype; search ef.
 
 A third implementation of ``hnsw``, beside hnswlib and faiss: the same algorithm in another code base, with
-SIMD distance kernels and a choice of storage precision. ``connectivity`` is M (links per node per layer;
-2 * M on the base layer), ``expansion_add`` is ef_construction (USearch's default: 128), ``ef`` is
-``expansion_search`` (USearch's default: 64).
+SIMD distance kernels and a choice of storage precision. The parameters take the names the other ``hnsw``
+implementations use, so one ``--build M=16`` reaches all three: ``M`` is USearch's ``connectivity`` (links
+per node per layer; 2 * M on the base layer), ``ef_construction`` its ``expansion_add`` (default 128), ``ef``
+its ``expansion_search`` (default 64).
 
 Native distances, measured with usearch 2.26.6 and converted to the dataset's metric in :meth:`convert`:
 ``l2sq`` is squared L2 (square-rooted for ``euclidean``), ``cos`` is 1 - cos (``angular`` as is), ``ip`` is
@@ -17,7 +17,7 @@ USearch's ``i8`` normalises every vector to unit length before quantising each c
 (measured: [0.5, 0] and [2, 0] are both stored as [127, 0], for every metric), so it keeps only directions:
 it is exact in ranking only for ``angular`` and is refused for ``euclidean`` and ``ip``. Even there it
 costs accuracy, more as the dimension grows and each unit-vector component gets fewer of the 255 levels:
-on a clustered synthetic 10k set (M 16, expansion_add 200, ef 200), id recall@10 for angular was 0.9995 /
+on a clustered synthetic 10k set (M 16, ef_construction 200, ef 200), id recall@10 for angular was 0.9995 /
 0.9985 / 0.9525 (f32 / f16 / i8) at dim 16 and 1.0 / 0.9995 / 0.894 at dim 96; the index took 2.13 / 1.81 /
 1.65 MB and 5.33 / 3.41 / 2.45 MB (the graph's links are the same in all three). Distances of an ``f16`` or
 ``i8`` index are those between the stored (rounded) vectors.
@@ -34,7 +34,7 @@ Traps (measured):
   ``search_many`` it wraps (median 24 vs 18 us a single query, 2k x 8-d, ef 20), which single-mode latency
   includes, as a user of the Python API would pay it.
 - ``Index.restore`` returns None for a missing file (no exception); :meth:`load` turns that into an error.
-  ``expansion_add`` and ``expansion_search`` are not stored in the file.
+  ``ef_construction`` (expansion_add) and ``ef`` (expansion_search) are not stored in the file.
 
 Threads and seeds: ``add`` and ``search`` take a thread count per call (0 would mean every core; we pass
 ``threads``). USearch draws node levels from its own generator and has no seed parameter: a one-thread build
@@ -73,15 +73,15 @@ class USearchHNSW(Index):
                "dtype=i8 normalises the vectors: angular only"],
     )
     build_params = (
-        Param("connectivity", int, 16, "M: links per node per layer (2*M on the base layer)", min=2, max=512),
-        Param("expansion_add", int, 128, "ef_construction: candidate list size while inserting",
+        Param("M", int, 16, "links per node per layer, USearch's connectivity (2*M on the base layer)", min=2, max=512),
+        Param("ef_construction", int, 128, "candidate list size while inserting (USearch's expansion_add)",
               min=1, max=100_000),
         Param("dtype", str, "f32", "storage precision of the vectors (f16, i8: smaller index, lower accuracy; "
               "i8 for angular only)", choices=DTYPES),
     )
     search_params = (Param("ef", int, 64, "expansion_search: candidate list size while searching",
                            min=1, max=1_000_000),)
-    build_grid = {"connectivity": [16, 32], "expansion_add": [200], "dtype": ["f32"]}
+    build_grid = {"M": [16, 32], "ef_construction": [200], "dtype": ["f32"]}
     search_grid = {"ef": [10, 20, 40, 80, 160, 320, 640]}
     effort_params = {"ef": +1}
 
@@ -100,7 +100,7 @@ class USearchHNSW(Index):
             raise InputError(f"{self.label()}: expected vectors of shape (n, {self.dim}), got {X.shape}")
         index = USearchIndex(
             ndim=self.dim, metric=USEARCH_METRICS[self.metric], dtype=self.params["dtype"],
-            connectivity=self.params["connectivity"], expansion_add=self.params["expansion_add"],
+            connectivity=self.params["M"], expansion_add=self.params["ef_construction"],
         )
         index.add(np.arange(X.shape[0], dtype=np.uint64), X, copy=True, threads=self.threads)
         self.index = index
@@ -156,7 +156,7 @@ class USearchHNSW(Index):
             "metric": (index.metric_kind, {"l2sq": MetricKind.L2sq, "cos": MetricKind.Cos,
                                            "ip": MetricKind.IP}[USEARCH_METRICS[self.metric]]),
             "dtype": (index.dtype, getattr(ScalarKind, self.params["dtype"].upper())),
-            "connectivity": (index.connectivity, self.params["connectivity"]),
+            "M": (index.connectivity, self.params["M"]),
         }
         for what, (found, wanted) in expected.items():
             if found != wanted:
