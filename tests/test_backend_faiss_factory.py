@@ -75,6 +75,15 @@ def test_nsg_search_L_is_its_search_parameter(data):
     assert high >= 0.99 and high >= low
 
 
+def test_ef_construction_reaches_the_graph(data):
+    X, _ = data
+    hnsw = make("euclidean", X[:500], factory="HNSW8", efConstruction=200)
+    assert faiss.downcast_index(hnsw.index).hnsw.efConstruction == 200
+    assert faiss.downcast_index(make("euclidean", X[:500], factory="HNSW8").index).hnsw.efConstruction == 40
+    ivf = make("euclidean", X, factory="IVF16_HNSW8,Flat", efConstruction=120)
+    assert faiss.downcast_index(faiss.extract_index_ivf(ivf.index).quantizer).hnsw.efConstruction == 120
+
+
 def test_presets_and_their_factory_strings():
     cls = get_backend("faiss")
     assert fastscan_m(16) == 8 and fastscan_m(128) == 64 and fastscan_m(21) == 21 and fastscan_m(25) == 25
@@ -232,7 +241,7 @@ def test_build_parameter_rules():
     cls = get_backend("faiss")
     # '+' stands for ',' (the command line splits values on commas); a factory string replaces any preset
     assert cls.validate_build_params({"factory": "IVF64+PQ8x4fs+RFlat", "preset": "ivf-sq8", "nlist": 512}) == \
-        {"factory": "IVF64,PQ8x4fs,RFlat", "preset": "none", "nlist": 0, "train_per_list": 64}
+        {"factory": "IVF64,PQ8x4fs,RFlat", "preset": "none", "nlist": 0, "train_per_list": 64, "efConstruction": 0}
     with pytest.raises(InputError, match=r"give factory=STRING .* or preset=ivf-pq-fastscan\|ivf-sq8"):
         cls("euclidean", 16)
     with pytest.raises(InputError, match=r"preset='ivfpq' is not allowed; preset: str one of none, ivf-pq-fastscan"):
@@ -247,6 +256,8 @@ def test_build_parameter_rules():
     for string, message in bad.items():
         with pytest.raises(InputError, match=message):
             cls.check_data(cls.validate_build_params({"factory": string}), 3000, 16)
+    with pytest.raises(InputError, match="efConstruction=200: factory 'IVF16,Flat' has no HNSW graph"):
+        cls.check_data(cls.validate_build_params({"factory": "IVF16,Flat", "efConstruction": 200}), 3000, 16)
     assert cls.costlier({"nprobe": 4, "k_factor": 4, "efSearch": 0}, {"nprobe": 8, "k_factor": 4, "efSearch": 0})
     assert not cls.costlier({"nprobe": 4, "ht": 0}, {"nprobe": 4, "ht": 8})
 
@@ -283,8 +294,8 @@ def test_cli_run_stores_ok_rows(tiny_set, tmp_path):
     r = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     args = ["run", "--dataset", tiny_set, "--backend", "faiss", "--build", "factory=IVF8+Flat",
-            "--build", "factory=HNSW8", "--search", "efSearch=0,32", "--search", "nprobe=0,1,2", "--runs", "1", "--in-process",
-            "--results", store, "--quiet"]
+            "--build", "factory=HNSW8", "--search", "efSearch=0,32", "--search", "nprobe=0,1,2", "--runs", "1",
+            "--in-process", "--results", store, "--quiet"]
     r = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     assert "skipped faiss[faiss]" in r.output and "has no efSearch" in r.output
