@@ -1,5 +1,13 @@
+import importlib.util
+
 import numpy as np
 import pytest
+
+# ngtpy must be loaded before usearch's binary in one process (loaded after it, ngtpy's inserts fail: the two
+# wheels clash over C++ runtime symbols; see ann_bench/backends/usearch.py). The suite runs both in one process,
+# and collecting tests/test_backend_usearch.py imports usearch, so ngtpy is loaded here first.
+if importlib.util.find_spec("ngtpy") is not None:
+    import ngtpy  # noqa: F401
 
 from ann_bench.datasets import SynthSpec, synth, synth_arrays
 

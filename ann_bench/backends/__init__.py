@@ -19,9 +19,15 @@ _MODULES = [
     ("ann_bench.backends.ivf", "FaissIVFFlat"),
     ("ann_bench.backends.ivfpq", "FaissIVFPQ"),
     ("ann_bench.backends.hnsw_faiss", "FaissHNSW"),
+    ("ann_bench.backends.usearch", "USearchHNSW"),
+    ("ann_bench.backends.voyager", "VoyagerHNSW"),
     ("ann_bench.backends.nsw", "NumbaNSW"),
     ("ann_bench.backends.annoy", "AnnoyForest"),
     ("ann_bench.backends.kdtree", "ScipyKDTree"),
+    ("ann_bench.backends.ngt", "NgtONNG"),
+    ("ann_bench.backends.diskann", "DiskannVamana"),
+    ("ann_bench.backends.faiss_factory", "FaissFactory"),
+    ("ann_bench.backends.scann", "ScaNN"),
 ]
 
 PLUGINS_ENV = "ANN_BENCH_PLUGINS"

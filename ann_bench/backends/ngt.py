@@ -67,10 +67,25 @@ _FORMAT = 1
 _GOMP: list = []  # [ctypes library or None], resolved once
 
 
+def _ngtpy():
+    """ngtpy, refused in one line where usearch's binary was loaded first: measured, ngtpy's batch_insert then
+    fails with an empty RuntimeError (the two extensions clash over C++ runtime symbols). ngtpy loaded first
+    works with usearch loaded after it, so the usearch backend loads ngtpy first when it is installed; ann-bench
+    runs each build in its own worker process, where only one library is loaded."""
+    import sys
+
+    if "ngtpy" not in sys.modules and "usearch.compiled" in sys.modules:
+        raise InputError("onng[ngt]: ngtpy cannot work in a process that loaded usearch before it (their binaries "
+                         "clash); import ngtpy (or ann_bench.backends.ngt) before usearch, or use another process")
+    import ngtpy
+
+    return ngtpy
+
+
 def _gomp():
     """The OpenMP runtime that ngtpy uses (the wheel bundles its own libgomp), or None if none is found."""
     if not _GOMP:
-        import ngtpy
+        ngtpy = _ngtpy()
 
         lib = None
         here = os.path.dirname(ngtpy.__file__)
@@ -135,7 +150,7 @@ class NgtONNG(Index):
 
     # ---- build / save / load --------------------------------------------------------------------------
     def build(self, X: np.ndarray) -> None:
-        import ngtpy
+        ngtpy = _ngtpy()
 
         X = np.ascontiguousarray(X, dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != self.dim:
@@ -169,7 +184,7 @@ class NgtONNG(Index):
         self._open(onng)
 
     def _open(self, path: str) -> None:
-        import ngtpy
+        ngtpy = _ngtpy()
 
         self.index = ngtpy.Index(path, read_only=True, log_disabled=True)
         self._built = True
@@ -229,7 +244,7 @@ class NgtONNG(Index):
 
     def query(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(D, I) with NGT's distances; for ``ip`` D has one more column, the queries' squared norms."""
-        import ngtpy
+        ngtpy = _ngtpy()
 
         Q = np.ascontiguousarray(Q, dtype=np.float32)
         if Q.ndim != 2 or Q.shape[1] != self.dim:

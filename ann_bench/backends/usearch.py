@@ -61,6 +61,19 @@ DTYPES = ("f32", "f16", "i8")
 _FLOAT32_MAX = np.finfo(np.float32).max
 
 
+def _preload_ngtpy() -> None:
+    """Load ngtpy (when installed) before usearch's binary: loaded after usearch, ngtpy's inserts fail (a clash of
+    C++ runtime symbols between the two wheels, measured with usearch 2.26.6 and ngt 2.8.0); loaded first, both
+    work. Matters only where one process uses both (the test suite, a user's script): `run` builds each index in
+    its own worker process."""
+    import importlib.util
+    import sys
+
+    if "usearch.compiled" not in sys.modules and "ngtpy" not in sys.modules \
+            and importlib.util.find_spec("ngtpy") is not None:
+        import ngtpy  # noqa: F401
+
+
 class USearchHNSW(Index):
     name = "hnsw"
     impl = "usearch"
@@ -93,6 +106,7 @@ class USearchHNSW(Index):
         self.index = None
 
     def build(self, X: np.ndarray) -> None:
+        _preload_ngtpy()
         from usearch.index import Index as USearchIndex
 
         X = np.ascontiguousarray(X, dtype=np.float32)
@@ -145,6 +159,7 @@ class USearchHNSW(Index):
         self.index.save(os.fspath(path))
 
     def load(self, path: str | os.PathLike) -> None:
+        _preload_ngtpy()
         from usearch.index import Index as USearchIndex
         from usearch.index import MetricKind, ScalarKind
 
