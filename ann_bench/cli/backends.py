@@ -25,6 +25,7 @@ def describe_backends() -> list[dict]:
             "backend": cls.name, "impl": cls.impl, "description": cls.description,
             "metrics": list(cls.capabilities.metrics),
             "available": all(importlib.util.find_spec(m) is not None for m in cls.requires),
+            "install": cls.install_hint or " ".join(f"pip install {m}" for m in cls.requires),
             "build": params(cls.build_params, cls.build_grid),
             "search": params(cls.search_params, cls.search_grid),
         })
@@ -47,7 +48,12 @@ def backends(as_json: bool) -> None:
         return "\n".join(f"{p['allowed']} (default {p['default']})\n  sweep: {p['grid']}" for p in params) or "-"
 
     for r in rows:
-        name = r["backend"] if r["available"] else f"{r['backend']} (not installed)"
-        table.add_row(f"{escape(name)}\n[dim]{escape(r['description'])}[/]", r["impl"], ", ".join(r["metrics"]),
+        name = escape(r["backend"]) if r["available"] else \
+            f"{escape(r['backend'])} [red](not installed: {escape(r['install'])})[/]"
+        table.add_row(f"{name}\n[dim]{escape(r['description'])}[/]", r["impl"], ", ".join(r["metrics"]),
                       escape(fmt(r["build"])), escape(fmt(r["search"])))
     out.print(table)
+    missing = [r for r in rows if not r["available"]]
+    if missing:
+        out.print("not installed: " + "; ".join(f"{r['backend']}[{r['impl']}]: {r['install']}" for r in missing),
+                  soft_wrap=True, markup=False)
