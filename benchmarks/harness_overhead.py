@@ -1,11 +1,14 @@
 """Does ann-bench add anything to what it measures? QPS through the harness vs a bare library loop.
 
-For hnsw (hnswlib), ivf and flat (faiss) at fixed parameters, on one seeded synthetic set, the same built
+For every library at fixed parameters — hnsw (hnswlib), ivf and flat (faiss), and where installed usearch,
+voyager, nmslib, NGT, DiskANN, ScaNN and a faiss factory preset — on one seeded synthetic set, the same built
 library index answers the same queries, in the same order, with the same thread count, timed two ways:
 
 - **ann-bench**: :func:`ann_bench.worker.measure`, the timed region of ``ann-bench run`` (batch: one
   ``Index.query`` call for all queries; single: one call per query with a ``perf_counter`` pair around it);
-- **bare**: the loop a user would write, calling hnswlib's ``knn_query`` / faiss's ``search`` directly.
+- **bare**: the loop a user would write, calling the library directly (hnswlib ``knn_query``, faiss ``search``,
+  usearch ``search``, voyager ``query``, nmslib ``knnQueryBatch``, ngtpy ``batch_search``, diskannpy
+  ``batch_search``, ScaNN ``search_batched``) at the same setting.
 
 Rounds alternate bare / ann-bench / bare / ... (``--rounds``), and the best round of each is kept, so drifts
 in machine load hit both. Target: ann-bench QPS / bare QPS >= 0.97 in batch and single modes. Afterwards
@@ -34,10 +37,17 @@ from ann_bench.datasets import SynthSpec, VectorSet, synth  # noqa: E402
 from ann_bench.worker import measure  # noqa: E402
 
 K = 10
-CONFIGS = [  # (backend, build params, search params)
+CONFIGS = [  # (backend[:impl], build params, search params); implementations whose library is missing are skipped
     ("hnsw", {"M": 16, "ef_construction": 200}, {"ef": 40}),
     ("ivf", {"nlist": 1024}, {"nprobe": 16}),
     ("flat", {}, {}),
+    ("hnsw:usearch", {"M": 16, "ef_construction": 200}, {"ef": 40}),
+    ("hnsw:voyager", {"M": 16, "ef_construction": 200}, {"ef": 40}),
+    ("hnsw:nmslib", {"M": 16, "ef_construction": 200}, {"ef": 40}),
+    ("onng:ngt", {}, {"epsilon": 0.02}),
+    ("vamana:diskannpy", {"graph_degree": 32}, {"complexity": 40}),
+    ("scann:scann", {"num_leaves": 256}, {"num_leaves_to_search": 16, "reorder": 100}),
+    ("faiss:faiss", {"preset": "ivf-sq8", "nlist": 1024}, {"nprobe": 16}),
 ]
 
 
@@ -55,13 +65,35 @@ def bare_single(lib_query, Q: np.ndarray) -> float:
     return len(Q) / (time.perf_counter() - t0)
 
 
-def library_call(index, threads: int):
-    """The bare library call on the backend's own index object (no wrapper in between)."""
-    if index.name == "hnsw":
-        lib = index.index
-        return lambda Q: lib.knn_query(Q, k=K, num_threads=threads)
+def library_call(index, search: dict, threads: int):
+    """The bare library call a user of each library would write, on the backend's own index object (no wrapper
+    in between), with the same search setting."""
     lib = index.index
-    return lambda Q: lib.search(Q, K)
+    impl = index.impl
+    if impl == "hnswlib":
+        return lambda Q: lib.knn_query(Q, k=K, num_threads=threads)
+    if impl == "usearch":
+        return lambda Q: lib.search(Q, K, threads=threads)
+    if impl == "voyager":
+        ef = search["ef"]
+        return lambda Q: lib.query(Q, K, num_threads=threads, query_ef=ef)
+    if impl == "nmslib":
+        return lambda Q: lib.knnQueryBatch(Q, k=K, num_threads=threads)
+    if impl == "ngt":
+        import ngtpy
+
+        def ngt_call(Q):
+            results = ngtpy.BatchResults()
+            lib.batch_search(Q, results, K)
+            return results.get_indexed_ids()
+        return ngt_call
+    if impl == "diskannpy":
+        complexity = search["complexity"]
+        return lambda Q: lib.batch_search(Q, K, complexity, 1 if len(Q) <= 4 * threads else threads)
+    if impl == "scann":
+        reorder, leaves = search["reorder"], search["num_leaves_to_search"]
+        return lambda Q: lib.search_batched(Q, K, pre_reorder_num_neighbors=reorder, leaves_to_search=leaves)
+    return lambda Q: lib.search(Q, K)  # faiss
 
 
 def main() -> int:
@@ -84,12 +116,24 @@ def main() -> int:
     with VectorSet(path) as vs:
         X, Q = vs.load_train(), vs.load_test()
 
+    from ann_bench.errors import InputError
+
     rows = []
-    for name, build, search in CONFIGS:
-        index = get_backend(name)("euclidean", args.dim, threads=args.threads, seed=0, **build)
+    configs = []
+    for spec, build, search in CONFIGS:
+        name, _, impl = spec.partition(":")
+        try:
+            get_backend(name, impl or None).check_available()
+        except InputError as exc:
+            print(f"skipped {spec}: {exc}")
+            continue
+        configs.append((spec, build, search))
+    for spec, build, search in configs:
+        name, _, impl = spec.partition(":")
+        index = get_backend(name, impl or None)("euclidean", args.dim, threads=args.threads, seed=0, **build)
         index.build(X)
         index.set_search_params(**search)
-        call = library_call(index, args.threads)
+        call = library_call(index, index.search_config, args.threads)
         measure(index, Q[:200], K, "batch", 1)  # warm-up
         for mode in ("batch", "single"):
             bare, ours = [], []
@@ -97,11 +141,11 @@ def main() -> int:
                 bare.append((bare_batch if mode == "batch" else bare_single)(call, Q))
                 figures, _ = measure(index, Q, K, mode, 1)
                 ours.append(len(Q) / figures["search_s"] if mode == "single" else figures["qps"])
-            row = {"backend": name, "build": build, "search": search, "mode": mode, "bare_qps": max(bare),
+            row = {"backend": spec, "build": build, "search": search, "mode": mode, "bare_qps": max(bare),
                    "ann_bench_qps": max(ours)}
             row["ratio"] = row["ann_bench_qps"] / row["bare_qps"]
             rows.append(row)
-            print(f"{name:<5} {mode:<6} bare {row['bare_qps']:>9,.0f}  ann-bench {row['ann_bench_qps']:>9,.0f}  "
+            print(f"{spec:<18} {mode:<6} bare {row['bare_qps']:>9,.0f}  ann-bench {row['ann_bench_qps']:>9,.0f}  "
                   f"ratio {row['ratio']:.3f}", flush=True)
         del index
 
@@ -111,19 +155,22 @@ def main() -> int:
 
         store_path = tmp / "r.sqlite"
         with VectorSet(path) as vs, ResultStore(store_path) as store:
-            for name, build, search in CONFIGS:
+            for spec, build, search in configs:
+                name = spec.partition(":")[0]
                 spec_b = [f"{name}:{k}={v}" for k, v in build.items()]
                 spec_s = [f"{name}:{k}={v}" for k, v in search.items()]
-                plans = plan_sweep([name], vs.n_train, vs.dim, vs.metric, spec_b, spec_s)
+                plans = plan_sweep([spec], vs.n_train, vs.dim, vs.metric, spec_b, spec_s)
                 options = RunOptions(k=K, runs=args.rounds, modes=("batch", "single"), threads=args.threads)
                 run_sweep(vs, plans, options, store)
             for rec in store.records():
-                bare = next(r["bare_qps"] for r in rows if r["backend"] == rec.backend and r["mode"] == rec.mode)
+                spec = next(c[0] for c in configs if c[0].partition(":")[0] == rec.backend
+                            and (get_backend(*c[0].split(":")) if ":" in c[0] else get_backend(c[0])).impl == rec.impl)
+                bare = next(r["bare_qps"] for r in rows if r["backend"] == spec and r["mode"] == rec.mode)
                 qps = rec.qps
                 for r in rows:
-                    if r["backend"] == rec.backend and r["mode"] == rec.mode:
+                    if r["backend"] == spec and r["mode"] == rec.mode:
                         r["run_qps"], r["run_ratio"] = qps, qps / bare
-                print(f"ann-bench run {rec.backend:<5} {rec.mode:<6} {qps:>9,.0f} QPS = {qps / bare:.3f} x bare",
+                print(f"ann-bench run {spec:<18} {rec.mode:<6} {qps:>9,.0f} QPS = {qps / bare:.3f} x bare",
                       flush=True)
 
     ok = all(r["ratio"] >= 0.97 for r in rows)
