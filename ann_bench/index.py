@@ -534,6 +534,9 @@ def build_index_dir(dataset: str | os.PathLike | None, output: str | os.PathLike
                     "p99_ms": r.p99_ms, "build_s": r.build_s, "index_bytes": r.index_bytes, "created_at": r.created_at,
                     "host": r.host.get("hostname") if isinstance(r.host, dict) else None}
     cls = get_backend(backend, impl)
+    if not cls.capabilities.saveable:
+        raise InputError(f"{cls.label()} cannot be saved ({'; '.join(cls.capabilities.notes[:1])}); choose another "
+                         "backend or implementation for an index directory")
     saved = build_index(vectors.X, cls.name, vectors.metric, impl=cls.impl, keys=vectors.keys, threads=threads,
                         seed=seed, search=search, source=vectors.source, **build)
     if measured is not None:

@@ -246,7 +246,11 @@ def cache_paths(job: BuildJob) -> tuple[Path, Path] | None:
     """
     if not job.index_cache:
         return None
+    from ann_bench.backends import get_backend
     from ann_bench.sysinfo import versions
+
+    if not get_backend(job.backend, job.impl).capabilities.saveable:
+        return None  # built anew every time (e.g. nsw[nmslib], whose reloaded graph searches differently)
 
     ident = [job.backend, job.impl, sorted(job.build.items()), job.metric, job.dim, job.build_threads, job.seed,
              sorted(versions().items())]

@@ -248,7 +248,8 @@ def test_invalid_search_parameters(key, params, match):
 
 
 def test_registry_keeps_hnswlib_the_default_hnsw():
-    assert list(implementations("hnsw")) == ["hnswlib", "faiss"]
+    assert list(implementations("hnsw"))[:2] == ["hnswlib", "faiss"]
+    assert set(implementations("hnsw")) == {"hnswlib", "faiss", "usearch", "voyager", "nmslib"}
     assert get_backend("hnsw").impl == "hnswlib"
     assert [get_backend(n).impl for n in ("nsw", "annoy", "kdtree")] == ["numba", "annoy", "scipy"]
 
@@ -300,3 +301,19 @@ def test_nsw_breadth_first_layout_covers_every_node():
     new_ptr, new_adj = permute_graph(indptr, adj, perm)
     np.testing.assert_array_equal(new_ptr, [0, 1, 2, 3, 4, 4])
     np.testing.assert_array_equal(new_adj, [1, 0, 3, 2])  # 2<->3 became 0<->1, 0<->1 became 2<->3
+
+
+def test_backends_command_says_how_to_install_a_missing_library(monkeypatch):
+    import importlib.util
+
+    from click.testing import CliRunner
+
+    from ann_bench.cli import cli
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "usearch" else real(name, *a))
+    r = CliRunner().invoke(cli, ["backends"], catch_exceptions=False)
+    assert r.exit_code == 0
+    assert 'hnsw[usearch]: pip install -e ".[graphs]"' in r.output.replace("\n", " ")
+    with pytest.raises(InputError, match=r'pip install -e "\.\[graphs\]"'):
+        get_backend("hnsw", "usearch").check_available()

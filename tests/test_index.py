@@ -288,3 +288,20 @@ def test_keys_survive_embed_combine_index_search(tmp_path):
     for line in (tmp_path / "i2i.jsonl").read_text().splitlines():
         rec = json.loads(line)
         assert rec["query_key"] not in rec["keys"] and len(rec["keys"]) == 3
+
+
+def test_a_backend_that_cannot_save_is_built_anew_and_refused_as_an_index(tmp_path, keyed_set):
+    pytest.importorskip("nmslib")
+    one_line_error(invoke("index", "build", "--dataset", keyed_set, "--backend", "nsw", "--impl", "nmslib",
+                          "-o", tmp_path / "ix"), "cannot be saved")
+    assert not (tmp_path / "ix").exists()
+    store = tmp_path / "r.sqlite"
+    for _ in range(2):  # with --index-cache: measured both times, nothing cached, no failed row
+        r = invoke("run", "--dataset", keyed_set, "--backend", "nsw:nmslib", "--build", "f=8", "--search", "ef=20",
+                   "--index-cache", "--force", "--runs", 1, "--results", store)
+        assert r.exit_code == 0, r.output
+    from ann_bench.results import ResultStore
+
+    with ResultStore(store, create=False) as s:
+        rows = s.records()
+    assert [r.status for r in rows] == ["ok"] and rows[0].index_cached == 0

@@ -121,6 +121,7 @@ class Capabilities:
     metrics: tuple[str, ...] = METRICS
     threads: bool = True  # honours a thread count for build and search
     deterministic: bool = True  # same seed, same data -> same results
+    saveable: bool = True  # save/load round-trips; False: --index-cache builds it anew, `index build` refuses
     notes: list[str] = field(default_factory=list)
 
 

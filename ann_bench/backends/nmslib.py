@@ -232,7 +232,8 @@ class NmslibNSW(_NmslibGraph):
     impl = "nmslib"
     method = "sw-graph"
     description = "navigable small world graph, no hierarchy (nmslib sw-graph, Malkov et al. 2014)"
-    capabilities = Capabilities(notes=["cannot be saved: nmslib reloads a sw-graph with another entry point",
+    capabilities = Capabilities(saveable=False,
+                                notes=["cannot be saved: nmslib reloads a sw-graph with another entry point",
                                        "nmslib has no seed: seed changes nothing",
                                        "a multi-threaded build is not deterministic"])
     build_params = (
