@@ -46,7 +46,6 @@ CONFIGS: dict[str, tuple[list[str], list[str]] | None] = {
     "annoy:annoy": (["n_trees=50"], ["search_k=500,1000,2000,5000,10000,20000"]),
     "nndescent:pynndescent": None,
     "onng:ngt": None,
-    "panng:ngt": None,
     "vamana:diskannpy": None,
     "scann:scann": None,
 }
