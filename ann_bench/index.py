@@ -462,7 +462,7 @@ def latest_dataset(results: str | os.PathLike) -> str:
         rows = [r for r in store.records() if r.status == "ok" and r.dataset_path]
     if not rows:
         raise InputError(f"the results store {str(results)!r} holds no measured row; pass --dataset")
-    latest = max(rows, key=lambda r: r.created_at)
+    latest = max(enumerate(rows), key=lambda item: (item[1].created_at, item[0]))[1]  # ties: the store's order
     if not Path(latest.dataset_path).is_file():
         raise InputError(f"the most recent dataset in {str(results)!r}, {latest.dataset_path!r}, no longer exists; "
                          "pass --dataset")

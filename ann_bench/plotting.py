@@ -84,6 +84,21 @@ def pareto_indices(xs, ys, higher_is_better: bool = True) -> np.ndarray:
     return pareto_front(xs, ys if higher_is_better else -ys)
 
 
+def latest_dataset(records: list[Record]) -> tuple[list[Record], str | None]:
+    """The records of the dataset measured most recently when ``records`` hold several, with a line saying
+    which (and how to choose another); ``records`` unchanged and None when they hold one (or none)."""
+    ok = [r for r in records if r.status == "ok"]
+    hashes = {r.dataset_hash for r in ok}
+    if len(hashes) < 2:
+        return records, None
+    # created_at has one-second resolution; the store's order (insertion) breaks ties.
+    latest = max(enumerate(ok), key=lambda item: (item[1].created_at, item[0]))[1]
+    others = sorted({f"{r.dataset_name} ({r.dataset_hash[:8]})" for r in ok if r.dataset_hash != latest.dataset_hash})
+    note = (f"results hold {len(hashes)} datasets; using the one measured most recently, {latest.dataset_name} "
+            f"({latest.dataset_hash[:8]}); pass --dataset NAME|HASH|FILE for another: {', '.join(others)}")
+    return [r for r in records if r.dataset_hash == latest.dataset_hash], note
+
+
 def select(records: list[Record], mode: str | None = None, k: int | None = None) -> tuple[list[Record], str, int]:
     """The ok records of one dataset, one mode and one k; InputError saying which option to pass otherwise."""
     ok = [r for r in records if r.status == "ok" and (r.recall is not None or r.recall_ab is not None) and r.qps]

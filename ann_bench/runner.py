@@ -244,6 +244,12 @@ class SweepSummary:
     records: list[Record] = field(default_factory=list)
     skipped_existing: int = 0
     skipped_redundant: list[str] = field(default_factory=list)
+    # The same skips, structured for a summary per index: (index label, setting, reason).
+    skipped_detail: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def skip(self, index: str, setting: str, reason: str) -> None:
+        self.skipped_redundant.append(f"{index} {setting}: {reason}")
+        self.skipped_detail.append((index, setting, reason))
 
     @property
     def failed(self) -> list[Record]:
@@ -355,7 +361,7 @@ def _sweep(vs, plans, options, store, reporter, ray_session) -> SweepSummary:
                 for search in plan.searches:
                     reason = probe.search_skip_reason(search, options.k)
                     if reason is not None:
-                        summary.skipped_redundant.append(f"{label} {_fmt(search)}: {reason}")
+                        summary.skip(label, _fmt(search), reason)
                         advance_sweep(len(options.modes))
                         continue
                     for mode in options.modes:
@@ -364,7 +370,7 @@ def _sweep(vs, plans, options, store, reporter, ray_session) -> SweepSummary:
                             advance_sweep()
                         elif (reason := saturated_reason(plan.cls, search, mode, stored_exact, options.k,
                                                          stored=True)) is not None:
-                            summary.skipped_redundant.append(f"{label} {_fmt(search)} {mode}: {reason}")
+                            summary.skip(label, f"{_fmt(search)} {mode}", reason)
                             advance_sweep()
                         else:
                             pending.append((search, mode))
@@ -441,8 +447,8 @@ class JobRecorder:
         elif kind == "skipped":  # not stored: a resumed sweep skips it again from the stored recall-1.0 row
             i, reason = payload
             search, mode = self.job.pending[i]
-            self.summary.skipped_redundant.append(
-                f"{self.job.backend}[{self.job.impl}] {_fmt(self.job.build)} {_fmt(search)} {mode}: {reason}")
+            self.summary.skip(f"{self.job.backend}[{self.job.impl}] {_fmt(self.job.build)}", f"{_fmt(search)} {mode}",
+                              reason)
             self.finished.add(i)
             self.advance_sweep()
         elif kind == "note":

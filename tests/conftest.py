@@ -12,6 +12,25 @@ if importlib.util.find_spec("ngtpy") is not None:
 from ann_bench.datasets import SynthSpec, synth, synth_arrays
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _ray_temp_dir():
+    """Ray's session files go to a short temporary folder removed after the run, not /tmp/ray (Ray reads
+    $RAY_TMPDIR; socket paths must stay short, so not under pytest's long temporary paths)."""
+    import os
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="abr")
+    old = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = folder
+    yield
+    if old is None:
+        os.environ.pop("RAY_TMPDIR", None)
+    else:
+        os.environ["RAY_TMPDIR"] = old
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     """Every test gets its own cache directory; nothing touches ~/.cache."""

@@ -244,3 +244,39 @@ def test_sizes_follow_one_convention():
     assert parse_size("512MB") == 512_000_000 and parse_size("2GB") == 2_000_000_000 and parse_size("10k") == 10_000
     assert parse_size("1.5GiB") == int(1.5 * 2**30) and parse_size("512MiB") == 512 * 2**20
     assert parse_size("1000000") == 1_000_000
+
+
+def test_best_and_plot_default_to_the_most_recent_dataset(tmp_path):
+    """After the README's two commands and the Quick start a store holds several sets: best and plot answer for
+    the one measured last, and say so, instead of refusing."""
+    from ann_bench.datasets import SynthSpec, synth
+
+    runner = CliRunner()
+    store = tmp_path / "r.sqlite"
+    for seed in (1, 2):
+        path = tmp_path / f"s{seed}.hdf5"
+        synth(path, SynthSpec(n=1500, dim=8, queries=30, clusters=5, seed=seed))
+        r = invoke(runner, "run", "--dataset", path, "--backend", "hnsw", "--build", "M=8", "--search", "ef=40",
+                   "--runs", 1, "--in-process", "--results", store)
+        assert r.exit_code == 0, r.output
+    r = invoke(runner, "best", "--recall", "0.5", "--results", store)
+    assert r.exit_code == 0, r.output
+    assert "using the one measured most recently, synth-1500x8-euclidean-c5-s2" in " ".join(r.output.split())
+    r = invoke(runner, "plot", "--results", store, "-o", tmp_path / "p.png")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "p.png").exists()
+    r = invoke(runner, "best", "--recall", "0.5", "--results", store, "--dataset", tmp_path / "s1.hdf5")
+    assert r.exit_code == 0 and "most recently" not in r.output
+
+
+def test_skipped_settings_are_one_line_per_index():
+    from ann_bench.cli.run import skip_summary
+
+    detail = [("hnsw[hnswlib] M=16", f"ef={e} batch", "recall@10 already 1.0 at ef=80") for e in (160, 320, 640)]
+    detail += [("hnsw[hnswlib] M=16", "ef=5 batch", "ef=5 < k=10: hnswlib searches with ef=k")]
+    detail += [("ivf[faiss] nlist=16", "nprobe=32 batch", "nprobe=32 > nlist=16")]
+    lines = skip_summary(detail)
+    assert len(lines) == 2
+    assert lines[0] == ("skipped 4 setting(s) of hnsw[hnswlib] M=16: ef=160 batch, ef=320 batch, ef=640 batch, "
+                        "ef=5 batch — recall@10 already 1.0 at ef=80; 1 other reason(s)")
+    assert lines[1].startswith("skipped 1 setting(s) of ivf[faiss] nlist=16: nprobe=32 batch — nprobe=32 > nlist=16")

@@ -11,7 +11,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from ann_bench.best import best_configurations
-from ann_bench.cli.console import out
+from ann_bench.plotting import latest_dataset
+from ann_bench.cli.console import err, out
 from ann_bench.cli.options import dataset_filter, results_option
 from ann_bench.metrics import fmt_recall
 from ann_bench.results import ResultStore, flat_dict, params_str
@@ -48,6 +49,10 @@ def best(recall: float, max_memory: str | None, max_rss: str | None, metric: str
     rss_limit = parse_size(max_rss) if max_rss is not None else None
     with ResultStore(results_path, create=False) as store:
         records = store.records(dataset=dataset_filter(dataset))
+    if dataset is None:
+        records, note = latest_dataset(records)
+        if note:
+            err.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
     answer = best_configurations(records, recall, max_memory=limit, metric=metric, mode=mode, k=k, x_metric=x_metric,
                                  max_rss=rss_limit)
     winner = answer.winner

@@ -70,7 +70,7 @@ def info_cmd(file: Path, as_json: bool, sample: int) -> None:
             value = facts[key]
             table.add_row(key, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else escape(str(value)))
         for key, value in facts["attrs"].items():
-            table.add_row(f"attr {key}", escape(str(value)[:100]))
+            table.add_row(f"attr {key}", escape(str(value)))  # wrapped by the table, never cut
         out.print(table)
         for w in verdict.warnings:
             err.print(f"[yellow]warning:[/] {escape(w)}")

@@ -15,7 +15,7 @@ force_option = click.option(
 
 results_option = click.option(
     "--results", "results_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_RESULTS,
-    show_default=True, help="SQLite results store.")
+    help=f"SQLite results store [{DEFAULT_RESULTS}].")  # one token: --help never splits the path across lines
 
 
 def dataset_filter(value: str | None) -> str | None:

@@ -8,10 +8,10 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from ann_bench.cli.console import out
+from ann_bench.cli.console import err, out
 from ann_bench.cli.options import dataset_filter, force_option, results_option
 from ann_bench.outputs import check_output
-from ann_bench.plotting import Y_METRICS, plot_recall_qps
+from ann_bench.plotting import Y_METRICS, latest_dataset, plot_recall_qps
 from ann_bench.results import ResultStore
 
 
@@ -55,6 +55,10 @@ def plot(dataset: str | None, output: Path, y_metric: str, mode: str | None, k: 
                 mode = log.get("mode")
         else:
             records = store.records(dataset=dataset_filter(dataset), backend=backend)
+            if dataset is None:
+                records, note = latest_dataset(records)
+                if note:
+                    err.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
     plot_recall_qps(records, output, mode=mode, k=k, x_scale=x_scale, raw=raw, x_metric=x_metric, y_metric=y_metric,
                     **marks)
     out.print(f"wrote {escape(str(output))}")

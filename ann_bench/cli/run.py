@@ -87,8 +87,12 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
     if executor == "ray":
         require_ray()  # the install hint before any work
     if dataset is None:
+        from ann_bench.config import cache_dir
+
+        cached = (cache_dir() / "datasets" / f"{DEFAULT_SPEC.name()}.hdf5").exists()
+        what = "reading" if cached else "generating"  # say "generating" only when it is generated
         with RichReporter() as reporter, reporter.task(
-                f"generating the default dataset {DEFAULT_SPEC.name()}", DEFAULT_SPEC.queries) as advance:
+                f"{what} the default dataset {DEFAULT_SPEC.name()}", DEFAULT_SPEC.queries) as advance:
             dataset = default_dataset(progress=advance)
     with VectorSet(dataset) as vs:
         # Everything that can be wrong with the input is found here, before any output file is created.
@@ -108,8 +112,8 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
     if summary.skipped_existing:
         err.print(f"skipped {summary.skipped_existing} configuration(s) already in {escape(str(results_path))} "
                   "(--force re-runs them)")
-    for line in summary.skipped_redundant:
-        err.print(f"[dim]skipped {escape(line)}[/]")
+    for line in skip_summary(summary.skipped_detail):
+        err.print(f"[dim]{escape(line)}[/]", soft_wrap=True)
     for r in summary.failed:
         err.print(f"[red]failed[/] {escape(r.label())} {escape(params_str(r.build_params))} "
                   f"{escape(params_str(r.search_params))}: "
@@ -155,3 +159,23 @@ def print_pareto(records: list[Record], k: int, new: set[str] | None = None) -> 
                     row.append("-" if value is None else f"{value:.4f}")
                 table.add_row(*row)
         out.print(table)
+
+
+def skip_summary(detail: list[tuple[str, str, str]], shown: int = 4) -> list[str]:
+    """One line per index for the settings a sweep skipped: how many, the first few, and why (the most
+    frequent reason, with a count of the others)."""
+    by_index: dict[str, list[tuple[str, str]]] = {}
+    for index, setting, reason in detail:
+        by_index.setdefault(index, []).append((setting, reason))
+    lines = []
+    for index, items in by_index.items():
+        settings = [s for s, _ in items]
+        listed = ", ".join(settings[:shown]) + (f" … (+{len(settings) - shown})" if len(settings) > shown else "")
+        reasons: dict[str, int] = {}
+        for _, reason in items:
+            reasons[reason] = reasons.get(reason, 0) + 1
+        top = max(reasons, key=reasons.get)
+        more = f"; {len(reasons) - 1} other reason(s)" if len(reasons) > 1 else ""
+        lines.append(f"skipped {len(items)} setting(s) of {index}: {listed} — {top}{more}")
+    return lines
+
