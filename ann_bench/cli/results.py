@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 from rich.markup import escape
-from rich.table import Table
 
 from ann_bench.atomic import atomic_path
 from ann_bench.cli.console import out
@@ -30,10 +29,12 @@ from ann_bench.results import ResultStore, filter_records, params_str, sort_reco
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write to this file instead of stdout (csv/json).")
+@click.option("--wide", is_flag=True, help="Every column, however wide the terminal (the table otherwise leaves out "
+              "columns in a stated order to fit, and says which).")
 @force_option
 @results_option
 def results(dataset: str | None, backend: str | None, where: tuple[str, ...], sort: str | None, fmt: str,
-            output: Path | None, force: bool, results_path: Path) -> None:
+            output: Path | None, wide: bool, force: bool, results_path: Path) -> None:
     """Show stored results. CSV and JSON carry every field (pandas.read_csv / read_json read them directly).
 
     For sets with labels the table adds P@k (label-aware precision@k of the configuration) and exact P@k
@@ -48,26 +49,7 @@ def results(dataset: str | None, backend: str | None, where: tuple[str, ...], so
     records = filter_records(records, where) if where else records
     records = sort_records(records, sort) if sort else records
     if fmt == "table":
-        # Label-aware precision@k, with the exact neighbours' for comparison, when the set has labels.
-        labelled = any(f"precision_at_{r.k}" in r.label_metrics for r in records)
-        table = Table(title=f"{len(records)} result(s) in {escape(str(results_path))}")
-        numeric = ("recall", "recall ab", "QPS", "p99 ms", "build s", "index MB", "P@k", "exact P@k")
-        for col in ("dataset", "backend", "build", "search", "k", "mode", "thr", "status", "recall", "recall ab", "QPS",
-                    "p99 ms", "build s", "index MB") + (("P@k", "exact P@k") if labelled else ()):
-            table.add_column(col, justify="right" if col in numeric else "left")
-        for r in records:
-            ok = r.status == "ok"
-            row = [escape(r.dataset_name), escape(r.label()), escape(params_str(r.build_params)) or "-",
-                   escape(params_str(r.search_params)) or "-", str(r.k), r.mode, str(r.threads),
-                   r.status if ok else f"[red]{r.status}[/]",
-                   fmt_recall(r.recall) if ok else "-", fmt_recall(r.recall_ab) if ok else "-",
-                   f"{r.qps:,.0f}" if ok else "-",
-                   f"{r.p99_ms:.3f}" if r.p99_ms else "-", f"{r.build_s:.2f}" if r.build_s else "-",
-                   f"{r.index_bytes / 1e6:.1f}" if r.index_bytes else "-"]
-            if labelled:
-                row += [_fmt_metric(r.label_metrics.get(f"{prefix}precision_at_{r.k}")) for prefix in ("", "exact_")]
-            table.add_row(*row)
-        out.print(table)
+        out.print(results_table(records, str(results_path)).render(out.width, wide=wide))
         return
     text = to_csv(records) if fmt == "csv" else to_json(records)
     if output is None:
@@ -80,3 +62,38 @@ def results(dataset: str | None, backend: str | None, where: tuple[str, ...], so
 
 def _fmt_metric(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+def results_table(records, source: str):
+    """The stored rows as a :class:`FitTable`: short parameter forms, constant columns in the title, optional
+    columns dropped to fit in this order: recall ab, exact P@k, p99 ms, build s, index MB, status, dataset."""
+    from ann_bench.cli.tables import FitTable, params_columns
+
+    labelled = any(f"precision_at_{r.k}" in r.label_metrics for r in records)
+    table = FitTable(f"{len(records)} result(s) in {source}")
+    build, search, captions = params_columns(records, lambda r: r.label())
+    table.caption_lines += captions
+    ok = [r.status == "ok" for r in records]
+    table.add("dataset", [r.dataset_name for r in records], optional=7)
+    table.add("backend", [r.label() for r in records])
+    table.add("build", build)
+    table.add("search", search)
+    table.add("k", [str(r.k) for r in records], optional=20)
+    table.add("mode", [r.mode for r in records], optional=21)
+    table.add("thr", [str(r.threads) for r in records], optional=22)
+    table.add("status", [r.status if o else f"[red]{escape(r.status)}[/]" for r, o in zip(records, ok)],
+              optional=6, markup=True)
+    table.add("recall", [fmt_recall(r.recall) if o else "-" for r, o in zip(records, ok)], numeric=True)
+    table.add("recall ab", [fmt_recall(r.recall_ab) if o else "-" for r, o in zip(records, ok)], numeric=True,
+              optional=1)
+    table.add("QPS", [f"{r.qps:,.0f}" if o else "-" for r, o in zip(records, ok)], numeric=True)
+    table.add("p99 ms", [f"{r.p99_ms:.3f}" if r.p99_ms else "-" for r in records], numeric=True, optional=3)
+    table.add("build s", [f"{r.build_s:.2f}" if r.build_s else "-" for r in records], numeric=True, optional=4)
+    table.add("index MB", [f"{r.index_bytes / 1e6:.1f}" if r.index_bytes else "-" for r in records], numeric=True,
+              optional=5)
+    if labelled:
+        table.add("P@k", [_fmt_metric(r.label_metrics.get(f"precision_at_{r.k}")) for r in records], numeric=True)
+        table.add("exact P@k", [_fmt_metric(r.label_metrics.get(f"exact_precision_at_{r.k}")) for r in records],
+                  numeric=True, optional=2)
+    return table
+

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 from rich.markup import escape
-from rich.table import Table
 
 from ann_bench.cli.console import RichReporter, err, out
 from ann_bench.cli.options import results_option
@@ -62,6 +61,7 @@ from ann_bench.runner import RunOptions, check_k, check_labels, parse_size, plan
                    "settings of the same index (larger ef/nprobe/search_k, smaller eps) are skipped: they cannot "
                    "recall more and cost no less, so they are never on the recall/QPS front.")
 @click.option("--quiet", "-q", is_flag=True, help="No line per configuration, only the final table.")
+@click.option("--wide", is_flag=True, help="The closing table with every column, however wide the terminal.")
 @click.option("--strict", is_flag=True,
               help="Exit 1 when any configuration failed. Without it run exits 0 when at least one configuration "
                    "was measured, and 1 when every configuration of the run failed.")
@@ -69,7 +69,7 @@ from ann_bench.runner import RunOptions, check_k, check_labels, parse_size, plan
 def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_specs, k: int, runs: int, mode: str,
         threads: int, build_threads: int | None, seed: int, force: bool, timeout: float | None,
         memory_limit: str | None, in_process: bool, executor: str, address: str | None, index_cache: bool,
-        exhaustive: bool, quiet: bool, strict: bool, results_path: Path) -> None:
+        exhaustive: bool, quiet: bool, wide: bool, strict: bool, results_path: Path) -> None:
     """Build each configuration once, sweep its search parameters, measure recall@k, QPS, latency, build
     time and index size, and store every result. Ends with the recall/QPS Pareto-optimal configurations.
 
@@ -118,7 +118,7 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
         err.print(f"[red]failed[/] {escape(r.label())} {escape(params_str(r.build_params))} "
                   f"{escape(params_str(r.search_params))}: "
                   f"{escape(r.error)}")
-    print_pareto(stored, k, new={r.key for r in summary.records})
+    print_pareto(stored, k, new={r.key for r in summary.records}, wide=wide)
     out.print(f"results: {escape(str(results_path))} ({len(summary.records)} new row(s)); plot them with "
               f"`ann-bench plot --results {escape(shlex.quote(str(results_path)))} -o plot.png`", soft_wrap=True)
     failed = len(summary.failed)
@@ -131,34 +131,39 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
         raise SystemExit(1)
 
 
-def print_pareto(records: list[Record], k: int, new: set[str] | None = None) -> None:
+def print_pareto(records: list[Record], k: int, new: set[str] | None = None, wide: bool = False) -> None:
     """The recall/QPS front per backend of ``records``, one table per mode; rows whose key is in ``new`` (measured
-    by this run) are marked with *."""
+    by this run) are marked with *. Fitted to the terminal (see :mod:`ann_bench.cli.tables`): p99, index MB,
+    build s and P@k are left out in that order when it is too narrow."""
+    from ann_bench.cli.tables import FitTable, params_columns
+
     for mode in ("batch", "single"):
         chosen = [r for r in records if r.status == "ok" and r.mode == mode]
         if not chosen:
             continue
-        table = Table(title=f"Pareto-optimal configurations (recall@{k} vs QPS, {mode} mode, "
-                            f"threads={chosen[0].threads}; every stored row of this dataset, * = measured now)")
         key = f"precision_at_{k}"
         exact = next((r.label_metrics[f"exact_{key}"] for r in chosen if f"exact_{key}" in r.label_metrics), None)
-        columns = [("backend", "left"), ("build", "left"), ("search", "left"), (f"recall@{k}", "right"),
-                   ("QPS", "right"), ("p99 ms", "right"), ("build s", "right"), ("index MB", "right")]
+        front = [(group, r) for group, rs in pareto_by_group(chosen).items() for r in rs]
+        rows = [r for _, r in front]
+        table = FitTable(f"Pareto-optimal configurations (recall@{k} vs QPS, {mode} mode, threads={chosen[0].threads}; "
+                         "every stored row of this dataset, * = measured now)")
+        build, search, captions = params_columns(rows, lambda r: r.label())
+        table.caption_lines += captions
+        table.add("backend", [("*" if new is not None and r.key in new else "") + group for group, r in front])
+        table.add("build", build)
+        table.add("search", search)
+        table.add(f"recall@{k}", [fmt_recall(r.recall) for r in rows], numeric=True)
+        table.add("QPS", [f"{r.qps:,.0f}" for r in rows], numeric=True)
+        table.add("p99 ms", [f"{r.p99_ms:.3f}" if r.p99_ms else "-" for r in rows], numeric=True, optional=1)
+        table.add("build s", [f"{r.build_s:.2f}" if r.build_s is not None else "-" for r in rows], numeric=True,
+                  optional=3)
+        table.add("index MB", [f"{r.index_bytes / 1e6:.1f}" if r.index_bytes else "-" for r in rows], numeric=True,
+                  optional=2)
         if exact is not None:  # a set with labels: the retrieval quality each configuration keeps
-            columns.append((f"P@{k} (exact {exact:.4f})", "right"))
-        for col, just in columns:
-            table.add_column(col, justify=just)
-        for group, front in pareto_by_group(chosen).items():
-            for r in front:
-                mark = "*" if new is not None and r.key in new else ""
-                row = [mark + escape(group), escape(params_str(r.build_params)) or "-", escape(params_str(r.search_params)) or "-",
-                       fmt_recall(r.recall), f"{r.qps:,.0f}", f"{r.p99_ms:.3f}" if r.p99_ms else "-",
-                       f"{r.build_s:.2f}", f"{r.index_bytes / 1e6:.1f}"]
-                if exact is not None:
-                    value = r.label_metrics.get(key)
-                    row.append("-" if value is None else f"{value:.4f}")
-                table.add_row(*row)
-        out.print(table)
+            values = [r.label_metrics.get(key) for r in rows]
+            table.add(f"P@{k} (exact {exact:.4f})", ["-" if v is None else f"{v:.4f}" for v in values], numeric=True,
+                      optional=4)
+        out.print(table.render(out.width, wide=wide))
 
 
 def skip_summary(detail: list[tuple[str, str, str]], shown: int = 4) -> list[str]:

@@ -1,0 +1,125 @@
+"""Tables that fit the terminal: short parameter forms, figures never cut, columns dropped in a stated order.
+
+- Parameters: only those that vary among the table's rows of one backend, in a short form (``M16 efC200``,
+  ``nprobe8``); the ones that do not vary are listed once in the caption (``hnsw[hnswlib]: efC200``).
+- Columns whose value is the same on every row (one dataset, one k, one mode, …) move to the title.
+- Figures are never truncated: a figure column is as wide as its widest value. When the table is still wider
+  than the terminal, optional columns are dropped in the order the caller states, and the caption says which
+  (``--wide`` keeps every column; CSV/JSON exports are unchanged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+ABBREVIATIONS = {
+    "ef_construction": "efC", "train_per_list": "tpl", "search_k": "sk", "n_trees": "trees",
+    "num_leaves_to_search": "leaves", "num_leaves": "nleaves", "graph_degree": "R", "build_complexity": "L",
+    "complexity": "L", "storage_data_type": "type", "pruning_degree_multiplier": "pdm", "diversify_prob": "dp",
+    "n_neighbors": "nn", "edge_size": "edge", "search_edge_size": "sedge", "quantizer_efSearch": "qefS",
+    "efSearch": "efS", "k_factor": "kf", "dims_per_block": "dpb", "aq_threshold": "aq", "low_memory": "lowmem",
+    "outdegree": "out", "indegree": "in", "epsilon": "eps",
+}
+
+
+def short_value(name: str, value: Any) -> str:
+    """``M16``, ``efC200``, ``rerank=yes``, ``preset=ivf-sq8``: a parameter in few characters, unambiguous."""
+    abbr = ABBREVIATIONS.get(name, name)
+    if isinstance(value, bool):
+        return f"{abbr}={'yes' if value else 'no'}"
+    if isinstance(value, (int, float)):
+        text = f"{value:g}" if isinstance(value, float) else str(value)
+        return f"{abbr}{text}" if not text.startswith("-") else f"{abbr}={text}"
+    return f"{abbr}={value}"
+
+
+def varying(params: Sequence[dict[str, Any]]) -> set[str]:
+    """The names whose value differs among ``params`` (a name missing from some counts as differing)."""
+    names = set().union(*params) if params else set()
+    return {n for n in names if len({repr(p.get(n)) for p in params}) > 1}
+
+
+def short_params(params: dict[str, Any], keep: set[str] | None) -> str:
+    shown = [short_value(k, v) for k, v in params.items() if keep is None or k in keep]
+    return " ".join(shown) or "-"
+
+
+@dataclass
+class Column:
+    header: str
+    values: list[str]
+    numeric: bool = False
+    optional: int | None = None  # drop order when too wide: 1 goes first; None: never dropped
+    markup: bool = False  # values hold rich markup (already escaped)
+
+
+@dataclass
+class FitTable:
+    """Columns of strings, fitted to ``width`` when rendered (see the module docstring)."""
+
+    title: str
+    columns: list[Column] = field(default_factory=list)
+    caption_lines: list[str] = field(default_factory=list)
+
+    def add(self, header: str, values: list[str], *, numeric: bool = False, optional: int | None = None,
+            markup: bool = False) -> None:
+        self.columns.append(Column(header, values, numeric, optional, markup))
+
+    def render(self, width: int, wide: bool = False) -> Table:
+        cols = list(self.columns)
+        constant = []
+        if len(cols) and cols[0].values and len(cols[0].values) > 1:
+            for c in list(cols):
+                if c.optional is not None and len(set(c.values)) == 1 and "[" not in c.values[0]:
+                    if c.values[0] != "-":  # a column of dashes says nothing: it just goes
+                        constant.append(f"{c.header} {c.values[0]}")
+                    cols.remove(c)
+        dropped = []
+        if not wide:
+            def needed(cs):
+                return sum(max([len(c.header)] + [len(v) for v in c.values]) + 3 for c in cs) + 1
+
+            for c in sorted([c for c in cols if c.optional is not None], key=lambda c: c.optional):
+                if needed(cols) <= width:
+                    break
+                cols.remove(c)
+                dropped.append(c.header)
+        title = self.title + (f" ({', '.join(constant)})" if constant else "")
+        captions = list(self.caption_lines)
+        if dropped:
+            captions.append(f"columns left out to fit {width} columns: {', '.join(dropped)} (--wide shows them)")
+        table = Table(title=escape(title), caption="\n".join(escape(c) for c in captions) or None,
+                      caption_justify="left")
+        for c in cols:
+            widest = max([len(v) for v in c.values], default=0)
+            if c.numeric:
+                table.add_column(c.header, justify="right", no_wrap=True, min_width=max(widest, len(c.header)))
+            else:
+                table.add_column(c.header, overflow="fold")
+        for i in range(len(cols[0].values) if cols else 0):
+            table.add_row(*[c.values[i] if c.markup else escape(c.values[i]) for c in cols])
+        return table
+
+
+def params_columns(records, group_of) -> tuple[list[str], list[str], list[str]]:
+    """Short build and search forms for each record (only the parameters that vary within its group), and the
+    caption lines for what is fixed per group."""
+    groups: dict[str, list] = {}
+    for r in records:
+        groups.setdefault(group_of(r), []).append(r)
+    keep_b = {g: varying([r.build_params for r in rs]) for g, rs in groups.items()}
+    keep_s = {g: varying([r.search_params for r in rs]) for g, rs in groups.items()}
+    captions = []
+    for g, rs in groups.items():
+        fixed = [short_value(k, v) for k, v in rs[0].build_params.items() if k not in keep_b[g]]
+        fixed += [short_value(k, v) for k, v in rs[0].search_params.items() if k not in keep_s[g]]
+        if fixed:
+            captions.append(f"{g}: {' '.join(fixed)}")
+    build = [short_params(r.build_params, keep_b[group_of(r)]) for r in records]
+    search = [short_params(r.search_params, keep_s[group_of(r)]) for r in records]
+    return build, search, captions
