@@ -270,7 +270,8 @@ def embed_to_vectorset(
         if items.kind != "array":
             raise InputError(f"--model is required for {items.kind} input; see `ann-bench embedders`")
         models = ["identity"]
-    embedders = [load_embedder(m, device=options.device) for m in models]
+    with reporter.task(f"loading model{'s' if len(models) > 1 else ''} {' + '.join(models)}", None):
+        embedders = [load_embedder(m, device=options.device) for m in models]  # ~6 s for MiniLM: say so
     for e in embedders:
         e.bind(items.kind)
     embedder = embedders[0]

@@ -40,6 +40,17 @@ class RateColumn(ProgressColumn):
         return Text("" if speed is None or task.total is None else f"{speed:,.0f}/s", style="progress.data.speed")
 
 
+class EtaColumn(ProgressColumn):
+    """"ETA 0:01:23" for a task with a total once it has a rate; blank otherwise (a build, a download of
+    unknown size)."""
+
+    def render(self, task) -> Text:
+        if task.total is None or task.finished or task.time_remaining is None:
+            return Text("")
+        seconds = int(task.time_remaining)
+        return Text(f"ETA {seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}", style="progress.remaining")
+
+
 class RichReporter(Reporter):
     """Progress bars for ground truth, builds and sweeps on stderr; result lines above them."""
 
@@ -47,7 +58,7 @@ class RichReporter(Reporter):
         self.verbose = verbose
         self.progress = Progress(
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            RateColumn(), TimeElapsedColumn(), console=err, transient=True,
+            RateColumn(), TimeElapsedColumn(), EtaColumn(), console=err, transient=True,
         )
 
     def __enter__(self) -> RichReporter:
