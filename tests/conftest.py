@@ -55,6 +55,14 @@ def small_set(tmp_path_factory, small_spec):
     return path
 
 
+@pytest.fixture(scope="session")
+def data():
+    """(train, test): 3000 x 16 clustered vectors and 100 queries, the backends' oracle set (a test module may
+    define its own ``data``)."""
+    train, test, _, _ = synth_arrays(SynthSpec(n=3000, dim=16, queries=100, clusters=10, seed=11))
+    return train, test
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

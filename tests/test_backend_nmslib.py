@@ -22,13 +22,6 @@ METRICS = ("euclidean", "angular", "ip")
 IDS = [f"{n}-{i}" for n, i in KEYS]
 
 
-@pytest.fixture(scope="module")
-def data():
-    from ann_bench.datasets import SynthSpec, synth_arrays
-
-    train, test, _, _ = synth_arrays(SynthSpec(n=3000, dim=16, queries=100, clusters=10, seed=11))
-    return train, test
-
 
 def make(key, metric, X, threads=1, search=GENEROUS, **build):
     index = get_backend(*key)(metric, X.shape[1], threads=threads, **{**BUILD[key], **build})

@@ -24,13 +24,6 @@ GENEROUS = {"epsilon": 0.3}
 METRICS = ("euclidean", "angular", "ip")
 
 
-@pytest.fixture(scope="module")
-def data():
-    from ann_bench.datasets import SynthSpec, synth_arrays
-
-    train, test, _, _ = synth_arrays(SynthSpec(n=3000, dim=16, queries=100, clusters=10, seed=11))
-    return train, test
-
 
 def make(metric, X, threads=1, seed=0, search=GENEROUS, **build):
     index = get_backend(*KEY)(metric, X.shape[1], threads=threads, seed=seed, **{**BUILD, **build})

@@ -20,13 +20,6 @@ BUILD = {"num_leaves": 32, "dims_per_block": 2}
 GENEROUS = {"num_leaves_to_search": 16, "reorder": 200}
 
 
-@pytest.fixture(scope="module")
-def data():
-    from ann_bench.datasets import SynthSpec, synth_arrays
-
-    train, test, _, _ = synth_arrays(SynthSpec(n=3000, dim=16, queries=100, clusters=10, seed=11))
-    return train, test
-
 
 def make(metric, X, threads=1, search=GENEROUS, **build):
     index = get_backend("scann")(metric, X.shape[1], threads=threads, **{**BUILD, **build})
