@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 
 from ann_bench import __version__
-from ann_bench.atomic import ensure_writable_dir, free_space, is_disk_full, raise_if_terminated
+from ann_bench.atomic import _umask, ensure_writable_dir, free_space, is_disk_full, raise_if_terminated
+from ann_bench.catalogue import sha256_file as file_sha256
 from ann_bench.distances import canonical_metric
 from ann_bench.errors import InputError
 
@@ -55,15 +56,7 @@ def vectors_hash(X: np.ndarray, metric: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def check_vectors(X, dim: int | None, what: str, metric: str | None = None) -> np.ndarray:
+def check_vectors(X, dim: int | None, what: str, metric: str | None = None, first_row: int = 0) -> np.ndarray:
     """X as a C-contiguous float32 (n, d) array with finite values (and no zero vector under angular)."""
     X = np.asarray(X)
     if X.ndim != 2:
@@ -80,11 +73,11 @@ def check_vectors(X, dim: int | None, what: str, metric: str | None = None) -> n
     X = np.ascontiguousarray(X, dtype=np.float32)
     finite = np.isfinite(X).all(axis=1)
     if not finite.all():
-        raise InputError(f"{what}: row {int(np.flatnonzero(~finite)[0])} holds NaN or inf")
+        raise InputError(f"{what}: row {first_row + int(np.flatnonzero(~finite)[0])} holds NaN or inf")
     if metric == "angular":
         zero = ~np.any(X != 0, axis=1)
         if zero.any():
-            raise InputError(f"{what}: row {int(np.flatnonzero(zero)[0])} is all zeros, which has no angle under "
+            raise InputError(f"{what}: row {first_row + int(np.flatnonzero(zero)[0])} is all zeros, which has no angle under "
                              "metric 'angular'")
     return X
 
@@ -105,7 +98,9 @@ class SavedIndex:
     def keys(self) -> np.ndarray:
         """Item keys (object array of str), one per indexed vector: the stored ones, else the row numbers."""
         if self._keys is None:
-            self._keys = np.array([str(i) for i in range(self.n)], dtype=object)
+            from ann_bench.importing import row_keys
+
+            self._keys = row_keys(range(self.n))
         return self._keys
 
     @property
@@ -142,7 +137,11 @@ class SavedIndex:
         ``search_params`` override the manifest's defaults for this call (e.g. ``ef=128``)."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k must be a positive integer, got {k!r}")
-        Q = check_vectors(Q, self.dim, "queries", self.metric)
+        return self.search_checked(check_vectors(Q, self.dim, "queries", self.metric), int(k), **search_params)
+
+    def search_checked(self, Q: np.ndarray, k: int, **search_params: Any) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search` of queries already passed through :func:`check_vectors` (``search`` times this part
+        only, after checking each chunk outside its timer)."""
         wanted = {**self.search_defaults, **search_params}
         if wanted != self._applied:
             self.index.set_search_params(**wanted)
@@ -195,12 +194,6 @@ class SavedIndex:
         self.manifest = manifest
         self.path = target
         return target
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _json_default(value):

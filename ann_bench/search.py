@@ -28,6 +28,7 @@ import numpy as np
 
 from ann_bench.atomic import atomic_path
 from ann_bench.errors import InputError
+from ann_bench.index import check_vectors
 
 CHUNK = 4096  # queries searched and written at a time
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".npy": "npy",
@@ -53,19 +54,13 @@ class Queries:
             yield start, self._read(start, min(start + size, self.count))
 
 
-def _row_keys(n: int) -> np.ndarray:
-    out = np.empty(n, dtype=object)
-    out[:] = [str(i) for i in range(n)]
-    return out
-
-
 def read_queries(path: str | os.PathLike, *, split: str = "test", keys: str | os.PathLike | None = None,
                  model: str | None = None, device: str = "cpu", reporter=None) -> Queries:
     """Queries from an HDF5 set (its ``split``, with its keys), a vector file (.npy, .fvecs, .bvecs, .fbin,
     .u8bin, .i8bin, IDX; keys = row numbers or ``keys``), or raw inputs (images, texts) embedded with
     ``model`` (keys as ``embed`` gives them)."""
     from ann_bench.formats import file_format, read_vectors
-    from ann_bench.importing import read_keys
+    from ann_bench.importing import read_keys, row_keys
 
     path = Path(path).expanduser()
     if not path.exists():
@@ -90,13 +85,13 @@ def read_queries(path: str | os.PathLike, *, split: str = "test", keys: str | os
             return np.asarray(ds[start:stop], dtype=np.float32)
 
         return Queries(f"{path.name} ({split})", int(ds.shape[0]), int(ds.shape[1]),
-                       key_arr if key_arr is not None else _row_keys(ds.shape[0]), vs.metric, read,
+                       key_arr if key_arr is not None else row_keys(range(ds.shape[0])), vs.metric, read,
                        keys_given=key_arr is not None, train_of=vs.content_hash() if split == "train" else None)
     if fmt not in (".npy", ".fvecs", ".bvecs", ".fbin", ".u8bin", ".i8bin", ".idx"):
         raise InputError(f"{str(path)!r}: queries are an HDF5 set, a vector file (.npy, .fvecs, .bvecs, .fbin, "
                          ".u8bin, .i8bin, IDX), or raw inputs with --model")
     X = read_vectors(path)  # memory-mapped where the format allows: read chunk by chunk
-    key_arr = read_keys(keys, X.shape[0], "--query-keys") if keys is not None else _row_keys(X.shape[0])
+    key_arr = read_keys(keys, X.shape[0], "--query-keys") if keys is not None else row_keys(range(X.shape[0]))
 
     def read(start, stop):
         return np.asarray(X[start:stop], dtype=np.float32)
@@ -181,8 +176,9 @@ def search_to_file(index, queries: Queries, output: str | os.PathLike, *, k: int
         writer = writer_cls(tmp, fmt, layout, k, queries, index)
         try:
             for start, Q in queries.chunks():
+                Q = check_vectors(Q, index.dim, f"queries {queries.source}", index.metric, first_row=start)
                 t0 = time.perf_counter()
-                D, I = index.search(Q, fetch, **params)
+                D, I = index.search_checked(Q, fetch, **params)
                 search_s += time.perf_counter() - t0
                 qkeys = queries.keys[start : start + len(Q)]
                 if exclude_self:

@@ -305,3 +305,16 @@ def test_a_backend_that_cannot_save_is_built_anew_and_refused_as_an_index(tmp_pa
     with ResultStore(store, create=False) as s:
         rows = s.records()
     assert [r.status for r in rows] == ["ok"] and rows[0].index_cached == 0
+
+
+def test_a_nan_query_is_named_by_its_row_in_the_file(tmp_path, keyed_set, monkeypatch):
+    import ann_bench.search as search_mod
+
+    monkeypatch.setattr(search_mod, "CHUNK", 4)  # the bad row sits in the third chunk
+    assert invoke("index", "build", "--dataset", keyed_set, "--backend", "flat", "-o", tmp_path / "ix").exit_code == 0
+    Q = np.ones((12, 12), np.float32)
+    Q[9, 3] = np.nan
+    np.save(tmp_path / "q.npy", Q)
+    one_line_error(invoke("search", tmp_path / "ix", "--queries", tmp_path / "q.npy", "-o", tmp_path / "o.csv"),
+                   "queries q.npy: row 9 holds NaN")
+    assert not (tmp_path / "o.csv").exists()
