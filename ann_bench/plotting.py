@@ -24,7 +24,7 @@ import numpy as np
 from ann_bench.atomic import atomic_path
 from ann_bench.errors import InputError
 from ann_bench.metrics import pareto_front
-from ann_bench.results import Record
+from ann_bench.results import Record, short_params, varying
 
 MARKERS = "osD^vP*Xph<>"
 
@@ -177,27 +177,53 @@ def group_label(r: Record, with_threads: bool) -> str:
     return f"{r.backend} [{r.impl}]" + (f" {r.threads}t" if with_threads else "")
 
 
-def groups_of(records: list[Record]) -> dict[str, list[Record]]:
-    """Records by backend/impl (and thread count if several), in label order."""
+def _build_keys(records: list[Record]) -> dict[tuple[str, str], set[str]]:
+    """Per backend/impl, the build parameters whose value differs among its records."""
+    by: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in records:
+        by[(r.backend, r.impl)].append(r.build_params)
+    return {key: varying(params) for key, params in by.items()}
+
+
+def groups_of(records: list[Record], by_build: bool = False) -> dict[str, list[Record]]:
+    """Records by backend/impl (and thread count if several), in label order; with ``by_build`` also by build
+    configuration (its label adds the build parameters that vary, ``hnsw [hnswlib] M32``)."""
     with_threads = len({r.threads for r in records}) > 1
+    keys = _build_keys(records) if by_build else {}
     groups: dict[str, list[Record]] = defaultdict(list)
     for r in records:
-        groups[group_label(r, with_threads)].append(r)
+        label = group_label(r, with_threads)
+        if by_build and keys[(r.backend, r.impl)]:
+            label += " " + short_params(r.build_params, keys[(r.backend, r.impl)])
+        groups[label].append(r)
     return dict(sorted(groups.items()))
 
 
-def pareto_by_group(records: list[Record], x_metric: str = "recall", y_metric: str = "qps") -> dict[str, list[Record]]:
-    """For each backend/impl (and thread count if several), its Pareto-optimal records in (``x_metric`` up,
-    ``y_metric`` in its better direction: QPS up, build time / index size / p99 down), by ``x_metric``
-    ascending. Records lacking either figure are left out."""
+def pareto_by_group(records: list[Record], x_metric: str = "recall", y_metric: str = "qps",
+                    by_build: bool = False) -> dict[str, list[Record]]:
+    """For each backend/impl (and thread count if several; with ``by_build`` each build configuration), its
+    Pareto-optimal records in (``x_metric`` up, ``y_metric`` in its better direction: QPS up, build time / index
+    size / p99 down), by ``x_metric`` ascending. Records lacking either figure are left out."""
     y = y_metric_of(y_metric)
     fronts = {}
-    for g, rs in groups_of(records).items():
+    for g, rs in groups_of(records, by_build).items():
         rs = [r for r in rs if x_value(r, x_metric) is not None and y.value(r) is not None]
         idx = pareto_indices([x_value(r, x_metric) for r in rs], [y.value(r) for r in rs], y.higher_is_better)
         if len(idx):
             fronts[g] = [rs[i] for i in idx]
     return fronts
+
+
+ANNOTATE_AUTO_MAX = 60  # --annotate's default: label front points when the plot has at most this many
+
+
+def point_labels(front: list[Record], group: list[Record], by_build: bool) -> list[str]:
+    """Short labels of a front's points: the search parameters that vary within the group (``ef40``), and,
+    when the front mixes build configurations, the build parameters that vary along it (``M32 ef40``)."""
+    keep_s = varying([r.search_params for r in group]) or None
+    keep_b = set() if by_build else varying([r.build_params for r in front])
+    return [" ".join(p for p in (short_params(r.build_params, keep_b) if keep_b else "",
+                                 short_params(r.search_params, keep_s)) if p and p != "-") for r in front]
 
 
 def select_for(records: list[Record], mode: str | None, k: int | None, y_metric: str) -> tuple[list[Record], str, int]:
@@ -230,9 +256,12 @@ def plot_figure(records: list[Record], **kwargs):
 def _plot_figure(records: list[Record], *, mode: str | None = None, k: int | None = None,
                  x_scale: str | None = None, raw: bool = True, x_metric: str = "recall", y_metric: str = "qps",
                  highlights: list[tuple[Record, str]] | None = None, targets: list[float] | None = None,
-                 title: str | None = None):
+                 title: str | None = None, annotate: bool | None = None, fronts: str = "backend"):
     """``highlights``: (row, text) drawn as stars with their text (a tune's answers); ``targets``: recall
-    targets drawn as dotted vertical lines; ``title``: a line added to the title."""
+    targets drawn as dotted vertical lines; ``title``: a line added to the title. ``annotate``: label each front
+    point with its search value (None: when the plot has at most :data:`ANNOTATE_AUTO_MAX` front points);
+    ``fronts``: ``backend`` (one front per backend/impl over all its builds) or ``build`` (one per build
+    configuration, in the backend's colour, one line style each)."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator
@@ -259,9 +288,19 @@ def _plot_figure(records: list[Record], *, mode: str | None = None, k: int | Non
         raise InputError(f"no stored result of mode {mode!r}, k={k} has {y.name}")
     exact = next((r.label_metrics[f"exact_{x_metric}"] for r in chosen if f"exact_{x_metric}" in r.label_metrics),
                  None)
+    if fronts not in ("backend", "build"):
+        raise InputError(f"unknown --fronts {fronts!r}; use backend or build")
+    by_build = fronts == "build"
     threads = sorted({r.threads for r in chosen})
-    groups = groups_of(chosen)
-    fronts = pareto_by_group(chosen, x_metric, y_metric)
+    groups = groups_of(chosen, by_build)
+    fronts_of = pareto_by_group(chosen, x_metric, y_metric, by_build)
+    if annotate is None:
+        annotate = sum(map(len, fronts_of.values())) <= ANNOTATE_AUTO_MAX
+    # a backend's build configurations, in order: each gets a line style of the backend's colour (--fronts build)
+    builds = defaultdict(list)
+    for members in groups.values():
+        key = (members[0].backend, members[0].impl, members[0].threads)
+        builds[key].append(id(members[0]))
 
     # On a logit axis recall 1.0 is infinitely far right: draw it at 1 - 1/(2 * nq * k), half the recall
     # resolution of the run, where it stays apart from the best imperfect recall, and label that tick "1".
@@ -274,15 +313,24 @@ def _plot_figure(records: list[Record], *, mode: str | None = None, k: int | Non
     fig, ax = plt.subplots(figsize=(10, 5.6), dpi=120)
     for group, members in groups.items():
         color, marker = style(members[0].backend, members[0].impl)
-        linestyle = _LINESTYLES[threads.index(members[0].threads) % len(_LINESTYLES)]
+        slot = threads.index(members[0].threads) + \
+            builds[(members[0].backend, members[0].impl, members[0].threads)].index(id(members[0]))
+        linestyle = _LINESTYLES[slot % len(_LINESTYLES)]
         if raw:
             ax.scatter(xval([x_value(r, x_metric) for r in members]), [y.value(r) for r in members], color=color,
                        alpha=0.3, s=16, marker=marker, linewidths=0, zorder=2)
-        front = fronts[group]
+        if group not in fronts_of:
+            continue
+        front = fronts_of[group]
         # A cost front is a staircase: the least cost that reaches a recall is that of the next point right.
         ax.plot(xval([x_value(r, x_metric) for r in front]), [y.value(r) for r in front], color=color,
-                marker=marker, linestyle=linestyle, linewidth=2.2, markersize=6, label=f"{group} ({len(front)})",
-                zorder=3, drawstyle="default" if y.higher_is_better else "steps-pre")
+                marker=marker, linestyle=linestyle, linewidth=2.2 if slot == 0 else 1.6, markersize=6,
+                label=f"{group} ({len(front)})", zorder=3, drawstyle="default" if y.higher_is_better else "steps-pre")
+        if annotate:
+            for r, text in zip(front, point_labels(front, members, by_build)):
+                if text:
+                    ax.annotate(text, (float(xval(x_value(r, x_metric))), y.value(r)), fontsize=6, color=color,
+                                xytext=(3, 3), textcoords="offset points", zorder=4)
     for target in targets or ():
         ax.axvline(float(xval(target)), color="grey", linestyle=":", linewidth=1, zorder=1)
         ax.annotate(f"≥ {target:g}", (float(xval(target)), 1.0), xycoords=("data", "axes fraction"), fontsize=7,
@@ -330,7 +378,8 @@ def _plot_figure(records: list[Record], *, mode: str | None = None, k: int | Non
     thr = f"{threads[0]} thread{'s' if threads[0] > 1 else ''}" if len(threads) == 1 else \
         f"threads {','.join(map(str, threads))}"
     better = "higher is better" if y.higher_is_better else "lower is better"
-    ax.set_xlabel(x_label(x_metric, k) + " — higher is better")
+    scale = ("logit scale: 0.9, 0.99, 0.999 equally spaced" if x_scale == "logit" else "linear scale")
+    ax.set_xlabel(f"{x_label(x_metric, k)}; {scale} — higher is better", fontsize=9)
     if y.name == "qps":
         ylab = f"Queries per second, {mode} mode, {thr} (log) — {better}"
     elif y.name == "p99_ms":
@@ -348,7 +397,10 @@ def _plot_figure(records: list[Record], *, mode: str | None = None, k: int | Non
                  fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
     ax.grid(True, which="minor", alpha=0.1)
-    ax.legend(handles=handles, title="Pareto front per backend\n(points on it)", fontsize=8, title_fontsize=8,
+    front_title = ("Pareto front per build configuration" if by_build else "Pareto front per backend") + \
+        ("\n(points on it; labels: search value" + ("" if by_build else ", build where it varies") + ")"
+         if annotate else "\n(points on it)")
+    ax.legend(handles=handles, title=front_title, fontsize=8, title_fontsize=8,
               loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     return fig
@@ -389,7 +441,8 @@ def plot_recall_qps(records: list[Record], out: str | os.PathLike, *, mode: str 
     ``x_scale`` None: logit for recall (it spreads 0.9, 0.99, 0.999), linear for label metrics, which level
     off at the exact neighbours' value, usually far below 1; the linear axis then spans the data.
     ``y_metric`` p99_ms picks single mode (the only one with per-query latency). ``marks``: highlights, targets
-    and title of :func:`_plot_figure` (a tune's answers)."""
+    and title (a tune's answers), ``annotate`` (search values on the front points) and ``fronts`` (per
+    ``backend`` or per ``build`` configuration) of :func:`_plot_figure`."""
     import matplotlib.pyplot as plt
 
     out = Path(out)

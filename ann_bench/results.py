@@ -16,6 +16,7 @@ import json
 import os
 import sqlite3
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -383,6 +384,38 @@ def flat_dict(record: Record) -> dict[str, Any]:
     for name in ("label_metrics", "versions", "host"):
         d[name] = canon_params(d[name])
     return d
+
+
+ABBREVIATIONS = {
+    "ef_construction": "efC", "train_per_list": "tpl", "search_k": "sk", "n_trees": "trees",
+    "num_leaves_to_search": "leaves", "num_leaves": "nleaves", "graph_degree": "R", "build_complexity": "L",
+    "complexity": "L", "storage_data_type": "type", "pruning_degree_multiplier": "pdm", "diversify_prob": "dp",
+    "n_neighbors": "nn", "edge_size": "edge", "search_edge_size": "sedge", "quantizer_efSearch": "qefS",
+    "efSearch": "efS", "k_factor": "kf", "dims_per_block": "dpb", "aq_threshold": "aq", "low_memory": "lowmem",
+    "outdegree": "out", "indegree": "in", "epsilon": "eps",
+}
+
+
+def short_value(name: str, value: Any) -> str:
+    """``M16``, ``efC200``, ``rerank=yes``, ``preset=ivf-sq8``: a parameter in few characters, unambiguous."""
+    abbr = ABBREVIATIONS.get(name, name)
+    if isinstance(value, bool):
+        return f"{abbr}={'yes' if value else 'no'}"
+    if isinstance(value, (int, float)):
+        text = f"{value:g}" if isinstance(value, float) else str(value)
+        return f"{abbr}{text}" if not text.startswith("-") else f"{abbr}={text}"
+    return f"{abbr}={value}"
+
+
+def varying(params: Sequence[dict[str, Any]]) -> set[str]:
+    """The names whose value differs among ``params`` (a name missing from some counts as differing)."""
+    names = set().union(*params) if params else set()
+    return {n for n in names if len({repr(p.get(n)) for p in params}) > 1}
+
+
+def short_params(params: dict[str, Any], keep: set[str] | None) -> str:
+    shown = [short_value(k, v) for k, v in params.items() if keep is None or k in keep]
+    return " ".join(shown) or "-"
 
 
 def params_str(params: dict[str, Any]) -> str:

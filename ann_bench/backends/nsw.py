@@ -189,6 +189,8 @@ class NumbaNSW(Index):
                     job.result()
                 pool, used = K.link_range(pool, used, start, cap, deg, f, done, stop, out, out_n, done)
                 done = stop
+                if self.progress is not None:
+                    self.progress(done, n)
         return K.to_csr(pool, start, deg)
 
     def _set_graph(self, X: np.ndarray, indptr: np.ndarray, adj: np.ndarray, ids: np.ndarray) -> None:

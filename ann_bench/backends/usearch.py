@@ -74,6 +74,21 @@ def _preload_ngtpy() -> None:
         import ngtpy  # noqa: F401
 
 
+def _progress_callback(progress):
+    """USearch's progress callback for ``progress(done, total)``, or None. USearch checks the callback's
+    annotations (``(int, int) -> bool``) at run time, which this module's postponed annotations would hide:
+    they are set as types here."""
+    if progress is None:
+        return None
+
+    def callback(processed, total):
+        progress(processed, total)
+        return True  # go on
+
+    callback.__annotations__ = {"processed": int, "total": int, "return": bool}
+    return callback
+
+
 class USearchHNSW(Index):
     name = "hnsw"
     impl = "usearch"
@@ -116,7 +131,8 @@ class USearchHNSW(Index):
             ndim=self.dim, metric=USEARCH_METRICS[self.metric], dtype=self.params["dtype"],
             connectivity=self.params["M"], expansion_add=self.params["ef_construction"],
         )
-        index.add(np.arange(X.shape[0], dtype=np.uint64), X, copy=True, threads=self.threads)
+        index.add(np.arange(X.shape[0], dtype=np.uint64), X, copy=True, threads=self.threads,
+                  progress=_progress_callback(self.progress))
         self.index = index
         self._built = True
         self._apply_search_params(self.search_config or self.validate_search_params({}))

@@ -60,6 +60,7 @@ class RichReporter(Reporter):
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             RateColumn(), TimeElapsedColumn(), EtaColumn(), console=err, transient=True,
         )
+        self._builds: dict[str, int] = {}  # build label -> its progress task
 
     def __enter__(self) -> RichReporter:
         return self  # the display starts with the first task: an early error prints no blank progress line
@@ -81,3 +82,17 @@ class RichReporter(Reporter):
     def log(self, message: str) -> None:
         if self.verbose:
             self.progress.console.print(message, markup=False, soft_wrap=True)
+
+    def build_started(self, label: str) -> None:
+        """A bar for the build: elapsed time, and items inserted when the library reports them."""
+        self.progress.start()
+        self._builds[label] = self.progress.add_task(escape(f"building {label}"), total=None)
+
+    def build_progress(self, label: str, done: int, total: int) -> None:
+        if label in self._builds:
+            self.progress.update(self._builds[label], completed=done, total=total)
+
+    def build_ended(self, label: str) -> None:
+        task_id = self._builds.pop(label, None)
+        if task_id is not None:
+            self.progress.remove_task(task_id)

@@ -85,7 +85,8 @@ def embed(model: tuple[str, ...], input_path: Path, output: Path, queries: Path 
 @click.command()
 def embedders() -> None:
     """List the registered embedders, what they take and whether they are installed."""
-    from embeddings import ARCHITECTURE_NAMES, registry
+    from ann_bench.errors import EXTRAS
+    from embeddings import ARCHITECTURE_NAMES, missing_embedders, registry
 
     table = Table(title="embedders (--model NAME)")
     for col in ("name", "input", "dim", "metric", "normalise", "batch", "available", "description"):
@@ -96,6 +97,10 @@ def embedders() -> None:
                       "yes" if cls.normalize else "no", str(cls.batch_size),
                       "yes" if ok else "[red]no[/] (" + escape(f'pip install -e ".[{cls.extra}]"') + ")" if cls.extra
                       else "[red]no[/]", escape(cls.description))
+    for name, module in missing_embedders().items():
+        dist, extra = EXTRAS[module]
+        table.add_row(name, "-", "-", "-", "-", "-", "[red]no[/] (" + escape(f'needs {dist}: pip install -e ".[{extra}]"')
+                      + ")", "")
     out.print(table)
     out.print(f"Also: --model PATH.pt (TorchScript; images or arrays) and --model ARCH:PATH.pt (a state_dict, "
               f"loaded with weights_only=True; architectures: {', '.join(ARCHITECTURE_NAMES)}).", soft_wrap=True)

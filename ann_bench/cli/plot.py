@@ -33,14 +33,20 @@ from ann_bench.results import ResultStore
               help="Figure on x: recall, recall_ab (ann-benchmarks' rule), id_recall, or a label metric of a set "
                    "with labels (precision_at_10, "
                    "recall_at_1, recall_at_10, map_at_10, mrr).")
+@click.option("--annotate/--no-annotate", default=None,
+              help="Label each front point with its search value (ef40; the build too where it varies along the "
+                   "front) [on when the plot has at most 60 front points].")
+@click.option("--fronts", type=click.Choice(["backend", "build"]), default="backend", show_default=True,
+              help="One Pareto front per backend (over all its build configurations), or one per build "
+                   "configuration (the backend's colour, a line style each).")
 @click.option("--tune", "tune_log", default=None, metavar="ID|latest|PATH",
               help="Draw the trials of one `ann-bench tune` (its id, 'latest', or its log file): every setting "
                    "it measured, the fronts, and its answers starred at their targets.")
 @force_option
 @results_option
 def plot(dataset: str | None, output: Path, y_metric: str, mode: str | None, k: int | None, x_scale: str | None,
-         raw: bool, backend: str | None, x_metric: str, tune_log: str | None, force: bool,
-         results_path: Path) -> None:
+         raw: bool, backend: str | None, x_metric: str, annotate: bool | None, fronts: str, tune_log: str | None,
+         force: bool, results_path: Path) -> None:
     """Recall@k (or --x-metric) on x against queries per second (or --y-metric) with each backend's Pareto
     frontier bold and every configuration faint. For a label metric the exact neighbours' value is dashed."""
     check_output(output, "plot", inputs=(results_path,), force=force)
@@ -60,5 +66,5 @@ def plot(dataset: str | None, output: Path, y_metric: str, mode: str | None, k: 
                 if note:
                     err.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
     plot_recall_qps(records, output, mode=mode, k=k, x_scale=x_scale, raw=raw, x_metric=x_metric, y_metric=y_metric,
-                    **marks)
+                    annotate=annotate, fronts=fronts, **marks)
     out.print(f"wrote {escape(str(output))}")

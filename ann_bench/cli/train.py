@@ -119,7 +119,9 @@ def train(data: str, arch: str, loss: str, miner: str | None, dim: int, epochs: 
     """Train an embedder with a metric-learning loss, evaluate it (Precision@k, Recall@K, MAP, MAP@R, MRR,
     NMI, AMI, verification accuracy) and write a checkpoint that `ann-bench embed --model` runs."""
     from ann_bench.atomic import ensure_writable_dir
-    from ann_bench.errors import InputError
+    from ann_bench.errors import InputError, require
+
+    require("torch", "pytorch_metric_learning", purpose="`ann-bench train`")
     from embeddings.training.trainer import (
         TrainConfig,
         metrics_table_rows,
