@@ -57,7 +57,7 @@ def zero_rows(X: np.ndarray) -> np.ndarray:
 def pairwise(metric: str, Q: np.ndarray, X: np.ndarray) -> np.ndarray:
     """Exact distances in float64 between every row of ``Q`` (nq, d) and of ``X`` (n, d): shape (nq, n).
 
-    For small arrays only (tests, oracles); ground truth at scale goes through :mod:`ann_bench.groundtruth`.
+    For small arrays only (tests, oracles); ground truth at scale goes through :mod:`ann_bench.data.groundtruth`.
     """
     Q = np.asarray(Q, dtype=np.float64)
     X = np.asarray(X, dtype=np.float64)

@@ -53,7 +53,7 @@ def evaluate_set(vs, *, reference: str = "train", thresholds=None, backend: str 
     ``build``/``search`` parameters when given (``depth`` then defaults to DEFAULT_DEPTH)."""
     from embeddings.training import evaluate as E
 
-    from ann_bench.runner import check_labels
+    from ann_bench.bench.runner import check_labels
 
     if reference not in E.REFERENCES:
         raise InputError(f"unknown --reference {reference!r}; choose one of: {', '.join(E.REFERENCES)}")

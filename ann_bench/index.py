@@ -38,7 +38,7 @@ import numpy as np
 
 from ann_bench import __version__
 from ann_bench.atomic import _umask, ensure_writable_dir, free_space, is_disk_full, raise_if_terminated
-from ann_bench.catalogue import sha256_file as file_sha256
+from ann_bench.data.catalogue import sha256_file as file_sha256
 from ann_bench.distances import canonical_metric
 from ann_bench.errors import InputError
 
@@ -98,7 +98,7 @@ class SavedIndex:
     def keys(self) -> np.ndarray:
         """Item keys (object array of str), one per indexed vector: the stored ones, else the row numbers."""
         if self._keys is None:
-            from ann_bench.importing import row_keys
+            from ann_bench.data.importing import row_keys
 
             self._keys = row_keys(range(self.n))
         return self._keys
@@ -273,7 +273,7 @@ def build_index(X, backend: str = "hnsw", metric: str = "euclidean", *, impl: st
     ``source``: what to record about where the vectors came from (dataset path, name, content hash, ...).
     """
     from ann_bench.backends import get_backend
-    from ann_bench.datasets import check_keys
+    from ann_bench.data.vectorset import check_keys
     from ann_bench.sysinfo import versions
 
     metric = canonical_metric(metric)
@@ -401,9 +401,9 @@ def read_vectors_for_index(path: str | os.PathLike, *, metric: str | None = None
                            keys: str | os.PathLike | None = None) -> Vectors:
     """The vectors ``index build`` indexes: an HDF5 VectorSet's train split (with its keys and ground truth),
     or a .npy/.fvecs/.bvecs/.fbin/.u8bin/.i8bin/IDX file (``metric`` required, ``keys`` a keys file)."""
-    from ann_bench.datasets import VectorSet
-    from ann_bench.formats import file_format, read_vectors
-    from ann_bench.importing import read_keys
+    from ann_bench.data.vectorset import VectorSet
+    from ann_bench.data.formats import file_format, read_vectors
+    from ann_bench.data.importing import read_keys
 
     path = Path(path).expanduser()
     if not path.exists():
@@ -435,7 +435,7 @@ def read_vectors_for_index(path: str | os.PathLike, *, metric: str | None = None
 def recall_check(saved: SavedIndex, vectors: Vectors, k: int) -> dict[str, Any] | None:
     """recall@k of the built index at its default search parameters on the set's test queries (tie-aware, as
     `run` measures it), or None when the set has no ground truth."""
-    from ann_bench.worker import accuracy
+    from ann_bench.bench.worker import accuracy
 
     if vectors.gt is None:
         return None
@@ -449,7 +449,7 @@ def recall_check(saved: SavedIndex, vectors: Vectors, k: int) -> dict[str, Any] 
 
 def latest_dataset(results: str | os.PathLike) -> str:
     """The dataset file of the most recent ok row of a results store (InputError when there is none)."""
-    from ann_bench.results import ResultStore
+    from ann_bench.bench.results import ResultStore
 
     with ResultStore(results, create=False) as store:
         rows = [r for r in store.records() if r.status == "ok" and r.dataset_path]
@@ -466,8 +466,8 @@ def best_configuration(results: str | os.PathLike, dataset_hash: str | None, rec
                        max_memory: int | None = None, max_rss: int | None = None, k: int | None = None,
                        mode: str | None = None, metric: str = "qps"):
     """The stored configuration ``ann-bench best`` picks for these vectors: the winner's Record."""
-    from ann_bench.best import best_configurations
-    from ann_bench.results import ResultStore
+    from ann_bench.report.best import best_configurations
+    from ann_bench.bench.results import ResultStore
 
     if dataset_hash is None:
         raise InputError("--from-best needs an HDF5 vector set (its content hash names its rows in the results "

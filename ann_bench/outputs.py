@@ -61,7 +61,7 @@ def check_output(output: str | os.PathLike, kind: str, inputs: Iterable[str | os
 
     ``kind``: the command's kind of output (a key of :data:`KINDS`); ``inputs``: every file the command reads
     (None entries are ignored)."""
-    from ann_bench.results import is_results_store
+    from ann_bench.bench.results import is_results_store
 
     out = Path(output).expanduser()
     target = _identity(out)  # stat the output once: an image folder's inputs can be many thousand files

@@ -59,8 +59,8 @@ def read_queries(path: str | os.PathLike, *, split: str = "test", keys: str | os
     """Queries from an HDF5 set (its ``split``, with its keys), a vector file (.npy, .fvecs, .bvecs, .fbin,
     .u8bin, .i8bin, IDX; keys = row numbers or ``keys``), or raw inputs (images, texts) embedded with
     ``model`` (keys as ``embed`` gives them)."""
-    from ann_bench.formats import file_format, read_vectors
-    from ann_bench.importing import read_keys, row_keys
+    from ann_bench.data.formats import file_format, read_vectors
+    from ann_bench.data.importing import read_keys, row_keys
 
     path = Path(path).expanduser()
     if not path.exists():
@@ -73,7 +73,7 @@ def read_queries(path: str | os.PathLike, *, split: str = "test", keys: str | os
         raise InputError(f"{str(path)!r} is a folder: raw inputs (images) need --model to be embedded")
     fmt = file_format(path)
     if fmt == ".hdf5":
-        from ann_bench.datasets import VectorSet
+        from ann_bench.data.vectorset import VectorSet
 
         vs = VectorSet(path)
         ds = vs.file[split]
@@ -102,9 +102,9 @@ def read_queries(path: str | os.PathLike, *, split: str = "test", keys: str | os
 def _embedded_queries(path: Path, model: str, device: str, keys, reporter) -> Queries:
     from embeddings import load_embedder
 
-    from ann_bench.embed import embed_items
-    from ann_bench.importing import read_keys
-    from ann_bench.inputs import read_input
+    from ann_bench.data.embed import embed_items
+    from ann_bench.data.importing import read_keys
+    from ann_bench.data.inputs import read_input
 
     items = read_input(path)
     embedder = load_embedder(model, device=device)

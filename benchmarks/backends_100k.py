@@ -46,7 +46,7 @@ def main() -> int:
     from ann_bench.backends import get_backend
     from ann_bench.backends.base import grid_product
     from ann_bench.distances import distances_to
-    from ann_bench.metrics import distance_recall, id_recall
+    from ann_bench.bench.metrics import distance_recall, id_recall
 
     faiss.omp_set_num_threads(1)
     numba.set_num_threads(1)

@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 from ann_bench.config import cache_dir
-from ann_bench.datasets import SynthSpec, VectorSet, synth
-from ann_bench.plotting import plot_recall_qps
-from ann_bench.results import ResultStore, params_str
-from ann_bench.runner import RunOptions, plan_sweep, run_sweep
+from ann_bench.data.vectorset import SynthSpec, VectorSet, synth
+from ann_bench.report.plots import plot_recall_qps
+from ann_bench.bench.results import ResultStore, params_str
+from ann_bench.bench.runner import RunOptions, plan_sweep, run_sweep
 
 BACKENDS = ["flat", "hnsw", "ivf", "ivfpq"]
 

@@ -2,7 +2,7 @@
 
 For each embedder, the same items, model object, batch size and thread count go through
 
-- **ann-bench**: :func:`ann_bench.embed.embed_items` (what ``ann-bench embed`` runs: batching, the
+- **ann-bench**: :func:`ann_bench.data.embed.embed_items` (what ``ann-bench embed`` runs: batching, the
   embedder's ``prepare``/``forward``, copy into the output matrix, L2 normalisation, the NaN/inf check);
 - **bare**: the loop a user would write by hand: prepare the batch the same way (the model's tokenizer for
   text; uint8 -> float, scale, normalise for images), call the model under ``torch.inference_mode()``,
@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from ann_bench.embed import embed_items  # noqa: E402
-from ann_bench.inputs import Items  # noqa: E402
+from ann_bench.data.embed import embed_items  # noqa: E402
+from ann_bench.data.inputs import Items  # noqa: E402
 
 SUBJECTS = ["The engineer", "A small dog", "Our team", "The old bridge", "A quiet student", "The market",
             "Her grandmother", "The new model", "A red train", "The committee"]

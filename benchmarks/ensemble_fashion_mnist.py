@@ -98,7 +98,7 @@ def main() -> None:
             "-o", direct], log)
     import numpy as np
 
-    from ann_bench.datasets import VectorSet
+    from ann_bench.data.vectorset import VectorSet
 
     with VectorSet(ensemble) as a, VectorSet(direct) as b:
         same = float(np.max(np.abs(a.load_train() - b.load_train())))
@@ -110,7 +110,7 @@ def main() -> None:
             sh(["run", "--dataset", path, *backend_args, "-k", 10, "--runs", 3, "--threads", 1,
                 "--results", store], log)
 
-    from ann_bench.results import ResultStore
+    from ann_bench.bench.results import ResultStore
 
     rows = []
     with ResultStore(store, create=False) as s:

@@ -3,7 +3,7 @@
 On ``--n`` x ``--dim`` seeded vectors (the ``data synth`` generator, 100 clusters) and ``--queries`` queries,
 the exact ``--k`` nearest neighbours are computed
 
-- **ann-bench**: :func:`ann_bench.groundtruth.exact_knn` (faiss ``knn`` over query chunks, then float64
+- **ann-bench**: :func:`ann_bench.data.groundtruth.exact_knn` (faiss ``knn`` over query chunks, then float64
   distances recomputed for the chosen ids and each row re-sorted — what ``data synth``, ``import`` and
   ``embed`` store);
 - **faiss**: ``IndexFlatL2`` + ``add`` + one ``search`` of all queries (float32 distances, no re-sort),
@@ -44,7 +44,7 @@ def child(kind: str, workdir: Path, k: int, threads: int) -> None:
     Q = np.load(workdir / "Q.npy")
     t0 = time.perf_counter()
     if kind == "ann-bench":
-        from ann_bench.groundtruth import exact_knn
+        from ann_bench.data.groundtruth import exact_knn
 
         _, I = exact_knn(X, Q, "euclidean", k)
     else:
@@ -71,7 +71,7 @@ def main() -> int:
         child(args.child[0], Path(args.child[1]), args.k, args.threads)
         return 0
 
-    from ann_bench.datasets import SynthSpec, synth_arrays
+    from ann_bench.data.vectorset import SynthSpec, synth_arrays
 
     workdir = Path(tempfile.mkdtemp(prefix="ann-bench-gt-"))
     t0 = time.perf_counter()

@@ -4,7 +4,7 @@ For every library at fixed parameters — hnsw (hnswlib), ivf and flat (faiss), 
 voyager, nmslib, NGT, DiskANN, ScaNN and a faiss factory preset — on one seeded synthetic set, the same built
 library index answers the same queries, in the same order, with the same thread count, timed two ways:
 
-- **ann-bench**: :func:`ann_bench.worker.measure`, the timed region of ``ann-bench run`` (batch: one
+- **ann-bench**: :func:`ann_bench.bench.worker.measure`, the timed region of ``ann-bench run`` (batch: one
   ``Index.query`` call for all queries; single: one call per query with a ``perf_counter`` pair around it);
 - **bare**: the loop a user would write, calling the library directly (hnswlib ``knn_query``, faiss ``search``,
   usearch ``search``, voyager ``query``, nmslib ``knnQueryBatch``, ngtpy ``batch_search``, diskannpy
@@ -33,8 +33,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ann_bench.backends import get_backend  # noqa: E402
-from ann_bench.datasets import SynthSpec, VectorSet, synth  # noqa: E402
-from ann_bench.worker import measure  # noqa: E402
+from ann_bench.data.vectorset import SynthSpec, VectorSet, synth  # noqa: E402
+from ann_bench.bench.worker import measure  # noqa: E402
 
 K = 10
 CONFIGS = [  # (backend[:impl], build params, search params); implementations whose library is missing are skipped
@@ -150,8 +150,8 @@ def main() -> int:
         del index
 
     if not args.skip_run:
-        from ann_bench.results import ResultStore
-        from ann_bench.runner import RunOptions, plan_sweep, run_sweep
+        from ann_bench.bench.results import ResultStore
+        from ann_bench.bench.runner import RunOptions, plan_sweep, run_sweep
 
         store_path = tmp / "r.sqlite"
         with VectorSet(path) as vs, ResultStore(store_path) as store:

@@ -47,8 +47,8 @@ def main() -> int:
     import numpy as np
 
     import ann_bench
-    from ann_bench.datasets import VectorSet
-    from ann_bench.metrics import tie_recall
+    from ann_bench.data.vectorset import VectorSet
+    from ann_bench.bench.metrics import tie_recall
     from ann_bench.distances import distances_to
 
     args.workdir.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ def data(kind: str, n: int, nq: int, dim: int, seed: int) -> tuple[np.ndarray, n
     if kind == "gaussian":
         rng = np.random.default_rng(seed)
         return (rng.standard_normal((n, dim), dtype=np.float32), rng.standard_normal((nq, dim), dtype=np.float32))
-    from ann_bench.datasets import SynthSpec, synth_arrays
+    from ann_bench.data.vectorset import SynthSpec, synth_arrays
 
     arrays = synth_arrays(SynthSpec(n=n, dim=dim, queries=nq, clusters=50, seed=seed))
     return arrays[0], arrays[1]

@@ -87,10 +87,10 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("results/libraries.json"))
     args = ap.parse_args()
 
-    from ann_bench.catalogue import cached_path
-    from ann_bench.datasets import VectorSet
-    from ann_bench.plotting import plot_recall_qps
-    from ann_bench.results import ResultStore, params_str
+    from ann_bench.data.catalogue import cached_path
+    from ann_bench.data.vectorset import VectorSet
+    from ann_bench.report.plots import plot_recall_qps
+    from ann_bench.bench.results import ResultStore, params_str
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     store = args.workdir / "libraries.sqlite"

@@ -17,8 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ann_bench.datasets import SynthSpec, VectorSet, synth  # noqa: E402
-from ann_bench.runner import RunOptions, plan_sweep, run_sweep  # noqa: E402
+from ann_bench.data.vectorset import SynthSpec, VectorSet, synth  # noqa: E402
+from ann_bench.bench.runner import RunOptions, plan_sweep, run_sweep  # noqa: E402
 
 
 def main() -> None:

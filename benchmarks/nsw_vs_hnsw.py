@@ -47,8 +47,8 @@ def main() -> int:
     ap.add_argument("--plot", type=Path, default=None)
     args = ap.parse_args()
 
-    from ann_bench.datasets import VectorSet
-    from ann_bench.results import ResultStore
+    from ann_bench.data.vectorset import VectorSet
+    from ann_bench.bench.results import ResultStore
 
     path = args.dataset.expanduser().resolve()
     with VectorSet(path) as vs:

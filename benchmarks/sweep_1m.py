@@ -80,7 +80,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("results/sweep_1m.json"))
     args = ap.parse_args()
 
-    from ann_bench.results import ResultStore, params_str
+    from ann_bench.bench.results import ResultStore, params_str
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     data = args.workdir / f"synth-{args.n}x{args.dim}.hdf5"
@@ -115,8 +115,8 @@ def main() -> int:
     total = sum(figures["steps"].values())  # the table's rows sum to the total, data generation included
     peak_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 
-    from ann_bench.datasets import VectorSet
-    from ann_bench.plotting import plot_recall_qps
+    from ann_bench.data.vectorset import VectorSet
+    from ann_bench.report.plots import plot_recall_qps
 
     with VectorSet(data) as vs:
         main_hash = vs.content_hash()

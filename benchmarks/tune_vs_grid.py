@@ -31,11 +31,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ann_bench.best import best_configurations  # noqa: E402
-from ann_bench.datasets import SynthSpec, VectorSet, synth  # noqa: E402
-from ann_bench.results import ResultStore  # noqa: E402
-from ann_bench.runner import RunOptions, plan_sweep, run_sweep  # noqa: E402
-from ann_bench.tune import TuneOptions, run_tune  # noqa: E402
+from ann_bench.report.best import best_configurations  # noqa: E402
+from ann_bench.data.vectorset import SynthSpec, VectorSet, synth  # noqa: E402
+from ann_bench.bench.results import ResultStore  # noqa: E402
+from ann_bench.bench.runner import RunOptions, plan_sweep, run_sweep  # noqa: E402
+from ann_bench.bench.tune import TuneOptions, run_tune  # noqa: E402
 
 
 class Log:
@@ -58,7 +58,7 @@ def the_set(name: str, workdir: Path, queries: int) -> Path:
             synth(path, SynthSpec(n=200_000, dim=128, queries=queries, clusters=100, seed=42), k=100)
         return path
     if name == "fashion":
-        from ann_bench.catalogue import fetch
+        from ann_bench.data.catalogue import fetch
 
         return Path(fetch("fashion-mnist-784-euclidean"))
     return Path(name)

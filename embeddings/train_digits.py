@@ -29,7 +29,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 import torch  # noqa: E402
 
-from ann_bench.metrics import label_metrics, map_at_r  # noqa: E402
+from ann_bench.bench.metrics import label_metrics, map_at_r  # noqa: E402
 from embeddings.cnn import CHECKPOINT_DIR, CHECKPOINT_FORMAT, SmallCNN  # noqa: E402
 
 SEED = 0

@@ -9,7 +9,7 @@ import pytest
 if importlib.util.find_spec("ngtpy") is not None:
     import ngtpy  # noqa: F401
 
-from ann_bench.datasets import SynthSpec, synth, synth_arrays
+from ann_bench.data.vectorset import SynthSpec, synth, synth_arrays
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -3,7 +3,7 @@
 import numpy as np
 
 from ann_bench.distances import pairwise
-from ann_bench.metrics import check_no_duplicates, id_recall
+from ann_bench.bench.metrics import check_no_duplicates, id_recall
 
 
 def assert_matches_oracle(D, I, Q, X, metric, floor, k=10, rtol=1e-4, atol=2e-4):

@@ -17,7 +17,7 @@ from ann_bench.backends import get_backend, implementations  # noqa: E402
 from ann_bench.cli import cli  # noqa: E402
 from ann_bench.distances import pairwise  # noqa: E402
 from ann_bench.errors import InputError  # noqa: E402
-from ann_bench.metrics import check_no_duplicates, id_recall  # noqa: E402
+from ann_bench.bench.metrics import check_no_duplicates, id_recall  # noqa: E402
 
 BUILD = {"graph_degree": 32, "build_complexity": 64, "alpha": 1.2}
 SEARCH = {"complexity": 64}
@@ -25,7 +25,7 @@ SEARCH = {"complexity": 64}
 
 @pytest.fixture(scope="module")
 def data():
-    from ann_bench.datasets import SynthSpec, synth_arrays
+    from ann_bench.data.vectorset import SynthSpec, synth_arrays
 
     train, test, _, _ = synth_arrays(SynthSpec(n=2000, dim=16, queries=100, clusters=10, seed=11))
     return train, test

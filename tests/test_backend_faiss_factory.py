@@ -11,7 +11,7 @@ from ann_bench.backends.faiss_factory import factory_string, fastscan_m
 from ann_bench.cli import cli
 from ann_bench.distances import pairwise
 from ann_bench.errors import InputError
-from ann_bench.metrics import check_no_duplicates, id_recall
+from ann_bench.bench.metrics import check_no_duplicates, id_recall
 
 faiss = pytest.importorskip("faiss")
 

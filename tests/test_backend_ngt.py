@@ -16,7 +16,7 @@ from ann_bench.backends import get_backend, implementations  # noqa: E402
 from ann_bench.cli import cli  # noqa: E402
 from ann_bench.distances import pairwise  # noqa: E402
 from ann_bench.errors import InputError  # noqa: E402
-from ann_bench.metrics import check_no_duplicates, id_recall  # noqa: E402
+from ann_bench.bench.metrics import check_no_duplicates, id_recall  # noqa: E402
 
 BUILD = {"edge_size": 60, "outdegree": 10, "indegree": 60}
 SEARCH = {"epsilon": 0.2, "search_edge_size": 0}
@@ -24,7 +24,7 @@ SEARCH = {"epsilon": 0.2, "search_edge_size": 0}
 
 @pytest.fixture(scope="module")
 def data():
-    from ann_bench.datasets import SynthSpec, synth_arrays
+    from ann_bench.data.vectorset import SynthSpec, synth_arrays
 
     train, test, _, _ = synth_arrays(SynthSpec(n=2000, dim=16, queries=100, clusters=10, seed=11))
     return train, test

@@ -13,7 +13,7 @@ from ann_bench.backends import get_backend, implementations  # noqa: E402
 from ann_bench.cli import cli  # noqa: E402
 from ann_bench.distances import pairwise  # noqa: E402
 from ann_bench.errors import InputError  # noqa: E402
-from ann_bench.metrics import check_no_duplicates, id_recall  # noqa: E402
+from ann_bench.bench.metrics import check_no_duplicates, id_recall  # noqa: E402
 
 KEYS = [("hnsw", "nmslib"), ("nsw", "nmslib")]
 BUILD = {("hnsw", "nmslib"): {"M": 16, "ef_construction": 100}, ("nsw", "nmslib"): {"f": 10, "ef_construction": 64}}

@@ -16,7 +16,7 @@ from ann_bench.backends import get_backend  # noqa: E402
 from ann_bench.cli import cli  # noqa: E402
 from ann_bench.distances import pairwise  # noqa: E402
 from ann_bench.errors import InputError  # noqa: E402
-from ann_bench.metrics import check_no_duplicates, id_recall  # noqa: E402
+from ann_bench.bench.metrics import check_no_duplicates, id_recall  # noqa: E402
 
 KEY = ("nndescent", "pynndescent")
 BUILD = {"n_neighbors": 30}  # at 20 the graph splits by cluster: a few queries found none (recall 0)

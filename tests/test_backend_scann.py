@@ -14,7 +14,7 @@ from ann_bench.backends import get_backend  # noqa: E402
 from ann_bench.cli import cli  # noqa: E402
 from ann_bench.distances import pairwise  # noqa: E402
 from ann_bench.errors import InputError  # noqa: E402
-from ann_bench.metrics import check_no_duplicates, id_recall  # noqa: E402
+from ann_bench.bench.metrics import check_no_duplicates, id_recall  # noqa: E402
 
 BUILD = {"num_leaves": 32, "dims_per_block": 2}
 GENEROUS = {"num_leaves_to_search": 16, "reorder": 200}

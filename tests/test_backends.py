@@ -8,7 +8,7 @@ from ann_bench.backends.base import Param
 from ann_bench.backends.ivfpq import default_m
 from ann_bench.distances import pairwise
 from ann_bench.errors import InputError
-from ann_bench.metrics import check_no_duplicates, id_recall
+from ann_bench.bench.metrics import check_no_duplicates, id_recall
 
 CORE = {
     # backend: (build params, most accurate search params, recall@10 floor)
@@ -21,7 +21,7 @@ CORE = {
 
 @pytest.fixture(scope="module")
 def data():
-    from ann_bench.datasets import SynthSpec, synth_arrays
+    from ann_bench.data.vectorset import SynthSpec, synth_arrays
 
     train, test, _, _ = synth_arrays(SynthSpec(n=3000, dim=16, queries=100, clusters=10, seed=11))
     return train, test
@@ -78,7 +78,7 @@ def test_index_bytes_tracks_what_is_stored(data):
 def test_ivfpq_refine_is_a_search_parameter_of_one_rerank_build(data, tmp_path):
     """One build with the raw vectors serves every re-ranking depth; deeper re-ranking recalls more; refine 1
     re-ranks only the PQ top k (same ids as the PQ ranking); settings with nothing to measure are skipped."""
-    from ann_bench.groundtruth import exact_knn
+    from ann_bench.data.groundtruth import exact_knn
 
     X, Q = data
     _, gt = exact_knn(X, Q, "euclidean", 10)

@@ -9,7 +9,7 @@ import pytest
 from ann_bench.backends import get_backend, implementations
 from ann_bench.distances import pairwise
 from ann_bench.errors import InputError
-from ann_bench.metrics import check_no_duplicates, id_recall
+from ann_bench.bench.metrics import check_no_duplicates, id_recall
 
 EXTRA = {
     # (name, impl): (build params, most accurate search params, recall@10 floor)
@@ -273,8 +273,8 @@ def test_wrong_query_dimension_is_refused(data):
 
 
 def test_runner_sweeps_the_added_backends(small_set):
-    from ann_bench.datasets import VectorSet
-    from ann_bench.runner import RunOptions, plan_sweep, run_sweep
+    from ann_bench.data.vectorset import VectorSet
+    from ann_bench.bench.runner import RunOptions, plan_sweep, run_sweep
 
     with VectorSet(small_set) as vs:
         plans = plan_sweep(

@@ -54,7 +54,7 @@ def test_synth_info_run_results_plot(runner, tmp_path):
 
 
 def test_run_without_dataset_uses_the_embedded_default(runner, tmp_path, monkeypatch):
-    from ann_bench import datasets
+    from ann_bench.data import vectorset as datasets
 
     small = datasets.SynthSpec(n=1500, dim=8, queries=30, clusters=3, seed=42)
     monkeypatch.setattr(datasets, "DEFAULT_SPEC", small)
@@ -218,7 +218,7 @@ def test_run_exit_code_says_whether_anything_was_measured(runner, small_set, tmp
 
 
 def test_recall_below_one_never_prints_as_one():
-    from ann_bench.metrics import fmt_recall
+    from ann_bench.bench.metrics import fmt_recall
 
     assert fmt_recall(0.99997) == "0.99997" and fmt_recall(0.999996) == "0.999996"
     assert fmt_recall(1.0) == "1.0000" and fmt_recall(0.9512) == "0.9512" and fmt_recall(None) == "-"
@@ -239,7 +239,7 @@ def test_closing_table_is_the_front_over_everything_stored(runner, small_set, tm
 
 
 def test_sizes_follow_one_convention():
-    from ann_bench.runner import parse_size
+    from ann_bench.bench.runner import parse_size
 
     assert parse_size("512MB") == 512_000_000 and parse_size("2GB") == 2_000_000_000 and parse_size("10k") == 10_000
     assert parse_size("1.5GiB") == int(1.5 * 2**30) and parse_size("512MiB") == 512 * 2**20
@@ -249,7 +249,7 @@ def test_sizes_follow_one_convention():
 def test_best_and_plot_default_to_the_most_recent_dataset(tmp_path):
     """After the README's two commands and the Quick start a store holds several sets: best and plot answer for
     the one measured last, and say so, instead of refusing."""
-    from ann_bench.datasets import SynthSpec, synth
+    from ann_bench.data.vectorset import SynthSpec, synth
 
     runner = CliRunner()
     store = tmp_path / "r.sqlite"

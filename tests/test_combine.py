@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ann_bench.cli import cli
-from ann_bench.combine import combine_sets
-from ann_bench.datasets import VectorSet, write_vectorset
+from ann_bench.data.combine import combine_sets
+from ann_bench.data.vectorset import VectorSet, write_vectorset
 from ann_bench.distances import pairwise
 from ann_bench.errors import InputError
-from ann_bench.formats import write_idx
+from ann_bench.data.formats import write_idx
 
 N, NQ = 300, 20
 
@@ -271,7 +271,7 @@ def test_embed_several_models_equals_combine_of_single_model_sets(tmp_path, digi
 
 
 def test_embed_library_takes_a_list_and_several_models_default_to_angular(tmp_path):
-    from ann_bench.embed import EmbedOptions, embed_to_vectorset
+    from ann_bench.data.embed import EmbedOptions, embed_to_vectorset
 
     X = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
     np.save(tmp_path / "x.npy", X)

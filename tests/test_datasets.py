@@ -2,7 +2,7 @@ import h5py
 import numpy as np
 import pytest
 
-from ann_bench.datasets import SynthSpec, VectorSet, synth_arrays, validate, write_vectorset
+from ann_bench.data.vectorset import SynthSpec, VectorSet, synth_arrays, validate, write_vectorset
 from ann_bench.errors import InputError
 
 
@@ -43,7 +43,7 @@ def test_reads_a_file_written_like_ann_benchmarks(tmp_path, rng):
     # ann-benchmarks writes only the 'distance' and 'point_type' attrs, int64/float64 ground truth.
     X = rng.normal(size=(200, 5)).astype(np.float32)
     Q = rng.normal(size=(7, 5)).astype(np.float32)
-    from ann_bench.groundtruth import exact_knn
+    from ann_bench.data.groundtruth import exact_knn
 
     D, I = exact_knn(X, Q, "angular", 100)
     with h5py.File(tmp_path / "ab.hdf5", "w") as f:

@@ -9,10 +9,10 @@ import torch
 from click.testing import CliRunner
 
 from ann_bench.cli import cli
-from ann_bench.embed import EmbedOptions, embed_to_vectorset
-from ann_bench.formats import write_idx
-from ann_bench.inputs import read_input
-from ann_bench.results import ResultStore
+from ann_bench.data.embed import EmbedOptions, embed_to_vectorset
+from ann_bench.data.formats import write_idx
+from ann_bench.data.inputs import read_input
+from ann_bench.bench.results import ResultStore
 
 TEXTS = [
     "A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby.",

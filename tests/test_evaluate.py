@@ -7,7 +7,7 @@ import h5py
 from click.testing import CliRunner
 
 from ann_bench.cli import cli
-from ann_bench.datasets import VectorSet
+from ann_bench.data.vectorset import VectorSet
 from ann_bench.evaluate import evaluate_set
 from embeddings.training.evaluate import evaluate as train_evaluate
 

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from ann_bench.datasets import VectorSet
-from ann_bench.results import ResultStore
-from ann_bench.runner import RunOptions, plan_sweep, run_sweep
+from ann_bench.data.vectorset import VectorSet
+from ann_bench.bench.results import ResultStore
+from ann_bench.bench.runner import RunOptions, plan_sweep, run_sweep
 
 
 def sweep(path, backend, build=(), search=(), store=None, **options):

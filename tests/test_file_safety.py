@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from ann_bench.cli import cli
-from ann_bench.formats import write_vecs
+from ann_bench.data.formats import write_vecs
 
 
 def invoke(*args):
@@ -203,7 +203,7 @@ def test_an_old_unmarked_store_is_read_unchanged_and_upgraded_by_run(tmp_path, s
 def test_a_wal_store_on_read_only_media_reads_immutable(store, monkeypatch):
     """Where SQLite cannot create the -shm file beside a WAL store (read-only media), the read-only open fails;
     the store is then opened immutable, and reads the same rows."""
-    from ann_bench import results
+    from ann_bench.bench import results
 
     real = sqlite3.connect
     opened = []
@@ -232,7 +232,7 @@ def test_a_wal_store_on_read_only_media_reads_immutable(store, monkeypatch):
 
 # ---- full disk and signals ---------------------------------------------------------------------------------
 def test_full_disk_during_synth_leaves_nothing(tmp_path, monkeypatch):
-    from ann_bench import datasets
+    from ann_bench.data import vectorset as datasets
 
     def full(*a, **kw):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -244,7 +244,7 @@ def test_full_disk_during_synth_leaves_nothing(tmp_path, monkeypatch):
 
 
 def test_full_disk_during_run_stops_with_one_line_and_a_rerun_finishes(tmp_path, small_set, monkeypatch):
-    from ann_bench import results
+    from ann_bench.bench import results
 
     store = tmp_path / "r.sqlite"
     real_save = results.ResultStore.save

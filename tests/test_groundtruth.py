@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from ann_bench.distances import distances_to, pairwise
-from ann_bench.groundtruth import exact_knn
+from ann_bench.data.groundtruth import exact_knn
 
 
 def brute_force(metric, Q, X, k):

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ann_bench import catalogue
+from ann_bench.data import catalogue
 from ann_bench.cli import cli
-from ann_bench.datasets import VectorSet, validate, write_vectorset
+from ann_bench.data.vectorset import VectorSet, validate, write_vectorset
 from ann_bench.errors import InputError
-from ann_bench.formats import (read_bin_groundtruth, read_idx, read_vectors, write_bin, write_bin_groundtruth,
+from ann_bench.data.formats import (read_bin_groundtruth, read_idx, read_vectors, write_bin, write_bin_groundtruth,
                                write_idx, write_vecs)
-from ann_bench.groundtruth import exact_knn
-from ann_bench.importing import import_dataset
+from ann_bench.data.groundtruth import exact_knn
+from ann_bench.data.importing import import_dataset
 
 
 @pytest.fixture

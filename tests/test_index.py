@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 import ann_bench
 from ann_bench.cli import cli
-from ann_bench.datasets import VectorSet, write_vectorset
+from ann_bench.data.vectorset import VectorSet, write_vectorset
 from ann_bench.errors import InputError
-from ann_bench.groundtruth import exact_knn
+from ann_bench.data.groundtruth import exact_knn
 
 ALL = ["flat", "hnsw", "ivf", "ivfpq", "nsw", "annoy", "kdtree"]
 
@@ -187,7 +187,7 @@ def test_from_best_takes_the_store_winner(tmp_path, keyed_set):
                "-o", tmp_path / "b")
     assert r.exit_code == 0, r.output
     m = ann_bench.open_index(tmp_path / "b").manifest
-    from ann_bench.results import params_str
+    from ann_bench.bench.results import params_str
 
     assert params_str(m["build_params"]) == best["build_params"]
     assert params_str(m["search_params"]) == best["search_params"]
@@ -300,7 +300,7 @@ def test_a_backend_that_cannot_save_is_built_anew_and_refused_as_an_index(tmp_pa
         r = invoke("run", "--dataset", keyed_set, "--backend", "nsw:nmslib", "--build", "f=8", "--search", "ef=20",
                    "--index-cache", "--force", "--runs", 1, "--results", store)
         assert r.exit_code == 0, r.output
-    from ann_bench.results import ResultStore
+    from ann_bench.bench.results import ResultStore
 
     with ResultStore(store, create=False) as s:
         rows = s.records()

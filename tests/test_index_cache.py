@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from ann_bench.datasets import VectorSet
-from ann_bench.results import ResultStore
-from ann_bench.runner import RunOptions, index_cache_dir, plan_sweep, run_sweep
+from ann_bench.data.vectorset import VectorSet
+from ann_bench.bench.results import ResultStore
+from ann_bench.bench.runner import RunOptions, index_cache_dir, plan_sweep, run_sweep
 
 
 def sweep(small_set, store_path, search, *, isolate=False, index_cache=True, backends=("hnsw",),
@@ -57,7 +57,7 @@ def test_old_store_gains_the_new_column(tmp_path):
     db = sqlite3.connect(path)
     import dataclasses
 
-    from ann_bench.results import Record
+    from ann_bench.bench.results import Record
 
     # A store of the first version: every column but those added since (index_cached), no marker.
     old = [f.name for f in dataclasses.fields(Record) if f.name != "index_cached"]

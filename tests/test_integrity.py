@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from ann_bench.cli import cli
-from ann_bench.datasets import SynthSpec, synth
+from ann_bench.data.vectorset import SynthSpec, synth
 
 
 def invoke(*args):
@@ -159,7 +159,7 @@ def test_a_bad_neighbour_file_is_named_and_measured_again(tmp_path, small_set):
     out = _run(small_set, store, *args)
     assert out.count("measuring it again") == 2 and str(files[0]) in out and str(files[1]) in out
     assert "2 new row(s)" in out
-    from ann_bench.results import ResultStore
+    from ann_bench.bench.results import ResultStore
 
     with ResultStore(store, create=False) as s:
         for record in s.records():
@@ -185,7 +185,7 @@ def test_a_truncated_cached_index_is_rebuilt_and_named(tmp_path, small_set):
 def test_a_dataset_replaced_mid_sweep_fails_its_rows(tmp_path, small_set, monkeypatch):
     """The worker hashes what it loaded; a file swapped after planning fails the rows instead of storing them
     as ok under the old hash."""
-    from ann_bench import runner
+    from ann_bench.bench import runner
 
     path = tmp_path / "d.hdf5"
     shutil.copy(small_set, path)

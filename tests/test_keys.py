@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from ann_bench.cli import cli
-from ann_bench.datasets import VectorSet, write_vectorset
+from ann_bench.data.vectorset import VectorSet, write_vectorset
 from ann_bench.errors import InputError
-from ann_bench.formats import write_vecs
+from ann_bench.data.formats import write_vecs
 
 
 def invoke(*args):
@@ -57,7 +57,7 @@ def test_embed_text_keys_are_line_numbers_and_csv_takes_its_id_column(tmp_path, 
         assert np.allclose(vs.load_train(), X[train.astype(int)])  # a key names the row it holds
         assert np.allclose(vs.load_test(), X[test.astype(int)])
         assert vs.attrs["keys"] == "row number"
-    from ann_bench.inputs import read_input
+    from ann_bench.data.inputs import read_input
 
     items = read_input(text)
     assert list(items.item_keys()) == ["1", "3", "4", "6", "7"]  # blank lines counted, as an editor numbers them
@@ -122,7 +122,7 @@ def test_import_keys_row_numbers_files_and_hdf5_copy(tmp_path, rng):
 
 
 def test_tune_subsample_keeps_keys(tmp_path, rng):
-    from ann_bench.tune import subsample_set
+    from ann_bench.bench.tune import subsample_set
 
     X = rng.standard_normal((3000, 8)).astype(np.float32)
     keys = [f"k{i}" for i in range(3000)]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ann_bench.metrics import class_counts, label_metrics, map_at_r, mrr, precision_at_k, recall_at_k
+from ann_bench.bench.metrics import class_counts, label_metrics, map_at_r, mrr, precision_at_k, recall_at_k
 
 # Six train items: label 0 three times (R=3), label 1 twice (R=2), label 2 once (R=1).
 TRAIN = np.array([0, 0, 0, 1, 1, 2])

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ann_bench.metrics import (DuplicateIdsError, check_no_duplicates, distance_recall, id_recall,
+from ann_bench.bench.metrics import (DuplicateIdsError, check_no_duplicates, distance_recall, id_recall,
                                latency_summary, pareto_front)
 
 

@@ -6,9 +6,9 @@ import pytest
 
 from ann_bench.backends import get_backend
 from ann_bench.backends.nsw import SEQUENTIAL_PREFIX
-from ann_bench.datasets import SynthSpec, synth_arrays
-from ann_bench.groundtruth import exact_knn
-from ann_bench.metrics import id_recall
+from ann_bench.data.vectorset import SynthSpec, synth_arrays
+from ann_bench.data.groundtruth import exact_knn
+from ann_bench.bench.metrics import id_recall
 
 
 @pytest.fixture(scope="module")

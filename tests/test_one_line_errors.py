@@ -68,7 +68,7 @@ def test_annoy_search_k_at_the_c_int_limit_runs(data, tmp_path):
 
 
 def test_repeated_build_parameter_sweeps_both_values():
-    from ann_bench.runner import plan_sweep
+    from ann_bench.bench.runner import plan_sweep
 
     plans = plan_sweep(["hnsw"], 1000, 8, "euclidean", build_specs=["M=8", "M=16", "M=8"],
                        search_specs=["ef=10", "ef=20"])
@@ -77,7 +77,7 @@ def test_repeated_build_parameter_sweeps_both_values():
 
 
 def test_dollar_math_in_a_dataset_name_is_drawn_as_text(tmp_path, small_arrays):
-    from ann_bench.datasets import write_vectorset
+    from ann_bench.data.vectorset import write_vectorset
 
     train, test, _, _ = small_arrays
     data = write_vectorset(tmp_path / "m.hdf5", train[:500], test[:20], "euclidean", attrs={"name": r"$\cmd$ [x]"})

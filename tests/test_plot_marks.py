@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from ann_bench.cli import cli
-from ann_bench.datasets import VectorSet
-from ann_bench.plotting import plot_figure, point_labels
-from ann_bench.results import ResultStore
-from ann_bench.runner import Reporter, RunOptions, plan_sweep, run_sweep
+from ann_bench.data.vectorset import VectorSet
+from ann_bench.report.plots import plot_figure, point_labels
+from ann_bench.bench.results import ResultStore
+from ann_bench.bench.runner import Reporter, RunOptions, plan_sweep, run_sweep
 from test_report import RECORDS  # noqa: E402 (tests/ is on sys.path, as for oracle)
 
 matplotlib.use("Agg")
@@ -115,7 +115,7 @@ class Recording(Reporter):
 
 
 def test_the_sweep_reports_each_build_start_progress_and_end(small_set, tmp_path, monkeypatch):
-    import ann_bench.worker as worker
+    import ann_bench.bench.worker as worker
 
     real = worker._throttled
     monkeypatch.setattr(worker, "_throttled", lambda emit, every_s=0.5: real(emit, 0.0))  # forward every report

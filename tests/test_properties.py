@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from ann_bench.cli import cli
-from ann_bench.formats import read_vectors, write_bin, write_vecs
+from ann_bench.data.formats import read_vectors, write_bin, write_vecs
 
 FAST = settings(max_examples=25, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -217,7 +217,7 @@ param_text = st.text(alphabet=string.ascii_letters + string.digits + "=,:;._-+ [
 def test_parameter_specs(small_set, tmp_path_factory, build, search):
     """Any --build/--search text: a valid sweep (planned without error) or one line."""
     from ann_bench.errors import InputError
-    from ann_bench.runner import plan_sweep
+    from ann_bench.bench.runner import plan_sweep
 
     try:
         plan_sweep(["hnsw", "ivf"], 3000, 16, "euclidean", build_specs=[build], search_specs=[search])

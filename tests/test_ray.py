@@ -1,5 +1,5 @@
 """Sweeps on a local Ray instance give what the local executor gives; failures become rows
-(ann_bench/ray_executor.py)."""
+(ann_bench/bench/executors/ray.py)."""
 
 import shutil
 import time
@@ -10,12 +10,12 @@ import pytest
 from click.testing import CliRunner
 
 from ann_bench.cli import cli
-from ann_bench.datasets import VectorSet
+from ann_bench.data.vectorset import VectorSet
 from ann_bench.errors import InputError
-from ann_bench.groundtruth import exact_knn
-from ann_bench.ray_executor import exact_knn_ray  # imports ray only when called
-from ann_bench.results import ResultStore
-from ann_bench.runner import RunOptions, plan_sweep, run_sweep
+from ann_bench.data.groundtruth import exact_knn
+from ann_bench.bench.executors.ray import exact_knn_ray  # imports ray only when called
+from ann_bench.bench.results import ResultStore
+from ann_bench.bench.runner import RunOptions, plan_sweep, run_sweep
 
 ray = pytest.importorskip("ray")
 
@@ -115,7 +115,7 @@ def test_cli_executor_ray(small_set, tmp_path):
 
 
 def test_task_past_its_timeout_is_cancelled_by_the_driver(small_set, faulty_backends, monkeypatch):
-    from ann_bench import ray_executor
+    from ann_bench.bench.executors import ray as ray_executor
 
     monkeypatch.setattr(ray_executor, "BACKSTOP_GRACE_S", -8.0)  # the driver acts 2 s after the task starts
     summary = sweep(small_set, ["hanging"], search=["hang=true"], timeout=10, executor="ray")
@@ -133,7 +133,7 @@ def test_memory_limit_is_reserved_and_enforced(small_set, faulty_backends):
 
 def test_tune_on_ray_runs_the_same_trials_as_locally(small_set, tmp_path):
     """Each round's trials run as Ray tasks; the builds proposed and the recall measured are the local ones."""
-    from ann_bench.tune import TuneOptions, run_tune
+    from ann_bench.bench.tune import TuneOptions, run_tune
 
     def tune(store, executor):
         with VectorSet(small_set) as vs, ResultStore(store) as results:

@@ -5,10 +5,10 @@ import gzip
 import numpy as np
 import pytest
 
-from ann_bench import realsets
-from ann_bench.datasets import VectorSet, validate
+from ann_bench.data import realsets
+from ann_bench.data.vectorset import VectorSet, validate
 from ann_bench.errors import InputError
-from ann_bench.inputs import Items
+from ann_bench.data.inputs import Items
 
 HEADER = "  1 This software and database is being provided to you, the LICENSEE, by\n"
 NOUNS = [
@@ -70,7 +70,7 @@ class Counting:
 
 def test_embedding_resumes_after_an_interruption(tmp_path, monkeypatch):
     monkeypatch.setattr(realsets, "CHUNK", 4)
-    monkeypatch.setattr("ann_bench.embed.embed_items", _fake_embed_items)
+    monkeypatch.setattr("ann_bench.data.embed.embed_items", _fake_embed_items)
     data = np.arange(22, dtype=np.float32).reshape(11, 2)
     items = Items(tmp_path, "npy", "array", data)
     parts = tmp_path / "x.parts"
@@ -105,7 +105,7 @@ def test_wordnet_set_through_minilm(wordnet, tmp_path, monkeypatch):
 
 
 def test_fashion_cnn_set_from_idx_files(tmp_path):
-    from ann_bench.formats import write_idx
+    from ann_bench.data.formats import write_idx
 
     rng = np.random.default_rng(0)
     src = tmp_path / "fm"

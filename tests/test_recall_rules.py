@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from ann_bench.cli import cli
-from ann_bench.datasets import SynthSpec, synth_arrays, write_vectorset
+from ann_bench.data.vectorset import SynthSpec, synth_arrays, write_vectorset
 from ann_bench.distances import distances_to
-from ann_bench.metrics import distance_recall, tie_recall
-from ann_bench.worker import accuracy
+from ann_bench.bench.metrics import distance_recall, tie_recall
+from ann_bench.bench.worker import accuracy
 
 
 def ab_recall_reference(run_D, gt_D, k, epsilon=1e-3):

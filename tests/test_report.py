@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ann_bench.best import best_configurations
+from ann_bench.report.best import best_configurations
 from ann_bench.cli import cli
 from ann_bench.errors import InputError
-from ann_bench.plotting import KNOWN_LABELS, pareto_by_group, pareto_indices, plot_recall_qps, style
-from ann_bench.report import build_report
-from ann_bench.results import Record, ResultStore, filter_records, sort_records
+from ann_bench.report.plots import KNOWN_LABELS, pareto_by_group, pareto_indices, plot_recall_qps, style
+from ann_bench.report.html import build_report
+from ann_bench.bench.results import Record, ResultStore, filter_records, sort_records
 
 MB = 1_000_000
 
@@ -280,7 +280,7 @@ def test_cli_results_sort_where_and_pandas(store, tmp_path):
 def test_best_max_rss_bounds_the_measured_build_peak():
     import dataclasses
 
-    from ann_bench.best import best_configurations
+    from ann_bench.report.best import best_configurations
 
     rows = [dataclasses.replace(r, peak_rss_bytes=(400 if r.backend == "ivf" else 100) * MB)
             for r in RECORDS if r.status == "ok"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ann_bench.errors import InputError
-from ann_bench.results import Record, ResultStore, to_csv, to_json
+from ann_bench.bench.results import Record, ResultStore, to_csv, to_json
 
 
 def make(**kw):

@@ -1,10 +1,10 @@
 import pytest
 
 from ann_bench import backends as registry
-from ann_bench.datasets import VectorSet
+from ann_bench.data.vectorset import VectorSet
 from ann_bench.errors import InputError
-from ann_bench.results import ResultStore
-from ann_bench.runner import RunOptions, parse_param_specs, plan_sweep, run_sweep
+from ann_bench.bench.results import ResultStore
+from ann_bench.bench.runner import RunOptions, parse_param_specs, plan_sweep, run_sweep
 
 
 def test_parse_param_specs():
@@ -60,7 +60,7 @@ def test_sweep_measures_recall_qps_and_latency(small_set, tmp_path):
     # The stored neighbours reproduce the recorded id recall.
     with ResultStore(tmp_path / "r.sqlite") as store:
         I = store.load_neighbors(ivf[0])
-    from ann_bench.metrics import id_recall
+    from ann_bench.bench.metrics import id_recall
 
     assert id_recall(I, gt_I, 10).mean() == pytest.approx(ivf[0].id_recall)
 
@@ -154,7 +154,7 @@ def test_warm_up_runs_before_the_timed_build(small_set, monkeypatch):
     import time as _time
 
     from ann_bench.backends.nsw import NumbaNSW as NSW
-    from ann_bench.worker import BuildJob, execute_build
+    from ann_bench.bench.worker import BuildJob, execute_build
 
     calls = []
     real = NSW.warm_up

@@ -6,7 +6,7 @@ from rich.console import Console
 
 from ann_bench.cli.results import results_table
 from ann_bench.cli.tables import short_value, varying
-from ann_bench.results import Record
+from ann_bench.bench.results import Record
 
 
 def rows():

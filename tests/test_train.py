@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from ann_bench import metrics as M
+from ann_bench.bench import metrics as M
 from ann_bench.cli.embed import embed
 from ann_bench.cli.train import train as train_cmd
 from ann_bench.errors import InputError

@@ -1,4 +1,4 @@
-"""`ann-bench tune` (ann_bench/tune.py): the bisection finds the least effort exactly, trials are ordinary rows,
+"""`ann-bench tune` (ann_bench/bench/tune.py): the bisection finds the least effort exactly, trials are ordinary rows,
 a killed tune resumes without measuring anything twice, constraints hold, answers are validated on held-out
 queries."""
 
@@ -12,11 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ann_bench.cli import cli
-from ann_bench.datasets import VectorSet
+from ann_bench.data.vectorset import VectorSet
 from ann_bench.errors import InputError
-from ann_bench.results import ResultStore
-from ann_bench.runner import RunOptions
-from ann_bench.tune import (Ladder, TuneOptions, bisect_targets, bootstrap_ci, parse_duration, parse_targets,
+from ann_bench.bench.results import ResultStore
+from ann_bench.bench.runner import RunOptions
+from ann_bench.bench.tune import (Ladder, TuneOptions, bisect_targets, bootstrap_ci, parse_duration, parse_targets,
                             run_tune, split_queries)
 
 

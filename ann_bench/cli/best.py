@@ -10,13 +10,13 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from ann_bench.best import best_configurations
-from ann_bench.plotting import latest_dataset
+from ann_bench.report.best import best_configurations
+from ann_bench.report.plots import latest_dataset
 from ann_bench.cli.console import err, out
 from ann_bench.cli.options import dataset_filter, results_option
-from ann_bench.metrics import fmt_recall
-from ann_bench.results import ResultStore, flat_dict, params_str
-from ann_bench.runner import parse_size
+from ann_bench.bench.metrics import fmt_recall
+from ann_bench.bench.results import ResultStore, flat_dict, params_str
+from ann_bench.bench.runner import parse_size
 
 
 @click.command()
@@ -103,6 +103,6 @@ def best(recall: float, max_memory: str | None, max_rss: str | None, metric: str
 
 
 def _x(r, x_metric: str) -> float:
-    from ann_bench.plotting import x_value
+    from ann_bench.report.plots import x_value
 
     return x_value(r, x_metric)

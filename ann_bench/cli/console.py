@@ -12,7 +12,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
                            TimeElapsedColumn)
 from rich.text import Text
 
-from ann_bench.runner import Reporter
+from ann_bench.bench.runner import Reporter
 
 # Pipes and files get a wide console so result tables are not truncated at 80 columns.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)

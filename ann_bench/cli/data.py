@@ -12,7 +12,7 @@ from rich.table import Table
 from ann_bench.cli.console import RichReporter, err, out
 from ann_bench.cli.options import force_option
 from ann_bench.outputs import check_output
-from ann_bench.datasets import SynthSpec, VectorSet, check_synth_spec, synth, validate
+from ann_bench.data.vectorset import SynthSpec, VectorSet, check_synth_spec, synth, validate
 from ann_bench.distances import METRICS
 
 
@@ -105,7 +105,7 @@ def info_cmd(file: Path, as_json: bool, sample: int) -> None:
 def import_cmd(base: Path, output: Path, metric: str, queries, groundtruth, labels, query_labels, keys, query_keys,
                test_size: int, seed: int, k: int, force: bool) -> None:
     """Import .fvecs/.bvecs/.ivecs, .fbin/.u8bin/.i8bin/.ibin, .npy, IDX or ann-benchmarks HDF5 files."""
-    from ann_bench.importing import import_dataset
+    from ann_bench.data.importing import import_dataset
 
     check_output(output, "dataset", inputs=(base, queries, groundtruth, labels, query_labels, keys, query_keys),
                  force=force)
@@ -133,7 +133,7 @@ def combine_cmd(parts: tuple[Path, ...], output: Path, weights: str | None, norm
                 k: int, force: bool) -> None:
     """Concatenate item-aligned sets column-wise (an ensemble of embeddings of the same items): train and test
     of each part side by side, weighted, with exact ground truth recomputed and keys and labels kept."""
-    from ann_bench.combine import combine_sets, parse_weights
+    from ann_bench.data.combine import combine_sets, parse_weights
 
     check_output(output, "dataset", inputs=parts, force=force)
     with RichReporter() as rep, rep.task("ground truth", None) as advance:
@@ -152,7 +152,7 @@ def combine_cmd(parts: tuple[Path, ...], output: Path, weights: str | None, norm
 @click.option("--force", is_flag=True, help="Fetch again even if cached.")
 def fetch_cmd(name: str, mirror: str | None, force: bool) -> None:
     """Download (or, for fashion-mnist-784-euclidean, build offline) a catalogue set into the cache."""
-    from ann_bench.catalogue import fetch
+    from ann_bench.data.catalogue import fetch
 
     with RichReporter() as rep, rep.task(f"fetch {name}", None) as advance:
         task = rep.progress.tasks[-1].id
@@ -168,7 +168,7 @@ def fetch_cmd(name: str, mirror: str | None, force: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def list_cmd(as_json: bool) -> None:
     """The catalogue of standard sets, and which are cached."""
-    from ann_bench.catalogue import datasets_dir, listing
+    from ann_bench.data.catalogue import datasets_dir, listing
 
     rows = listing()
     if as_json:

@@ -11,7 +11,7 @@ from rich.table import Table
 from ann_bench.cli.console import RichReporter, err, out
 from ann_bench.cli.options import force_option
 from ann_bench.distances import METRICS
-from ann_bench.embed import EmbedOptions, embed_to_vectorset
+from ann_bench.data.embed import EmbedOptions, embed_to_vectorset
 
 
 @click.command()
@@ -56,7 +56,7 @@ def embed(model: tuple[str, ...], input_path: Path, output: Path, queries: Path 
           batch_size: int | None, device: str, seed: int, k: int, force: bool) -> None:
     """Embed raw inputs with a trained model into a VectorSet: train/test vectors, exact ground truth, labels
     when the input has them, and provenance (model, checkpoint sha256, input, date, normalisation)."""
-    from ann_bench.combine import parse_weights
+    from ann_bench.data.combine import parse_weights
 
     parsed = parse_weights(weights)
     options = EmbedOptions(batch_size=batch_size, normalize=normalize, metric=metric, test_size=test_size,

@@ -11,10 +11,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from ann_bench.cli.console import out
-from ann_bench.datasets import VectorSet
+from ann_bench.data.vectorset import VectorSet
 from ann_bench.errors import InputError
 from ann_bench.evaluate import DEFAULT_DEPTH, evaluate_set, metric_rows
-from ann_bench.runner import parse_param_specs
+from ann_bench.bench.runner import parse_param_specs
 
 
 def _single_values(specs, option: str) -> dict[str, str]:

@@ -15,12 +15,12 @@ from ann_bench.cli.console import RichReporter, err, out
 from ann_bench.cli.options import force_option
 from ann_bench.distances import METRICS
 from ann_bench.errors import InputError
-from ann_bench.metrics import fmt_recall
+from ann_bench.bench.metrics import fmt_recall
 
 
 def single_params(specs: tuple[str, ...], option: str) -> dict[str, str]:
     """``NAME=VALUE`` strings (several per string, separated by spaces or ';') as a dict; one value each."""
-    from ann_bench.runner import parse_param_specs
+    from ann_bench.bench.runner import parse_param_specs
 
     params: dict[str, str] = {}
     for backend, name, values in parse_param_specs(specs, option):
@@ -79,7 +79,7 @@ def build_cmd(dataset: Path | None, backend: str | None, impl: str | None, build
     sha256, and — with --from-best — the recall/QPS the store measured for this configuration)."""
     from ann_bench.config import DEFAULT_RESULTS
     from ann_bench.index import build_index_dir
-    from ann_bench.runner import parse_size
+    from ann_bench.bench.runner import parse_size
 
     if from_best and recall is None:
         raise InputError("--from-best needs --recall R (e.g. --recall 0.95)")

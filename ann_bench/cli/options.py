@@ -24,7 +24,7 @@ def dataset_filter(value: str | None) -> str | None:
         return None
     path = Path(value).expanduser()
     if path.is_file():
-        from ann_bench.datasets import VectorSet
+        from ann_bench.data.vectorset import VectorSet
 
         with VectorSet(path) as vs:
             return vs.content_hash()

@@ -11,8 +11,8 @@ from rich.markup import escape
 from ann_bench.cli.console import err, out
 from ann_bench.cli.options import dataset_filter, force_option, results_option
 from ann_bench.outputs import check_output
-from ann_bench.plotting import Y_METRICS, latest_dataset, plot_recall_qps
-from ann_bench.results import ResultStore
+from ann_bench.report.plots import Y_METRICS, latest_dataset, plot_recall_qps
+from ann_bench.bench.results import ResultStore
 
 
 @click.command()
@@ -53,7 +53,7 @@ def plot(dataset: str | None, output: Path, y_metric: str, mode: str | None, k: 
     marks = {}
     with ResultStore(results_path, create=False) as store:
         if tune_log is not None:
-            from ann_bench.tune import find_log, read_log, tune_marks
+            from ann_bench.bench.tune import find_log, read_log, tune_marks
 
             log = read_log(find_log(results_path, tune_log))
             records, marks = tune_marks(log, store.records(dataset=log["dataset_hash"], backend=backend))

@@ -11,8 +11,8 @@ from rich.markup import escape
 from ann_bench.cli.console import out
 from ann_bench.cli.options import dataset_filter, force_option, results_option
 from ann_bench.outputs import check_output
-from ann_bench.report import build_report
-from ann_bench.results import ResultStore
+from ann_bench.report.html import build_report
+from ann_bench.bench.results import ResultStore
 
 
 @click.command()

@@ -11,9 +11,9 @@ from ann_bench.atomic import atomic_path
 from ann_bench.cli.console import out
 from ann_bench.cli.options import dataset_filter, force_option, results_option
 from ann_bench.errors import InputError
-from ann_bench.metrics import fmt_recall
+from ann_bench.bench.metrics import fmt_recall
 from ann_bench.outputs import check_output
-from ann_bench.results import ResultStore, filter_records, params_str, sort_records, to_csv, to_json
+from ann_bench.bench.results import ResultStore, filter_records, params_str, sort_records, to_csv, to_json
 
 
 @click.command()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from rich.markup import escape
 from rich.table import Table
 
-from ann_bench.results import ABBREVIATIONS, short_params, short_value, varying  # noqa: F401 (re-exported)
+from ann_bench.bench.results import ABBREVIATIONS, short_params, short_value, varying  # noqa: F401 (re-exported)
 
 @dataclass
 class Column:

@@ -12,12 +12,12 @@ from rich.table import Table
 
 from ann_bench.cli.console import RichReporter, err, out
 from ann_bench.cli.options import results_option
-from ann_bench.datasets import DEFAULT_SPEC, GT_SAMPLE, VectorSet, check_groundtruth, default_dataset
-from ann_bench.metrics import fmt_recall
-from ann_bench.ray_executor import require_ray
-from ann_bench.results import ResultStore, params_str
-from ann_bench.runner import RunOptions, check_k, check_labels, parse_size, plan_sweep
-from ann_bench.tune import DEFAULT_BACKENDS, TuneOptions, parse_duration, parse_targets, run_tune, split_queries
+from ann_bench.data.vectorset import DEFAULT_SPEC, GT_SAMPLE, VectorSet, check_groundtruth, default_dataset
+from ann_bench.bench.metrics import fmt_recall
+from ann_bench.bench.executors.ray import require_ray
+from ann_bench.bench.results import ResultStore, params_str
+from ann_bench.bench.runner import RunOptions, check_k, check_labels, parse_size, plan_sweep
+from ann_bench.bench.tune import DEFAULT_BACKENDS, TuneOptions, parse_duration, parse_targets, run_tune, split_queries
 
 
 @click.command()

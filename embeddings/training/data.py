@@ -4,7 +4,7 @@
 - ``fashion-mnist``: the Debian package ``dataset-fashion-mnist`` (IDX files under
   ``/usr/share/datasets/fashion-mnist``; 60,000 train / 10,000 test 28x28 images, 10 classes);
 - ``digits``: scikit-learn's 1,797 8x8 digits (bundled, no download), pixels 0..16 scaled to 0..255;
-- a path :func:`ann_bench.inputs.read_input` reads, with labels: an image folder (one subfolder per class),
+- a path :func:`ann_bench.data.inputs.read_input` reads, with labels: an image folder (one subfolder per class),
   an IDX image file with its ``*-labels-idx1`` sibling, a labelled .tsv/.csv of texts (``label`` and
   ``text`` columns by default), or any .npy/IDX file (images or features) with ``labels`` (a .npy or IDX
   labels file, one label per item).
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ann_bench.catalogue import fashion_mnist_source
+from ann_bench.data.catalogue import fashion_mnist_source
 from ann_bench.errors import InputError
 
 DATA_NAMES = ("fashion-mnist", "digits")
@@ -65,7 +65,7 @@ def _limit(x: Any, y: np.ndarray, limit: int | None, rng: np.random.Generator) -
 
 
 def _fashion_mnist() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    from ann_bench.formats import read_idx
+    from ann_bench.data.formats import read_idx
 
     names = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
              "t10k-labels-idx1-ubyte.gz"]
@@ -84,7 +84,7 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 
 def _read_path(path: str, label_column: str | None, text_column: str | None,
                labels: str | None = None) -> tuple[str, Any, np.ndarray]:
-    from ann_bench.inputs import decode_image, read_input
+    from ann_bench.data.inputs import decode_image, read_input
 
     items = read_input(path, labels=labels, label_column=label_column, text_column=text_column)
     if items.labels is None:

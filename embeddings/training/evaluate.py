@@ -1,5 +1,5 @@
 """Retrieval and clustering metrics of trained embeddings, with faiss (exact inner-product search on unit
-vectors, k-means) and the label metrics of :mod:`ann_bench.metrics`.
+vectors, k-means) and the label metrics of :mod:`ann_bench.bench.metrics`.
 
 Protocol (that of metric-learning benchmarks): every test item queries the test set leaving itself out
 (``reference="test"``), or queries the training items (``reference="train"``). The whole ranking is computed
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ann_bench import metrics as M
+from ann_bench.bench import metrics as M
 
 K_VALUES = (1, 2, 4, 8, 16, 32)
 THRESHOLDS = (0.4, 0.6, 0.8, 1.0, 1.2)  # L2 distances between unit vectors (0..2): the README's fixed table

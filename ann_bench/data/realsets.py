@@ -84,7 +84,7 @@ def read_wordnet(folder: Path | None = None) -> tuple[list[str], list[str], np.n
 
 def _embed_resumable(name: str, items, embedder, parts: Path, progress: Callable[[int], None] | None) -> np.ndarray:
     """Embed ``items`` chunk by chunk, keeping finished chunks in ``parts``; returns (n, dim) float32."""
-    from ann_bench.embed import embed_items
+    from ann_bench.data.embed import embed_items
 
     parts.mkdir(parents=True, exist_ok=True)
     meta = {"name": name, "count": items.count, "chunk": CHUNK, "embedder": embedder.name}
@@ -125,8 +125,8 @@ def build_wordnet(out: Path, progress: Callable[[int], None] | None = None) -> P
     """``wordnet-minilm-384-angular`` (see the module docstring), written atomically to ``out``."""
     from embeddings import load_embedder
 
-    from ann_bench.datasets import write_vectorset
-    from ann_bench.inputs import Items
+    from ann_bench.data.vectorset import write_vectorset
+    from ann_bench.data.inputs import Items
     from ann_bench.sysinfo import versions
 
     texts, keys, lex = read_wordnet()
@@ -151,8 +151,8 @@ def build_fashion_cnn(out: Path, source: Path, progress: Callable[[int], None] |
     """``fashion-mnist-cnn-50-angular`` (see the module docstring) from the four IDX files in ``source``."""
     from embeddings import load_embedder
 
-    from ann_bench.datasets import write_vectorset
-    from ann_bench.inputs import read_idx_items
+    from ann_bench.data.vectorset import write_vectorset
+    from ann_bench.data.inputs import read_idx_items
     from ann_bench.sysinfo import versions
 
     embedder = load_embedder("fashion-cnn")
@@ -174,7 +174,7 @@ def build_fashion_cnn(out: Path, source: Path, progress: Callable[[int], None] |
 
 
 def build(name: str, out: Path, progress: Callable[[int], None] | None = None) -> Path:
-    from ann_bench.catalogue import fashion_mnist_dir
+    from ann_bench.data.catalogue import fashion_mnist_dir
 
     if name == "wordnet-minilm-384-angular":
         return build_wordnet(out, progress)

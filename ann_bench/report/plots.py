@@ -23,8 +23,8 @@ import numpy as np
 
 from ann_bench.atomic import atomic_path
 from ann_bench.errors import InputError
-from ann_bench.metrics import pareto_front
-from ann_bench.results import Record, short_params, varying
+from ann_bench.bench.metrics import pareto_front
+from ann_bench.bench.results import Record, short_params, varying
 
 MARKERS = "osD^vP*Xph<>"
 

@@ -9,7 +9,7 @@ Timing rules (see DESIGN.md, "Measurement conventions"):
   (the run with the least total time of ``runs``);
 - recall@k by ann-benchmarks' rule on float64 distances recomputed outside the timed region, and id recall;
   a duplicate id in a result row is an error (the configuration is recorded as failed);
-- when the set has labels, label-aware retrieval metrics (:func:`ann_bench.metrics.label_metrics`) of each
+- when the set has labels, label-aware retrieval metrics (:func:`ann_bench.bench.metrics.label_metrics`) of each
   configuration's ids, and once per sweep those of the exact neighbours, stored in every row's
   ``label_metrics`` under ``exact_*`` keys so the cost of the approximation shows row by row;
 - thread counts are pinned through each library and recorded.
@@ -18,12 +18,11 @@ Timing rules (see DESIGN.md, "Measurement conventions"):
 from __future__ import annotations
 
 import datetime as _dt
-import gc
 import math
 import sqlite3
 import re
 from collections.abc import Iterable, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,12 +31,13 @@ import numpy as np
 
 from ann_bench.atomic import free_space, is_disk_full, raise_if_terminated
 from ann_bench.backends import Index, get_backend, grid_product
-from ann_bench.datasets import GT_SAMPLE, VectorSet, check_groundtruth
+from ann_bench.data.vectorset import GT_SAMPLE, VectorSet, check_groundtruth
 from ann_bench.errors import InputError
-from ann_bench.metrics import fmt_recall, label_metrics
-from ann_bench.results import Record, ResultStore, canon_params
+from ann_bench.bench.metrics import fmt_recall, label_metrics
+from ann_bench.bench.results import Record, ResultStore, canon_params
 from ann_bench.sysinfo import host, versions
-from ann_bench.worker import BuildJob, run_in_process, run_inline, saturated_reason
+from ann_bench.bench.executors import Executor, open_executor
+from ann_bench.bench.worker import BuildJob, saturated_reason
 
 MODES = ("batch", "single")
 EXECUTORS = ("local", "ray")
@@ -311,32 +311,23 @@ def run_sweep(
     (``options.timeout``) or a memory blow-up (``options.memory_limit``) becomes failed records for what it
     had not finished, and the sweep goes on. With ``options.resume``, configurations already stored with
     status ok are skipped; failed and timed-out ones are tried again. With ``options.executor == "ray"`` each
-    build configuration is a Ray task instead (:mod:`ann_bench.ray_executor`); this process still decides
+    build configuration is a Ray task instead (:mod:`ann_bench.bench.executors`); this process still decides
     what to run and is the only writer of the store.
     """
     options.check()
     check_groundtruth(vs)
     check_k(vs, options.k)
     reporter = reporter or Reporter()
-    with ExitStack() as stack:
-        ray_session = None
-        if options.executor == "ray":
-            from ann_bench import ray_executor
-
-            ray_session = stack.enter_context(ray_executor.session(options.address))
-        return _sweep(vs, plans, options, store, reporter, ray_session)
+    with open_executor(options, reporter) as executor:
+        return _sweep(vs, plans, options, store, reporter, executor)
 
 
-def _sweep(vs, plans, options, store, reporter, ray_session) -> SweepSummary:
+def _sweep(vs, plans, options, store, reporter, executor: Executor) -> SweepSummary:
     X = vs.load_train()  # read (and hashed) once here: the ground-truth check and the inline executor use it
     Q = vs.load_test()
     check_groundtruth(vs, X, sample=GT_SAMPLE)
     with reporter.task("ground truth", None if vs.has_groundtruth else vs.n_test) as advance:
-        if ray_session is not None and not (vs.has_groundtruth and vs.gt_depth >= options.k):
-            gt_D, gt_I = ray_session.groundtruth(vs, options.k, threads=options.build_threads or options.threads,
-                                                 progress=advance)
-        else:
-            gt_D, gt_I = vs.groundtruth(options.k, progress=advance)
+        gt_D, gt_I = executor.groundtruth(vs, options.k, progress=advance)
     train_labels, test_labels = check_labels(vs)
     exact_labels: dict[str, float] = {}
     if train_labels is not None:
@@ -351,7 +342,7 @@ def _sweep(vs, plans, options, store, reporter, ray_session) -> SweepSummary:
     exact = _exact_rows(store, dataset["dataset_hash"], options) if done and not options.exhaustive else {}
     summary = SweepSummary()
     total = sum(p.n_configs for p in plans) * len(options.modes)
-    queued: list[tuple[BuildJob, JobRecorder, str]] = []  # for Ray: submitted together, recorded as they finish
+    queued: list[tuple[BuildJob, JobRecorder, str]] = []  # planned, then handed to the executor
     with reporter.task("sweep", total) as advance_sweep:
         for plan in plans:
             for build in plan.builds:
@@ -394,17 +385,13 @@ def _sweep(vs, plans, options, store, reporter, ray_session) -> SweepSummary:
                                else None, skip_saturated=not options.exhaustive,
                                dataset_hash=dataset["dataset_hash"])
                 recorder = JobRecorder(job, record, store, summary, reporter, advance_sweep, exact_labels)
-                if ray_session is not None:
-                    queued.append((job, recorder, label))
-                else:
-                    _run_job(job, options, X, Q, recorder, reporter, label)
-        if queued:
-            ray_session.run_jobs(queued, options, vs, reporter)
+                queued.append((job, recorder, label))
+        executor.run(queued, vs, X, Q)
     return summary
 
 
 class JobRecorder:
-    """Turns one build job's events (see :mod:`ann_bench.worker`) into records, stored as they arrive: the
+    """Turns one build job's events (see :mod:`ann_bench.bench.worker`) into records, stored as they arrive: the
     one code path from events to rows, whichever executor ran the job. ``exact_labels``: the exact
     neighbours' label metrics, added to every successful row's ``label_metrics``."""
 
@@ -488,20 +475,6 @@ class JobRecorder:
             for i in range(len(self.job.pending)):
                 if i not in self.finished:
                     self.save(i, status=status, error=f"{stage}: {text}")
-
-
-def _run_job(job, options, X, Q, recorder: JobRecorder, reporter, label) -> None:
-    """Run one build job here (isolated in a worker process, or inline), recording its events."""
-    raise_if_terminated()
-    with reporter.task(f"build+search {label}", None):
-        if options.isolate:
-            outcome = run_in_process(job, recorder.on_event, timeout=options.timeout,
-                                     memory_limit=options.memory_limit)
-        else:
-            run_inline(job, X, Q, recorder.on_event)
-            outcome = None
-    recorder.finish(outcome)
-    gc.collect()
 
 
 def _exact_rows(store: ResultStore, dataset_hash: str, options: RunOptions) -> dict[tuple, list[tuple[dict, str]]]:

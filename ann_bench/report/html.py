@@ -15,11 +15,11 @@ from pathlib import Path
 
 from ann_bench import __version__
 from ann_bench.atomic import atomic_path
-from ann_bench.best import best_configurations
+from ann_bench.report.best import best_configurations
 from ann_bench.errors import InputError
-from ann_bench.metrics import fmt_recall
-from ann_bench.plotting import pareto_by_group, render_plot
-from ann_bench.results import Record, params_str
+from ann_bench.bench.metrics import fmt_recall
+from ann_bench.report.plots import pareto_by_group, render_plot
+from ann_bench.bench.results import Record, params_str
 
 # Nothing may be fetched: a Content-Security-Policy that allows only inline styles, scripts and data: images.
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
@@ -89,7 +89,7 @@ def _e(value) -> str:
 
 
 def _recall(value) -> str:
-    """A recall cell: only an exact 1 reads 1.0000 (see :func:`ann_bench.metrics.fmt_recall`)."""
+    """A recall cell: only an exact 1 reads 1.0000 (see :func:`ann_bench.bench.metrics.fmt_recall`)."""
     if value is None:
         return _num(None, "")
     return f'<td class="n" data-v="{_e(repr(float(value)))}">{_e(fmt_recall(value))}</td>'

@@ -1,6 +1,6 @@
 """`ann-bench data import`: other tools' vector files -> a validated VectorSet.
 
-Reads TEXMEX, big-ann-benchmarks, .npy, IDX and ann-benchmarks HDF5 (see :mod:`ann_bench.formats`) through
+Reads TEXMEX, big-ann-benchmarks, .npy, IDX and ann-benchmarks HDF5 (see :mod:`ann_bench.data.formats`) through
 memory maps and copies them into the HDF5 file in chunks, so a base file larger than half the memory still
 imports. Queries come from their own file or from a seeded split of the base. Ground truth is computed
 exactly unless supplied; supplied ground truth is verified on a sample of queries first.
@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ann_bench.datasets import VectorSet, check_depth, check_float32_source, validate, write_vectorset
+from ann_bench.data.vectorset import VectorSet, check_depth, check_float32_source, validate, write_vectorset
 from ann_bench.distances import canonical_metric, distances_to
 from ann_bench.errors import InputError
-from ann_bench.formats import file_format, read_bin_groundtruth, read_idx, read_vectors
-from ann_bench.groundtruth import DEFAULT_K, exact_knn
-from ann_bench.metrics import distance_recall
+from ann_bench.data.formats import file_format, read_bin_groundtruth, read_idx, read_vectors
+from ann_bench.data.groundtruth import DEFAULT_K, exact_knn
+from ann_bench.bench.metrics import distance_recall
 
 
 class RowSubset:
@@ -58,7 +58,7 @@ def read_labels(path: str | os.PathLike, n: int, what: str) -> np.ndarray:
 
 def read_keys(path: str | os.PathLike, n: int, what: str) -> np.ndarray:
     """Item keys for n vectors from a text file (one key a line, UTF-8) or a 1-D .npy of strings or numbers."""
-    from ann_bench.datasets import check_keys
+    from ann_bench.data.vectorset import check_keys
 
     path = Path(path).expanduser()
     if not path.is_file():

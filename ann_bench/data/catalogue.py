@@ -61,7 +61,7 @@ CATALOGUE = {e.name: e for e in [
     Entry("mnist-784-euclidean", 784, 60_000, 10_000, "euclidean", 217),
     Entry("nytimes-256-angular", 256, 290_000, 10_000, "angular", 301),
     Entry("sift-128-euclidean", 128, 1_000_000, 10_000, "euclidean", 501),
-    # Built offline from Debian packages and packaged models (ann_bench.realsets), never downloaded:
+    # Built offline from Debian packages and packaged models (ann_bench.data.realsets), never downloaded:
     Entry("wordnet-minilm-384-angular", 384, 107_659, 10_000, "angular", 0),
     Entry("fashion-mnist-cnn-50-angular", 50, 60_000, 10_000, "angular", 0),
 ]}
@@ -104,8 +104,8 @@ def fashion_mnist_dir() -> Path | None:
 
 def build_fashion_mnist(out: Path, source: Path, progress: Callable[[int], None] | None = None) -> Path:
     """The ann-benchmarks fashion-mnist-784-euclidean set from the four IDX files in ``source``."""
-    from ann_bench.datasets import write_vectorset
-    from ann_bench.formats import read_idx
+    from ann_bench.data.vectorset import write_vectorset
+    from ann_bench.data.formats import read_idx
 
     def images(name):
         return read_idx(source / f"{name}-images-idx3-ubyte.gz").reshape(-1, 784).astype(np.float32)
@@ -138,7 +138,7 @@ def fetch(name: str, mirror: str | None = None, force: bool = False,
         return out
     if name == "fashion-mnist-784-euclidean" and mirror is None and fashion_mnist_dir() is not None:
         return build_fashion_mnist(out, fashion_mnist_dir(), progress=gt_progress)
-    from ann_bench.realsets import REAL_SETS, build
+    from ann_bench.data.realsets import REAL_SETS, build
 
     if name in REAL_SETS:
         if mirror is not None:
@@ -221,7 +221,7 @@ def _remote_sha256(url: str) -> str | None:
 
 
 def _check_downloaded(path: Path, e: Entry) -> None:
-    from ann_bench.datasets import VectorSet, validate
+    from ann_bench.data.vectorset import VectorSet, validate
 
     try:
         with VectorSet(path) as vs:

@@ -1,12 +1,12 @@
 """``ann-bench embed`` as a library: raw data + a model -> a VectorSet with exact ground truth and labels.
 
-Steps (:func:`embed_to_vectorset`): read the input(s) (:mod:`ann_bench.inputs`), load the embedder
+Steps (:func:`embed_to_vectorset`): read the input(s) (:mod:`ann_bench.data.inputs`), load the embedder
 (:func:`embeddings.load_embedder`), embed batch by batch with a progress callback (:func:`embed_items`),
 optionally L2-normalise, split train/test with a seed (or embed a separate queries input), encode labels, and
-write the VectorSet atomically with provenance attrs (:func:`ann_bench.datasets.write_vectorset`).
+write the VectorSet atomically with provenance attrs (:func:`ann_bench.data.vectorset.write_vectorset`).
 
 Several models (an ensemble) embed the same items; each model's vectors are L2-normalised, multiplied by
-sqrt(weight) and concatenated column-wise, as ``ann-bench data combine`` does with sets (:mod:`ann_bench.combine`).
+sqrt(weight) and concatenated column-wise, as ``ann-bench data combine`` does with sets (:mod:`ann_bench.data.combine`).
 
 Everything that can be checked before the model runs is checked first: the output directory, the options,
 the inputs (readable, not empty, label column present), the model (exists, loads, takes this kind of input),
@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 
 from ann_bench.atomic import ensure_writable_dir
-from ann_bench.datasets import write_vectorset
+from ann_bench.data.vectorset import write_vectorset
 from ann_bench.distances import canonical_metric
 from ann_bench.errors import InputError
-from ann_bench.groundtruth import DEFAULT_K
-from ann_bench.inputs import Items, read_input
+from ann_bench.data.groundtruth import DEFAULT_K
+from ann_bench.data.inputs import Items, read_input
 from ann_bench.outputs import check_output
-from ann_bench.runner import Reporter
+from ann_bench.bench.runner import Reporter
 from ann_bench.sysinfo import versions
 
 MAX_DEFAULT_TEST = 1000
@@ -183,7 +183,7 @@ def embed_ensemble(embedders, weights: list[float], items: Items, batch_size: in
     """Embed ``items`` with each embedder, L2-normalise each model's rows, multiply them by sqrt(weight) and
     concatenate: (count, sum of dims) float32, and each model's dim. ``progress_task(description, total)`` is a
     reporter's task context. InputError on a row a model maps to all zeros (it has no direction)."""
-    from ann_bench.combine import scale_part
+    from ann_bench.data.combine import scale_part
 
     parts: list[np.ndarray] = []
     for embedder, w in zip(embedders, weights):
@@ -220,7 +220,7 @@ def embed_to_vectorset(
     """
     from embeddings import load_embedder
 
-    from ann_bench.combine import check_weights
+    from ann_bench.data.combine import check_weights
 
     options = options or EmbedOptions()
     reporter = reporter or Reporter()

@@ -31,7 +31,7 @@ from ann_bench import __version__
 from ann_bench.atomic import atomic_path, ensure_writable_dir
 from ann_bench.distances import METRICS, canonical_metric, normalized
 from ann_bench.errors import InputError
-from ann_bench.groundtruth import DEFAULT_K, exact_knn
+from ann_bench.data.groundtruth import DEFAULT_K, exact_knn
 
 READ_CHUNK_ROWS = 1 << 16
 
@@ -565,7 +565,7 @@ def write_vectorset(
 
     train: (n, d) array, or any array-like that slices rows (a memmap of a file larger than memory): it is
     copied in chunks, checked for NaN/inf on the way. test: (nq, d). Both are stored as float32. Ground truth of
-    depth ``min(k, n)`` is computed with :func:`ann_bench.groundtruth.exact_knn` (over the written train in
+    depth ``min(k, n)`` is computed with :func:`ann_bench.data.groundtruth.exact_knn` (over the written train in
     chunks when train is not an in-memory array) unless ``neighbors``/``distances`` (nq, depth) are given.
     ``train_keys``/``test_keys``: optional item keys (one str per vector), stored as ``train_keys``/``test_keys``.
     """

@@ -44,7 +44,7 @@ import numpy as np
 from ann_bench.atomic import atomic_path, raise_if_terminated
 from ann_bench.backends import Index
 from ann_bench.errors import InputError
-from ann_bench.runner import JobRecorder
+from ann_bench.bench.runner import JobRecorder
 
 TUNE_LOG_VERSION = 1
 BOOTSTRAP = 2000  # resamples of the held-out queries for the recall interval
@@ -263,7 +263,7 @@ def speed_of(figures: dict[str, Any], speed: str) -> float:
 def tuning_recall(metric: str, Q, X, I, true_D, k: int, rows: np.ndarray) -> np.ndarray:
     """Per-query recall (the primary, tie-aware rule) of ids I (nq, k), for the query ids ``rows``."""
     from ann_bench.distances import distances_to
-    from ann_bench.metrics import tie_recall
+    from ann_bench.bench.metrics import tie_recall
 
     return tie_recall(distances_to(metric, Q[rows], X, I[rows]), true_D[rows], k)
 
@@ -272,9 +272,9 @@ def search_phase(job, cls, index, X: np.ndarray, Q: np.ndarray, info: dict[str, 
     """In the worker, after the build: the bisection of ``job.tune`` on ``index``; every measured setting is
     emitted as ``pending`` + ``result`` (or ``error``) events, like a sweep's."""
     from ann_bench.distances import distances_to
-    from ann_bench.metrics import label_metrics
-    from ann_bench.results import canon_params
-    from ann_bench.worker import accuracy, error_text, measure
+    from ann_bench.bench.metrics import label_metrics
+    from ann_bench.bench.results import canon_params
+    from ann_bench.bench.worker import accuracy, error_text, measure
 
     spec: TuneSpec = job.tune
     if spec.max_index_bytes is not None and (info.get("index_bytes") or 0) > spec.max_index_bytes:
@@ -513,17 +513,14 @@ def run_tune(vs, options: TuneOptions, run_options, store, reporter=None) -> Tun
     """Tune every backend of ``options`` on ``vs`` with the measuring settings of ``run_options`` (a
     runner.RunOptions: k, runs, threads, seed, executor, timeout, memory limit); rows go to ``store`` (a
     ResultStore, required: it is what makes a killed tune resumable)."""
-    from contextlib import ExitStack
+    from ann_bench.bench.executors import open_executor
+    from ann_bench.bench.runner import Reporter
 
     options.check()
     run_options.check()
-    with ExitStack() as stack:
-        ray_session = None
-        if run_options.executor == "ray":
-            from ann_bench import ray_executor
-
-            ray_session = stack.enter_context(ray_executor.session(run_options.address))
-        return _tune(vs, options, run_options, store, reporter, ray_session)
+    reporter = reporter or Reporter()
+    with open_executor(run_options, reporter) as executor:
+        return _tune(vs, options, run_options, store, reporter, executor)
 
 
 class _Data:
@@ -531,10 +528,10 @@ class _Data:
     the rows of the store measured on it."""
 
     def __init__(self, vs, k: int, reporter, what: str = "ground truth"):
-        from ann_bench.datasets import GT_SAMPLE, check_groundtruth
+        from ann_bench.data.vectorset import GT_SAMPLE, check_groundtruth
         from ann_bench.distances import distances_to
-        from ann_bench.metrics import label_metrics
-        from ann_bench.runner import check_labels
+        from ann_bench.bench.metrics import label_metrics
+        from ann_bench.bench.runner import check_labels
 
         self.vs, self.k = vs, k
         self.X = vs.load_train()
@@ -556,7 +553,7 @@ def subsample_set(vs, X: np.ndarray, fraction: float, seed: int, k: int, progres
     """A random ``fraction`` of ``vs``'s train vectors (seeded) with all its queries, labels and exact ground
     truth, written once into the cache (``subsamples/``) and reused."""
     from ann_bench.config import cache_dir
-    from ann_bench.datasets import VectorSet, write_vectorset
+    from ann_bench.data.vectorset import VectorSet, write_vectorset
 
     n_sub = int(round(vs.n_train * fraction))
     if n_sub < max(1000, 2 * k):
@@ -592,11 +589,11 @@ def scale_build(build: dict[str, Any], space: dict[str, Any], factor: float) -> 
     return out
 
 
-def _tune(vs, options: TuneOptions, run_options, store, reporter, ray_session) -> TuneResult:
+def _tune(vs, options: TuneOptions, run_options, store, reporter, executor) -> TuneResult:
     import optuna
 
-    from ann_bench.datasets import VectorSet, check_groundtruth
-    from ann_bench.runner import Reporter, check_k, parse_param_specs, plan_sweep
+    from ann_bench.data.vectorset import VectorSet, check_groundtruth
+    from ann_bench.bench.runner import Reporter, check_k, parse_param_specs, plan_sweep
 
     reporter = reporter or Reporter()
     check_groundtruth(vs)
@@ -631,7 +628,7 @@ def _tune(vs, options: TuneOptions, run_options, store, reporter, ray_session) -
         sample = _Data(sample_vs, k, reporter, "subsample ground truth")
     search_data = sample or full
     phase = "sample" if sample is not None else "full"
-    trials = _Trials(options, run_options, store, reporter, ray_session, mode, tune_rows, held_rows, log, save_log)
+    trials = _Trials(options, run_options, store, reporter, executor, mode, tune_rows, held_rows, log, save_log)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -732,10 +729,10 @@ class _Trials:
     """Runs trials (build configurations) on a data set and logs them: the one path from a proposed build to
     stored rows, candidates and a log entry."""
 
-    def __init__(self, options, run_options, store, reporter, ray_session, mode, tune_rows, held_rows, log,
+    def __init__(self, options, run_options, store, reporter, executor, mode, tune_rows, held_rows, log,
                  save_log):
         self.options, self.run_options, self.store, self.reporter = options, run_options, store, reporter
-        self.ray_session, self.mode, self.tune_rows, self.held_rows = ray_session, mode, tune_rows, held_rows
+        self.executor, self.mode, self.tune_rows, self.held_rows = executor, mode, tune_rows, held_rows
         self.log, self.save_log = log, save_log
 
     def entry(self, st, params: dict[str, Any], phase: str, number: int | None = None) -> dict[str, Any]:
@@ -768,7 +765,7 @@ class _Trials:
                          speed_of({"qps": rec.qps, "p99_ms": rec.p99_ms}, self.options.speed), trial)
 
     def stored_rows(self, data: _Data, cls, build: dict[str, Any]) -> list:
-        from ann_bench.results import canon_params
+        from ann_bench.bench.results import canon_params
 
         want = canon_params(build)
         return [r for r in self.store.records(dataset=data.hash, backend=cls.name, mode=self.mode, k=data.k)
@@ -793,9 +790,9 @@ class _Trials:
         """Build and bisect each (backend state, log entry, build) on ``data`` (in parallel with Ray); fill and
         log each entry; the candidates of each. ``prune``: give a target up once it cannot beat the backend's
         best (the search phase; a finalist is bisected in full)."""
-        from ann_bench.results import canon_params
-        from ann_bench.runner import SweepSummary, _run_job, index_cache_dir
-        from ann_bench.worker import BuildJob
+        from ann_bench.bench.results import canon_params
+        from ann_bench.bench.runner import SweepSummary, index_cache_dir
+        from ann_bench.bench.worker import BuildJob
 
         options, ro, k = self.options, self.run_options, data.k
         queued = []
@@ -823,17 +820,20 @@ class _Trials:
             label = f"{st.plan.cls.label()} {_fmt(build)} (trial {entry['number'] + 1}{where})"
             needed = not (spec is not None and cands and _resolved(st.plan.cls, spec))
             queued.append((st, entry, build, recorder, cands, label if needed else None))
-        to_run = [(q[3].job, q[3], q[5]) for q in queued if q[5] is not None]
-        if self.ray_session is not None and to_run:
-            self.ray_session.run_jobs(to_run, ro, data.vs, self.reporter)
-        out = []
-        for st, entry, build, recorder, cands, label in queued:
-            if self.ray_session is None and label is not None:  # here, one after the other: each trial is
-                _run_job(recorder.job, ro, data.X, data.Q, recorder, self.reporter, label)  # logged when done
-            mine = cands + [self.candidate(data, r, I, entry["number"]) for r, I in recorder.measured
-                            if r.status == "ok"]
-            self._finish(st, entry, recorder, mine, prune)
-            out.append(mine)
+        to_run = [i for i, q in enumerate(queued) if q[5] is not None]
+        out: list[list[Candidate]] = []
+
+        def finish_until(stop: int) -> None:  # each trial is logged as soon as it is recorded, in order
+            while len(out) < stop:
+                st, entry, build, recorder, cands, label = queued[len(out)]
+                mine = cands + [self.candidate(data, r, I, entry["number"]) for r, I in recorder.measured
+                                if r.status == "ok"]
+                self._finish(st, entry, recorder, mine, prune)
+                out.append(mine)
+
+        self.executor.run([(queued[i][3].job, queued[i][3], queued[i][5]) for i in to_run], data.vs, data.X,
+                          data.Q, done=lambda j: finish_until(to_run[j] + 1))
+        finish_until(len(queued))
         return out
 
     def _finish(self, st, entry, recorder, mine: list[Candidate], prune: bool) -> None:
@@ -1013,7 +1013,7 @@ class _TuneRecorder(JobRecorder):
 
 
 def _recorder_factory(cls, build, k, threads, dataset):
-    from ann_bench.results import Record
+    from ann_bench.bench.results import Record
     from ann_bench.sysinfo import host, versions
 
     def record(search, mode_, **kw):
@@ -1027,7 +1027,7 @@ def _recorder_factory(cls, build, k, threads, dataset):
 
 def _resolved(cls, spec: TuneSpec) -> bool:
     """Whether the bisection of ``spec`` needs no setting beyond those stored (``spec.known``)."""
-    from ann_bench.results import canon_params
+    from ann_bench.bench.results import canon_params
 
     missing = False
 

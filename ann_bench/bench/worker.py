@@ -18,7 +18,7 @@ Events (tuples) sent to the parent:
 - ``("building",)``: the timed build starts now (the parent enforces ``job.build_limit_s`` from here);
 - ``("build_progress", done, total)``: items inserted so far, where the library reports it (at most twice a
   second);
-- ``("pending", search, mode)``: a tuning job (``job.tune``, see :mod:`ann_bench.tune`) chose the next
+- ``("pending", search, mode)``: a tuning job (``job.tune``, see :mod:`ann_bench.bench.tune`) chose the next
   configuration to measure; it is appended to ``pending``, and its ``result`` event follows.
 """
 
@@ -42,9 +42,9 @@ from typing import Any
 import numpy as np
 
 from ann_bench.distances import distances_to
-from ann_bench.metrics import (RECALL_RULE, DuplicateIdsError, check_no_duplicates, distance_recall, id_recall,
+from ann_bench.bench.metrics import (RECALL_RULE, DuplicateIdsError, check_no_duplicates, distance_recall, id_recall,
                                label_metrics, latency_summary, tie_recall)
-from ann_bench.results import params_str
+from ann_bench.bench.results import params_str
 
 POLL_S = 0.05
 
@@ -202,7 +202,7 @@ def execute_build(job: BuildJob, X: np.ndarray, Q: np.ndarray, emit: Callable[..
         return
     emit("built", info)
     if job.tune is not None:
-        from ann_bench.tune import search_phase
+        from ann_bench.bench.tune import search_phase
 
         search_phase(job, cls, index, X, Q, info, emit)
         return
@@ -318,7 +318,7 @@ def _worker_main(job: BuildJob, conn, parent: int, data: tuple[np.ndarray, np.nd
     if data is not None:
         X, Q = data
     else:
-        from ann_bench.datasets import VectorSet
+        from ann_bench.data.vectorset import VectorSet
 
         try:
             with VectorSet(job.dataset_path, metric=job.metric) as vs:

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ann_bench.errors import InputError, require
-from ann_bench.formats import IDX_TYPES, read_idx
+from ann_bench.data.formats import IDX_TYPES, read_idx
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm")
 _GZIP_MAGIC = b"\x1f\x8b"

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 
 from ann_bench.atomic import ensure_writable_dir
-from ann_bench.datasets import VectorSet, write_vectorset
+from ann_bench.data.vectorset import VectorSet, write_vectorset
 from ann_bench.distances import canonical_metric
 from ann_bench.errors import InputError
-from ann_bench.groundtruth import DEFAULT_K
+from ann_bench.data.groundtruth import DEFAULT_K
 from ann_bench.outputs import check_output
 
 NORMALIZE_MODES = ("each", "none")

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ann_bench.errors import InputError
-from ann_bench.plotting import groups_of, old_rule_hint, select_for, x_value
-from ann_bench.results import Record
+from ann_bench.report.plots import groups_of, old_rule_hint, select_for, x_value
+from ann_bench.bench.results import Record
 
 BEST_METRICS = {"qps": True, "p99": False}  # figure -> higher is better
 

@@ -4,10 +4,10 @@ What runs where:
 
 - the driver (the ``ann-bench`` process) validates the sweep, computes or reads the ground truth, skips the
   configurations already stored (resume) and is the only writer of the results store: each task streams
-  the worker events of :mod:`ann_bench.worker` back (a Ray streaming generator) and the driver turns them
-  into rows through the same :class:`ann_bench.runner.JobRecorder` as the local executor;
+  the worker events of :mod:`ann_bench.bench.worker` back (a Ray streaming generator) and the driver turns them
+  into rows through the same :class:`ann_bench.bench.runner.JobRecorder` as the local executor;
 - a task reserves ``max(--threads, --build-threads)`` CPUs and, with ``--memory-limit``, that much of Ray's
-  ``memory`` resource; on its node it runs :func:`ann_bench.worker.run_in_process`, so the build and its
+  ``memory`` resource; on its node it runs :func:`ann_bench.bench.worker.run_in_process`, so the build and its
   searches happen in a fresh process with the same timeout, memory-limit and crash handling as locally
   (and the same error texts: ``build: worker killed by SIGABRT (abort)``), and build memory is measured in
   that fresh process;
@@ -38,12 +38,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ann_bench.bench.executors import Executor, Job
 from ann_bench.errors import InputError
 
 if TYPE_CHECKING:
-    from ann_bench.datasets import VectorSet
-    from ann_bench.runner import JobRecorder, Reporter, RunOptions
-    from ann_bench.worker import BuildJob
+    from ann_bench.data.vectorset import VectorSet
+    from ann_bench.bench.runner import JobRecorder, Reporter, RunOptions
+    from ann_bench.bench.worker import BuildJob
 
 INSTALL_HINT = "--executor ray needs the ray extra: pip install -e '.[ray]'"
 OBJECT_STORE_MAX_BYTES = 64 << 20  # train + test up to this size travel through the object store
@@ -80,8 +81,8 @@ def _build_task(job: BuildJob, data, timeout: float | None, memory_limit: int | 
     """The body of a build task: ("node", host facts) first, then the worker's events, then ("outcome", x)
     with run_in_process's outcome. ``data``: (X, Q) from the object store, or None to read the dataset path."""
     from ann_bench.sysinfo import host, versions
-    from ann_bench.worker import error_text as worker_error_text
-    from ann_bench.worker import run_in_process
+    from ann_bench.bench.worker import error_text as worker_error_text
+    from ann_bench.bench.worker import run_in_process
 
     yield ("node", {"host": host(), "versions": versions()})
     events: queue.Queue = queue.Queue()
@@ -125,8 +126,8 @@ def _knn_task(dataset_path: str, metric: str, start: int, stop: int, k: int, thr
     file (read in base chunks, never whole)."""
     import faiss
 
-    from ann_bench.datasets import VectorSet
-    from ann_bench.groundtruth import exact_knn
+    from ann_bench.data.vectorset import VectorSet
+    from ann_bench.data.groundtruth import exact_knn
 
     faiss.omp_set_num_threads(threads)
     if data is not None:
@@ -240,6 +241,31 @@ class RaySession:
                 del running[gen]
 
 
+class RayExecutor(Executor):
+    """The :class:`~ann_bench.bench.executors.Executor` of ``--executor ray``: ground truth split over Ray tasks
+    when the set does not hold it, every build job a Ray task (see the module docstring)."""
+
+    name = "ray"
+
+    def __init__(self, session: RaySession, options: RunOptions, reporter: Reporter):
+        super().__init__(options, reporter)
+        self.session = session
+
+    def groundtruth(self, vs: VectorSet, k: int, progress: Callable[[int], None] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        if vs.has_groundtruth and vs.gt_depth >= k:
+            return vs.groundtruth(k, progress=progress)
+        return self.session.groundtruth(vs, k, threads=self.options.build_threads or self.options.threads,
+                                        progress=progress)
+
+    def run(self, jobs: list[Job], vs: VectorSet, X: np.ndarray, Q: np.ndarray,
+            done: Callable[[int], None] | None = None) -> None:
+        if jobs:
+            self.session.run_jobs(jobs, self.options, vs, self.reporter)
+        for i in range(len(jobs) if done is not None else 0):  # concurrent: recorded once all are over
+            done(i)
+
+
 class _Running:
     """A submitted build task: its recorder, and what the driver knows of it so far."""
 
@@ -306,7 +332,7 @@ def exact_knn_ray(dataset_path: str, metric: str, nq: int, k: int, *, chunks: in
 
     ``chunks``: number of tasks [default: the cluster's CPUs / threads]; each reserves ``threads`` CPUs and
     reads the train vectors from the path (in base chunks) or from ``data``, an object-store reference to
-    (X, Q). Returns D (nq, k) float32 and I (nq, k) int64, like :func:`ann_bench.groundtruth.exact_knn`,
+    (X, Q). Returns D (nq, k) float32 and I (nq, k) int64, like :func:`ann_bench.data.groundtruth.exact_knn`,
     which each task runs on its chunk (each query's row is computed independently, so the merge is exact).
     """
     ray = require_ray()
