@@ -1,0 +1,300 @@
+"""The documentation cannot go stale quietly.
+
+1. ``mkdocs build --strict`` succeeds (broken links between pages, missing images and pages left out of the
+   nav fail it).
+2. Every ``ann-bench …`` command sample in a fenced code block of README.md and docs/**/*.md parses against
+   the real click CLI: the subcommand exists, every option exists, every value is accepted by the option's
+   type or choices, required options are present. Click parses; no command callback runs.
+3. The README's quick-start block (the one after ``<!-- test: run -->``) runs end to end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+
+# Fenced blocks whose every line is a shell command line ("console": only the lines after a "$ " prompt).
+SHELL_LANGS = {"bash", "sh", "shell", "zsh"}
+CONSOLE_LANGS = {"console", "shell-session"}
+PLAIN_LANGS = {"", "text"}  # output samples, with maybe a command line among them
+_FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*([\w+-]*)")
+_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+_SEPARATORS = {"&&", "||", ";", "|", "&"}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One ``ann-bench`` command found in a code block: where it starts and its arguments after ``ann-bench``."""
+
+    source: str
+    line: int
+    args: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return shlex.join(("ann-bench", *self.args))
+
+
+def _strip_comment(line: str) -> str:
+    """The line without a shell comment: a ``#`` at the start of a word, outside quotes (``a#b`` stays)."""
+    quote = None
+    for i, ch in enumerate(line):
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i]
+    return line
+
+
+def _code_blocks(text: str):
+    """(language, [(line number, line), ...]) of each fenced code block of a markdown text."""
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        m = _FENCE.match(lines[i])
+        if not m:
+            i += 1
+            continue
+        indent, fence, lang = m.groups()
+        body, i = [], i + 1
+        while i < len(lines) and not lines[i].strip().startswith(fence):
+            body.append((i + 1, lines[i][len(indent):] if lines[i].startswith(indent) else lines[i].lstrip()))
+            i += 1
+        yield lang.lower(), body
+        i += 1
+
+
+def _logical_lines(body):
+    """Join ``\\`` continuations: (first line number, joined line)."""
+    start, parts = None, []
+    for number, line in body:
+        if start is None:
+            start = number
+        if line.rstrip().endswith("\\"):
+            parts.append(line.rstrip()[:-1])
+            continue
+        parts.append(line)
+        yield start, " ".join(parts)
+        start, parts = None, []
+    if parts:
+        yield start, " ".join(parts)
+
+
+def _is_command_line(line: str) -> bool:
+    """A line that starts with ``ann-bench`` (after a ``$`` prompt and ``NAME=value`` assignments)."""
+    words = line.split()
+    if words[:1] == ["$"]:
+        words = words[1:]
+    while words and _ASSIGNMENT.match(words[0]):
+        words = words[1:]
+    return words[:1] == ["ann-bench"]
+
+
+def commands_in(text: str, source: str) -> list[Sample]:
+    """Every ``ann-bench`` command in the fenced code blocks of a markdown text."""
+    samples = []
+    for lang, body in _code_blocks(text):
+        if lang not in SHELL_LANGS | CONSOLE_LANGS | PLAIN_LANGS:
+            continue
+        for number, line in _logical_lines(body):
+            stripped = line.strip()
+            if lang in CONSOLE_LANGS:
+                if not stripped.startswith("$ "):
+                    continue  # output
+                stripped = stripped[2:]
+            elif lang in PLAIN_LANGS:
+                if not _is_command_line(stripped):
+                    continue  # output
+                stripped = stripped[2:] if stripped.startswith("$ ") else stripped
+            code = _strip_comment(stripped)
+            if "ann-bench" not in code:
+                continue
+            lexer = shlex.shlex(code, posix=True, punctuation_chars=";&|")
+            lexer.whitespace_split = True
+            lexer.commenters = ""
+            command: list[str] = []
+            for token in [*lexer, ";"]:
+                if token not in _SEPARATORS:
+                    command.append(token)
+                    continue
+                while command and _ASSIGNMENT.match(command[0]):
+                    command.pop(0)  # ANN_BENCH_CACHE=/x ann-bench ...
+                if command[:1] == ["ann-bench"]:
+                    samples.append(Sample(source, number, tuple(command[1:])))
+                command = []
+    return samples
+
+
+def check_command(args: tuple[str, ...] | list[str]) -> str | None:
+    """None when ``ann-bench ARGS`` parses against the real CLI, else click's message. Nothing is run:
+    ``make_context`` parses and converts the parameters but never calls a command's callback."""
+    from ann_bench.cli import cli
+
+    cmd: click.Command = cli
+    name, parent, rest = "ann-bench", None, list(args)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            while True:
+                ctx = cmd.make_context(name, rest, parent=parent)
+                if not isinstance(cmd, click.Group):
+                    return None
+                # A group keeps its subcommand and the arguments after it (click < 9: in _protected_args).
+                rest = [*getattr(ctx, "_protected_args", ()), *ctx.args]
+                if not rest:
+                    return f"{ctx.command_path}: no subcommand (one of: {', '.join(sorted(cmd.commands))})"
+                sub_name, sub, rest = cmd.resolve_command(ctx, rest)
+                cmd, name, parent = sub, sub_name, ctx
+    except click.exceptions.Exit:
+        return None  # --help, --version
+    except click.ClickException as exc:
+        return exc.format_message()
+
+
+def problems(samples) -> list[str]:
+    out = []
+    for sample in samples:
+        message = check_command(sample.args)
+        if message is not None:
+            out.append(f"{sample.source}:{sample.line}: {sample}: {message}")
+    return out
+
+
+def doc_files() -> list[Path]:
+    return [README, *sorted(DOCS.rglob("*.md"))]
+
+
+# --- 1. the site builds -------------------------------------------------------------------------------
+
+
+def test_mkdocs_build_strict(tmp_path):
+    try:
+        import mkdocs  # noqa: F401
+        import material  # noqa: F401
+    except ImportError:
+        pytest.fail('mkdocs-material is not installed: pip install -e ".[docs]" '
+                    '(or pip install "mkdocs-material>=9.5")')
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "mkdocs.yml"),
+         "-d", str(tmp_path / "site")],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "site" / "index.html").is_file()
+
+
+def test_readme_is_a_front_page_whose_links_resolve():
+    text = README.read_text()
+    assert len(text.splitlines()) <= 150, "README.md is the front page: at most 150 lines, the rest goes to docs/"
+    targets = re.findall(r"\]\(([^)\s]+)\)", text)
+    assert targets, "the README links into docs/"
+    missing = [t for t in targets if not re.match(r"[a-z]+:", t)
+               and not (ROOT / t.split("#")[0]).exists()]
+    assert not missing, f"README.md links to files that do not exist: {missing}"
+
+
+# --- 2. every command sample parses ------------------------------------------------------------------
+
+
+def test_every_command_sample_parses_against_the_cli():
+    samples = [s for path in doc_files() for s in commands_in(path.read_text(), path.relative_to(ROOT).as_posix())]
+    assert len(samples) > 40, f"only {len(samples)} command samples found: is the extraction broken?"
+    found = problems(samples)
+    assert not found, "stale command samples:\n" + "\n".join(found)
+
+
+STALE_PAGE = """\
+Some prose with `ann-bench run --nonsense` in it (inline code: not a sample).
+
+```bash
+F=/data     # an assignment, no command
+ann-bench data synth d.hdf5 --n 1000 --dim 8   # fine
+pip install -e . && ann-bench run --dataset d.hdf5 --backend hnsw --frobnicate 3
+ANN_BENCH_CACHE=/x ann-bench run --dataset d.hdf5 \\
+    --backend hnsw --mode sometimes
+ann-bench best --max-memory 2GB
+ann-bench plot -o p.png -k ten
+ann-bench indexx build -o d
+```
+
+```
+ann-bench results --dataset d.hdf5
+hnsw[hnswlib] M=16 ef=40 batch: recall=0.9776 ann-bench --bogus (output: not a command line)
+```
+
+```console
+$ ann-bench data info d.hdf5 --jsn
+wrote d.hdf5
+```
+
+```python
+ann_bench = "ann-bench run --not-parsed"
+```
+"""
+
+
+def test_the_sample_check_reports_stale_samples():
+    samples = commands_in(STALE_PAGE, "docs/stale.md")
+    assert [s.line for s in samples] == [5, 6, 7, 9, 10, 11, 15, 20]
+    found = problems(samples)
+    assert len(found) == 6, found
+    assert found[0].startswith("docs/stale.md:6: ann-bench run --dataset d.hdf5 --backend hnsw --frobnicate 3: ")
+    assert "--frobnicate" in found[0]
+    assert found[1].startswith("docs/stale.md:7: ") and "sometimes" in found[1]  # a value outside the choices
+    assert found[2].startswith("docs/stale.md:9: ") and "--recall" in found[2]  # a required option missing
+    assert found[3].startswith("docs/stale.md:10: ") and "ten" in found[3]  # not an integer
+    assert found[4].startswith("docs/stale.md:11: ") and "indexx" in found[4]  # no such command
+    assert found[5].startswith("docs/stale.md:20: ") and "--jsn" in found[5]
+
+
+def test_comments_and_chains_are_split_as_the_shell_does():
+    (sample,) = commands_in("```bash\nann-bench run --backend 'a#b' --build M=8  # --nonsense\n```\n", "x.md")
+    assert sample.args == ("run", "--backend", "a#b", "--build", "M=8")
+    assert check_command(sample.args) is None
+    assert check_command(("run", "--help")) is None
+
+
+# --- 3. the front page's main job runs ----------------------------------------------------------------
+
+
+def readme_block(marker: str = "<!-- test: run -->") -> str:
+    text = README.read_text()
+    assert marker in text, f"README.md has no {marker} before its quick-start block"
+    after = text.split(marker, 1)[1].lstrip("\n")
+    (lang, body), *_ = _code_blocks(after)
+    assert lang in SHELL_LANGS, f"the block after {marker} is not a shell block"
+    return "\n".join(line for _, line in body)
+
+
+def test_readme_quick_start_runs(tmp_path):
+    exe = shutil.which("ann-bench")
+    assert exe is not None, 'ann-bench is not on PATH: pip install -e .'
+    block = readme_block()
+    assert "ann-bench run" in block and "ann-bench search" in block
+    env = {**os.environ, "ANN_BENCH_CACHE": str(tmp_path / "cache"), "MPLBACKEND": "Agg",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    outputs = [s.args[s.args.index("-o") + 1] for s in commands_in(f"```bash\n{block}\n```\n", "README.md")
+               if "-o" in s.args]
+    assert outputs, "the quick start writes nothing with -o"
+    for name in outputs:
+        assert (work / name).exists(), f"the quick start wrote no {name}"
