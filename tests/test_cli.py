@@ -277,6 +277,7 @@ def test_skipped_settings_are_one_line_per_index():
     detail += [("ivf[faiss] nlist=16", "nprobe=32 batch", "nprobe=32 > nlist=16")]
     lines = skip_summary(detail)
     assert len(lines) == 2
-    assert lines[0] == ("skipped 4 setting(s) of hnsw[hnswlib] M=16: ef=160 batch, ef=320 batch, ef=640 batch, "
-                        "ef=5 batch — recall@10 already 1.0 at ef=80; 1 other reason(s)")
+    # each setting beside its own reason, the most frequent reason first
+    assert lines[0] == ("skipped 4 setting(s) of hnsw[hnswlib] M=16: ef=160 batch, ef=320 batch, ef=640 batch "
+                        "— recall@10 already 1.0 at ef=80; ef=5 batch — ef=5 < k=10: hnswlib searches with ef=k")
     assert lines[1].startswith("skipped 1 setting(s) of ivf[faiss] nlist=16: nprobe=32 batch — nprobe=32 > nlist=16")

@@ -361,7 +361,7 @@ def _sweep(vs, plans, options, store, reporter, executor: Executor) -> SweepSumm
                 for search in plan.searches:
                     reason = probe.search_skip_reason(search, options.k)
                     if reason is not None:
-                        summary.skip(label, _fmt(search), reason)
+                        summary.skip(label, f"{_fmt(search)} {'+'.join(options.modes)}", reason)
                         advance_sweep(len(options.modes))
                         continue
                     for mode in options.modes:

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import click
 from rich.markup import escape
-from rich.table import Table
 
 from ann_bench.report.best import best_configurations
 from ann_bench.report.plots import latest_dataset
 from ann_bench.cli.console import err, out
 from ann_bench.cli.options import dataset_filter, results_option
 from ann_bench.bench.metrics import fmt_recall
-from ann_bench.bench.results import ResultStore, flat_dict, params_str
+from ann_bench.bench.results import ResultStore, flat_dict, params_str, short_params
 from ann_bench.bench.runner import parse_size
 
 
@@ -73,23 +72,28 @@ def best(recall: float, max_memory: str | None, max_rss: str | None, metric: str
         if rss_limit is not None:
             constraint += f", build peak RSS ≤ {rss_limit / 1e6:,.1f} MB"
         goal = "highest QPS" if metric == "qps" else "lowest p99 latency"
-        table = Table(title=f"Best configuration per backend: {constraint}, {goal} ({answer.mode} mode, k={answer.k})")
-        for col, just in (("backend", "left"), ("build", "left"), ("search", "left"), (x_metric, "right"),
-                          ("QPS", "right"), ("p99 ms", "right"), ("index MB", "right"), ("build s", "right"),
-                          ("meeting", "right")):
-            table.add_column(col, justify=just)
-        for b in sorted(answer.per_backend, key=lambda b: b.best is None):
-            r = b.best
-            if r is None:
-                table.add_row(escape(b.group), f"[dim]none: {escape(b.reason)}[/]", "", "", "", "", "", "", "0")
-                continue
-            mark = "[bold green]★ [/]" if b is winner else ""
-            table.add_row(mark + escape(b.group), escape(params_str(r.build_params)) or "-",
-                          escape(params_str(r.search_params)) or "-", fmt_recall(_x(r, x_metric)), f"{r.qps:,.0f}",
-                          f"{r.p99_ms:.3f}" if r.p99_ms else "-",
-                          f"{r.index_bytes / 1e6:,.1f}" if r.index_bytes is not None else "-",
-                          f"{r.build_s:.2f}" if r.build_s is not None else "-", str(b.candidates))
-        out.print(table)
+        from ann_bench.cli.tables import FitTable
+
+        rows = sorted(answer.per_backend, key=lambda b: b.best is None)
+        table = FitTable(f"Best configuration per backend: {constraint}, {goal} ({answer.mode} mode, k={answer.k})")
+
+        def col(f):
+            return [f(b.best) if b.best is not None else "" for b in rows]
+
+        table.add("backend", [("[bold green]★ [/]" if b is winner else "") + escape(b.group) for b in rows],
+                  markup=True)
+        table.add("build", [short_params(b.best.build_params, None) if b.best is not None else
+                            f"none: {b.reason}" for b in rows])
+        table.add("search", col(lambda r: short_params(r.search_params, None)))
+        table.add(x_metric, col(lambda r: fmt_recall(_x(r, x_metric))), numeric=True)
+        table.add("QPS", col(lambda r: f"{r.qps:,.0f}"), numeric=True)
+        table.add("p99 ms", col(lambda r: f"{r.p99_ms:.3f}" if r.p99_ms else "-"), numeric=True, optional=1)
+        table.add("index MB", col(lambda r: f"{r.index_bytes / 1e6:,.1f}" if r.index_bytes is not None else "-"),
+                  numeric=True, optional=3)
+        table.add("build s", col(lambda r: f"{r.build_s:.2f}" if r.build_s is not None else "-"), numeric=True,
+                  optional=2)
+        table.add("meeting", [str(b.candidates) for b in rows], numeric=True, optional=4)
+        out.print(table.render(out.width))
         if winner is None:
             out.print(f"no configuration meets {constraint}")
         else:

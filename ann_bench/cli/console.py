@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import contextmanager
 
@@ -14,8 +15,9 @@ from rich.text import Text
 
 from ann_bench.bench.runner import Reporter
 
-# Pipes and files get a wide console so result tables are not truncated at 80 columns.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+# Pipes and files get a wide console so result tables are not truncated at 80 columns, unless $COLUMNS says
+# how wide (rich reads it).
+out = Console(highlight=False, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
 err = Console(stderr=True, highlight=False)
 
 

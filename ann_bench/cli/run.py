@@ -167,20 +167,17 @@ def print_pareto(records: list[Record], k: int, new: set[str] | None = None, wid
 
 
 def skip_summary(detail: list[tuple[str, str, str]], shown: int = 4) -> list[str]:
-    """One line per index for the settings a sweep skipped: how many, the first few, and why (the most
-    frequent reason, with a count of the others)."""
-    by_index: dict[str, list[tuple[str, str]]] = {}
+    """One line per index for the settings a sweep skipped: how many, and per reason (the most frequent
+    first) the first few settings and why."""
+    by_index: dict[str, dict[str, list[str]]] = {}
     for index, setting, reason in detail:
-        by_index.setdefault(index, []).append((setting, reason))
+        by_index.setdefault(index, {}).setdefault(reason, []).append(setting)
     lines = []
-    for index, items in by_index.items():
-        settings = [s for s, _ in items]
-        listed = ", ".join(settings[:shown]) + (f" … (+{len(settings) - shown})" if len(settings) > shown else "")
-        reasons: dict[str, int] = {}
-        for _, reason in items:
-            reasons[reason] = reasons.get(reason, 0) + 1
-        top = max(reasons, key=reasons.get)
-        more = f"; {len(reasons) - 1} other reason(s)" if len(reasons) > 1 else ""
-        lines.append(f"skipped {len(items)} setting(s) of {index}: {listed} — {top}{more}")
+    for index, reasons in by_index.items():
+        parts = []
+        for reason, settings in sorted(reasons.items(), key=lambda kv: -len(kv[1])):
+            listed = ", ".join(settings[:shown]) + (f" … (+{len(settings) - shown})" if len(settings) > shown else "")
+            parts.append(f"{listed} — {reason}")
+        lines.append(f"skipped {sum(map(len, reasons.values()))} setting(s) of {index}: " + "; ".join(parts))
     return lines
 
