@@ -121,6 +121,28 @@ def test_ray_executor_without_ray_gives_the_install_hint(small_set, monkeypatch)
             run_sweep(vs, plans, RunOptions(executor="ray"))
 
 
+def test_a_ray_cluster_that_is_not_there_is_one_line_and_no_store(small_set, tmp_path):
+    import socket
+
+    from click.testing import CliRunner
+
+    from ann_bench.cli import cli
+
+    pytest.importorskip("ray")
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = tmp_path / "r.sqlite"
+    r = CliRunner().invoke(cli, ["run", "--dataset", str(small_set), "--backend", "flat", "--executor", "ray",
+                                 "--address", f"127.0.0.1:{port}", "--results", str(store)])
+    assert r.exit_code == 2
+    assert f"cannot connect to the Ray cluster at 127.0.0.1:{port}: Connection refused" in r.output
+    assert not store.exists() and list(tmp_path.iterdir()) == []
+    r = CliRunner().invoke(cli, ["run", "--dataset", str(small_set), "--backend", "flat", "--executor", "ray",
+                                 "--address", "nowhere", "--results", str(store)])
+    assert r.exit_code == 2 and "is not HOST:PORT, ray://HOST:PORT or auto" in r.output and not store.exists()
+
+
 def test_costlier_orders_effort_parameters():
     hnsw, nsw, kdtree = (registry.get_backend(n) for n in ("hnsw", "nsw", "kdtree"))
     assert hnsw.costlier({"ef": 20}, {"ef": 40}) and not hnsw.costlier({"ef": 40}, {"ef": 20})

@@ -304,6 +304,7 @@ def run_sweep(
     options: RunOptions,
     store: ResultStore | None = None,
     reporter: Reporter | None = None,
+    executor: Executor | None = None,
 ) -> SweepSummary:
     """Run every plan on ``vs``; store each record as soon as it is measured. Returns the new records.
 
@@ -312,12 +313,15 @@ def run_sweep(
     had not finished, and the sweep goes on. With ``options.resume``, configurations already stored with
     status ok are skipped; failed and timed-out ones are tried again. With ``options.executor == "ray"`` each
     build configuration is a Ray task instead (:mod:`ann_bench.bench.executors`); this process still decides
-    what to run and is the only writer of the store.
+    what to run and is the only writer of the store. ``executor``: one already opened
+    (:func:`ann_bench.bench.executors.open_executor`), else one is opened for this sweep.
     """
     options.check()
     check_groundtruth(vs)
     check_k(vs, options.k)
     reporter = reporter or Reporter()
+    if executor is not None:  # opened by the caller (the CLI connects before it creates the store)
+        return _sweep(vs, plans, options, store, reporter, executor)
     with open_executor(options, reporter) as executor:
         return _sweep(vs, plans, options, store, reporter, executor)
 

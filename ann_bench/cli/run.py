@@ -13,6 +13,7 @@ from ann_bench.cli.options import results_option
 from ann_bench.data.vectorset import DEFAULT_SPEC, GT_SAMPLE, VectorSet, check_groundtruth, default_dataset
 from ann_bench.bench.metrics import fmt_recall
 from ann_bench.report.plots import pareto_by_group
+from ann_bench.bench.executors import open_executor
 from ann_bench.bench.executors.ray import require_ray
 from ann_bench.bench.results import Record, ResultStore, params_str
 from ann_bench.bench.runner import RunOptions, check_k, check_labels, parse_size, plan_sweep, run_sweep
@@ -103,8 +104,10 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
         X = vs.load_train()
         vs.load_test()
         check_groundtruth(vs, X, sample=GT_SAMPLE)  # a few hundred queries, exactly: before any measurement
-        with ResultStore(results_path) as store, RichReporter(verbose=not quiet) as reporter:
-            summary = run_sweep(vs, plans, options, store, reporter)
+        # Connected (Ray) before the store is created: a connection that fails leaves no file behind.
+        with RichReporter(verbose=not quiet) as reporter, open_executor(options, reporter) as executor, \
+                ResultStore(results_path) as store:
+            summary = run_sweep(vs, plans, options, store, reporter, executor=executor)
             # The closing table is the front over everything stored for this dataset, k and thread count —
             # a resumed run's new rows alone would hide faster stored ones.
             stored = [r for r in store.records(dataset=vs.content_hash(), k=k)

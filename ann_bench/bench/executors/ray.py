@@ -302,6 +302,24 @@ class _detached:
         self.close()
 
 
+def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """InputError unless something listens at a ``HOST:PORT`` or ``ray://HOST:PORT`` address: Ray itself
+    waits a minute or more for a cluster that is not there. ``auto`` and None are Ray's to resolve."""
+    import socket
+
+    if not address or address == "auto":
+        return
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise InputError(f"--address {address!r} is not HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise InputError(f"cannot connect to the Ray cluster at {address}: {exc.strerror or exc} (is `ray start "
+                         "--head` running there, and is the port the right one?)") from None
+
+
 @contextmanager
 def session(address: str | None = None) -> Iterator[RaySession]:
     """Connect to the Ray cluster at ``address`` ("auto", "HOST:PORT"; None: $RAY_ADDRESS or a new local
@@ -309,6 +327,7 @@ def session(address: str | None = None) -> Iterator[RaySession]:
     ray = require_ray()
     started = False
     if not ray.is_initialized():
+        _check_reachable(address)
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="WARNING",
                      runtime_env={"env_vars": _worker_env()} if _worker_env() else None)
