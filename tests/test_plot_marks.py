@@ -128,3 +128,12 @@ def test_the_sweep_reports_each_build_start_progress_and_end(small_set, tmp_path
     label = rep.calls[0][1]
     assert label.startswith("nsw[numba] ") and "f=8" in label
     assert all(c[1] == label for c in rep.calls)
+
+
+def test_an_isolated_build_reports_its_start_and_end(small_set, tmp_path):
+    rep = Recording()
+    with VectorSet(small_set) as vs, ResultStore(tmp_path / "r.sqlite") as store:
+        plans = plan_sweep(["hnsw"], vs.n_train, vs.dim, vs.metric, ["M=8"], ["ef=20"])
+        summary = run_sweep(vs, plans, RunOptions(runs=1), store, rep)  # in a worker process
+    assert [c[0] for c in rep.calls if c[0] != "progress"] == ["started", "ended"]
+    assert summary.records and summary.records[0].status == "ok"

@@ -395,7 +395,6 @@ def run_in_process(job: BuildJob, on_event: Callable[..., None], timeout: float 
                     break         # as a crash)
                 if event[0] == "building":
                     building = time.perf_counter()
-                    continue
                 if event[0] == "built":
                     building = None
                     event[1]["peak_rss_bytes"] = max(event[1].get("peak_rss_bytes") or 0, peak)
