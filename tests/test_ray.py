@@ -63,12 +63,31 @@ def test_crashing_task_becomes_a_failed_row(small_set, faulty_backends):
     assert fine.status == "ok" and fine.recall == 1.0
 
 
-def test_lost_ray_worker_becomes_a_failed_row(small_set, faulty_backends):
+def test_a_ray_worker_lost_on_every_attempt_becomes_a_failed_row(small_set, faulty_backends):
     summary = sweep(small_set, ["orphaning"], ["kill=true,false"], executor="ray")
     lost = next(r for r in summary.records if r.build_params["kill"])
     fine = next(r for r in summary.records if not r.build_params["kill"])
+    # lost to the infrastructure three times (the task's Ray worker died each time): retried, then failed
     assert lost.status == "failed" and lost.error.startswith("build: ray WorkerCrashedError")
-    assert fine.status == "ok" and fine.recall == 1.0
+    assert lost.error.endswith("(attempt 3 of 3)") and lost.attempts == 3
+    assert fine.status == "ok" and fine.recall == 1.0 and fine.attempts == 1 and fine.retry_reason == ""
+
+
+def test_a_lost_task_runs_again_and_measures_only_what_was_not_recorded(small_set, faulty_backends, tmp_path):
+    marker = tmp_path / "killed-once"
+    summary = sweep(small_set, ["flaky"], [f"marker={marker}"], ["step=0,1,2,3"], executor="ray")
+    rows = {r.search_params["step"]: r for r in summary.records}
+    assert sorted(rows) == [0, 1, 2, 3] and len(summary.records) == 4  # each setting stored once
+    assert all(r.status == "ok" and r.recall == 1.0 for r in rows.values())
+    assert rows[0].attempts == rows[1].attempts == 1 and rows[0].retry_reason == ""  # before the loss
+    assert rows[2].attempts == rows[3].attempts == 2  # measured by the second attempt
+    assert rows[2].retry_reason.startswith("ray WorkerCrashedError")
+
+
+def test_a_crash_inside_the_library_is_not_retried(small_set, faulty_backends):
+    summary = sweep(small_set, ["crashing"], ["crash=true"], executor="ray")
+    (row,) = summary.records
+    assert row.status == "failed" and "SIGABRT" in row.error and row.attempts == 1
 
 
 def test_hang_becomes_a_timeout_row(small_set, faulty_backends):

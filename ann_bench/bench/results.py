@@ -72,6 +72,8 @@ class Record:
     neighbors_sha256: str = ""  # of the neighbour file's bytes: a deleted or altered file is detected
     recall_ab: float | None = None  # ann-benchmarks' rule: distance <= true k-th + 1e-3 (absolute)
     recall_rule: str = ""  # the rule `recall` was computed by; "" on rows of ann-bench < 0.2 (ann-benchmarks')
+    attempts: int = 1  # build attempts: > 1 when a Ray node died under an earlier one and the job ran again
+    retry_reason: str = ""  # why it ran again (the infrastructure failure of the earlier attempt)
 
     @property
     def key(self) -> str:

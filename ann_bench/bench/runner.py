@@ -17,6 +17,7 @@ Timing rules (see DESIGN.md, "Measurement conventions"):
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import math
 import sqlite3
@@ -408,6 +409,20 @@ class JobRecorder:
         self.finished: set[int] = set()
         self.build_label = f"{job.backend}[{job.impl}] {_fmt(job.build)}"
         self.building = False
+        self.exact_done: list[tuple[dict[str, Any], str]] = []  # recorded (search, mode) at recall 1.0
+        self.retried: dict[str, Any] = {}  # attempts / retry_reason of every row after a retry
+
+    def retry(self, reason: str) -> BuildJob:
+        """The job again, for another node after an infrastructure failure (``reason``) lost this attempt:
+        what was recorded stays, the rest is measured by the new attempt, whose rows say so."""
+        self._build_ended()
+        self.retried = {"attempts": self.retried.get("attempts", 1) + 1, "retry_reason": reason}
+        self.build_info, self.node = {}, {}
+        if self.job.tune is not None:  # a bisection chooses its searches as it goes: it starts over
+            self.job.pending.clear()
+            self.finished.clear()
+            return dataclasses.replace(self.job, pending=self.job.pending)
+        return dataclasses.replace(self.job, done=frozenset(self.finished), exact=list(self.exact_done))
 
     def _build_ended(self) -> None:
         if self.building:
@@ -417,7 +432,7 @@ class JobRecorder:
     def save(self, i: int, I=None, **fields) -> None:
         raise_if_terminated()
         search, mode = self.job.pending[i]
-        rec = self.record(search, mode, **self.node, **self.build_info, **fields)
+        rec = self.record(search, mode, **self.node, **self.build_info, **self.retried, **fields)
         if self.store is not None:
             try:
                 self.store.save(rec, I)
@@ -433,6 +448,8 @@ class JobRecorder:
                                  "and run the same command again to finish") from None
         self.summary.records.append(rec)
         self.finished.add(i)
+        if rec.status == "ok" and rec.recall is not None and rec.recall >= 1.0:
+            self.exact_done.append((search, mode))
         self.reporter.log(_line(rec))
         self.advance_sweep()
 

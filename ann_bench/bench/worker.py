@@ -74,6 +74,10 @@ class BuildJob:
     dataset_hash: str = ""  # content hash of the set the sweep planned: a worker reading another file fails
     build_limit_s: float | None = None  # kill the worker when its build alone takes longer (tune's --max-build-s)
     tune: Any = None  # a tune.TuneSpec: choose the searches by bisection after the build instead of ``pending``
+    # A retry after the node of an earlier attempt died: the positions of ``pending`` it already recorded, and the
+    # (search, mode) of those that reached recall 1.0 (they make costlier settings redundant, as in one attempt).
+    done: frozenset[int] = frozenset()
+    exact: list[tuple[dict[str, Any], str]] = field(default_factory=list)
 
 
 # ---- measuring --------------------------------------------------------------------------------------------
@@ -206,9 +210,11 @@ def execute_build(job: BuildJob, X: np.ndarray, Q: np.ndarray, emit: Callable[..
 
         search_phase(job, cls, index, X, Q, info, emit)
         return
-    exact: list[tuple[dict[str, Any], str]] = []  # (search, mode) measured at recall 1.0
+    exact: list[tuple[dict[str, Any], str]] = list(job.exact)  # (search, mode) measured at recall 1.0
     true_D = distances_to(job.metric, Q, X, np.asarray(job.gt_I)[:, : job.k])  # once, outside every timed region
     for i, (search, mode) in enumerate(job.pending):
+        if i in job.done:  # recorded by an earlier attempt (see BuildJob.done)
+            continue
         reason = saturated_reason(cls, search, mode, exact, job.k) if job.skip_saturated else None
         if reason is not None:
             emit("skipped", i, reason)

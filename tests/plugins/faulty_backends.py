@@ -104,6 +104,7 @@ class Slow(_Exact):
     """Sleeps `sleep` seconds per search call: a sweep long enough to be killed mid-way."""
 
     name = "slow"
+    build_params = (Param("replica", int, 0),)  # several builds of one thing: several tasks to spread
     search_params = (Param("sleep", float, 0.0), Param("step", int, 0))
 
     def query(self, Q, k):
@@ -126,3 +127,24 @@ class Orphaning(_Exact):
             os.kill(os.getppid(), signal.SIGKILL)
             time.sleep(5)  # the worker notices its parent is gone and exits
         super().build(X)
+
+
+@register
+class Flaky(_Exact):
+    """Kills the process that started its worker — under `--executor ray`, the Ray worker running the task, as
+    when a node is lost — at its search with step=2, once: only while the file `marker` does not exist yet
+    (it is created first). The attempt that runs after the loss finds the marker and goes on."""
+
+    name = "flaky"
+    build_params = (Param("marker", str, ""),)
+    search_params = (Param("step", int, 0),)
+
+    def query(self, Q, k):
+        marker = self.params["marker"]
+        if self.search["step"] == 2 and marker and not os.path.exists(marker):
+            import signal
+
+            open(marker, "w").close()
+            os.kill(os.getppid(), signal.SIGKILL)
+            time.sleep(5)  # the worker notices its parent is gone and exits
+        return super().query(Q, k)

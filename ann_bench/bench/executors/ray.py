@@ -11,12 +11,17 @@ What runs where:
   searches happen in a fresh process with the same timeout, memory-limit and crash handling as locally
   (and the same error texts: ``build: worker killed by SIGABRT (abort)``), and build memory is measured in
   that fresh process;
-- the data: sets of at most :data:`OBJECT_STORE_MAX_BYTES` (train + test) go once into Ray's object
-  store and reach every task from there; larger ones are read by each task from the dataset path, which
-  must therefore be the same on every node (a shared file system);
-- a failure of the task itself (its Ray worker or node died, Ray's own out-of-memory killer) becomes
-  ``failed`` rows with Ray's error; a task still running ``BACKSTOP_GRACE_S`` after its own ``--timeout``
-  is cancelled (``ray.cancel(force=True)``) and recorded as ``timeout``.
+- the data: no task reads the dataset path, so the nodes need no shared file system. Sets of at most
+  :data:`OBJECT_STORE_MAX_BYTES` (train + test) go once into Ray's object store and reach every task as arrays;
+  larger ones go there in train chunks of :data:`CHUNK_BYTES`, and each node copies them once into its own
+  cache directory as a VectorSet keyed and verified by the content hash (:func:`_node_copy`; its tasks wait
+  for the one copy and then read it like any set). The run says how many bytes went to how many nodes;
+- a task lost to the infrastructure — its node died, its Ray worker crashed, an object was lost — runs
+  again on a node that is alive, up to :data:`MAX_ATTEMPTS` attempts, measuring only the configurations the
+  lost attempt had not recorded; its rows carry ``attempts`` and ``retry_reason``. A failure of the build
+  itself (a segfault, an abort, --memory-limit, an exception, Ray's out-of-memory killer) is not retried: it
+  becomes ``failed`` rows with its error, as locally; a task still running ``BACKSTOP_GRACE_S`` after its own
+  ``--timeout`` is cancelled (``ray.cancel(force=True)``) and recorded as ``timeout``.
 
 Rows carry the host facts and library versions of the node that measured them: timings are per node.
 
@@ -27,6 +32,7 @@ Ray is an optional dependency, imported only here and only when asked for.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import queue
@@ -47,7 +53,9 @@ if TYPE_CHECKING:
     from ann_bench.bench.worker import BuildJob
 
 INSTALL_HINT = "--executor ray needs the ray extra: pip install -e '.[ray]'"
-OBJECT_STORE_MAX_BYTES = 64 << 20  # train + test up to this size travel through the object store
+OBJECT_STORE_MAX_BYTES = 64 << 20  # train + test up to this size reach every task as arrays
+CHUNK_BYTES = 64 << 20  # larger sets go to the object store in train chunks of this size
+MAX_ATTEMPTS = 3  # a task lost to the infrastructure runs again, at most this many attempts in all
 BACKSTOP_GRACE_S = 30.0  # seconds past --timeout before the driver cancels a task itself
 POLL_S = 0.5
 FORWARDED_ENV = ("ANN_BENCH_PLUGINS", "PYTHONPATH")  # backend plugins must import on every node
@@ -76,15 +84,43 @@ def error_text(exc: BaseException) -> str:
     return f"ray {type(exc).__name__}: {first}"
 
 
+def infrastructure_failure(exc: BaseException) -> bool:
+    """Whether a Ray error lost the task to the infrastructure — its node died, its Ray worker crashed, an
+    object it needed was lost — rather than to the build: those are retried, a failure inside the library is
+    not. (A library that crashes, aborts or exceeds --memory-limit does so in the task's own worker process
+    and comes back as the task's outcome, not as a Ray error; Ray's out-of-memory killer and task errors are
+    the build's.)"""
+    ray = require_ray()
+    ex = ray.exceptions
+    lost = tuple(getattr(ex, name) for name in ("NodeDiedError", "WorkerCrashedError", "ObjectLostError",
+                                                 "LocalRayletDiedError", "RaySystemError", "ActorDiedError")
+                 if hasattr(ex, name))
+    oom = getattr(ex, "OutOfMemoryError", ())
+    return isinstance(exc, lost) and not isinstance(exc, oom) and not isinstance(exc, ex.RayTaskError)
+
+
 # ---- on the nodes -----------------------------------------------------------------------------------------
 def _build_task(job: BuildJob, data, timeout: float | None, memory_limit: int | None) -> Iterator[tuple]:
-    """The body of a build task: ("node", host facts) first, then the worker's events, then ("outcome", x)
-    with run_in_process's outcome. ``data``: (X, Q) from the object store, or None to read the dataset path."""
+    """The body of a build task: ("node", host facts) first, ("data", facts) when it copied the vectors, then the
+    worker's events, then ("outcome", x) with run_in_process's outcome. ``data``: (X, Q) from the object store
+    (small sets), or a :class:`SharedVectors` copied once per node (:func:`_node_copy`)."""
     from ann_bench.sysinfo import host, versions
     from ann_bench.bench.worker import error_text as worker_error_text
     from ann_bench.bench.worker import run_in_process
 
     yield ("node", {"host": host(), "versions": versions()})
+    if isinstance(data, SharedVectors):  # large: this node's own copy, read by the worker like any set
+        import ray
+
+        try:
+            path, fetched = _node_copy(ray, data, job)
+        except Exception as exc:  # noqa: BLE001 - a node that cannot hold the copy fails the job, visibly
+            yield ("build_failed", f"cannot copy the vectors to this node: {worker_error_text(exc)}")
+            yield ("outcome", None)
+            return
+        yield ("data", {"node": ray.get_runtime_context().get_node_id(), "fetched_bytes": fetched})
+        job = dataclasses.replace(job, dataset_path=path)
+        data = None
     events: queue.Queue = queue.Queue()
 
     def work() -> None:
@@ -100,6 +136,69 @@ def _build_task(job: BuildJob, data, timeout: float | None, memory_limit: int | 
     threading.Thread(target=work, daemon=True).start()
     while (event := events.get()) is not None:
         yield event
+
+
+class _ChunkedRows:
+    """The train matrix of a :class:`SharedVectors`, sliced by rows as :func:`write_vectorset` reads it; each
+    chunk fetched from the object store once."""
+
+    def __init__(self, ray, data: SharedVectors):
+        self.ray, self.data = ray, data
+        self.shape = (data.n, data.dim)
+        self.fetched = 0
+        self._cached: tuple[int, np.ndarray] | None = None
+
+    def _chunk(self, c: int) -> np.ndarray:
+        if self._cached is None or self._cached[0] != c:
+            block = self.ray.get(self.data.train[c])
+            self.fetched += block.nbytes
+            self._cached = (c, block)
+        return self._cached[1]
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop, _ = rows.indices(self.data.n)
+        parts, r = [], start
+        while r < stop:
+            c, offset = divmod(r, self.data.rows)
+            block = self._chunk(c)[offset : offset + stop - r]
+            parts.append(block)
+            r += len(block)
+        return np.concatenate(parts) if len(parts) != 1 else parts[0]
+
+
+def _node_copy(ray, data: SharedVectors, job: BuildJob) -> tuple[str, int]:
+    """This node's copy of a :class:`SharedVectors` as a VectorSet file in its cache directory (keyed by the
+    content hash, verified after writing), made once per node however many tasks need it: (path, bytes fetched
+    from the object store for it, 0 when the copy was there)."""
+    import fcntl
+
+    from ann_bench.config import cache_dir
+    from ann_bench.data.vectorset import VectorSet, write_vectorset
+
+    root = cache_dir() / "ray-vectors"
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"{data.content_hash}.hdf5"
+    with open(root / f"{data.content_hash}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one writer per node; the others wait and then read its copy
+        if path.exists():
+            try:
+                with VectorSet(path, metric=data.metric) as vs:
+                    if vs.content_hash() == data.content_hash:
+                        return str(path), 0
+            except Exception:  # noqa: BLE001 - a broken copy is made again
+                pass
+            path.unlink()
+        train = _ChunkedRows(ray, data)
+        test = ray.get(data.test)
+        write_vectorset(path, train, test, data.metric, neighbors=np.asarray(job.gt_I),
+                        distances=np.asarray(job.gt_D, dtype=np.float32), attrs={"ray_copy_of": data.content_hash})
+        with VectorSet(path, metric=data.metric) as vs:
+            found = vs.content_hash()
+        if found != data.content_hash:
+            path.unlink()
+            raise RuntimeError(f"the node's copy of the vectors has content hash {found}, not "
+                               f"{data.content_hash}: an object was corrupted in transit")
+        return str(path), train.fetched + test.nbytes
 
 
 @contextmanager
@@ -130,6 +229,10 @@ def _knn_task(dataset_path: str, metric: str, start: int, stop: int, k: int, thr
     from ann_bench.data.groundtruth import exact_knn
 
     faiss.omp_set_num_threads(threads)
+    if isinstance(data, SharedVectors):
+        import ray
+
+        data = (_ChunkedRows(ray, data)[0 : data.n], ray.get(data.test))
     if data is not None:
         X, Q = data
         return exact_knn(X, Q[start:stop], metric, k)
@@ -138,11 +241,31 @@ def _knn_task(dataset_path: str, metric: str, start: int, stop: int, k: int, thr
 
 
 # ---- the driver -------------------------------------------------------------------------------------------
-def _small_data(ray, vs: VectorSet):
-    """An object-store reference to (X, Q) when the set is small, else None."""
-    if (vs.n_train + vs.n_test) * vs.dim * 4 > OBJECT_STORE_MAX_BYTES:
-        return None
-    return ray.put((vs.load_train(), vs.load_test()))
+def _shared_data(ray, vs: VectorSet, X: np.ndarray, Q: np.ndarray):
+    """The vectors of ``vs`` in Ray's object store: an object reference to (X, Q) when they are small (at most
+    :data:`OBJECT_STORE_MAX_BYTES`; every task gets the arrays), else a :class:`SharedVectors` of train chunks
+    that each node copies once into its own cache (:func:`_node_copy`)."""
+    if X.nbytes + Q.nbytes <= OBJECT_STORE_MAX_BYTES:
+        return ray.put((X, Q))
+    rows = max(1, CHUNK_BYTES // max(1, X.shape[1] * X.itemsize))
+    train = [ray.put(np.ascontiguousarray(X[i : i + rows])) for i in range(0, X.shape[0], rows)]
+    return SharedVectors(vs.content_hash(), vs.metric, X.shape[0], X.shape[1], rows, train, ray.put(Q),
+                         X.nbytes + Q.nbytes)
+
+
+@dataclasses.dataclass
+class SharedVectors:
+    """A large vector set in the object store: train in chunks of ``rows`` rows, test whole (references inside a
+    dataclass are not resolved by Ray when the task starts: each node fetches them once, in :func:`_node_copy`)."""
+
+    content_hash: str
+    metric: str
+    n: int
+    dim: int
+    rows: int
+    train: list
+    test: Any
+    nbytes: int
 
 
 class RaySession:
@@ -151,11 +274,15 @@ class RaySession:
     def __init__(self, ray):
         self.ray = ray
         self._data: dict[str, Any] = {}
+        self.fetched: dict[str, int] = {}  # node id -> bytes of vectors it fetched from the object store
 
-    def data_ref(self, vs: VectorSet):
-        key = str(vs.path.resolve())
+    def data_ref(self, vs: VectorSet, X: np.ndarray | None = None, Q: np.ndarray | None = None):
+        """How the tasks get ``vs``'s vectors, put in the object store once per sweep (see
+        :func:`_shared_data`): no task reads the dataset path, so the nodes need no shared file system."""
+        key = vs.content_hash()
         if key not in self._data:
-            self._data[key] = _small_data(self.ray, vs)
+            self._data[key] = _shared_data(self.ray, vs, vs.load_train() if X is None else X,
+                                           vs.load_test() if Q is None else Q)
         return self._data[key]
 
     def check_fits(self, cpus: int, memory: int | None) -> None:
@@ -178,8 +305,10 @@ class RaySession:
         return D.astype(np.float64), I
 
     def run_jobs(self, jobs: list[tuple[BuildJob, JobRecorder, str]], options: RunOptions, vs: VectorSet,
-                 reporter: Reporter) -> None:
-        """Submit every job as a Ray task and record the events of each as they stream back."""
+                 reporter: Reporter, X: np.ndarray | None = None, Q: np.ndarray | None = None) -> None:
+        """Submit every job as a Ray task and record the events of each as they stream back. A task lost to
+        the infrastructure (its node died, its worker crashed, an object was lost) runs again elsewhere, up to
+        :data:`MAX_ATTEMPTS` in all, measuring only what the lost attempt had not recorded."""
         ray = self.ray
         cpus = max(options.threads, options.build_threads or options.threads)
         self.check_fits(cpus, options.memory_limit)
@@ -190,45 +319,63 @@ class RaySession:
         if env:
             task_options["runtime_env"] = {"env_vars": env}
         remote = ray.remote(_build_task).options(**task_options)
-        data = self.data_ref(vs)
+        data = self.data_ref(vs, X, Q)
         running: dict[Any, _Running] = {}
+
+        def submit(job: BuildJob, recorder: JobRecorder, label: str, attempt: int = 1) -> None:
+            gen = remote.remote(job, data, options.timeout, options.memory_limit)
+            running[gen] = _Running(recorder, label, attempt)
+
         with ExitStack() as bars:
             try:
                 for job, recorder, label in jobs:
-                    gen = remote.remote(job, data, options.timeout, options.memory_limit)
-                    running[gen] = _Running(recorder, label)
+                    submit(job, recorder, label)
                 while running:
                     ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
                     for gen in ready:
-                        if self._step(gen, running[gen], reporter, bars):
+                        task = running[gen]
+                        over, lost = self._step(gen, task, reporter, bars)
+                        if over:
                             del running[gen]
+                        if lost is not None:
+                            reporter.log(f"{task.label}: {lost}; running it again elsewhere (attempt "
+                                         f"{task.attempt + 1} of {MAX_ATTEMPTS})")
+                            submit(task.recorder.retry(lost), task.recorder, task.label, task.attempt + 1)
                     self._backstop(running, options.timeout)
             finally:
                 for gen in running:  # interrupted (Ctrl-C, an error here): stop what still runs
                     ray.cancel(gen, force=True)
 
-    def _step(self, gen, job: _Running, reporter: Reporter, bars: ExitStack) -> bool:
-        """Handle the next event of ``gen``; True when its job is over."""
+    def _step(self, gen, job: _Running, reporter: Reporter, bars: ExitStack) -> tuple[bool, str | None]:
+        """Handle the next event of ``gen``: (whether its task is over, the infrastructure failure that lost
+        it when it is to run again, else None)."""
         ray = self.ray
         try:
             ref = next(gen)
         except StopIteration:
             job.close(job.outcome or None)
-            return True
+            return True, None
         try:
             event = ray.get(ref)
         except ray.exceptions.RayError as exc:  # the task itself failed
-            job.close(("failed", error_text(exc)))
-            return True
+            if infrastructure_failure(exc) and job.attempt < MAX_ATTEMPTS:
+                job.close_bar()
+                return True, error_text(exc)
+            job.close(("failed", error_text(exc) + (f" (attempt {job.attempt} of {MAX_ATTEMPTS})"
+                                                    if infrastructure_failure(exc) else "")))
+            return True, None
         if event[0] == "node":
             job.started = time.perf_counter()
             job.recorder.node = event[1]
             job.bar = bars.enter_context(_detached(reporter.task(f"build+search {job.label} (ray)", None)))
+        elif event[0] == "data":  # the node fetched the vectors (or found its copy)
+            node, fetched = event[1]["node"], event[1]["fetched_bytes"]
+            self.fetched[node] = self.fetched.get(node, 0) + fetched
         elif event[0] == "outcome":
             job.outcome = event[1]
         else:
             job.recorder.on_event(*event)
-        return False
+        return False, None
 
     def _backstop(self, running: dict[Any, _Running], timeout: float | None) -> None:
         if timeout is None:
@@ -261,7 +408,11 @@ class RayExecutor(Executor):
     def run(self, jobs: list[Job], vs: VectorSet, X: np.ndarray, Q: np.ndarray,
             done: Callable[[int], None] | None = None) -> None:
         if jobs:
-            self.session.run_jobs(jobs, self.options, vs, self.reporter)
+            self.session.run_jobs(jobs, self.options, vs, self.reporter, X, Q)
+            if self.session.fetched:
+                moved = sum(self.session.fetched.values())
+                self.reporter.log(f"ray: {moved / 1e6:,.1f} MB of vectors went to {len(self.session.fetched)} "
+                                  "node(s) through the object store (one copy per node, cached by content hash)")
         for i in range(len(jobs) if done is not None else 0):  # concurrent: recorded once all are over
             done(i)
 
@@ -269,16 +420,19 @@ class RayExecutor(Executor):
 class _Running:
     """A submitted build task: its recorder, and what the driver knows of it so far."""
 
-    def __init__(self, recorder: JobRecorder, label: str):
-        self.recorder, self.label = recorder, label
+    def __init__(self, recorder: JobRecorder, label: str, attempt: int = 1):
+        self.recorder, self.label, self.attempt = recorder, label, attempt
         self.started: float | None = None  # when its first event arrived: the task is running
         self.outcome: tuple[str, str] | None = None
         self.bar = None
 
-    def close(self, outcome: tuple[str, str] | None) -> None:
+    def close_bar(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+    def close(self, outcome: tuple[str, str] | None) -> None:
+        self.close_bar()
         self.recorder.finish(outcome)
 
 

@@ -1,0 +1,184 @@
+"""`--executor ray` on a real multi-node Ray cluster started on this machine with `ray start` (a head and a
+worker node, each with its own temp and cache directories): no shared path for the dataset, the same recall as
+the local executor, a node killed mid-sweep (its tasks finish on the other node), a crash inside a library (one
+failed row, not retried), the `auto` and `ray://` addresses."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ann_bench.bench.results import ResultStore
+from ann_bench.bench.runner import Reporter, RunOptions, plan_sweep, run_sweep
+from ann_bench.data.vectorset import VectorSet
+
+ray = pytest.importorskip("ray")
+RAY = str(Path(sys.executable).with_name("ray"))
+# Ray notices a dead node after period x threshold: seconds here, not its default half a minute.
+FAST_HEALTH = {"RAY_health_check_period_ms": "500", "RAY_health_check_failure_threshold": "4",
+               "RAY_health_check_initial_delay_ms": "0"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    """A head node (1 CPU) and worker nodes (1 CPU each), each its own `ray start` with its own directories."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.port, self.client_port = free_port(), free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.workers: list[subprocess.Popen] = []
+        env = self.env("head")
+        subprocess.run([RAY, "start", "--head", f"--port={self.port}", "--num-cpus=1", "--include-dashboard=false",
+                        "--disable-usage-stats", f"--ray-client-server-port={self.client_port}",
+                        f"--temp-dir={root / 'head-tmp'}"], env=env, check=True, capture_output=True, timeout=120)
+
+    def env(self, node: str) -> dict[str, str]:
+        return {**os.environ, **FAST_HEALTH, "ANN_BENCH_CACHE": str(self.root / f"cache-{node}"),
+                "RAY_TMPDIR": str(self.root / f"{node}-tmp")}
+
+    def add_worker(self) -> subprocess.Popen:
+        name = f"worker{len(self.workers)}"
+        proc = subprocess.Popen([RAY, "start", f"--address={self.address}", "--num-cpus=1", "--block",
+                                 "--disable-usage-stats", f"--temp-dir={self.root / (name + '-tmp')}"],
+                                env=self.env(name), start_new_session=True, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        self.workers.append(proc)
+        return proc
+
+    def alive_nodes(self) -> int:
+        code = (f"import ray; ray.init(address={self.address!r}, log_to_driver=False); "
+                "print(sum(n['Alive'] for n in ray.nodes()))")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "RAY_TMPDIR": str(self.root / "driver-tmp")})
+        return int(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else -1
+
+    def wait_for(self, nodes: int, timeout: float = 90) -> None:
+        t0 = time.perf_counter()
+        while self.alive_nodes() != nodes:
+            if time.perf_counter() - t0 > timeout:
+                raise TimeoutError(f"the cluster did not reach {nodes} alive node(s)")
+            time.sleep(1)
+
+    def kill_worker(self, proc: subprocess.Popen) -> None:
+        os.killpg(proc.pid, signal.SIGKILL)  # the raylet and its workers: the node is gone
+        proc.wait()
+
+    def stop(self) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                self.kill_worker(proc)
+        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120,
+                       env={**os.environ, "RAY_TMPDIR": str(self.root / "head-tmp")})
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if shutil.which(RAY) is None and not Path(RAY).exists():
+        pytest.skip("the ray command is not installed")
+    root = Path(tempfile.mkdtemp(prefix="abc"))  # short: Ray's socket paths must fit in 107 bytes
+    c = Cluster(root)
+    try:
+        c.add_worker()
+        c.wait_for(2)
+        yield c
+    finally:
+        c.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+class Logged(Reporter):
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def log(self, message: str) -> None:
+        self.lines.append(message)
+
+
+def sweep(path, backends, build=(), search=(), store=None, reporter=None, **options):
+    with VectorSet(path) as vs:
+        plans = plan_sweep(backends, vs.n_train, vs.dim, vs.metric, build, search)
+        return run_sweep(vs, plans, RunOptions(runs=1, **options), store, reporter)
+
+
+@pytest.fixture
+def unshared(small_set, tmp_path):
+    """A copy of the small set that disappears once the driver has opened it: no node can read its path."""
+    path = tmp_path / "gone.hdf5"
+    shutil.copy(small_set, path)
+    return path
+
+
+def test_no_shared_path_same_recall_as_local(cluster, small_set, unshared, monkeypatch, tmp_path):
+    import ann_bench.bench.executors.ray as ray_executor
+
+    # the large-set path on a small set: train in chunks of 64 KiB, copied once per node
+    monkeypatch.setattr(ray_executor, "OBJECT_STORE_MAX_BYTES", 0)
+    monkeypatch.setattr(ray_executor, "CHUNK_BYTES", 64 << 10)
+    local = sweep(small_set, ["hnsw", "ivf"], ["hnsw:M=8,16", "ivf:nlist=16,32"], ["hnsw:ef=10,40", "ivf:nprobe=1,4"])
+    rep = Logged()
+    with VectorSet(unshared) as vs:
+        os.unlink(unshared)  # the driver holds it open; nothing else can read it from here on
+        plans = plan_sweep(["hnsw", "ivf"], vs.n_train, vs.dim, vs.metric, ["hnsw:M=8,16", "ivf:nlist=16,32"],
+                           ["hnsw:ef=10,40", "ivf:nprobe=1,4"])
+        remote = run_sweep(vs, plans, RunOptions(runs=1, executor="ray", address=cluster.address), None, rep)
+    assert all(r.status == "ok" for r in remote.records), [r.error for r in remote.records]
+    same = {(r.backend, str(r.build_params), str(r.search_params)): r.recall for r in local.records}
+    assert {(r.backend, str(r.build_params), str(r.search_params)): r.recall for r in remote.records} == same
+    assert all(r.host for r in remote.records)  # rows carry the facts of the node that measured them
+    moved = [line for line in rep.lines if "of vectors went to" in line]
+    assert moved and ("to 2 node(s)" in moved[0] or "to 1 node(s)" in moved[0])
+    copies = list(cluster.root.glob("cache-*/ray-vectors/*.hdf5"))
+    assert 1 <= len(copies) <= 2 and len({c.parent.parent.name for c in copies}) == len(copies)  # one a node
+
+
+def test_a_node_killed_mid_sweep_its_tasks_finish_elsewhere(cluster, small_set, faulty_backends):
+    extra = cluster.add_worker()
+    cluster.wait_for(3)
+    killer = threading.Timer(6.0, cluster.kill_worker, args=(extra,))
+    killer.start()
+    try:
+        summary = sweep(small_set, ["slow"], ["replica=0,1,2,3,4,5"], ["sleep=0.4", "step=0,1,2,3,4,5"],
+                        executor="ray", address=cluster.address)
+    finally:
+        killer.cancel()
+    rows = summary.records
+    assert len(rows) == 36 and all(r.status == "ok" for r in rows), {r.error for r in rows if r.status != "ok"}
+    retried = [r for r in rows if r.attempts > 1]
+    assert retried, "no task was running on the killed node"
+    assert all(r.retry_reason.startswith("ray ") for r in retried)
+
+
+def test_a_segfaulting_build_is_one_failed_row_not_retried(cluster, small_set, faulty_backends):
+    summary = sweep(small_set, ["crashing"], ["crash=true,false"], executor="ray", address=cluster.address)
+    crashed = next(r for r in summary.records if r.build_params["crash"])
+    fine = next(r for r in summary.records if not r.build_params["crash"])
+    assert crashed.status == "failed" and "SIGABRT" in crashed.error and crashed.attempts == 1
+    assert fine.status == "ok" and fine.recall == 1.0
+
+
+@pytest.mark.parametrize("how", ["auto", "ray://"])
+def test_cluster_addresses(cluster, small_set, tmp_path, monkeypatch, how):
+    if how == "auto":
+        monkeypatch.setenv("RAY_ADDRESS", cluster.address)  # what `ray start --head` tells a shell to export
+        address = "auto"
+    else:
+        address = f"ray://127.0.0.1:{cluster.client_port}"
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        summary = sweep(small_set, ["flat"], executor="ray", address=address, store=store)
+    assert [r.status for r in summary.records] == ["ok"] and summary.records[0].recall == 1.0
