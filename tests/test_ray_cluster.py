@@ -7,90 +7,22 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from raycluster import Cluster  # noqa: E402 (tests/ is on sys.path, as for oracle)
 
 from ann_bench.bench.results import ResultStore
 from ann_bench.bench.runner import Reporter, RunOptions, plan_sweep, run_sweep
 from ann_bench.data.vectorset import VectorSet
 
 ray = pytest.importorskip("ray")
-RAY = str(Path(sys.executable).with_name("ray"))
-# Ray notices a dead node after period x threshold: seconds here, not its default half a minute.
-FAST_HEALTH = {"RAY_health_check_period_ms": "500", "RAY_health_check_failure_threshold": "4",
-               "RAY_health_check_initial_delay_ms": "0"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Cluster:
-    """A head node (1 CPU) and worker nodes (1 CPU each), each its own `ray start` with its own directories."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.port, self.client_port = free_port(), free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.workers: list[subprocess.Popen] = []
-        env = self.env("head")
-        subprocess.run([RAY, "start", "--head", f"--port={self.port}", "--num-cpus=1", "--include-dashboard=false",
-                        "--disable-usage-stats", f"--ray-client-server-port={self.client_port}",
-                        f"--temp-dir={root / 'head-tmp'}"], env=env, check=True, capture_output=True, timeout=120)
-
-    def env(self, node: str) -> dict[str, str]:
-        return {**os.environ, **FAST_HEALTH, "ANN_BENCH_CACHE": str(self.root / f"cache-{node}"),
-                "RAY_TMPDIR": str(self.root / f"{node}-tmp")}
-
-    def add_worker(self) -> subprocess.Popen:
-        name = f"worker{len(self.workers)}"
-        proc = subprocess.Popen([RAY, "start", f"--address={self.address}", "--num-cpus=1", "--block",
-                                 "--disable-usage-stats", f"--temp-dir={self.root / (name + '-tmp')}"],
-                                env=self.env(name), start_new_session=True, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        self.workers.append(proc)
-        return proc
-
-    def alive_nodes(self) -> int:
-        code = (f"import ray; ray.init(address={self.address!r}, log_to_driver=False); "
-                "print(sum(n['Alive'] for n in ray.nodes()))")
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                              env={**os.environ, "RAY_TMPDIR": str(self.root / "driver-tmp")})
-        return int(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else -1
-
-    def wait_for(self, nodes: int, timeout: float = 90) -> None:
-        t0 = time.perf_counter()
-        while self.alive_nodes() != nodes:
-            if time.perf_counter() - t0 > timeout:
-                raise TimeoutError(f"the cluster did not reach {nodes} alive node(s)")
-            time.sleep(1)
-
-    def kill_worker(self, proc: subprocess.Popen) -> None:
-        os.killpg(proc.pid, signal.SIGKILL)  # the raylet and its workers: the node is gone
-        proc.wait()
-
-    def stop(self) -> None:
-        for proc in self.workers:
-            if proc.poll() is None:
-                self.kill_worker(proc)
-        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120,
-                       env={**os.environ, "RAY_TMPDIR": str(self.root / "head-tmp")})
-
-
 @pytest.fixture(scope="module")
 def cluster():
-    if shutil.which(RAY) is None and not Path(RAY).exists():
-        pytest.skip("the ray command is not installed")
     root = Path(tempfile.mkdtemp(prefix="abc"))  # short: Ray's socket paths must fit in 107 bytes
     c = Cluster(root)
     try:
@@ -182,3 +114,32 @@ def test_cluster_addresses(cluster, small_set, tmp_path, monkeypatch, how):
     with ResultStore(tmp_path / "r.sqlite") as store:
         summary = sweep(small_set, ["flat"], executor="ray", address=address, store=store)
     assert [r.status for r in summary.records] == ["ok"] and summary.records[0].recall == 1.0
+
+
+def test_a_cluster_that_grows_waits_for_its_node_and_says_so(cluster, small_set, monkeypatch):
+    import ann_bench.bench.executors.ray as ray_executor
+    from ann_bench.errors import InputError
+
+    with pytest.raises(InputError, match=r"no node of the Ray cluster offers 2 CPU\(s\).*--autoscaling"):
+        sweep(small_set, ["flat"], threads=2, executor="ray", address=cluster.address)
+    monkeypatch.setattr(ray_executor, "PENDING_NOTE_S", 1.0)
+    rep = Logged()
+    grown: list[subprocess.Popen] = []
+
+    def autoscaler() -> None:  # adds the node the waiting task asks for, as an autoscaler would
+        t0 = time.perf_counter()
+        while not any("waits for a node with 2 CPU(s) free" in line for line in rep.lines):
+            if time.perf_counter() - t0 > 120:
+                return
+            time.sleep(0.2)
+        grown.append(cluster.add_worker(cpus=2))
+
+    threading.Thread(target=autoscaler, daemon=True).start()
+    try:
+        summary = sweep(small_set, ["flat"], threads=2, executor="ray", address=cluster.address, autoscaling=True,
+                        reporter=rep)
+    finally:
+        for proc in grown:
+            cluster.kill_worker(proc)
+    assert [r.status for r in summary.records] == ["ok"]
+    assert any("no node offers 2 CPU(s) yet; waiting for the autoscaler" in line for line in rep.lines)

@@ -203,6 +203,7 @@ class RunOptions:
     address: str | None = None  # Ray cluster address ("auto", "HOST:PORT"); None starts a local Ray instance
     index_cache: bool = False  # save each built index in the cache dir; reuse it when the same build recurs
     exhaustive: bool = False  # measure costlier searches even after one of the same index reached recall 1.0
+    autoscaling: bool = False  # the Ray cluster can grow: wait for nodes instead of refusing tasks none can hold
 
     def check(self) -> None:
         if self.k < 1:
@@ -233,6 +234,8 @@ class RunOptions:
             raise InputError("--in-process builds in this process; it cannot be combined with --executor ray")
         if self.address is not None and self.executor != "ray":
             raise InputError("--address names a Ray cluster; add --executor ray")
+        if self.autoscaling and self.executor != "ray":
+            raise InputError("--autoscaling is about a Ray cluster that grows; add --executor ray")
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)

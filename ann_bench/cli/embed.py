@@ -99,8 +99,8 @@ def embedders() -> None:
                       else "[red]no[/]", escape(cls.description))
     for name, module in missing_embedders().items():
         dist, extra = EXTRAS[module]
-        table.add_row(name, "-", "-", "-", "-", "-", "[red]no[/] (" + escape(f'needs {dist}: pip install -e ".[{extra}]"')
-                      + ")", "")
+        hint = escape(f'needs {dist}: pip install -e ".[{extra}]"')
+        table.add_row(name, "-", "-", "-", "-", "-", f"[red]no[/] ({hint})", "")
     out.print(table)
     out.print(f"Also: --model PATH.pt (TorchScript; images or arrays) and --model ARCH:PATH.pt (a state_dict, "
               f"loaded with weights_only=True; architectures: {', '.join(ARCHITECTURE_NAMES)}).", soft_wrap=True)

@@ -53,6 +53,9 @@ from ann_bench.bench.runner import RunOptions, check_k, check_labels, parse_size
 @click.option("--address", default=None, metavar="auto|HOST:PORT",
               help="Ray cluster to use with --executor ray [default: $RAY_ADDRESS, else a new local Ray "
                    "instance on this machine].")
+@click.option("--autoscaling", is_flag=True,
+              help="With --executor ray: the cluster grows on demand, so a task no node can hold yet waits for "
+                   "the autoscaler (and says so every 30 s) instead of being refused.")
 @click.option("--index-cache/--no-index-cache", default=False, show_default=True,
               help="Save each built index under the cache dir (indices/<dataset hash>/) and load it instead of "
                    "building when the same build configuration runs again (new --search values, a resumed "
@@ -69,8 +72,8 @@ from ann_bench.bench.runner import RunOptions, check_k, check_labels, parse_size
 @results_option
 def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_specs, k: int, runs: int, mode: str,
         threads: int, build_threads: int | None, seed: int, force: bool, timeout: float | None,
-        memory_limit: str | None, in_process: bool, executor: str, address: str | None, index_cache: bool,
-        exhaustive: bool, quiet: bool, wide: bool, strict: bool, results_path: Path) -> None:
+        memory_limit: str | None, in_process: bool, executor: str, address: str | None, autoscaling: bool,
+        index_cache: bool, exhaustive: bool, quiet: bool, wide: bool, strict: bool, results_path: Path) -> None:
     """Build each configuration once, sweep its search parameters, measure recall@k, QPS, latency, build
     time and index size, and store every result. Ends with the recall/QPS Pareto-optimal configurations.
 
@@ -82,7 +85,7 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
                          threads=threads, build_threads=build_threads, seed=seed, resume=not force,
                          isolate=not in_process, timeout=timeout,
                          memory_limit=parse_size(memory_limit) if memory_limit is not None else None,
-                         executor=executor, address=address, index_cache=index_cache,
+                         executor=executor, address=address, autoscaling=autoscaling, index_cache=index_cache,
                          exhaustive=exhaustive)
     options.check()
     if executor == "ray":

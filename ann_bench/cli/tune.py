@@ -62,6 +62,9 @@ from ann_bench.bench.tune import DEFAULT_BACKENDS, TuneOptions, parse_duration, 
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="ray: each round's trials (one per backend) run in parallel as Ray tasks.")
 @click.option("--address", default=None, metavar="auto|HOST:PORT", help="Ray cluster for --executor ray.")
+@click.option("--autoscaling", is_flag=True,
+              help="With --executor ray: the cluster grows on demand, so a task no node can hold yet waits for "
+                   "the autoscaler (and says so every 30 s) instead of being refused.")
 @click.option("--index-cache/--no-index-cache", default=False, show_default=True,
               help="Save built indices in the cache dir and reuse them (see `ann-bench run --help`).")
 @click.option("--json", "as_json", is_flag=True, help="Print the answers as a JSON list (nothing else on stdout).")
@@ -71,7 +74,7 @@ def tune(dataset: Path | None, targets: str, backends, build_specs, search_specs
          max_build_s: float | None, speed: str, budget: str | None, trials: int, subsample: float | None,
          finalists: int, heldout: float, k: int, runs: int,
          threads: int, build_threads: int | None, seed: int, timeout: float | None, memory_limit: str | None,
-         executor: str, address: str | None, index_cache: bool, as_json: bool, quiet: bool,
+         executor: str, address: str | None, autoscaling: bool, index_cache: bool, as_json: bool, quiet: bool,
          results_path: Path) -> None:
     """Find, per backend and recall target, the fastest configuration: the search effort (ef, nprobe,
     search_k, eps) by bisection on each built index, the build parameters by Optuna (seeded TPE) within
@@ -90,7 +93,7 @@ def tune(dataset: Path | None, targets: str, backends, build_specs, search_specs
     run_options = RunOptions(k=k, runs=runs, modes=("single",) if speed == "p99" else ("batch",), threads=threads,
                              build_threads=build_threads, seed=seed, timeout=timeout,
                              memory_limit=parse_size(memory_limit) if memory_limit is not None else None,
-                             executor=executor, address=address, index_cache=index_cache)
+                             executor=executor, address=address, autoscaling=autoscaling, index_cache=index_cache)
     run_options.check()
     if executor == "ray":
         require_ray()

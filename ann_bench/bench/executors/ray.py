@@ -56,6 +56,7 @@ INSTALL_HINT = "--executor ray needs the ray extra: pip install -e '.[ray]'"
 OBJECT_STORE_MAX_BYTES = 64 << 20  # train + test up to this size reach every task as arrays
 CHUNK_BYTES = 64 << 20  # larger sets go to the object store in train chunks of this size
 MAX_ATTEMPTS = 3  # a task lost to the infrastructure runs again, at most this many attempts in all
+PENDING_NOTE_S = 30.0  # a task waiting this long for resources says so (and again every as long)
 BACKSTOP_GRACE_S = 30.0  # seconds past --timeout before the driver cancels a task itself
 POLL_S = 0.5
 FORWARDED_ENV = ("ANN_BENCH_PLUGINS", "PYTHONPATH")  # backend plugins must import on every node
@@ -82,6 +83,10 @@ def error_text(exc: BaseException) -> str:
         return f"ray task raised {lines[-1].strip() if lines else type(exc).__name__}"
     first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
     return f"ray {type(exc).__name__}: {first}"
+
+
+def _need(cpus: int, memory: int | None) -> str:
+    return f"{cpus} CPU(s)" + (f" and {memory / 2**20:,.0f} MiB of memory" if memory else "")
 
 
 def infrastructure_failure(exc: BaseException) -> bool:
@@ -285,16 +290,29 @@ class RaySession:
                                            vs.load_test() if Q is None else Q)
         return self._data[key]
 
-    def check_fits(self, cpus: int, memory: int | None) -> None:
-        """InputError unless some alive node offers ``cpus`` CPUs and ``memory`` bytes (else the tasks would
-        wait forever)."""
+    def fits(self, cpus: int, memory: int | None) -> bool:
+        """Whether some alive node offers ``cpus`` CPUs and ``memory`` bytes (free or not)."""
         for node in self.ray.nodes():
             res = node.get("Resources", {}) if node.get("Alive") else {}
             if res.get("CPU", 0) >= cpus and (memory is None or res.get("memory", 0) >= memory):
-                return
-        need = f"{cpus} CPU(s)" + (f" and {memory / 2**20:,.0f} MiB of memory" if memory else "")
+                return True
+        return False
+
+    def check_fits(self, cpus: int, memory: int | None, autoscaling: bool = False,
+                   reporter: Reporter | None = None) -> None:
+        """InputError unless some alive node offers ``cpus`` CPUs and ``memory`` bytes (else the tasks would
+        wait forever) — on a cluster that can grow (``autoscaling``), a note instead: the tasks wait for the
+        autoscaler, and say so while they wait."""
+        if self.fits(cpus, memory):
+            return
+        need = _need(cpus, memory)
+        if autoscaling:
+            if reporter is not None:
+                reporter.log(f"ray: no node offers {need} yet; waiting for the autoscaler to add one")
+            return
         raise InputError(f"no node of the Ray cluster offers {need}; lower --threads/--build-threads"
-                         f"{' or --memory-limit' if memory else ''}, or add bigger nodes")
+                         f"{' or --memory-limit' if memory else ''}, add bigger nodes, or pass --autoscaling "
+                         "if the cluster grows on demand")
 
     def groundtruth(self, vs: VectorSet, k: int, threads: int = 1,
                     progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -311,7 +329,7 @@ class RaySession:
         :data:`MAX_ATTEMPTS` in all, measuring only what the lost attempt had not recorded."""
         ray = self.ray
         cpus = max(options.threads, options.build_threads or options.threads)
-        self.check_fits(cpus, options.memory_limit)
+        self.check_fits(cpus, options.memory_limit, options.autoscaling, reporter)
         task_options: dict[str, Any] = {"num_cpus": cpus, "num_returns": "streaming", "max_retries": 0}
         if options.memory_limit is not None:
             task_options["memory"] = options.memory_limit
@@ -325,6 +343,15 @@ class RaySession:
         def submit(job: BuildJob, recorder: JobRecorder, label: str, attempt: int = 1) -> None:
             gen = remote.remote(job, data, options.timeout, options.memory_limit)
             running[gen] = _Running(recorder, label, attempt)
+
+        def note_waiting() -> None:  # a line per task still waiting for resources, every PENDING_NOTE_S
+            now = time.perf_counter()
+            for task in running.values():
+                if task.started is None and now - task.noted >= PENDING_NOTE_S:
+                    task.noted = now
+                    free = ray.available_resources().get("CPU", 0)
+                    reporter.log(f"ray: {task.label} waits for a node with {_need(cpus, options.memory_limit)} "
+                                 f"free ({now - task.submitted:.0f} s so far; {free:g} CPU(s) free in the cluster)")
 
         with ExitStack() as bars:
             try:
@@ -342,6 +369,7 @@ class RaySession:
                                          f"{task.attempt + 1} of {MAX_ATTEMPTS})")
                             submit(task.recorder.retry(lost), task.recorder, task.label, task.attempt + 1)
                     self._backstop(running, options.timeout)
+                    note_waiting()
             finally:
                 for gen in running:  # interrupted (Ctrl-C, an error here): stop what still runs
                     ray.cancel(gen, force=True)
@@ -422,6 +450,7 @@ class _Running:
 
     def __init__(self, recorder: JobRecorder, label: str, attempt: int = 1):
         self.recorder, self.label, self.attempt = recorder, label, attempt
+        self.submitted = self.noted = time.perf_counter()
         self.started: float | None = None  # when its first event arrived: the task is running
         self.outcome: tuple[str, str] | None = None
         self.bar = None
