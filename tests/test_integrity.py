@@ -185,7 +185,7 @@ def test_a_truncated_cached_index_is_rebuilt_and_named(tmp_path, small_set):
 def test_a_dataset_replaced_mid_sweep_fails_its_rows(tmp_path, small_set, monkeypatch):
     """The worker hashes what it loaded; a file swapped after planning fails the rows instead of storing them
     as ok under the old hash."""
-    from ann_bench.bench import runner
+    from ann_bench.bench.executors import local as runner
 
     path = tmp_path / "d.hdf5"
     shutil.copy(small_set, path)

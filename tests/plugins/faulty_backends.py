@@ -145,6 +145,7 @@ class Flaky(_Exact):
             import signal
 
             open(marker, "w").close()
+            time.sleep(1.0)  # the earlier searches' results reach the driver first (in flight, they would be lost)
             os.kill(os.getppid(), signal.SIGKILL)
             time.sleep(5)  # the worker notices its parent is gone and exits
         return super().query(Q, k)
