@@ -15,19 +15,23 @@ from ann_bench.data.vectorset import SynthSpec, synth, synth_arrays
 @pytest.fixture(scope="session", autouse=True)
 def _ray_temp_dir():
     """Ray's session files go to a short temporary folder removed after the run, not /tmp/ray (Ray reads
-    $RAY_TMPDIR; socket paths must stay short, so not under pytest's long temporary paths)."""
+    $RAY_TMPDIR; socket paths must stay short, so not under pytest's long temporary paths), and the local
+    instances the tests start directly (``ray.init()``) run without token authentication, so Ray does not
+    leave a token in ~/.ray/auth_token ($RAY_AUTH_MODE)."""
     import os
     import shutil
     import tempfile
 
     folder = tempfile.mkdtemp(prefix="abr")
-    old = os.environ.get("RAY_TMPDIR")
+    old = {name: os.environ.get(name) for name in ("RAY_TMPDIR", "RAY_AUTH_MODE")}
     os.environ["RAY_TMPDIR"] = folder
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     yield
-    if old is None:
-        os.environ.pop("RAY_TMPDIR", None)
-    else:
-        os.environ["RAY_TMPDIR"] = old
+    for name, value in old.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -38,8 +38,10 @@ class Cluster:
                                      start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def env(self, node: str) -> dict[str, str]:
+        # RAY_AUTH_MODE: a token file left in ~/.ray by another cluster would turn token auth on for the head
+        # only, and the worker nodes could not join.
         return {**os.environ, **FAST_HEALTH, "ANN_BENCH_CACHE": str(self.root / f"cache-{node}"),
-                "RAY_TMPDIR": str(self.root / f"{node}-tmp")}
+                "RAY_TMPDIR": str(self.root / f"{node}-tmp"), "RAY_AUTH_MODE": "disabled"}
 
     def add_worker(self, cpus: int = 1) -> subprocess.Popen:
         name = f"worker{len(self.workers)}"

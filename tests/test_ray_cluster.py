@@ -82,10 +82,11 @@ def test_no_shared_path_same_recall_as_local(cluster, small_set, unshared, monke
 def test_a_node_killed_mid_sweep_its_tasks_finish_elsewhere(cluster, small_set, faulty_backends):
     extra = cluster.add_worker()
     cluster.wait_for(3)
-    killer = threading.Timer(6.0, cluster.kill_worker, args=(extra,))
+    # 6 tasks of >= 6 s on 3 one-CPU nodes: every node is busy from a few seconds in until ~10 s
+    killer = threading.Timer(5.0, cluster.kill_worker, args=(extra,))
     killer.start()
     try:
-        summary = sweep(small_set, ["slow"], ["replica=0,1,2,3,4,5"], ["sleep=0.4", "step=0,1,2,3,4,5"],
+        summary = sweep(small_set, ["slow"], ["replica=0,1,2,3,4,5"], ["sleep=1.0", "step=0,1,2,3,4,5"],
                         executor="ray", address=cluster.address)
     finally:
         killer.cancel()

@@ -143,6 +143,23 @@ def test_a_ray_cluster_that_is_not_there_is_one_line_and_no_store(small_set, tmp
     assert r.exit_code == 2 and "is not HOST:PORT, ray://HOST:PORT or auto" in r.output and not store.exists()
 
 
+def test_a_local_ray_instance_leaves_no_token_in_the_home_directory(small_set, tmp_path, monkeypatch):
+    """Ray saves a token for a new local instance in ~/.ray/auth_token: a file nobody asked ann-bench for."""
+    pytest.importorskip("ray")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with VectorSet(small_set) as vs:
+        plans = plan_sweep(["flat"], vs.n_train, vs.dim, vs.metric)
+        summary = run_sweep(vs, plans, RunOptions(runs=1, executor="ray"))
+    assert [r.status for r in summary.records] == ["ok"]
+    assert not (tmp_path / ".ray").exists() or not list((tmp_path / ".ray").iterdir())
+    import os
+
+    assert "RAY_AUTH_TOKEN" not in os.environ  # this run's token is gone with its instance
+
+
 def test_costlier_orders_effort_parameters():
     hnsw, nsw, kdtree = (registry.get_backend(n) for n in ("hnsw", "nsw", "kdtree"))
     assert hnsw.costlier({"ef": 20}, {"ef": 40}) and not hnsw.costlier({"ef": 40}, {"ef": 20})

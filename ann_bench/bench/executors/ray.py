@@ -206,6 +206,11 @@ def _node_copy(ray, data: SharedVectors, job: BuildJob) -> tuple[str, int]:
         return str(path), train.fetched + test.nbytes
 
 
+def _build_task_events(job: BuildJob, data, timeout: float | None, memory_limit: int | None) -> list[tuple]:
+    """:func:`_build_task`'s events as one list, returned when the job is over (Ray client cannot stream)."""
+    return list(_build_task(job, data, timeout, memory_limit))
+
+
 @contextmanager
 def _plain_main() -> Iterator[None]:
     """Hide the Ray worker's main script from multiprocessing's spawn, which would otherwise re-run it (and
@@ -276,8 +281,10 @@ class SharedVectors:
 class RaySession:
     """A connection to a Ray cluster, for one sweep."""
 
-    def __init__(self, ray):
+    def __init__(self, ray, client: bool = False):
         self.ray = ray
+        # Ray client (ray://) has no streaming generators: a task then returns its events all at once, when done
+        self.client = client
         self._data: dict[str, Any] = {}
         self.fetched: dict[str, int] = {}  # node id -> bytes of vectors it fetched from the object store
 
@@ -330,13 +337,15 @@ class RaySession:
         ray = self.ray
         cpus = max(options.threads, options.build_threads or options.threads)
         self.check_fits(cpus, options.memory_limit, options.autoscaling, reporter)
-        task_options: dict[str, Any] = {"num_cpus": cpus, "num_returns": "streaming", "max_retries": 0}
+        task_options: dict[str, Any] = {"num_cpus": cpus, "max_retries": 0}
+        if not self.client:
+            task_options["num_returns"] = "streaming"
         if options.memory_limit is not None:
             task_options["memory"] = options.memory_limit
         env = _worker_env()
         if env:
             task_options["runtime_env"] = {"env_vars": env}
-        remote = ray.remote(_build_task).options(**task_options)
+        remote = ray.remote(_build_task_events if self.client else _build_task).options(**task_options)
         data = self.data_ref(vs, X, Q)
         running: dict[Any, _Running] = {}
 
@@ -375,16 +384,19 @@ class RaySession:
                     ray.cancel(gen, force=True)
 
     def _step(self, gen, job: _Running, reporter: Reporter, bars: ExitStack) -> tuple[bool, str | None]:
-        """Handle the next event of ``gen``: (whether its task is over, the infrastructure failure that lost
-        it when it is to run again, else None)."""
+        """Handle the next event of ``gen`` (with Ray client: every event of the finished task): (whether its
+        task is over, the infrastructure failure that lost it when it is to run again, else None)."""
         ray = self.ray
         try:
-            ref = next(gen)
-        except StopIteration:
-            job.close(job.outcome or None)
-            return True, None
-        try:
-            event = ray.get(ref)
+            if self.client:
+                events = ray.get(gen)
+            else:
+                try:
+                    ref = next(gen)
+                except StopIteration:
+                    job.close(job.outcome or None)
+                    return True, None
+                events = [ray.get(ref)]
         except ray.exceptions.RayError as exc:  # the task itself failed
             if infrastructure_failure(exc) and job.attempt < MAX_ATTEMPTS:
                 job.close_bar()
@@ -392,6 +404,14 @@ class RaySession:
             job.close(("failed", error_text(exc) + (f" (attempt {job.attempt} of {MAX_ATTEMPTS})"
                                                     if infrastructure_failure(exc) else "")))
             return True, None
+        for event in events:
+            self._handle(event, job, reporter, bars)
+        if self.client:
+            job.close(job.outcome or None)
+            return True, None
+        return False, None
+
+    def _handle(self, event: tuple, job: _Running, reporter: Reporter, bars: ExitStack) -> None:
         if event[0] == "node":
             job.started = time.perf_counter()
             job.recorder.node = event[1]
@@ -403,7 +423,6 @@ class RaySession:
             job.outcome = event[1]
         else:
             job.recorder.on_event(*event)
-        return False, None
 
     def _backstop(self, running: dict[Any, _Running], timeout: float | None) -> None:
         if timeout is None:
@@ -509,8 +528,16 @@ def session(address: str | None = None) -> Iterator[RaySession]:
     instance) unless this process is already connected; disconnect at the end if it connected."""
     ray = require_ray()
     started = False
+    token_set = False
     if not ray.is_initialized():
         _check_reachable(address)
+        if address is None and not os.environ.get("RAY_ADDRESS") and not _token_configured():
+            # A new local instance: Ray would save a token for it in ~/.ray/auth_token, a file the user never
+            # named. A token for this instance only, in this process's environment, writes nothing.
+            import secrets
+
+            os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+            token_set = True
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="WARNING",
                      runtime_env={"env_vars": _worker_env()} if _worker_env() else None)
@@ -520,10 +547,20 @@ def session(address: str | None = None) -> Iterator[RaySession]:
                              ) from None
         started = True
     try:
-        yield RaySession(ray)
+        yield RaySession(ray, client=bool(address and address.startswith("ray://")))
     finally:
         if started:
             ray.shutdown()
+        if token_set:
+            os.environ.pop("RAY_AUTH_TOKEN", None)
+
+
+def _token_configured() -> bool:
+    """Whether the user configured Ray's token authentication (then Ray's own settings apply)."""
+    from pathlib import Path
+
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                or os.environ.get("RAY_AUTH_MODE") or (Path.home() / ".ray" / "auth_token").exists())
 
 
 def exact_knn_ray(dataset_path: str, metric: str, nq: int, k: int, *, chunks: int | None = None,
