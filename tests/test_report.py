@@ -292,3 +292,17 @@ def test_best_max_rss_bounds_the_measured_build_peak():
     assert ivf.best is None and "400.0 MB > --max-rss" in ivf.reason
     r = invoke("best", "--results", "nowhere.sqlite", "--recall", 0.9, "--max-rss", "lots")
     assert r.exit_code == 2 and "malformed size" in r.output
+
+
+def test_cli_best_table_fits_and_wide_shows_everything(store, monkeypatch):
+    from ann_bench.cli import console
+
+    monkeypatch.setattr(console.out, "width", 70)
+    r = invoke("best", "--results", store, "--recall", 0.95)
+    assert r.exit_code == 0, r.output
+    table = r.output.split("winner:")[0]
+    assert max(len(line) for line in table.splitlines()) <= 70
+    assert "M16" in table or "nlist16" in table  # short parameter forms
+    assert "columns left out to fit 70 columns" in table and "(--wide shows them)" in table
+    r = invoke("best", "--results", store, "--recall", 0.95, "--wide")
+    assert r.exit_code == 0 and "columns left out" not in r.output and "build s" in r.output

@@ -36,9 +36,11 @@ from ann_bench.bench.runner import parse_size
               help="The figure --recall bounds: recall, recall_ab (ann-benchmarks' rule), id_recall or a label "
                    "metric (precision_at_10, ...).")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+@click.option("--wide", is_flag=True, help="Every column, however wide the terminal (the table otherwise leaves out "
+                                           "p99, build time, index size and candidates, in that order, to fit).")
 @results_option
 def best(recall: float, max_memory: str | None, max_rss: str | None, metric: str, dataset: str | None,
-         mode: str | None, k: int | None, x_metric: str, as_json: bool, results_path: Path) -> None:
+         mode: str | None, k: int | None, x_metric: str, as_json: bool, wide: bool, results_path: Path) -> None:
     """For each backend, the configuration with recall >= --recall (and index size <= --max-memory) that has
     the highest QPS (or lowest p99 latency), and the overall winner.
 
@@ -93,7 +95,7 @@ def best(recall: float, max_memory: str | None, max_rss: str | None, metric: str
         table.add("build s", col(lambda r: f"{r.build_s:.2f}" if r.build_s is not None else "-"), numeric=True,
                   optional=2)
         table.add("meeting", [str(b.candidates) for b in rows], numeric=True, optional=4)
-        out.print(table.render(out.width))
+        out.print(table.render(out.width, wide=wide))
         if winner is None:
             out.print(f"no configuration meets {constraint}")
         else:
