@@ -19,6 +19,7 @@ whether every configuration has the same recall in both stores. Locally one core
 cluster uses both cores, at the cost of data transfer, per-node copies and task start-up.
 
     python benchmarks/ray_cluster.py [--dataset PATH] [--n 1000000] [--dim 128] [--queries 10000]
+                                     [--build hnsw:M=16 --build ivf:nlist=1024]
                                      [--workdir ~/.cache/ann-bench/ray_cluster]
 """
 
@@ -68,6 +69,8 @@ def main() -> int:
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--queries", type=int, default=10_000)
     ap.add_argument("--backends", default="hnsw,ivf")
+    ap.add_argument("--build", action="append", default=[], metavar="BACKEND:PARAM=VALUES",
+                    help="passed to both runs as `ann-bench run --build` (default: each backend's default grid)")
     ap.add_argument("--workdir", type=Path, default=Path("~/.cache/ann-bench/ray_cluster").expanduser())
     ap.add_argument("--out", type=Path, default=Path("results/ray_cluster.json"))
     args = ap.parse_args()
@@ -78,11 +81,12 @@ def main() -> int:
         ann_bench("data", "synth", str(data), "--n", str(args.n), "--dim", str(args.dim), "--queries",
                   str(args.queries), "--clusters", "100")
     backends = [x for b in args.backends.split(",") for x in ("--backend", b)]
-    common = ["--dataset", str(data), *backends, "--threads", "1", "--runs", "1", "-q"]
+    builds = [x for b in args.build for x in ("--build", b)]
+    common = ["--dataset", str(data), *backends, *builds, "--threads", "1", "--runs", "1", "-q"]
     local_store, ray_store = args.workdir / "local.sqlite", args.workdir / "ray.sqlite"
     for store in (local_store, ray_store):
         store.unlink(missing_ok=True)
-    figures: dict = {"dataset": str(data)}
+    figures: dict = {"dataset": str(data), "backends": args.backends, "build": args.build}
     figures["local_s"], _ = ann_bench("run", *common, "--build-threads", "1", "--results", str(local_store))
     root = Path(tempfile.mkdtemp(prefix="abrc"))
     cluster = Cluster(root)
