@@ -156,7 +156,7 @@ def main() -> int:
         plot.parent.mkdir(parents=True, exist_ok=True)
         batch = [r for r in records if r.mode == "batch"]
         if batch:
-            plot_recall_qps(batch, plot, title=f"{set_name}: recall@10 vs QPS, 1 thread, batch")
+            plot_recall_qps(batch, plot)  # its title names the set, k, mode and threads
             print(f"plot: {plot}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=1))

@@ -144,8 +144,14 @@ def test_p99_needs_single_mode(tmp_path):
 
 def test_styles_are_stable_and_distinct():
     known = [style(*label.rstrip("]").split("[")) for label in KNOWN_LABELS]
-    assert len(set(known)) == len(known)
+    assert len({color for color, _ in known}) == len(known)  # every shipped backend a colour of its own
     assert style("hnsw", "hnswlib") == known[0] and style("myplugin", "x") == style("myplugin", "x")
+    assert style("myplugin", "x")[0] not in {color for color, _ in known}
+    from ann_bench.backends import all_backends
+
+    shipped = {f"{cls.name}[{cls.impl}]" for cls in all_backends()
+               if cls.__module__.startswith("ann_bench.backends.")}
+    assert shipped <= set(KNOWN_LABELS), f"no fixed plot style: {sorted(shipped - set(KNOWN_LABELS))}"
 
 
 def test_filter_and_sort():

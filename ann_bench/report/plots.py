@@ -26,16 +26,21 @@ from ann_bench.errors import InputError
 from ann_bench.bench.metrics import pareto_front
 from ann_bench.bench.results import Record, short_params, varying
 
-MARKERS = "osD^vP*Xph<>"
-
 # Fixed colour/marker slots for the backends ann-bench ships, so a backend looks the same in every plot
-# whatever else is plotted with it. Colours are tab10's; plugins hash into the remaining ones.
-KNOWN_LABELS = ("hnsw[hnswlib]", "hnsw[faiss]", "ivf[faiss]", "ivfpq[faiss]", "flat[faiss]", "annoy[annoy]",
-                "nsw[numba]", "kdtree[scipy]")
-_TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-          "#17becf")
-_KNOWN_STYLE = {label: (_TAB10[i], MARKERS[i]) for i, label in enumerate(KNOWN_LABELS)}
-_EXTRA_COLORS = ("#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd")
+# whatever else is plotted with it: tab10's colours first, then darker ones, every shipped backend a colour of its
+# own (a plot of all 17 has no two alike). Plugins hash into tab20's light shades, which no shipped backend uses.
+_KNOWN = (
+    ("hnsw[hnswlib]", "#1f77b4", "o"), ("hnsw[faiss]", "#ff7f0e", "s"), ("ivf[faiss]", "#2ca02c", "D"),
+    ("ivfpq[faiss]", "#d62728", "^"), ("flat[faiss]", "#9467bd", "v"), ("annoy[annoy]", "#8c564b", "P"),
+    ("nsw[numba]", "#e377c2", "*"), ("kdtree[scipy]", "#7f7f7f", "X"),
+    ("hnsw[usearch]", "#17becf", "p"), ("hnsw[voyager]", "#393b79", "h"), ("hnsw[nmslib]", "#bcbd22", "<"),
+    ("nsw[nmslib]", "#7b4173", ">"), ("nndescent[pynndescent]", "#843c39", "d"), ("onng[ngt]", "#637939", "H"),
+    ("vamana[diskannpy]", "#8c6d31", "8"), ("scann[scann]", "#000000", "X"), ("faiss[faiss]", "#e7ba52", "o"),
+)
+KNOWN_LABELS = tuple(label for label, _, _ in _KNOWN)
+_KNOWN_STYLE = {label: (color, marker) for label, color, marker in _KNOWN}
+_EXTRA_COLORS = ("#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7",
+                 "#dbdb8d", "#9edae5")
 _EXTRA_MARKERS = "ph<>*"
 _LINESTYLES = ("-", "--", ":", "-.")
 
