@@ -1,14 +1,15 @@
 """Does ann-bench add anything to what it measures? QPS through the harness vs a bare library loop.
 
 For every library at fixed parameters — hnsw (hnswlib), ivf and flat (faiss), and where installed usearch,
-voyager, nmslib, NGT, DiskANN, ScaNN and a faiss factory preset — on one seeded synthetic set, the same built
-library index answers the same queries, in the same order, with the same thread count, timed two ways:
+voyager, nmslib (hnsw and sw-graph), pynndescent, NGT, DiskANN, ScaNN and a faiss factory preset — on one
+seeded synthetic set, the same built library index answers the same queries, in the same order, with the
+same thread count, timed two ways:
 
 - **ann-bench**: :func:`ann_bench.bench.worker.measure`, the timed region of ``ann-bench run`` (batch: one
   ``Index.query`` call for all queries; single: one call per query with a ``perf_counter`` pair around it);
 - **bare**: the loop a user would write, calling the library directly (hnswlib ``knn_query``, faiss ``search``,
-  usearch ``search``, voyager ``query``, nmslib ``knnQueryBatch``, ngtpy ``batch_search``, diskannpy
-  ``batch_search``, ScaNN ``search_batched``) at the same setting.
+  usearch ``search``, voyager ``query``, nmslib ``knnQueryBatch``, pynndescent ``query``, ngtpy
+  ``batch_search``, diskannpy ``batch_search``, ScaNN ``search_batched``) at the same setting.
 
 Rounds alternate bare / ann-bench / bare / ... (``--rounds``), and the best round of each is kept, so drifts
 in machine load hit both. Target: ann-bench QPS / bare QPS >= 0.97 in batch and single modes. Afterwards
@@ -44,6 +45,8 @@ CONFIGS = [  # (backend[:impl], build params, search params); implementations wh
     ("hnsw:usearch", {"M": 16, "ef_construction": 200}, {"ef": 40}),
     ("hnsw:voyager", {"M": 16, "ef_construction": 200}, {"ef": 40}),
     ("hnsw:nmslib", {"M": 16, "ef_construction": 200}, {"ef": 40}),
+    ("nsw:nmslib", {"f": 16, "ef_construction": 100}, {"ef": 40}),
+    ("nndescent:pynndescent", {"n_neighbors": 30}, {"epsilon": 0.1}),
     ("onng:ngt", {}, {"epsilon": 0.02}),
     ("vamana:diskannpy", {"graph_degree": 32}, {"complexity": 40}),
     ("scann:scann", {"num_leaves": 256}, {"num_leaves_to_search": 16, "reorder": 100}),
@@ -79,6 +82,9 @@ def library_call(index, search: dict, threads: int):
         return lambda Q: lib.query(Q, K, num_threads=threads, query_ef=ef)
     if impl == "nmslib":
         return lambda Q: lib.knnQueryBatch(Q, k=K, num_threads=threads)
+    if impl == "pynndescent":
+        epsilon = search["epsilon"]
+        return lambda Q: lib.query(Q, k=K, epsilon=epsilon)
     if impl == "ngt":
         import ngtpy
 
