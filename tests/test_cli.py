@@ -281,3 +281,15 @@ def test_skipped_settings_are_one_line_per_index():
     assert lines[0] == ("skipped 4 setting(s) of hnsw[hnswlib] M=16: ef=160 batch, ef=320 batch, ef=640 batch "
                         "— recall@10 already 1.0 at ef=80; ef=5 batch — ef=5 < k=10: hnswlib searches with ef=k")
     assert lines[1].startswith("skipped 1 setting(s) of ivf[faiss] nlist=16: nprobe=32 batch — nprobe=32 > nlist=16")
+
+
+def test_quiet_hides_configuration_lines_not_lines_about_the_run(capsys):
+    """`run -q`: no line per configuration, but what the run itself did (vectors moved to Ray nodes, a retry,
+    a task waiting for resources) is still said."""
+    from ann_bench.cli.console import RichReporter
+
+    with RichReporter(verbose=False) as rep:
+        rep.log("hnsw[hnswlib] M=16 ef=10: recall 0.9")
+        rep.note("ray: 517.1 MB of vectors went to 2 node(s)")
+    err = capsys.readouterr().err
+    assert "517.1 MB of vectors went to 2 node(s)" in err and "recall 0.9" not in err

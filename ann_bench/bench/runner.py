@@ -176,6 +176,11 @@ class Reporter:
     def log(self, message: str) -> None:
         pass
 
+    def note(self, message: str) -> None:
+        """A line about the run itself (data moved, waiting for resources, a retry), not about one configuration:
+        shown even where per-configuration lines are not (``run -q``)."""
+        self.log(message)
+
     def build_started(self, label: str) -> None:
         """The timed build of ``label`` (backend[impl] build parameters) started."""
 

@@ -85,6 +85,9 @@ class RichReporter(Reporter):
         if self.verbose:
             self.progress.console.print(message, markup=False, soft_wrap=True)
 
+    def note(self, message: str) -> None:
+        self.progress.console.print(message, markup=False, soft_wrap=True)  # -q hides configurations, not this
+
     def build_started(self, label: str) -> None:
         """A bar for the build: elapsed time, and items inserted when the library reports them."""
         self.progress.start()

@@ -315,7 +315,7 @@ class RaySession:
         need = _need(cpus, memory)
         if autoscaling:
             if reporter is not None:
-                reporter.log(f"ray: no node offers {need} yet; waiting for the autoscaler to add one")
+                reporter.note(f"ray: no node offers {need} yet; waiting for the autoscaler to add one")
             return
         raise InputError(f"no node of the Ray cluster offers {need}; lower --threads/--build-threads"
                          f"{' or --memory-limit' if memory else ''}, add bigger nodes, or pass --autoscaling "
@@ -359,7 +359,7 @@ class RaySession:
                 if task.started is None and now - task.noted >= PENDING_NOTE_S:
                     task.noted = now
                     free = ray.available_resources().get("CPU", 0)
-                    reporter.log(f"ray: {task.label} waits for a node with {_need(cpus, options.memory_limit)} "
+                    reporter.note(f"ray: {task.label} waits for a node with {_need(cpus, options.memory_limit)} "
                                  f"free ({now - task.submitted:.0f} s so far; {free:g} CPU(s) free in the cluster)")
 
         with ExitStack() as bars:
@@ -374,7 +374,7 @@ class RaySession:
                         if over:
                             del running[gen]
                         if lost is not None:
-                            reporter.log(f"{task.label}: {lost}; running it again elsewhere (attempt "
+                            reporter.note(f"{task.label}: {lost}; running it again elsewhere (attempt "
                                          f"{task.attempt + 1} of {MAX_ATTEMPTS})")
                             submit(task.recorder.retry(lost), task.recorder, task.label, task.attempt + 1)
                     self._backstop(running, options.timeout)
@@ -458,7 +458,7 @@ class RayExecutor(Executor):
             self.session.run_jobs(jobs, self.options, vs, self.reporter, X, Q)
             if self.session.fetched:
                 moved = sum(self.session.fetched.values())
-                self.reporter.log(f"ray: {moved / 1e6:,.1f} MB of vectors went to {len(self.session.fetched)} "
+                self.reporter.note(f"ray: {moved / 1e6:,.1f} MB of vectors went to {len(self.session.fetched)} "
                                   "node(s) through the object store (one copy per node, cached by content hash)")
         for i in range(len(jobs) if done is not None else 0):  # concurrent: recorded once all are over
             done(i)
