@@ -110,6 +110,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip-run", action="store_true", help="Skip the real `ann-bench run` comparison.")
+    ap.add_argument("--only", default=None, help="comma-separated subset of the configurations, e.g. hnsw:voyager")
     ap.add_argument("--out", type=Path, default=Path("results/harness_overhead.json"))
     args = ap.parse_args()
 
@@ -127,6 +128,8 @@ def main() -> int:
     rows = []
     configs = []
     for spec, build, search in CONFIGS:
+        if args.only is not None and spec not in args.only.split(","):
+            continue
         name, _, impl = spec.partition(":")
         try:
             get_backend(name, impl or None).check_available()

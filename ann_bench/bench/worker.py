@@ -82,7 +82,20 @@ class BuildJob:
 
 # ---- measuring --------------------------------------------------------------------------------------------
 def measure(index, Q: np.ndarray, k: int, mode: str, runs: int) -> tuple[dict[str, Any], np.ndarray]:
-    """Time ``runs`` runs of the queries Q (nq, d) in ``mode``; the figures of the best run and its ids."""
+    """Time ``runs`` runs of the queries Q (nq, d) in ``mode``; the figures of the best run and its ids.
+
+    The garbage collector is off while timing, as :mod:`timeit` does: the results kept for the recall check
+    are thousands of live objects, and a collection they trigger would land in some query's latency."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _measure(index, Q, k, mode, runs)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _measure(index, Q: np.ndarray, k: int, mode: str, runs: int) -> tuple[dict[str, Any], np.ndarray]:
     nq = Q.shape[0]
     if mode == "batch":
         best, best_res = np.inf, None
