@@ -234,3 +234,28 @@ def test_cold_and_warm_nsw_builds_report_the_same_build_time(small_set, tmp_path
     assert cold.status == warm.status == "ok"
     assert any((tmp_path / "numba-cache").rglob("*.nbi"))  # the cold worker did compile, into that cache
     assert abs(cold.build_s - warm.build_s) < max(0.5, warm.build_s), (cold.build_s, warm.build_s)
+
+
+def test_measure_times_with_the_garbage_collector_off_and_restores_it():
+    """As timeit does: no collection inside a timed query; the caller's gc state is back afterwards."""
+    import gc
+
+    import numpy as np
+
+    from ann_bench.bench.worker import measure
+
+    class Probe:
+        seen: list[bool] = []
+
+        def query(self, Q, k):
+            self.seen.append(gc.isenabled())
+            return np.zeros((len(Q), k), np.float32), np.zeros((len(Q), k), np.int64)
+
+        def convert(self, D, I):
+            return D, I
+
+    probe = Probe()
+    assert gc.isenabled()
+    measure(probe, np.zeros((3, 2), np.float32), 1, "single", 1)
+    measure(probe, np.zeros((3, 2), np.float32), 1, "batch", 1)
+    assert probe.seen and not any(probe.seen) and gc.isenabled()

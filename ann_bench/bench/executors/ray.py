@@ -360,7 +360,7 @@ class RaySession:
                     task.noted = now
                     free = ray.available_resources().get("CPU", 0)
                     reporter.note(f"ray: {task.label} waits for a node with {_need(cpus, options.memory_limit)} "
-                                 f"free ({now - task.submitted:.0f} s so far; {free:g} CPU(s) free in the cluster)")
+                                  f"free ({now - task.submitted:.0f} s so far; {free:g} CPU(s) free in the cluster)")
 
         with ExitStack() as bars:
             try:
@@ -375,7 +375,7 @@ class RaySession:
                             del running[gen]
                         if lost is not None:
                             reporter.note(f"{task.label}: {lost}; running it again elsewhere (attempt "
-                                         f"{task.attempt + 1} of {MAX_ATTEMPTS})")
+                                          f"{task.attempt + 1} of {MAX_ATTEMPTS})")
                             submit(task.recorder.retry(lost), task.recorder, task.label, task.attempt + 1)
                     self._backstop(running, options.timeout)
                     note_waiting()
@@ -459,7 +459,7 @@ class RayExecutor(Executor):
             if self.session.fetched:
                 moved = sum(self.session.fetched.values())
                 self.reporter.note(f"ray: {moved / 1e6:,.1f} MB of vectors went to {len(self.session.fetched)} "
-                                  "node(s) through the object store (one copy per node, cached by content hash)")
+                                   "node(s) through the object store (one copy per node, cached by content hash)")
         for i in range(len(jobs) if done is not None else 0):  # concurrent: recorded once all are over
             done(i)
 
