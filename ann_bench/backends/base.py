@@ -10,6 +10,10 @@ The runner uses an index in three steps, so that only the library call is timed:
 2. ``index.set_search_params(**p)`` once per search configuration (outside the timed region);
 3. ``index.query(Q, k)`` in the timed region: the raw library call, native distances;
    ``index.convert(D, I)`` afterwards turns them into the dataset's metric, pads with -1 / +inf.
+   In single mode (one call per query, each timed) the runner asks ``index.single_query(Q, k)`` for the call
+   to time and for what turns the list of its results into ``query``'s (D, I) afterwards: a backend whose
+   ``query`` does per-call work besides the library call (converting a list of tuples, padding, a check)
+   returns the bare library call there, so that work stays out of every query's latency.
 
 ``index.search(Q, k)`` does 3 in one call for everyone else.
 """
@@ -23,6 +27,7 @@ import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,6 +35,12 @@ import numpy as np
 
 from ann_bench.distances import METRICS
 from ann_bench.errors import InputError
+
+
+def stack_results(results: list[tuple[np.ndarray, np.ndarray]], swap: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Stack single mode's per-query (D, I) pairs — (I, D) pairs with ``swap`` — into one (D, I)."""
+    first, second = (1, 0) if swap else (0, 1)
+    return (np.concatenate([r[first] for r in results]), np.concatenate([r[second] for r in results]))
 
 
 @dataclass(frozen=True)
@@ -276,6 +287,18 @@ class Index(ABC):
     @abstractmethod
     def convert(self, D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Native (D, I) -> (D, I) in the dataset's metric: D float32 (nq, k), +inf where I is -1 (int64)."""
+
+    def single_query(self, Q: np.ndarray, k: int) -> tuple[Callable[[np.ndarray], Any],
+                                                            Callable[[list], tuple[np.ndarray, np.ndarray]]]:
+        """Single mode's pair ``(call, finish)`` for the queries Q (nq, dim): ``call(Q[i:i+1])`` is timed once
+        per query and may return the library's own result object; ``finish(results)``, outside the timed
+        region, turns the list of those results, in query order, into what ``query(Q, k)`` returns.
+
+        Called once per timed run, after ``set_search_params``; checks on Q belong here, not in ``call``.
+        Default: ``query`` itself, its (D, I) pairs stacked. Override where ``query`` does per-call work
+        besides the library call; ``call`` should then be the library's bound method (``functools.partial``
+        adds no Python frame)."""
+        return partial(self.query, k=k), stack_results
 
     def search(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Nearest ``k`` of each row of Q (nq, dim): (D, I), both (nq, k), sorted nearest first.

@@ -34,12 +34,13 @@ neighbour already kept is closer to it by a factor ``alpha`` than the new point 
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from ann_bench.backends._packdir import WorkDir, check_manifest, native_output_silenced, pack_dir, unpack_dir
-from ann_bench.backends.base import Capabilities, Index, Param
+from ann_bench.backends.base import Capabilities, Index, Param, stack_results
 from ann_bench.distances import normalized
 from ann_bench.errors import InputError
 
@@ -164,6 +165,16 @@ class DiskannVamana(Index):
             I = np.pad(I.astype(np.int64), ((0, 0), (0, k - found)), constant_values=-1)
             D = np.pad(D, ((0, 0), (0, k - found)), constant_values=np.inf)
         return D, I
+
+    def single_query(self, Q: np.ndarray, k: int):
+        """batch_search on each row, one thread; for angular, or k > n, ``query`` (normalising, padding)."""
+        if self.metric == "angular" or k > self._n or Q.dtype != np.float32:
+            return super().single_query(Q, k)
+        if Q.ndim != 2 or Q.shape[1] != self.dim:
+            raise InputError(f"{self.label()}: expected vectors of shape (n, {self.dim}), got {Q.shape}")
+        complexity = max(self.search_config.get("complexity", self._loaded_complexity), k)
+        return (partial(self.index.batch_search, k_neighbors=k, complexity=complexity, num_threads=1),
+                partial(stack_results, swap=True))
 
     def convert(self, D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         I = np.asarray(I).astype(np.int64)

@@ -8,11 +8,12 @@ configurations with ef < k are skipped as duplicates of ef = k.
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Any
 
 import numpy as np
 
-from ann_bench.backends.base import Index, Param
+from ann_bench.backends.base import Index, Param, stack_results
 from ann_bench.distances import from_squared_l2
 
 SPACES = {"euclidean": "l2", "angular": "cosine", "ip": "ip"}
@@ -69,6 +70,9 @@ class HnswlibHNSW(Index):
     def query(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         I, D = self.index.knn_query(Q, k=k, num_threads=self.threads)
         return D, I
+
+    def single_query(self, Q: np.ndarray, k: int):
+        return partial(self.index.knn_query, k=k, num_threads=self.threads), partial(stack_results, swap=True)
 
     def convert(self, D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         I = I.astype(np.int64)

@@ -19,7 +19,6 @@ import numpy as np
 from ann_bench.backends._faiss import import_faiss
 from ann_bench.backends.base import Param
 from ann_bench.backends.ivf import FaissIVFFlat, pow2_lists
-from ann_bench.distances import normalized
 from ann_bench.errors import InputError
 
 
@@ -102,13 +101,11 @@ class FaissIVFPQ(FaissIVFFlat):
         if self.index is not None and self.params["rerank"] and params["refine"] > 0:
             import_faiss().downcast_index(self.index).k_factor = float(params["refine"])
 
-    def query(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _searching(self):
         """The PQ index alone for refine 0, the re-ranking wrapper for refine >= 1."""
         if self.params["rerank"] and self.search_config.get("refine", 0) == 0:
-            if self.metric == "angular":
-                Q = normalized(Q)
-            return self._pq().search(Q, k)
-        return super().query(Q, k)
+            return self._pq()
+        return self.index
 
     def _pq(self):
         """The IVF-PQ index inside the re-ranking wrapper (after a build or a load)."""

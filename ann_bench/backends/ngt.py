@@ -52,6 +52,7 @@ import glob
 import os
 import shutil
 import threading
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -244,28 +245,44 @@ class NgtONNG(Index):
 
     def query(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(D, I) with NGT's distances; for ``ip`` D has one more column, the queries' squared norms."""
-        ngtpy = _ngtpy()
+        Q = self._queries(Q, len(Q))
+        results = _ngtpy().BatchResults()
+        self.index.batch_search(Q, results, k)
+        return self._unpack([results], Q, k)
 
+    def single_query(self, Q: np.ndarray, k: int):
+        """The bare loop's call (a BatchResults, ``batch_search`` into it), unpacked after the timed run."""
+        if not (Q.dtype == np.float32 and Q.flags.c_contiguous):  # the rows timed are Q's own
+            return super().single_query(Q, k)
+        Q = self._queries(Q, 1)
+        return (partial(_search_into_new, self.index.batch_search, _ngtpy().BatchResults, k=k),
+                partial(self._unpack, Q=Q, k=k))
+
+    def _queries(self, Q: np.ndarray, batch: int) -> np.ndarray:
+        """Q checked and float32, and this thread's OpenMP team sized for batches of ``batch`` queries."""
         Q = np.ascontiguousarray(Q, dtype=np.float32)
         if Q.ndim != 2 or Q.shape[1] != self.dim:
             raise InputError(f"{self.label()}: expected vectors of shape (n, {self.dim}), got {Q.shape}")
         if self.metric == "angular" and not Q.any(axis=1).all():
             self._refuse_zero_rows(Q, "query")
-        threads = _threads_for(Q.shape[0], self.threads)
+        threads = _threads_for(batch, self.threads)
         if self._pinned != (threading.get_ident(), threads):
             self._pin(threads)
-        results = ngtpy.BatchResults()
-        self.index.batch_search(Q, results, k)
-        ids, dists, bounds = results.get_indexed_ids(), results.get_indexed_distances(), results.get_index()
+        return Q
+
+    def _unpack(self, batches: list, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The BatchResults of consecutive batches of Q's rows -> (D, I) for all of Q (see :meth:`query`)."""
         nq = Q.shape[0]
+        ids = np.concatenate([b.get_indexed_ids() for b in batches])
+        dists = np.concatenate([b.get_indexed_distances() for b in batches])
         if ids.size == nq * k:  # every query found k: the usual case
             I, D = ids.reshape(nq, k), dists.reshape(nq, k)
         else:
             I = np.full((nq, k), -1, dtype=np.int32)
             D = np.full((nq, k), np.inf, dtype=np.float32)
-            counts = np.diff(bounds.astype(np.int64))
+            counts = np.concatenate([np.diff(b.get_index().astype(np.int64)) for b in batches])
             rows = np.repeat(np.arange(nq), counts)
-            cols = np.arange(ids.size) - np.repeat(bounds[:-1].astype(np.int64), counts)
+            cols = np.arange(ids.size) - np.repeat(np.cumsum(counts) - counts, counts)
             I[rows, cols], D[rows, cols] = ids, dists
         if self.metric == "ip":
             D = np.column_stack([D, np.einsum("ij,ij->i", Q, Q, dtype=np.float64)])
@@ -279,6 +296,13 @@ class NgtONNG(Index):
             q2 = D[:, -1:]
             D = (np.square(D[:, :-1]) - q2 - self._max_magnitude) / 2  # d^2 = |q|^2 + M - 2 q.x -> -q.x
         return self.pad(D, I)
+
+
+def _search_into_new(batch_search, results_type, q: np.ndarray, k: int):
+    """One ``batch_search`` into a fresh results object, returned: single mode's timed call."""
+    results = results_type()
+    batch_search(q, results, k)
+    return results
 
 
 def _threads_for(nq: int, threads: int) -> int:

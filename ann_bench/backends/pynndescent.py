@@ -71,11 +71,12 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from typing import Any
 
 import numpy as np
 
-from ann_bench.backends.base import Capabilities, Index, Param
+from ann_bench.backends.base import Capabilities, Index, Param, stack_results
 from ann_bench.errors import InputError
 
 PYNND_METRICS = {"euclidean": "euclidean", "angular": "cosine", "ip": "inner_product"}
@@ -211,8 +212,7 @@ class PyNNDescent(Index):
     # ---- search -----------------------------------------------------------------------------------------
     def query(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(D, I), both (nq, k): pynndescent's distances and ids; columns beyond n are -1 / +inf."""
-        if Q.ndim != 2 or Q.shape[1] != self.dim:
-            raise InputError(f"{self.label()}: expected queries of shape (nq, {self.dim}), got {Q.shape}")
+        self._check_queries(Q)
         epsilon = self.search_config.get("epsilon", self.search_params[0].default)
         if k <= self._n:
             I, D = self.index.query(Q, k=k, epsilon=epsilon)
@@ -221,6 +221,17 @@ class PyNNDescent(Index):
         pad = k - self._n
         return (np.pad(D, ((0, 0), (0, pad)), constant_values=np.inf),
                 np.pad(I, ((0, 0), (0, pad)), constant_values=-1))
+
+    def single_query(self, Q: np.ndarray, k: int):
+        if k > self._n:
+            return super().single_query(Q, k)
+        self._check_queries(Q)
+        epsilon = self.search_config.get("epsilon", self.search_params[0].default)
+        return partial(self.index.query, k=k, epsilon=epsilon), partial(stack_results, swap=True)
+
+    def _check_queries(self, Q: np.ndarray) -> None:
+        if Q.ndim != 2 or Q.shape[1] != self.dim:
+            raise InputError(f"{self.label()}: expected queries of shape (nq, {self.dim}), got {Q.shape}")
 
     def convert(self, D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         I = np.array(I, dtype=np.int64, copy=True)

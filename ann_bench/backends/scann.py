@@ -37,12 +37,13 @@ import os
 import shutil
 import tarfile
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ann_bench.backends.base import Capabilities, Index, Param
+from ann_bench.backends.base import Capabilities, Index, Param, stack_results
 from ann_bench.backends.ivf import pow2_lists
 from ann_bench.distances import from_inner_product, from_squared_l2, normalized
 from ann_bench.errors import InputError
@@ -150,6 +151,15 @@ class ScaNN(Index):
         I, D = search(Q, k, pre_reorder_num_neighbors=self._search["reorder"],
                       leaves_to_search=self._search["num_leaves_to_search"])
         return D, I
+
+    def single_query(self, Q: np.ndarray, k: int):
+        """search_batched on each row (one row needs no thread pool); for angular, ``query`` (normalising)."""
+        if self.metric == "angular":
+            return super().single_query(Q, k)
+        return (partial(self.index.search_batched, final_num_neighbors=k,
+                        pre_reorder_num_neighbors=self._search["reorder"],
+                        leaves_to_search=self._search["num_leaves_to_search"]),
+                partial(stack_results, swap=True))
 
     def convert(self, D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         missing = np.isnan(D)  # ScaNN pads with id 0 and a NaN distance

@@ -48,6 +48,7 @@ index size is ``serialized_length``, the saved file's size in bytes.
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -151,14 +152,10 @@ class USearchHNSW(Index):
         m = self.index.search(Q, k, threads=self.threads)
         if Q.shape[0] != 1:
             return m.distances, m.keys
-        # One query: a Matches of the results found only, 1-d.
-        if m.keys.shape[0] == k:
-            return m.distances[None], m.keys[None]
-        D = np.full((1, k), np.nan, dtype=np.float32)
-        I = np.zeros((1, k), dtype=np.uint64)
-        D[0, : m.keys.shape[0]] = m.distances
-        I[0, : m.keys.shape[0]] = m.keys
-        return D, I
+        return _stack_matches([m], k)
+
+    def single_query(self, Q: np.ndarray, k: int):
+        return partial(self.index.search, count=k, threads=self.threads), partial(_stack_matches, k=k)
 
     def convert(self, D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         D = np.asarray(D, dtype=np.float32)
@@ -208,3 +205,14 @@ def _plain(value: Any) -> str:
     if name is None:
         return str(value)
     return name.lower() if name[0] in "FIB" and name[1:].isdigit() else name
+
+
+def _stack_matches(matches: list, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(D, I), both (nq, k), from the Matches of one query each (1-d, the results found only; NaN / 0 after)."""
+    D = np.full((len(matches), k), np.nan, dtype=np.float32)
+    I = np.zeros((len(matches), k), dtype=np.uint64)
+    for row, m in enumerate(matches):
+        found = m.keys.shape[0]
+        D[row, :found] = m.distances
+        I[row, :found] = m.keys
+    return D, I

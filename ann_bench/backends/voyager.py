@@ -46,11 +46,12 @@ instance. ``index_bytes`` is the saved file's size.
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Any
 
 import numpy as np
 
-from ann_bench.backends.base import Capabilities, Index, Param
+from ann_bench.backends.base import Capabilities, Index, Param, stack_results
 from ann_bench.distances import from_squared_l2
 from ann_bench.errors import InputError
 
@@ -127,6 +128,13 @@ class VoyagerHNSW(Index):
         D = np.concatenate([D, np.full((nq, k - self.n), np.inf, dtype=np.float32)], axis=1)
         I = np.concatenate([I.astype(np.int64), np.full((nq, k - self.n), -1, dtype=np.int64)], axis=1)
         return D, I
+
+    def single_query(self, Q: np.ndarray, k: int):
+        if k > self.n:
+            return super().single_query(Q, k)
+        ef = self.search_config.get("ef", self.search_params[0].default)
+        return (partial(self.index.query, k=k, num_threads=self.threads, query_ef=ef),
+                partial(stack_results, swap=True))
 
     def convert(self, D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         I = np.asarray(I).astype(np.int64)
