@@ -77,8 +77,13 @@ def test_single_mode_answers_what_search_answers(case, data):
     D, I = index.search(Q, 10)
     figures, I_single = measure(index, Q, 10, "single", 2)
     np.testing.assert_array_equal(I_single, I)
-    call, finish = index.single_query(Q, 10)
-    D_single, I_again = index.convert(*finish([call(Q[i : i + 1]) for i in range(len(Q))]))
+    call, finish, keep = index.single_query(Q, 10)
+    kept = [call(Q[i : i + 1]) for i in range(len(Q))]
+    if keep is not None:
+        for i, result in enumerate(kept):
+            keep(i, result)
+        kept = [None] * len(Q)
+    D_single, I_again = index.convert(*finish(kept))
     np.testing.assert_array_equal(I_again, I)
     np.testing.assert_allclose(D_single, D, rtol=1e-5, atol=1e-5)
     assert D_single.dtype == np.float32 and I_again.dtype == np.int64

@@ -29,12 +29,27 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
 from ann_bench.distances import METRICS
 from ann_bench.errors import InputError
+
+
+class SingleQuery(NamedTuple):
+    """Single mode's timed call and how its results come back (see :meth:`Index.single_query`).
+
+    ``call(q)`` is timed once per query row q (1, dim). Its result is kept as it is, or, where ``keep`` is
+    given, handed to ``keep(i, result)`` right after the timed call (query i) and then dropped: for a library
+    whose result objects hold far more memory than the answer (voyager's pin a 1.4 kB buffer each), keeping
+    10,000 of them alive would make later calls in the run fault in fresh pages, which the bare loop of a
+    user does not. ``finish(kept)`` turns the list of kept results (None where ``keep`` took them) into what
+    ``query(Q, k)`` returns, after the run."""
+
+    call: Callable[[np.ndarray], Any]
+    finish: Callable[[list], tuple[np.ndarray, np.ndarray]]
+    keep: Callable[[int, Any], None] | None = None
 
 
 def stack_results(results: list[tuple[np.ndarray, np.ndarray]], swap: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -288,9 +303,8 @@ class Index(ABC):
     def convert(self, D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Native (D, I) -> (D, I) in the dataset's metric: D float32 (nq, k), +inf where I is -1 (int64)."""
 
-    def single_query(self, Q: np.ndarray, k: int) -> tuple[Callable[[np.ndarray], Any],
-                                                            Callable[[list], tuple[np.ndarray, np.ndarray]]]:
-        """Single mode's pair ``(call, finish)`` for the queries Q (nq, dim): ``call(Q[i:i+1])`` is timed once
+    def single_query(self, Q: np.ndarray, k: int) -> SingleQuery:
+        """Single mode's :class:`SingleQuery` for the queries Q (nq, dim): ``call(Q[i:i+1])`` is timed once
         per query and may return the library's own result object; ``finish(results)``, outside the timed
         region, turns the list of those results, in query order, into what ``query(Q, k)`` returns.
 
@@ -298,7 +312,7 @@ class Index(ABC):
         Default: ``query`` itself, its (D, I) pairs stacked. Override where ``query`` does per-call work
         besides the library call; ``call`` should then be the library's bound method (``functools.partial``
         adds no Python frame)."""
-        return partial(self.query, k=k), stack_results
+        return SingleQuery(partial(self.query, k=k), stack_results)
 
     def search(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Nearest ``k`` of each row of Q (nq, dim): (D, I), both (nq, k), sorted nearest first.

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from ann_bench.backends._packdir import WorkDir, check_manifest, native_output_silenced, pack_dir, unpack_dir
-from ann_bench.backends.base import Capabilities, Index, Param, stack_results
+from ann_bench.backends.base import Capabilities, Index, Param, SingleQuery, stack_results
 from ann_bench.distances import normalized
 from ann_bench.errors import InputError
 
@@ -173,8 +173,8 @@ class DiskannVamana(Index):
         if Q.ndim != 2 or Q.shape[1] != self.dim:
             raise InputError(f"{self.label()}: expected vectors of shape (n, {self.dim}), got {Q.shape}")
         complexity = max(self.search_config.get("complexity", self._loaded_complexity), k)
-        return (partial(self.index.batch_search, k_neighbors=k, complexity=complexity, num_threads=1),
-                partial(stack_results, swap=True))
+        return SingleQuery(partial(self.index.batch_search, k_neighbors=k, complexity=complexity, num_threads=1),
+                           partial(stack_results, swap=True))
 
     def convert(self, D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         I = np.asarray(I).astype(np.int64)

@@ -58,7 +58,7 @@ from typing import Any
 import numpy as np
 
 from ann_bench.backends._packdir import WorkDir, check_manifest, native_output_silenced, pack_dir, unpack_dir
-from ann_bench.backends.base import Capabilities, Index, Param
+from ann_bench.backends.base import Capabilities, Index, Param, SingleQuery
 from ann_bench.distances import zero_rows
 from ann_bench.errors import InputError
 
@@ -255,8 +255,8 @@ class NgtONNG(Index):
         if not (Q.dtype == np.float32 and Q.flags.c_contiguous):  # the rows timed are Q's own
             return super().single_query(Q, k)
         Q = self._queries(Q, 1)
-        return (partial(_search_into_new, self.index.batch_search, _ngtpy().BatchResults, k=k),
-                partial(self._unpack, Q=Q, k=k))
+        return SingleQuery(partial(_search_into_new, self.index.batch_search, _ngtpy().BatchResults, k=k),
+                           partial(self._unpack, Q=Q, k=k))
 
     def _queries(self, Q: np.ndarray, batch: int) -> np.ndarray:
         """Q checked and float32, and this thread's OpenMP team sized for batches of ``batch`` queries."""

@@ -72,7 +72,7 @@ from typing import Any
 
 import numpy as np
 
-from ann_bench.backends.base import Capabilities, Index, Param
+from ann_bench.backends.base import Capabilities, Index, Param, SingleQuery
 from ann_bench.distances import from_squared_l2
 from ann_bench.errors import InputError
 
@@ -144,8 +144,8 @@ class _NmslibGraph(Index):
     def single_query(self, Q: np.ndarray, k: int):
         """knnQueryBatch on each row; its lists of (ids, distances) become arrays after the timed run."""
         self._check_queries(Q)
-        return (partial(self.index.knnQueryBatch, k=k, num_threads=self.threads),
-                lambda results: self._unpack([row for rows in results for row in rows], k))
+        return SingleQuery(partial(self.index.knnQueryBatch, k=k, num_threads=self.threads),
+                           lambda results: self._unpack([row for rows in results for row in rows], k))
 
     def _check_queries(self, Q: np.ndarray) -> None:
         if Q.ndim != 2 or Q.shape[1] != self.dim:  # nmslib's hnsw reads past a shorter vector without a word

@@ -76,7 +76,7 @@ from typing import Any
 
 import numpy as np
 
-from ann_bench.backends.base import Capabilities, Index, Param, stack_results
+from ann_bench.backends.base import Capabilities, Index, Param, SingleQuery, stack_results
 from ann_bench.errors import InputError
 
 PYNND_METRICS = {"euclidean": "euclidean", "angular": "cosine", "ip": "inner_product"}
@@ -227,7 +227,7 @@ class PyNNDescent(Index):
             return super().single_query(Q, k)
         self._check_queries(Q)
         epsilon = self.search_config.get("epsilon", self.search_params[0].default)
-        return partial(self.index.query, k=k, epsilon=epsilon), partial(stack_results, swap=True)
+        return SingleQuery(partial(self.index.query, k=k, epsilon=epsilon), partial(stack_results, swap=True))
 
     def _check_queries(self, Q: np.ndarray) -> None:
         if Q.ndim != 2 or Q.shape[1] != self.dim:

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from ann_bench.backends.base import Capabilities, Index, Param, stack_results
+from ann_bench.backends.base import Capabilities, Index, Param, SingleQuery, stack_results
 from ann_bench.backends.ivf import pow2_lists
 from ann_bench.distances import from_inner_product, from_squared_l2, normalized
 from ann_bench.errors import InputError
@@ -156,10 +156,10 @@ class ScaNN(Index):
         """search_batched on each row (one row needs no thread pool); for angular, ``query`` (normalising)."""
         if self.metric == "angular":
             return super().single_query(Q, k)
-        return (partial(self.index.search_batched, final_num_neighbors=k,
-                        pre_reorder_num_neighbors=self._search["reorder"],
-                        leaves_to_search=self._search["num_leaves_to_search"]),
-                partial(stack_results, swap=True))
+        return SingleQuery(partial(self.index.search_batched, final_num_neighbors=k,
+                                   pre_reorder_num_neighbors=self._search["reorder"],
+                                   leaves_to_search=self._search["num_leaves_to_search"]),
+                           partial(stack_results, swap=True))
 
     def convert(self, D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         missing = np.isnan(D)  # ScaNN pads with id 0 and a NaN distance

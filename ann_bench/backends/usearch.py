@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from ann_bench.backends.base import Capabilities, Index, Param
+from ann_bench.backends.base import Capabilities, Index, Param, SingleQuery
 from ann_bench.distances import from_squared_l2
 from ann_bench.errors import InputError
 
@@ -155,7 +155,7 @@ class USearchHNSW(Index):
         return _stack_matches([m], k)
 
     def single_query(self, Q: np.ndarray, k: int):
-        return partial(self.index.search, count=k, threads=self.threads), partial(_stack_matches, k=k)
+        return SingleQuery(partial(self.index.search, count=k, threads=self.threads), partial(_stack_matches, k=k))
 
     def convert(self, D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         D = np.asarray(D, dtype=np.float32)

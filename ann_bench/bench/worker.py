@@ -113,13 +113,16 @@ def _measure(index, Q: np.ndarray, k: int, mode: str, runs: int) -> tuple[dict[s
     perf = time.perf_counter
     for _ in range(runs):
         # The bare library call where the backend has one; whatever it returns is unpacked after the run.
-        query, finish = index.single_query(Q, k)
+        query, finish, keep = index.single_query(Q, k)
         results = [None] * nq
         for i, q in enumerate(rows):
             t0 = perf()
             res = query(q)
             lat[i] = perf() - t0
-            results[i] = res
+            if keep is None:
+                results[i] = res
+            else:
+                keep(i, res)
         total = lat.sum()
         if total < best_total:
             best_total, best_lat, best_res, best_finish = total, lat.copy(), results, finish
