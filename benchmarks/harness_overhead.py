@@ -11,10 +11,12 @@ same thread count, timed two ways:
   usearch ``search``, voyager ``query``, nmslib ``knnQueryBatch``, pynndescent ``query``, ngtpy
   ``batch_search``, diskannpy ``batch_search``, ScaNN ``search_batched``) at the same setting.
 
-Rounds alternate bare / ann-bench, then ann-bench / bare, ... (``--rounds``), and the best round of each is kept,
-so drifts in machine load hit both and neither loop always runs second. Target: ann-bench QPS / bare QPS >= 0.97 in batch and single modes. Afterwards
-one real ``ann-bench run`` per backend (isolated worker process, as the CLI does; best of ``--rounds`` runs)
-is compared with the same bare figure, to show the worker process adds nothing either.
+Rounds alternate bare / ann-bench, then ann-bench / bare, ... (``--rounds``), so drifts in machine load hit
+both and neither loop always runs second. Each row prints the ratio of the two bests and the median of the
+per-round ratios (the two loops of a round run back to back); the target is judged on the median, which a
+slow spell of a few seconds on a shared VM moves least. Target: ann-bench QPS / bare QPS >= 0.97 in batch and
+single modes. Afterwards one real ``ann-bench run`` per backend (isolated worker process, as the CLI does; best
+of ``--rounds`` runs) is compared with the same bare figure, to show the worker process adds nothing either.
 
     python benchmarks/harness_overhead.py [--n 100000] [--dim 128] [--queries 2000] [--rounds 5]
                                           [--threads 1] [--out results/harness_overhead.json]
@@ -158,9 +160,13 @@ def main() -> int:
             row = {"backend": spec, "build": build, "search": search, "mode": mode, "bare_qps": max(bare),
                    "ann_bench_qps": max(ours)}
             row["ratio"] = row["ann_bench_qps"] / row["bare_qps"]
+            # The two loops of one round ran back to back: their ratio cancels what drifts over seconds (this
+            # VM's neighbours), which the ratio of the two bests, taken from different rounds, does not.
+            row["paired_ratios"] = [o / b for o, b in zip(ours, bare)]
+            row["paired_median"] = float(np.median(row["paired_ratios"]))
             rows.append(row)
-            print(f"{spec:<18} {mode:<6} bare {row['bare_qps']:>9,.0f}  ann-bench {row['ann_bench_qps']:>9,.0f}  "
-                  f"ratio {row['ratio']:.3f}", flush=True)
+            print(f"{spec:<21} {mode:<6} bare {row['bare_qps']:>9,.0f}  ann-bench {row['ann_bench_qps']:>9,.0f}  "
+                  f"ratio of bests {row['ratio']:.3f}  median paired ratio {row['paired_median']:.3f}", flush=True)
         del index
 
     if not args.skip_run:
@@ -187,8 +193,9 @@ def main() -> int:
                 print(f"ann-bench run {spec:<18} {rec.mode:<6} {qps:>9,.0f} QPS = {qps / bare:.3f} x bare",
                       flush=True)
 
-    ok = all(r["ratio"] >= 0.97 for r in rows)
-    print("target (ann-bench / bare >= 0.97 in both modes): " + ("met" if ok else "MISSED"))
+    ok = all(r["paired_median"] >= 0.97 for r in rows)
+    print("target (ann-bench / bare >= 0.97 in both modes, median of the paired rounds): "
+          + ("met" if ok else "MISSED"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"n": args.n, "dim": args.dim, "queries": args.queries, "rounds": args.rounds,
                                     "threads": args.threads, "rows": rows}, indent=2))
