@@ -242,6 +242,7 @@ def test_measure_times_with_the_garbage_collector_off_and_restores_it():
 
     import numpy as np
 
+    from ann_bench.backends.base import Index
     from ann_bench.bench.worker import measure
 
     class Probe:
@@ -253,6 +254,8 @@ def test_measure_times_with_the_garbage_collector_off_and_restores_it():
 
         def convert(self, D, I):
             return D, I
+
+        single_query = Index.single_query  # single mode's default: query itself
 
     probe = Probe()
     assert gc.isenabled()
