@@ -303,6 +303,13 @@ class Index(ABC):
     def convert(self, D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Native (D, I) -> (D, I) in the dataset's metric: D float32 (nq, k), +inf where I is -1 (int64)."""
 
+    def check_shape(self, A: np.ndarray, rows: str = "n") -> None:
+        """Refuse an array that is not (rows, dim) in one line: what was expected, what came (``rows``: "n" for
+        vectors, "nq" for queries). For libraries that would read past a shorter row without a word."""
+        if A.ndim != 2 or A.shape[1] != self.dim:
+            what = "queries" if rows == "nq" else "vectors"
+            raise InputError(f"{self.label()}: expected {what} of shape ({rows}, {self.dim}), got {A.shape}")
+
     def single_query(self, Q: np.ndarray, k: int) -> SingleQuery:
         """Single mode's :class:`SingleQuery` for the queries Q (nq, dim): ``call(Q[i:i+1])`` is timed once
         per query and may return the library's own result object; ``finish(results)``, outside the timed

@@ -155,8 +155,7 @@ class DiskannVamana(Index):
 
     def query(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         Q = normalized(Q) if self.metric == "angular" else np.ascontiguousarray(Q, dtype=np.float32)
-        if Q.ndim != 2 or Q.shape[1] != self.dim:
-            raise InputError(f"{self.label()}: expected vectors of shape (n, {self.dim}), got {Q.shape}")
+        self.check_shape(Q)
         complexity = self.search_config.get("complexity", self._loaded_complexity)
         found = min(k, self._n)
         threads = 1 if Q.shape[0] <= 4 * self.threads else self.threads  # hnswlib's rule (module docstring)
@@ -170,8 +169,7 @@ class DiskannVamana(Index):
         """batch_search on each row, one thread; for angular, or k > n, ``query`` (normalising, padding)."""
         if self.metric == "angular" or k > self._n or Q.dtype != np.float32:
             return super().single_query(Q, k)
-        if Q.ndim != 2 or Q.shape[1] != self.dim:
-            raise InputError(f"{self.label()}: expected vectors of shape (n, {self.dim}), got {Q.shape}")
+        self.check_shape(Q)
         complexity = max(self.search_config.get("complexity", self._loaded_complexity), k)
         return SingleQuery(partial(self.index.batch_search, k_neighbors=k, complexity=complexity, num_threads=1),
                            partial(stack_results, swap=True))

@@ -261,8 +261,7 @@ class NgtONNG(Index):
     def _queries(self, Q: np.ndarray, batch: int) -> np.ndarray:
         """Q checked and float32, and this thread's OpenMP team sized for batches of ``batch`` queries."""
         Q = np.ascontiguousarray(Q, dtype=np.float32)
-        if Q.ndim != 2 or Q.shape[1] != self.dim:
-            raise InputError(f"{self.label()}: expected vectors of shape (n, {self.dim}), got {Q.shape}")
+        self.check_shape(Q)
         if self.metric == "angular" and not Q.any(axis=1).all():
             self._refuse_zero_rows(Q, "query")
         threads = _threads_for(batch, self.threads)

@@ -138,18 +138,14 @@ class _NmslibGraph(Index):
 
     def query(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(D, I), both (nq, k): nmslib's native distances and ids, +inf / -1 where fewer were returned."""
-        self._check_queries(Q)
+        self.check_shape(Q, "nq")  # nmslib's hnsw reads past a shorter vector without a word
         return self._unpack(self.index.knnQueryBatch(Q, k=k, num_threads=self.threads), k)
 
     def single_query(self, Q: np.ndarray, k: int):
         """knnQueryBatch on each row; its lists of (ids, distances) become arrays after the timed run."""
-        self._check_queries(Q)
+        self.check_shape(Q, "nq")  # nmslib's hnsw reads past a shorter vector without a word
         return SingleQuery(partial(self.index.knnQueryBatch, k=k, num_threads=self.threads),
                            lambda results: self._unpack([row for rows in results for row in rows], k))
-
-    def _check_queries(self, Q: np.ndarray) -> None:
-        if Q.ndim != 2 or Q.shape[1] != self.dim:  # nmslib's hnsw reads past a shorter vector without a word
-            raise InputError(f"{self.label()}: expected queries of shape (nq, {self.dim}), got {Q.shape}")
 
     @staticmethod
     def _unpack(results: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -212,7 +212,7 @@ class PyNNDescent(Index):
     # ---- search -----------------------------------------------------------------------------------------
     def query(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(D, I), both (nq, k): pynndescent's distances and ids; columns beyond n are -1 / +inf."""
-        self._check_queries(Q)
+        self.check_shape(Q, "nq")
         epsilon = self.search_config.get("epsilon", self.search_params[0].default)
         if k <= self._n:
             I, D = self.index.query(Q, k=k, epsilon=epsilon)
@@ -225,13 +225,9 @@ class PyNNDescent(Index):
     def single_query(self, Q: np.ndarray, k: int):
         if k > self._n:
             return super().single_query(Q, k)
-        self._check_queries(Q)
+        self.check_shape(Q, "nq")
         epsilon = self.search_config.get("epsilon", self.search_params[0].default)
         return SingleQuery(partial(self.index.query, k=k, epsilon=epsilon), partial(stack_results, swap=True))
-
-    def _check_queries(self, Q: np.ndarray) -> None:
-        if Q.ndim != 2 or Q.shape[1] != self.dim:
-            raise InputError(f"{self.label()}: expected queries of shape (nq, {self.dim}), got {Q.shape}")
 
     def convert(self, D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         I = np.array(I, dtype=np.int64, copy=True)
