@@ -10,7 +10,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ann_bench.atomic import raise_if_terminated
-from ann_bench.bench.executors import Executor, Job
+from ann_bench.bench.executors.base import Executor, Job
 from ann_bench.bench.worker import run_in_process, run_inline
 
 

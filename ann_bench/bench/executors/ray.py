@@ -5,7 +5,7 @@ What runs where:
 - the driver (the ``ann-bench`` process) validates the sweep, computes or reads the ground truth, skips the
   configurations already stored (resume) and is the only writer of the results store: each task streams
   the worker events of :mod:`ann_bench.bench.worker` back (a Ray streaming generator) and the driver turns them
-  into rows through the same :class:`ann_bench.bench.runner.JobRecorder` as the local executor;
+  into rows through the same :class:`ann_bench.bench.jobs.JobRecorder` as the local executor;
 - a task reserves ``max(--threads, --build-threads)`` CPUs and, with ``--memory-limit``, that much of Ray's
   ``memory`` resource; on its node it runs :func:`ann_bench.bench.worker.run_in_process`, so the build and its
   searches happen in a fresh process with the same timeout, memory-limit and crash handling as locally
@@ -44,12 +44,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ann_bench.bench.executors import Executor, Job
+from ann_bench.bench.executors.base import Executor, Job
 from ann_bench.errors import InputError
 
 if TYPE_CHECKING:
     from ann_bench.data.vectorset import VectorSet
-    from ann_bench.bench.runner import JobRecorder, Reporter, RunOptions
+    from ann_bench.bench.jobs import JobRecorder, Reporter, RunOptions
     from ann_bench.bench.worker import BuildJob
 
 INSTALL_HINT = "--executor ray needs the ray extra: pip install -e '.[ray]'"
