@@ -37,6 +37,12 @@ def request_termination(code: int) -> None:
     _terminated.append(code)
 
 
+def clear_termination() -> None:
+    """Forget a termination request that was handled (tune ends with the answers of what it measured): the
+    files written after it are committed; a second signal ends the command as the first would have."""
+    _terminated.clear()
+
+
 def raise_if_terminated() -> None:
     """SystemExit if termination was requested: nothing more is committed."""
     if _terminated:

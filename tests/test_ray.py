@@ -151,12 +151,12 @@ def test_memory_limit_is_reserved_and_enforced(small_set, faulty_backends):
 
 
 def test_tune_on_ray_runs_the_same_trials_as_locally(small_set, tmp_path):
-    """Each round's trials run as Ray tasks; the builds proposed and the recall measured are the local ones."""
+    """Each job runs as a Ray task; the builds proposed and the recall measured are the local ones."""
     from ann_bench.bench.tune import TuneOptions, run_tune
 
     def tune(store, executor):
         with VectorSet(small_set) as vs, ResultStore(store) as results:
-            return run_tune(vs, TuneOptions(backends=("hnsw", "ivf"), trials=2, targets=(0.9,)),
+            return run_tune(vs, TuneOptions(backends=("hnsw", "ivf"), trials=2, targets=(0.9,), budget_s=600.0),
                             RunOptions(runs=1, executor=executor), results)
 
     local, on_ray = tune(tmp_path / "local.sqlite", "local"), tune(tmp_path / "ray.sqlite", "ray")

@@ -1,6 +1,7 @@
-"""`ann-bench tune` (ann_bench/bench/tune.py): the bisection finds the least effort exactly, trials are ordinary rows,
-a killed tune resumes without measuring anything twice, constraints hold, answers are validated on held-out
-queries."""
+"""`ann-bench tune` (ann_bench/bench/tune/): the bisection finds the least effort exactly, answers are ordinary rows
+verified on all queries, a killed tune resumes without measuring anything twice, constraints hold, answers are
+validated on held-out queries, rows already in the store are candidates, the budget and Ctrl-C end it with an
+answer."""
 
 import json
 import math
@@ -108,12 +109,13 @@ def test_durations_targets_and_splits():
 
 
 # ---- end to end ---------------------------------------------------------------------------------------------
-def tune(path, store_path, **kw):
+def tune(path, store_path, reporter=None, **kw):
     backends = kw.pop("backends", ("hnsw", "ivf"))
     run = RunOptions(runs=1, seed=kw.pop("seed", 0))
+    kw.setdefault("budget_s", 600.0)  # the trial caps end these tunes, not the clock: deterministic
     options = TuneOptions(backends=backends, trials=kw.pop("trials", 2), **kw)
     with VectorSet(path) as vs, ResultStore(store_path) as store:
-        return run_tune(vs, options, run, store)
+        return run_tune(vs, options, run, store, reporter)
 
 
 def rows(store_path):
@@ -122,27 +124,84 @@ def rows(store_path):
 
 
 def test_tune_answers_are_stored_rows_validated_on_held_out_queries(small_set, tmp_path):
-    result = tune(small_set, tmp_path / "r.sqlite", targets=(0.8, 0.95))
+    result = tune(small_set, tmp_path / "r.sqlite", targets=(0.8, 0.95), per_backend=True)
     stored = rows(tmp_path / "r.sqlite")
     assert result.n_tune == result.n_heldout == 50
     found = [a for a in result.answers if a.candidate is not None]
     assert {a.group for a in found} == {"hnsw[hnswlib]", "ivf[faiss]"}
     for a in found:
         c = a.candidate
-        assert c.record.key in stored and c.record.status == "ok"
+        assert c.record.key in stored and c.record.status == "ok"  # measured on all queries, stored
         assert c.tune_recall >= a.target
         assert a.heldout_ci[0] <= c.heldout.mean() <= a.heldout_ci[1]
-    # The bisection is exact: on each ivf build, the least nprobe measured reaching 0.95 on the tuning split is 1
-    # or has its predecessor measured below it. (The answer itself is the fastest row reaching the target:
-    # with timing noise a larger nprobe can measure faster.)
-    for build in {json.dumps(c.record.build_params) for c in result.candidates if c.record.backend == "ivf"}:
-        mine = {c.record.search_params["nprobe"]: c.tune_recall for c in result.candidates
-                if json.dumps(c.record.build_params) == build}
-        least = min((n for n, r in mine.items() if r >= 0.95), default=None)
-        assert least is None or least == 1 or mine.get(least - 1, 1.0) < 0.95, (build, sorted(mine.items()))
+    # The bisection is exact on the probes: on each ivf build, the least nprobe probed reaching 0.95 is 1 or has
+    # its predecessor probed below it. Probes are kept in the log, never as rows of the store.
     log = json.loads(result.log_path.read_text())
+    for trial in (t for t in log["trials"] if t["backend"] == "ivf"):
+        probes = {s["nprobe"]: r for s, r, _ in trial["probes"]}
+        least = min((n for n, r in probes.items() if r >= 0.95), default=None)
+        assert least is None or least == 1 or probes.get(least - 1, 1.0) < 0.95, sorted(probes.items())
+    assert len(stored) == sum(len(t["row_keys"]) for t in log["trials"])
     assert [t["build"] for t in log["trials"] if t["backend"] == "hnsw"][0] == {"M": 16, "ef_construction": 200}
-    assert len(log["answers"]) == 4
+    assert len(log["answers"]) == 4 and set(log["times"]) >= {"builds", "probes", "verification", "overhead"}
+
+
+def test_the_default_answer_is_the_winner_and_a_runner_up(small_set, tmp_path):
+    result = tune(small_set, tmp_path / "r.sqlite", targets=(0.9,), trials=1)
+    winner, second = result.ranked()
+    assert (winner.role, second.role) == ("winner", "runner-up") and winner.group != second.group
+    assert winner.candidate.speed >= second.candidate.speed
+
+
+def test_rows_already_in_the_store_are_candidates_and_never_measured_again(small_set, tmp_path):
+    """A grid run first: tune answers at least as fast as the best stored row reaching each target on the tuning
+    queries, leaves every stored row as it was, and answers a target only a stored row reaches."""
+    from ann_bench.bench.runner import plan_sweep, run_sweep
+
+    store_path = tmp_path / "r.sqlite"
+    with VectorSet(small_set) as vs, ResultStore(store_path) as store:
+        run_sweep(vs, plan_sweep(["ivf"], vs.n_train, vs.dim, vs.metric), RunOptions(runs=1), store)
+    before = rows(store_path)
+    result = tune(small_set, store_path, backends=("ivf",), targets=(0.9, 0.999), trials=1)
+    after = rows(store_path)
+    assert all(after[key] == when for key, when in before.items())
+    stored = [c for c in result.candidates if c.trial < 0]
+    assert {c.record.key for c in stored} == set(before)
+    for target in (0.9, 0.999):
+        best_stored = max((c.speed for c in stored if c.tune_recall >= target), default=0.0)
+        answer = next(a for a in result.answers if a.target == target and a.role == "winner")
+        assert answer.candidate is not None and answer.candidate.speed >= best_stored
+
+
+def test_the_budget_ends_the_tune_with_an_answer(small_set, tmp_path):
+    """No trial cap: the budget ends it, with an answer from the first full-size build on, and the log and the
+    summary say why it stopped and where the time went."""
+    result = tune(small_set, tmp_path / "r.sqlite", backends=("ivf",), targets=(0.9,), trials=None, budget_s=6.0)
+    assert "budget" in result.stopped or "would not finish" in result.stopped
+    assert result.answers[0].candidate is not None
+    assert result.elapsed_s < 6.0 + 30.0  # a job in flight at the deadline is stopped, not waited for
+    assert set(result.times) >= {"builds", "probes", "verification", "workers", "overhead"}
+    assert abs(sum(result.times.values()) - result.elapsed_s) < 0.5
+
+
+def test_interrupted_tune_ends_with_the_answers_of_what_it_measured(small_set, tmp_path):
+    """Ctrl-C (or SIGTERM, which the CLI turns into the same exit) during the third job: the two measured before
+    stay, the answers come from them, and the tune says it stopped early."""
+    from ann_bench.bench.jobs import Reporter
+
+    class Interrupting(Reporter):
+        lines = 0
+
+        def log(self, message):
+            if message.startswith("trial "):
+                Interrupting.lines += 1
+                if Interrupting.lines == 2:
+                    raise KeyboardInterrupt
+
+    result = tune(small_set, tmp_path / "r.sqlite", Interrupting(), backends=("ivf",), targets=(0.9,), trials=4)
+    assert result.early and "stopped early" in result.stopped
+    assert len(result.trials) == 2 and result.answers[0].candidate is not None
+    assert rows(tmp_path / "r.sqlite")  # what was measured is kept
 
 
 def test_a_killed_tune_resumes_the_same_trials_and_measures_nothing_twice(small_set, tmp_path):
@@ -165,7 +224,7 @@ def test_constraints_are_respected(small_set, tmp_path):
     result = tune(small_set, tmp_path / "r.sqlite", backends=("hnsw",), max_memory=10_000, trials=2)
     assert all(a.candidate is None for a in result.answers)
     assert all(t["state"] == "pruned" and t["values"] == [0.0] * 3 for t in result.trials)
-    assert "--max-memory" in result.answers[0].reason
+    assert "--max-memory" in result.answers[0].reason and result.answers[0].candidate is None
     # A build running past --max-build-s is killed and counts as infeasible.
     slow = tune(small_set, tmp_path / "s.sqlite", backends=("hnsw",), max_build_s=1e-3, trials=1,
                 build_specs=("ef_construction=800", "M=64"))
@@ -173,12 +232,20 @@ def test_constraints_are_respected(small_set, tmp_path):
 
 
 def test_subsample_searches_small_and_answers_from_the_full_set(small_set, tmp_path):
-    result = tune(small_set, tmp_path / "r.sqlite", backends=("ivf",), subsample=0.4, trials=2)
+    """Builds start on the subsample; only the top third there (at least the best) is built on the full set,
+    with its IVF lists scaled by sqrt(n); the answers are full-set rows, and nothing of the subsample is stored."""
+    result = tune(small_set, tmp_path / "r.sqlite", backends=("ivf",), subsample=0.4, trials=3)
     phases = [t["phase"] for t in result.trials]
-    assert phases == ["sample", "sample", "full"] or phases == ["sample", "sample", "full", "full"]
+    assert phases[0] == "sample" and "full" in phases and phases.count("full") <= phases.count("sample")
     with VectorSet(small_set) as vs:
         full_hash = vs.content_hash()
     assert all(c.record.dataset_hash == full_hash for c in result.candidates)
+    with ResultStore(tmp_path / "r.sqlite", create=False) as store:
+        assert {r.dataset_hash for r in store.records()} == {full_hash}
+    sample = {json.dumps(t["build"], sort_keys=True): t for t in result.trials if t["phase"] == "sample"}
+    for t in (t for t in result.trials if t["phase"] == "full"):
+        parents = [s for s in sample.values() if round(s["build"]["nlist"] * (1 / 0.4) ** 0.5) == t["build"]["nlist"]]
+        assert parents, t["build"]
     assert any(a.candidate is not None for a in result.answers)
 
 
@@ -190,7 +257,13 @@ def test_cli_tune_json_and_exit_codes(small_set, tmp_path):
     answers = json.loads(res.stdout)
     assert set(answers[0]) >= {"target", "backend", "impl", "build", "search", "recall", "recall_heldout", "qps",
                                "p99_ms", "index_bytes", "build_s"}
-    assert answers[0]["recall"] >= 0.9
+    assert answers[0]["recall"] >= 0.9 and answers[0]["role"] == "winner"
+    res = CliRunner().invoke(cli, ["tune", "--dataset", str(small_set), "--results", store, "--backend", "ivf",
+                                   "--trials", "1", "--recall", "0.9", "--runs", "1"])
+    assert res.exit_code == 0, res.output
+    first = res.output.splitlines()[0]
+    assert "synth-3000x16" in first and "budget" in first  # the first line names the set and the budget
+    assert "time: builds" in res.output and "★" in res.output
     # Nobody meets the target: said, exit 1.
     res = CliRunner().invoke(cli, ["tune", "--dataset", str(small_set), "--results", store, "--backend", "ivf",
                                    "--trials", "1", "--max-memory", "1kB", "--runs", "1"])

@@ -8,16 +8,17 @@ from pathlib import Path
 
 import click
 from rich.markup import escape
-from rich.table import Table
 
 from ann_bench.cli.console import RichReporter, err, out
 from ann_bench.cli.options import results_option
 from ann_bench.data.vectorset import DEFAULT_SPEC, GT_SAMPLE, VectorSet, check_groundtruth, default_dataset
 from ann_bench.bench.metrics import fmt_recall
 from ann_bench.bench.executors.ray import require_ray
-from ann_bench.bench.results import ResultStore, params_str
+from ann_bench.bench.results import ResultStore
+from ann_bench.cli.tables import FitTable, short_params
 from ann_bench.bench.runner import RunOptions, check_k, check_labels, parse_size, plan_sweep
-from ann_bench.bench.tune import DEFAULT_BACKENDS, TuneOptions, parse_duration, parse_targets, run_tune, split_queries
+from ann_bench.bench.tune import (DEFAULT_BACKENDS, TIME_PARTS, TuneOptions, fmt_duration, parse_duration,
+                                  parse_targets, run_tune, split_queries)
 
 
 @click.command()
@@ -39,16 +40,19 @@ from ann_bench.bench.tune import DEFAULT_BACKENDS, TuneOptions, parse_duration, 
 @click.option("--metric", "speed", type=click.Choice(["qps", "p99"]), default="qps", show_default=True,
               help="qps: highest queries per second (batch mode); p99: lowest p99 latency (single mode).")
 @click.option("--budget", default=None, metavar="DURATION",
-              help="No new trial starts after this much time (e.g. 20m, 90s, 1h); trials running then finish.")
-@click.option("--trials", type=int, default=6, show_default=True,
-              help="Build configurations tried per backend at most (the first is the backend's default).")
+              help="Stop after this much time (e.g. 20m, 90s, 1h) with the best answer found; a build still "
+                   "running then is stopped [default: derived from the set and the backends, under half of what "
+                   "`ann-bench run` of their default grids would take; the first line says it].")
+@click.option("--trials", type=int, default=None,
+              help="At most this many builds per backend on the first fidelity, its default build the first "
+                   "(the others proposed by its Optuna study) [default: as the budget allows].")
+@click.option("--per-backend", is_flag=True,
+              help="An answer per backend for each target (no backend is dropped), instead of the overall "
+                   "winner and its runner-up.")
 @click.option("--subsample", type=float, default=None, metavar="FRACTION",
-              help="Search build parameters on this random fraction of the train vectors (e.g. 0.1: builds about "
-                   "10x cheaper), then build the best --finalists per backend on the full set and bisect them "
-                   "there; the answers come from the full set only.")
-@click.option("--finalists", type=int, default=2, show_default=True,
-              help="With --subsample: build configurations per backend carried to the full set: the subsample's "
-                   "answers, the highest target's first.")
+              help="Start every backend on this fraction of the train vectors; only builds in the top third "
+                   "there are built on the full set (1: no subsample) [default: a sixteenth from 40,000 vectors "
+                   "on].")
 @click.option("--heldout", type=float, default=0.5, show_default=True,
               help="Fraction of the queries held out of the choice, to validate the answers on.")
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Neighbours per query (recall@k).")
@@ -71,24 +75,27 @@ from ann_bench.bench.tune import DEFAULT_BACKENDS, TuneOptions, parse_duration, 
 @click.option("--quiet", "-q", is_flag=True, help="No line per trial, only the answers.")
 @results_option
 def tune(dataset: Path | None, targets: str, backends, build_specs, search_specs, max_memory: str | None,
-         max_build_s: float | None, speed: str, budget: str | None, trials: int, subsample: float | None,
-         finalists: int, heldout: float, k: int, runs: int,
+         max_build_s: float | None, speed: str, budget: str | None, trials: int | None, per_backend: bool,
+         subsample: float | None, heldout: float, k: int, runs: int,
          threads: int, build_threads: int | None, seed: int, timeout: float | None, memory_limit: str | None,
          executor: str, address: str | None, autoscaling: bool, index_cache: bool, as_json: bool, quiet: bool,
          results_path: Path) -> None:
-    """Find, per backend and recall target, the fastest configuration: the search effort (ef, nprobe,
-    search_k, eps) by bisection on each built index, the build parameters by Optuna (seeded TPE) within
-    --max-memory/--max-build-s. Every trial is an ordinary measurement stored in --results; a killed tune run
-    again resumes where it stopped. Answers are chosen on a tuning split of the queries and validated on the
-    held-out split (bootstrap 95 % interval).
+    """Which index, with which settings, is fastest at recall@k >= each target on these vectors, within
+    --max-memory/--max-build-s and a time budget. Every backend starts with its default build (on a subsample of
+    large sets); only builds that can still win are built on the full set, new builds are proposed by Optuna
+    (seeded TPE) for the backends that stay in, and the search effort (ef, nprobe, search_k, eps) is bisected on
+    each build. The current answer is printed whenever it improves; at --budget, or on Ctrl-C, tune ends with it.
+    Answers are rows measured on all queries, chosen on a tuning split of the queries and validated on the
+    held-out split (bootstrap 95 % interval); rows of the same set already in --results are candidates too.
 
-    Exit code 0 when every target has an answer, 1 when a target has none, 2 for bad input."""
+    Exit code 0 when every target has an answer (also when stopped early), 1 when a target has none, 2 for bad
+    input."""
     options = TuneOptions(targets=parse_targets(targets), backends=tuple(backends) or DEFAULT_BACKENDS,
                           max_memory=parse_size(max_memory) if max_memory is not None else None,
                           max_build_s=max_build_s, speed=speed,
                           budget_s=parse_duration(budget) if budget is not None else None, trials=trials,
                           heldout=heldout, build_specs=tuple(build_specs), search_specs=tuple(search_specs),
-                          subsample=subsample, finalists=finalists)
+                          subsample=subsample, per_backend=per_backend)
     options.check()
     run_options = RunOptions(k=k, runs=runs, modes=("single",) if speed == "p99" else ("batch",), threads=threads,
                              build_threads=build_threads, seed=seed, timeout=timeout,
@@ -117,13 +124,11 @@ def tune(dataset: Path | None, targets: str, backends, build_specs, search_specs
         click.echo(json.dumps([a.as_json() for a in result.ranked()], indent=1))
     else:
         print_answers(result, options, k)
-        out.print(f"tune {result.tune_id}: {len(result.trials)} trial(s) in {result.elapsed_s:,.0f} s, stopped "
-                  f"because {escape(result.stopped)}; log {escape(str(result.log_path))}; draw it with "
-                  f"`ann-bench plot --tune {result.tune_id} -o tune.png`", soft_wrap=True)
+        print_summary(result)
     unmet = [t for t in options.targets if not any(a.candidate for a in result.answers if a.target == t)]
     if unmet:
-        err.print(f"no backend reaches recall@{k} {', '.join(map(str, unmet))} within the constraints",
-                  soft_wrap=True)
+        err.print(f"no backend reaches recall@{k} {', '.join(map(str, unmet))} within the constraints"
+                  + (" in the time it had" if result.early else ""), soft_wrap=True)
         raise SystemExit(1)
 
 
@@ -131,29 +136,62 @@ def print_answers(result, options: TuneOptions, k: int) -> None:
     goal = "highest QPS" if options.speed == "qps" else "lowest p99 latency"
     limits = []
     if options.max_memory is not None:
-        limits.append(f"index ≤ {options.max_memory / 1e6:,.1f} MB")
+        limits.append(f"index <= {options.max_memory / 1e6:,.1f} MB")
     if options.max_build_s is not None:
-        limits.append(f"build ≤ {options.max_build_s:g} s")
-    table = Table(title=f"tune: {goal} per recall@{k} target{(' (' + ', '.join(limits) + ')') if limits else ''}; "
-                        f"recall on {result.n_tune} tuning queries, validated on {result.n_heldout} held-out")
-    for col, just in (("target", "right"), ("backend", "left"), ("build", "left"), ("search", "left"),
-                      ("recall", "right"), ("held-out [95% CI]", "right"), ("QPS", "right"), ("p99 ms", "right"),
-                      ("index MB", "right"), ("build s", "right")):
-        table.add_column(col, justify=just, overflow="fold")
+        limits.append(f"build <= {options.max_build_s:g} s")
+    title = (f"tune: {goal} at recall@{k} >= target{(' (' + ', '.join(limits) + ')') if limits else ''}")
+    rows = result.ranked()
+    cols: dict[str, list[str]] = {name: [] for name in ("target", "", "backend", "build", "search", "recall",
+                                                         "held-out [95% CI]", "QPS", "p99 ms", "index MB",
+                                                         "build s")}
     last = None
-    for a in result.ranked():
+    for a in rows:
         first = a.target != last
         last = a.target
+        cols["target"].append(str(a.target) if first else "")
         if a.candidate is None:
-            table.add_row(str(a.target) if first else "", escape(a.group), f"[dim]none: {escape(a.reason)}[/]", *[""] * 7)
+            cols[""].append("")
+            cols["backend"].append(a.group)
+            cols["build"].append(f"none: {a.reason}")
+            for name in ("search", "recall", "held-out [95% CI]", "QPS", "p99 ms", "index MB", "build s"):
+                cols[name].append("")
             continue
-        r = a.candidate.record
-        mark = "[bold green]★ [/]" if first else ""
-        held = a.candidate.heldout.mean()
-        table.add_row(str(a.target) if first else "", mark + escape(a.group), escape(params_str(r.build_params)),
-                      escape(params_str(r.search_params)), fmt_recall(a.candidate.tune_recall),
-                      f"{fmt_recall(held)} [{a.heldout_ci[0]:.3f}, {a.heldout_ci[1]:.3f}]",
-                      f"{r.qps:,.0f}", f"{r.p99_ms:.3f}" if r.p99_ms else "-",
-                      f"{r.index_bytes / 1e6:,.1f}" if r.index_bytes is not None else "-",
-                      f"{r.build_s:.2f}" if r.build_s is not None else "-")
-    out.print(table)
+        r, c = a.candidate.record, a.candidate
+        cols[""].append({"winner": "★", "runner-up": "2nd"}.get(a.role, "★" if first else ""))
+        cols["backend"].append(a.group + (" (stored)" if c.trial < 0 else ""))
+        cols["build"].append(short_params(r.build_params, None))
+        cols["search"].append(short_params(r.search_params, None))
+        cols["recall"].append(fmt_recall(c.tune_recall))
+        cols["held-out [95% CI]"].append(f"{fmt_recall(c.heldout.mean())} [{a.heldout_ci[0]:.3f}, "
+                                         f"{a.heldout_ci[1]:.3f}]")
+        cols["QPS"].append(f"{r.qps:,.0f}")
+        cols["p99 ms"].append(f"{r.p99_ms:.3f}" if r.p99_ms else "-")
+        cols["index MB"].append(f"{r.index_bytes / 1e6:,.1f}" if r.index_bytes is not None else "-")
+        cols["build s"].append(f"{r.build_s:.2f}" if r.build_s is not None else "-")
+    table = FitTable(title, caption_lines=[
+        f"recall on {result.n_tune:,} tuning queries (what chose it), held-out on the other {result.n_heldout:,}; "
+        "★ the winner, 2nd the fastest other backend"])
+    optional = {"held-out [95% CI]": 4, "p99 ms": 1 if options.speed == "qps" else None, "index MB": 3,
+                "build s": 2, "QPS": 1 if options.speed == "p99" else None}
+    numeric = {"recall", "held-out [95% CI]", "QPS", "p99 ms", "index MB", "build s"}
+    for name, values in cols.items():
+        table.add(name, values, numeric=name in numeric, optional=optional.get(name))
+    out.print(table.render(out.width))
+
+
+def print_summary(result) -> None:
+    """Why it stopped, which backends it dropped, where the time went, and where the log is."""
+    lines = []
+    if result.early:
+        lines.append(f"stopped early after {fmt_duration(result.elapsed_s)}: the answers above are those of what "
+                     "was measured until then")
+    else:
+        lines.append(f"tune {result.tune_id}: {len(result.trials)} job(s) in {fmt_duration(result.elapsed_s)} "
+                     f"of a {fmt_duration(result.budget_s)} budget; stopped because {result.stopped}")
+    for label, why in result.dropped.items():
+        lines.append(f"dropped {label}: {why}")
+    parts = ", ".join(f"{name} {result.times.get(name, 0.0):,.1f} s" for name in TIME_PARTS)
+    lines.append(f"time: {parts}")
+    lines.append(f"log {result.log_path}; draw it with `ann-bench plot --tune {result.tune_id} -o tune.png`")
+    for line in lines:
+        out.print(escape(line), soft_wrap=True)
