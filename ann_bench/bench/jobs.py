@@ -192,6 +192,7 @@ class JobRecorder:
         self.build_label = f"{job.backend}[{job.impl}] {_fmt(job.build)}"
         self.building = False
         self.exact_done: list[tuple[dict[str, Any], str]] = []  # recorded (search, mode) at recall 1.0
+        self.measured_done: list[tuple[dict[str, Any], str, float]] = []  # recorded ok (search, mode, recall)
         self.retried: dict[str, Any] = {}  # attempts / retry_reason of every row after a retry
 
     def retry(self, reason: str) -> BuildJob:
@@ -204,7 +205,8 @@ class JobRecorder:
             self.job.pending.clear()
             self.finished.clear()
             return dataclasses.replace(self.job, pending=self.job.pending)
-        return dataclasses.replace(self.job, done=frozenset(self.finished), exact=list(self.exact_done))
+        return dataclasses.replace(self.job, done=frozenset(self.finished), exact=list(self.exact_done),
+                                   measured=[*self.job.measured, *self.measured_done])
 
     def _build_ended(self) -> None:
         if self.building:
@@ -230,8 +232,10 @@ class JobRecorder:
                                  "and run the same command again to finish") from None
         self.summary.records.append(rec)
         self.finished.add(i)
-        if rec.status == "ok" and rec.recall is not None and rec.recall >= 1.0:
-            self.exact_done.append((search, mode))
+        if rec.status == "ok" and rec.recall is not None:
+            self.measured_done.append((search, mode, rec.recall))
+            if rec.recall >= 1.0:
+                self.exact_done.append((search, mode))
         self.reporter.log(_line(rec))
         self.advance_sweep()
 
@@ -254,7 +258,7 @@ class JobRecorder:
         elif kind == "error":
             i, text = payload
             self.save(i, status="failed", error=text)
-        elif kind == "skipped":  # not stored: a resumed sweep skips it again from the stored recall-1.0 row
+        elif kind == "skipped":  # not stored: a resumed sweep skips it again from the stored rows that made it so
             i, reason = payload
             search, mode = self.job.pending[i]
             self.summary.skip(f"{self.job.backend}[{self.job.impl}] {_fmt(self.job.build)}", f"{_fmt(search)} {mode}",

@@ -17,6 +17,9 @@ RECALL_EPSILON = 1e-3  # ann-benchmarks' absolute tolerance on the k-th distance
 RECALL_RTOL = 1e-6  # ours: relative tolerance on the k-th distance, for ties and float64 rounding only
 RECALL_RULE = "relative-1e-06"  # stored with every row: the rule its `recall` was computed by
 PERCENTILES = (50.0, 95.0, 99.0, 99.9)
+# Recall@k has levelled off when two steps of more search effort in a row each moved it by less than this: `run`
+# skips the costlier settings of that line (unless --exhaustive), tune stops doubling the effort.
+SATURATION = 0.001
 
 
 def fmt_recall(value: float | None, digits: int = 4) -> str:

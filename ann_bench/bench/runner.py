@@ -18,6 +18,7 @@ Timing rules (see DESIGN.md, "Measurement conventions"):
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from ann_bench.bench.jobs import (EXECUTORS, MODES, SEED_MAX, JobRecorder, Repor
                                   SweepSummary, _fmt, check_k, check_labels, index_cache_dir, parse_size)
 from ann_bench.bench.metrics import label_metrics
 from ann_bench.bench.results import Record, ResultStore, canon_params
-from ann_bench.bench.worker import BuildJob, saturated_reason
+from ann_bench.bench.worker import BuildJob, levelled_reason, saturated_reason
 from ann_bench.data.vectorset import GT_SAMPLE, VectorSet, check_groundtruth
 from ann_bench.errors import InputError
 from ann_bench.sysinfo import host, versions
@@ -203,7 +204,9 @@ def _sweep(vs, plans, options, store, reporter, executor: Executor) -> SweepSumm
     done = store.keys(dataset["dataset_hash"], bad_files=bad_files) if (store is not None and options.resume) else set()
     for problem in bad_files:
         reporter.log(f"{problem}: measuring it again")
-    exact = _exact_rows(store, dataset["dataset_hash"], options) if done and not options.exhaustive else {}
+    # Stored rows make costlier settings redundant as the first pass's did: past recall 1.0, or past a levelled-off
+    # recall (the worker goes on judging the latter from these rows and its own measurements).
+    stored_rows = _stored_rows(store, dataset["dataset_hash"], options) if done and not options.exhaustive else {}
     summary = SweepSummary()
     total = sum(p.n_configs for p in plans) * len(options.modes)
     queued: list[tuple[BuildJob, JobRecorder, str]] = []  # planned, then handed to the executor
@@ -221,7 +224,8 @@ def _sweep(vs, plans, options, store, reporter, executor: Executor) -> SweepSumm
                 label = f"{plan.cls.label()} {_fmt(build)}"
                 probe = plan.cls(vs.metric, vs.dim, **build)  # parameters only: nothing is built
                 pending = []
-                stored_exact = exact.get((plan.cls.name, plan.cls.impl, canon_params(build)), [])
+                stored = stored_rows.get((plan.cls.name, plan.cls.impl, canon_params(build)), [])
+                stored_exact = [(s, m) for s, m, recall in stored if recall >= 1.0]
                 for search in plan.searches:
                     reason = probe.search_skip_reason(search, options.k)
                     if reason is not None:
@@ -232,8 +236,8 @@ def _sweep(vs, plans, options, store, reporter, executor: Executor) -> SweepSumm
                         if record(search, mode).key in done:
                             summary.skipped_existing += 1
                             advance_sweep()
-                        elif (reason := saturated_reason(plan.cls, search, mode, stored_exact, options.k,
-                                                         stored=True)) is not None:
+                        elif (reason := saturated_reason(plan.cls, search, mode, stored_exact, options.k, stored=True)
+                              or levelled_reason(plan.cls, search, mode, stored, options.k, stored=True)) is not None:
                             summary.skip(label, f"{_fmt(search)} {mode}", reason)
                             advance_sweep()
                         else:
@@ -247,21 +251,22 @@ def _sweep(vs, plans, options, store, reporter, executor: Executor) -> SweepSumm
                                test_labels=test_labels,
                                index_cache=str(index_cache_dir(dataset["dataset_hash"])) if options.index_cache
                                else None, skip_saturated=not options.exhaustive,
-                               dataset_hash=dataset["dataset_hash"])
+                               dataset_hash=dataset["dataset_hash"], measured=stored)
                 recorder = JobRecorder(job, record, store, summary, reporter, advance_sweep, exact_labels)
                 queued.append((job, recorder, label))
         executor.run(queued, vs, X, Q)
     return summary
 
 
-def _exact_rows(store: ResultStore, dataset_hash: str, options: RunOptions) -> dict[tuple, list[tuple[dict, str]]]:
-    """Stored ok rows of this dataset, k and thread count with recall 1.0, as {(backend, impl, build):
-    [(search, mode), ...]}: a resumed sweep skips what they make redundant, as the first pass did."""
-    out: dict[tuple, list[tuple[dict, str]]] = {}
+def _stored_rows(store: ResultStore, dataset_hash: str, options: RunOptions
+                 ) -> dict[tuple, list[tuple[dict, str, float]]]:
+    """Stored ok rows of this dataset, k and thread count, as {(backend, impl, build): [(search, mode, recall),
+    ...]}: a resumed sweep skips what they make redundant (recall 1.0 reached, or levelled off, with less effort),
+    as the first pass did."""
+    out: dict[tuple, list[tuple[dict, str, float]]] = {}
     for r in store.records(dataset=dataset_hash):
-        if (r.status == "ok" and r.recall is not None and r.recall >= 1.0 and r.k == options.k
+        if (r.status == "ok" and r.recall is not None and math.isfinite(r.recall) and r.k == options.k
                 and r.threads == options.threads):
-            out.setdefault((r.backend, r.impl, canon_params(r.build_params)), []).append((r.search_params, r.mode))
+            out.setdefault((r.backend, r.impl, canon_params(r.build_params)), []).append(
+                (r.search_params, r.mode, r.recall))
     return out
-
-

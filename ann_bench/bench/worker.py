@@ -12,7 +12,8 @@ Events (tuples) sent to the parent:
   labels, ``figures["label_metrics"]`` holds the label-aware metrics of those ids;
 - ``("error", i, text)``: pending configuration i failed (e.g. duplicate ids);
 - ``("skipped", i, reason)``: pending configuration i was not measured because an earlier one of the same
-  index and mode reached recall 1.0 with less effort (see :meth:`Index.costlier`);
+  index and mode reached recall 1.0 with less effort (see :meth:`Index.costlier`), or because the recall of its
+  line had levelled off below it (:func:`levelled_reason`);
 - ``("build_failed", text)``: the build raised; every pending configuration fails with it;
 - ``("note", text)``: something the user should read that changes no row (a bad index-cache file rebuilt);
 - ``("building",)``: the timed build starts now (the parent enforces ``job.build_limit_s`` from here);
@@ -28,6 +29,7 @@ import contextlib
 import gc
 import hashlib
 import json
+import math
 import multiprocessing
 import os
 import signal
@@ -42,8 +44,8 @@ from typing import Any
 import numpy as np
 
 from ann_bench.distances import distances_to
-from ann_bench.bench.metrics import (RECALL_RULE, DuplicateIdsError, check_no_duplicates, distance_recall, id_recall,
-                               label_metrics, latency_summary, tie_recall)
+from ann_bench.bench.metrics import (RECALL_RULE, SATURATION, DuplicateIdsError, check_no_duplicates, distance_recall,
+                                    fmt_recall, id_recall, label_metrics, latency_summary, tie_recall)
 from ann_bench.bench.results import params_str
 
 POLL_S = 0.05
@@ -70,7 +72,8 @@ class BuildJob:
     train_labels: np.ndarray | None = field(repr=False, default=None)  # (n,), None when the set has no labels
     test_labels: np.ndarray | None = field(repr=False, default=None)  # (nq,)
     index_cache: str | None = None  # directory of saved indices of this dataset; None: always build
-    skip_saturated: bool = True  # skip costlier searches once one reached recall 1.0 (False: --exhaustive)
+    # Skip costlier searches once one reached recall 1.0 or the recall levelled off below them (False: --exhaustive).
+    skip_saturated: bool = True
     dataset_hash: str = ""  # content hash of the set the sweep planned: a worker reading another file fails
     build_limit_s: float | None = None  # kill the worker when its build alone takes longer (tune's --max-build-s)
     tune: Any = None  # a tune.TuneSpec: choose the searches by bisection after the build instead of ``pending``
@@ -78,6 +81,9 @@ class BuildJob:
     # (search, mode) of those that reached recall 1.0 (they make costlier settings redundant, as in one attempt).
     done: frozenset[int] = frozenset()
     exact: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    # (search, mode, recall) already measured on this build configuration: rows of the store a resumed sweep found,
+    # and those of an earlier attempt. Where the recall levelled off is judged from them and the new measurements.
+    measured: list[tuple[dict[str, Any], str, float]] = field(default_factory=list)
 
 
 # ---- measuring --------------------------------------------------------------------------------------------
@@ -226,11 +232,15 @@ def execute_build(job: BuildJob, X: np.ndarray, Q: np.ndarray, emit: Callable[..
         search_phase(job, cls, index, X, Q, info, emit)
         return
     exact: list[tuple[dict[str, Any], str]] = list(job.exact)  # (search, mode) measured at recall 1.0
+    measured: list[tuple[dict[str, Any], str, float]] = list(job.measured)  # (search, mode, recall)
     true_D = distances_to(job.metric, Q, X, np.asarray(job.gt_I)[:, : job.k])  # once, outside every timed region
     for i, (search, mode) in enumerate(job.pending):
         if i in job.done:  # recorded by an earlier attempt (see BuildJob.done)
             continue
-        reason = saturated_reason(cls, search, mode, exact, job.k) if job.skip_saturated else None
+        reason = None
+        if job.skip_saturated:
+            reason = (saturated_reason(cls, search, mode, exact, job.k)
+                      or levelled_reason(cls, search, mode, measured, job.k))
         if reason is not None:
             emit("skipped", i, reason)
             continue
@@ -244,6 +254,7 @@ def execute_build(job: BuildJob, X: np.ndarray, Q: np.ndarray, emit: Callable[..
             emit("error", i, error_text(exc))
             continue
         emit("result", i, figures, I)
+        measured.append((search, mode, figures["recall"]))
         if figures["recall"] >= 1.0:
             exact.append((search, mode))
 
@@ -258,6 +269,40 @@ def saturated_reason(cls, search: dict[str, Any], mode: str, exact: list[tuple[d
         return None
     return (f"recall@{k} already 1.0 at {params_str(reached)}{' (stored)' if stored else ''}; "
             "this costlier setting cannot beat it")
+
+
+def levelled_reason(cls, search: dict[str, Any], mode: str, measured: list[tuple[dict[str, Any], str, float]],
+                    k: int, stored: bool = False) -> str | None:
+    """Why ``search`` in ``mode`` need not be measured on an index of backend class ``cls`` whose settings
+    ``measured`` [(search, mode, recall@k), ...] were measured (``stored``: as rows of the results store), or None.
+
+    A *line* is the settings that differ from ``search`` in one effort parameter only (:attr:`Index.effort_params`;
+    every other search parameter equal, e.g. ivfpq's nprobe at one ``refine``), in one mode. When the last three
+    settings of a line measured with less effort than ``search`` show two steps in a row that each moved the recall
+    by less than :data:`~ann_bench.bench.metrics.SATURATION` (the rule tune stops doubling by), the recall has
+    levelled off below ``search``: more of that effort is taken to reach no more (e.g. IVF-PQ capped by its codes
+    whatever nprobe), so ``search`` is skipped — unless a costlier setting of the line, already measured, did
+    reach more."""
+    for name, sign in cls.effort_params.items():
+        if name not in search:
+            continue
+        line: dict[Any, float] = {}  # value of ``name`` -> recall, along the line through ``search``
+        for s, m, recall in measured:
+            if (m == mode and recall is not None and math.isfinite(recall) and s.keys() == search.keys()
+                    and all(s[p] == v for p, v in search.items() if p != name)):
+                line[s[name]] = recall
+        here = search[name] * sign
+        below = sorted((v for v in line if v * sign < here), key=lambda v: v * sign)[-3:]
+        if len(below) < 3:
+            continue
+        a, b, c = below
+        if not (line[b] - line[a] < SATURATION and line[c] - line[b] < SATURATION):
+            continue
+        if any(v * sign > here and r >= line[c] + SATURATION for v, r in line.items()):
+            continue  # measured with still more effort, it did reach more: the line had not levelled off
+        return (f"recall@{k} levelled off at {fmt_recall(line[c])} ({name}={a} → {b} → {c} moved it "
+                f"< {SATURATION:g}{'; stored rows' if stored else ''}); this costlier setting cannot reach more")
+    return None
 
 
 # ---- index cache ------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from rich.markup import escape
 from ann_bench.cli.console import RichReporter, err, out
 from ann_bench.cli.options import results_option
 from ann_bench.data.vectorset import DEFAULT_SPEC, GT_SAMPLE, VectorSet, check_groundtruth, default_dataset
-from ann_bench.bench.metrics import fmt_recall
+from ann_bench.bench.metrics import SATURATION, fmt_recall
 from ann_bench.report.plots import pareto_by_group
 from ann_bench.bench.executors import open_executor
 from ann_bench.bench.executors.ray import require_ray
@@ -63,7 +63,9 @@ from ann_bench.bench.runner import RunOptions, check_k, check_labels, parse_size
 @click.option("--exhaustive", is_flag=True,
               help="Measure every search setting. By default, once a setting reaches recall@k 1.0, the costlier "
                    "settings of the same index (larger ef/nprobe/search_k, smaller eps) are skipped: they cannot "
-                   "recall more and cost no less, so they are never on the recall/QPS front.")
+                   "recall more and cost no less, so they are never on the recall/QPS front. So are those past "
+                   "where recall levelled off: two steps of more effort in a row (the other search parameters "
+                   f"equal) that each moved it by less than {SATURATION:g}.")
 @click.option("--quiet", "-q", is_flag=True, help="No line per configuration, only the final table.")
 @click.option("--wide", is_flag=True, help="The closing table with every column, however wide the terminal.")
 @click.option("--strict", is_flag=True,
