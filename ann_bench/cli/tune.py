@@ -15,7 +15,7 @@ from ann_bench.data.vectorset import DEFAULT_SPEC, GT_SAMPLE, VectorSet, check_g
 from ann_bench.bench.metrics import fmt_recall
 from ann_bench.bench.executors.ray import require_ray
 from ann_bench.bench.results import ResultStore
-from ann_bench.cli.tables import FitTable, short_params
+from ann_bench.cli.tables import FitTable, params_columns
 from ann_bench.bench.runner import RunOptions, check_k, check_labels, parse_size, plan_sweep
 from ann_bench.bench.tune import (DEFAULT_BACKENDS, TIME_PARTS, TuneOptions, fmt_duration, parse_duration,
                                   parse_targets, run_tune, split_queries)
@@ -73,12 +73,14 @@ from ann_bench.bench.tune import (DEFAULT_BACKENDS, TIME_PARTS, TuneOptions, fmt
               help="Save built indices in the cache dir and reuse them (see `ann-bench run --help`).")
 @click.option("--json", "as_json", is_flag=True, help="Print the answers as a JSON list (nothing else on stdout).")
 @click.option("--quiet", "-q", is_flag=True, help="No line per trial, only the answers.")
+@click.option("--wide", is_flag=True, help="Every column of the answer table, however wide the terminal.")
 @results_option
 def tune(dataset: Path | None, targets: str, backends, build_specs, search_specs, max_memory: str | None,
          max_build_s: float | None, speed: str, budget: str | None, trials: int | None, per_backend: bool,
          subsample: float | None, heldout: float, k: int, runs: int,
          threads: int, build_threads: int | None, seed: int, timeout: float | None, memory_limit: str | None,
          executor: str, address: str | None, autoscaling: bool, index_cache: bool, as_json: bool, quiet: bool,
+         wide: bool,
          results_path: Path) -> None:
     """Which index, with which settings, is fastest at recall@k >= each target on these vectors, within
     --max-memory/--max-build-s and a time budget. Every backend starts with its default build (on a subsample of
@@ -123,7 +125,7 @@ def tune(dataset: Path | None, targets: str, backends, build_specs, search_specs
     if as_json:
         click.echo(json.dumps([a.as_json() for a in result.ranked()], indent=1))
     else:
-        print_answers(result, options, k)
+        print_answers(result, options, k, wide)
         print_summary(result)
     unmet = [t for t in options.targets if not any(a.candidate for a in result.answers if a.target == t)]
     if unmet:
@@ -132,7 +134,7 @@ def tune(dataset: Path | None, targets: str, backends, build_specs, search_specs
         raise SystemExit(1)
 
 
-def print_answers(result, options: TuneOptions, k: int) -> None:
+def print_answers(result, options: TuneOptions, k: int, wide: bool = False) -> None:
     goal = "highest QPS" if options.speed == "qps" else "lowest p99 latency"
     limits = []
     if options.max_memory is not None:
@@ -141,42 +143,48 @@ def print_answers(result, options: TuneOptions, k: int) -> None:
         limits.append(f"build <= {options.max_build_s:g} s")
     title = (f"tune: {goal} at recall@{k} >= target{(' (' + ', '.join(limits) + ')') if limits else ''}")
     rows = result.ranked()
-    cols: dict[str, list[str]] = {name: [] for name in ("target", "", "backend", "build", "search", "recall",
-                                                         "held-out [95% CI]", "QPS", "p99 ms", "index MB",
-                                                         "build s")}
+    measured = [a for a in rows if a.candidate is not None]
+    build, search, captions = params_columns([a.candidate.record for a in measured], lambda r: r.label())
+    short = {id(a): (b, s) for a, b, s in zip(measured, build, search)}
+    cols: dict[str, list[str]] = {name: [] for name in ("target", "#", "backend", "build", "search", "recall",
+                                                         "held-out", "QPS", "p99 ms", "index MB", "build s")}
     last = None
     for a in rows:
         first = a.target != last
         last = a.target
         cols["target"].append(str(a.target) if first else "")
         if a.candidate is None:
-            cols[""].append("")
+            cols["#"].append("")
             cols["backend"].append(a.group)
             cols["build"].append(f"none: {a.reason}")
-            for name in ("search", "recall", "held-out [95% CI]", "QPS", "p99 ms", "index MB", "build s"):
+            for name in ("search", "recall", "held-out", "QPS", "p99 ms", "index MB", "build s"):
                 cols[name].append("")
             continue
         r, c = a.candidate.record, a.candidate
-        cols[""].append({"winner": "★", "runner-up": "2nd"}.get(a.role, "★" if first else ""))
+        cols["#"].append({"winner": "1", "runner-up": "2"}.get(a.role, ""))
         cols["backend"].append(a.group + (" (stored)" if c.trial < 0 else ""))
-        cols["build"].append(short_params(r.build_params, None))
-        cols["search"].append(short_params(r.search_params, None))
+        cols["build"].append(short[id(a)][0])
+        cols["search"].append(short[id(a)][1])
         cols["recall"].append(fmt_recall(c.tune_recall))
-        cols["held-out [95% CI]"].append(f"{fmt_recall(c.heldout.mean())} [{a.heldout_ci[0]:.3f}, "
-                                         f"{a.heldout_ci[1]:.3f}]")
+        half = (a.heldout_ci[1] - a.heldout_ci[0]) / 2
+        cols["held-out"].append(f"{fmt_recall(c.heldout.mean())}±{half:.3f}".replace("±0.", "±."))
         cols["QPS"].append(f"{r.qps:,.0f}")
         cols["p99 ms"].append(f"{r.p99_ms:.3f}" if r.p99_ms else "-")
         cols["index MB"].append(f"{r.index_bytes / 1e6:,.1f}" if r.index_bytes is not None else "-")
         cols["build s"].append(f"{r.build_s:.2f}" if r.build_s is not None else "-")
+    if options.per_backend:
+        del cols["#"]
     table = FitTable(title, caption_lines=[
-        f"recall on {result.n_tune:,} tuning queries (what chose it), held-out on the other {result.n_heldout:,}; "
-        "★ the winner, 2nd the fastest other backend"])
-    optional = {"held-out [95% CI]": 4, "p99 ms": 1 if options.speed == "qps" else None, "index MB": 3,
+        f"recall: on the {result.n_tune:,} tuning queries that chose it; held-out: on the other "
+        f"{result.n_heldout:,}, ± half its 95% interval" + ("" if options.per_backend else
+                                                           "; #: 1 the winner, 2 the fastest other backend"),
+        *captions])
+    optional = {"held-out": 4, "p99 ms": 1 if options.speed == "qps" else None, "index MB": 3,
                 "build s": 2, "QPS": 1 if options.speed == "p99" else None}
-    numeric = {"recall", "held-out [95% CI]", "QPS", "p99 ms", "index MB", "build s"}
+    numeric = {"recall", "held-out", "QPS", "p99 ms", "index MB", "build s"}
     for name, values in cols.items():
         table.add(name, values, numeric=name in numeric, optional=optional.get(name))
-    out.print(table.render(out.width))
+    out.print(table.render(out.width, wide=wide))
 
 
 def print_summary(result) -> None:
@@ -190,8 +198,8 @@ def print_summary(result) -> None:
                      f"of a {fmt_duration(result.budget_s)} budget; stopped because {result.stopped}")
     for label, why in result.dropped.items():
         lines.append(f"dropped {label}: {why}")
-    parts = ", ".join(f"{name} {result.times.get(name, 0.0):,.1f} s" for name in TIME_PARTS)
-    lines.append(f"time: {parts}")
+    parts = ", ".join(f"{name} {result.times.get(name, 0.0):,.1f}" for name in TIME_PARTS)
+    lines.append(f"time (s): {parts}")
     lines.append(f"log {result.log_path}; draw it with `ann-bench plot --tune {result.tune_id} -o tune.png`")
     for line in lines:
-        out.print(escape(line), soft_wrap=True)
+        out.print(escape(line))  # wrapped at spaces to the terminal

@@ -41,7 +41,7 @@ import numpy as np
 
 from ann_bench.atomic import atomic_path, clear_termination, raise_if_terminated
 from ann_bench.bench.jobs import JobRecorder, Reporter, SweepSummary, check_k, check_labels, index_cache_dir
-from ann_bench.bench.results import canon_params, params_str
+from ann_bench.bench.results import canon_params, params_str, short_params
 from ann_bench.bench.tune.answers import (TUNE_LOG_VERSION, Answer, Candidate, TuneResult, choose_answers,
                                           log_dir, read_log, split_queries)
 from ann_bench.bench.tune.effort import effort_ladder
@@ -247,20 +247,18 @@ class _Tune:
                            options.search_specs)
         default_plans = plan_sweep(options.backends, vs.n_train, vs.dim, vs.metric)
         if options.budget_s is not None:
-            self.budget, why = options.budget_s, "--budget"
+            self.budget, why = options.budget_s, "as --budget says"
         else:
             self.budget, grid = default_budget(default_plans, vs.n_train, vs.dim, vs.n_test, ro.runs,
                                                ro.build_threads or ro.threads)
-            why = (f"default: under half the default grid's estimated {fmt_duration(grid)}"
-                   if self.budget > MIN_BUDGET_S else f"default: the least; the default grid's estimated "
-                   f"{fmt_duration(grid)}")
+            why = (f"under half the default grid's estimated {fmt_duration(grid)}"
+                   if self.budget > MIN_BUDGET_S else f"the least (the default grid: about {fmt_duration(grid)})")
         self.sizes = fidelities(vs.n_train, options.subsample)
         self.top = len(self.sizes) - 1
         names = ", ".join(p.cls.label() for p in plans)
-        first = "" if len(self.sizes) == 1 else f"; builds start on {self.sizes[0]:,} of the vectors"
-        self.reporter.note(f"tune {vs.name} ({vs.n_train:,} x {vs.dim}, {vs.metric}): budget "
-                           f"{fmt_duration(self.budget)} ({why}); recall@{self.k} "
-                           f"{', '.join(map(str, options.targets))}; {names}{first}")
+        first = "" if len(self.sizes) == 1 else f"; builds start on {self.sizes[0]:,} vectors"
+        self.reporter.note(f"tune {vs.name} ({vs.n_train:,} x {vs.dim}): budget {fmt_duration(self.budget)}, {why}")
+        self.reporter.note(f"recall@{self.k} >= {', '.join(map(str, options.targets))}; {names}{first}")
         t = time.perf_counter()
         self.full = _Data(vs, self.k, self.reporter)
         self.times["loading"] += time.perf_counter() - t
@@ -470,8 +468,9 @@ class _Tune:
         return build
 
     def _promotable(self) -> list[dict[str, Any]]:
-        """First-fidelity builds in the top 1/ETA at some target (per backend with --per-backend), not yet
-        promoted, the best-ranked first."""
+        """First-fidelity builds in the top 1/ETA at some target (per backend with --per-backend), and the best
+        build of the second-best backend at each target (the runner-up; it also hedges a ranking the subsample
+        biased), not yet promoted, the best-ranked first."""
         complete = [e for e in self.entries if e["rung"] == 0 and e["state"] == "complete" and e.get("values")]
         groups = ([[e for e in complete if e["label"] == b.label] for b in self.backends]
                   if self.options.per_backend else [complete])
@@ -481,6 +480,15 @@ class _Tune:
                 order = sorted((e for e in group if e["values"][j] > 0), key=lambda e: -e["values"][j])
                 for rank, e in enumerate(order[: max(1, math.ceil(len(order) / ETA))]):
                     ranked[id(e)] = min(ranked.get(id(e), rank), rank)
+        if not self.options.per_backend:  # and the best build of the best other backend: the runner-up
+            for j in range(len(self.options.targets)):
+                best: dict[str, dict[str, Any]] = {}
+                for e in complete:
+                    if e["values"][j] > 0 and (e["label"] not in best or e["values"][j] > best[e["label"]]["values"][j]):
+                        best[e["label"]] = e
+                order = sorted(best.values(), key=lambda e: -e["values"][j])
+                if len(order) > 1:
+                    ranked[id(order[1])] = min(ranked.get(id(order[1]), ETA), ETA)
         picks = [e for e in complete if id(e) in ranked and not e.get("promoted")]
         return sorted(picks, key=lambda e: (ranked[id(e)], -max(e["values"])))
 
@@ -589,8 +597,8 @@ class _Tune:
                                  data.exact_labels)
         self.queued += 1
         where = "" if full else f" on {self.sizes[item.rung]:,} vectors"
-        label = (f"trial {len(self.entries) + 1} of ~{self._expected_total()} · {b.label} {params_str(item.build)}"
-                 f"{where} · budget {fmt_duration(max(0.0, self._left()))} left")
+        label = (f"trial {len(self.entries) + 1} of ~{self._expected_total()} · {b.cls.name} "
+                 f"{short_params(item.build, None)}{where} · budget {fmt_duration(max(0.0, self._left()))} left")
         left = self._left()
         timeout = left if ro.timeout is None else min(ro.timeout, left)
         self.executor.options = replace(ro, timeout=max(timeout, 1.0))
@@ -712,9 +720,9 @@ class _Tune:
                 continue
             self.announced[slot] = key
             speed = f"{r.qps:,.0f} QPS" if self.options.speed == "qps" else f"p99 {r.p99_ms:.3f} ms"
-            self.reporter.note(f"[{fmt_duration(self._elapsed())}] answer for recall >= {a.target}: {a.group} "
-                               f"{params_str(r.build_params)} {params_str(r.search_params)}: {speed}, recall "
-                               f"{a.candidate.tune_recall:.4f}")
+            self.reporter.note(f"[{fmt_duration(self._elapsed())}] recall >= {a.target}: {a.group} "
+                               f"{short_params(r.build_params, None)} {short_params(r.search_params, None)}: "
+                               f"{speed} (recall {a.candidate.tune_recall:.4f})")
 
 
 def _fits(r, options: TuneOptions) -> bool:

@@ -20,7 +20,8 @@ BUDGET_SHARE = 0.45  # default budget: this share of the default grid's estimate
 
 # The cost model, fitted to the 1M x 128 default-grid sweep of docs/performance.md (benchmarks/sweep_1m.py, this
 # project's 2-vCPU VM) and checked against the 50k x 64 grid of hnsw + ivf (16 s measured, 17 s estimated):
-# per backend, seconds of one default build at 1M x 128 on one thread, and seconds of its whole default search
+# per backend, seconds of one default build at 1M x 128 on one thread (threads speed it up by their square root,
+# as small builds barely parallelise), and seconds of its whole default search
 # grid there (10,000 queries, one run). Builds scale as (n * dim)^1.25, searches as (n * dim)^0.85 (a scan: ^1).
 REF_SIZE = 1_000_000 * 128
 COSTS: dict[str, tuple[float, float]] = {
@@ -55,7 +56,7 @@ def _param_factor(cls: type[Index], build: dict[str, Any]) -> float:
 def estimate_build_s(cls: type[Index], build: dict[str, Any], n: int, dim: int, threads: int = 1) -> float:
     """Estimated seconds of one build job (worker start, build) of ``build`` over n x dim vectors."""
     b, _ = COSTS[_cost_key(cls)]
-    return WORKER_S + b * (n * dim / REF_SIZE) ** 1.25 * _param_factor(cls, build) / max(1, threads) ** 0.85
+    return WORKER_S + b * (n * dim / REF_SIZE) ** 1.25 * _param_factor(cls, build) / max(1, threads) ** 0.5
 
 
 def estimate_grid_s(plans, n: int, dim: int, nq: int, runs: int, threads: int = 1) -> float:
