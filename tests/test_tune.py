@@ -283,3 +283,29 @@ def test_tune_for_p99_latency_measures_single_mode(small_set, tmp_path):
     assert answer.candidate.speed == pytest.approx(1000 / answer.candidate.record.p99_ms)
     reaching = [c for c in result.candidates if c.tune_recall >= 0.9]
     assert answer.candidate.record.p99_ms == min(c.record.p99_ms for c in reaching)
+
+
+def test_sigterm_ends_the_cli_tune_with_its_current_answer(small_set, tmp_path):
+    """SIGTERM once the first answer is printed: exit 0, the answer table, "stopped early", the rows kept."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    store = tmp_path / "r.sqlite"
+    proc = subprocess.Popen([sys.executable, "-m", "ann_bench", "tune", "--dataset", str(small_set), "--results",
+                             str(store), "--recall", "0.9", "--backend", "ivf", "--backend", "hnsw", "--budget",
+                             "10m", "--runs", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "COLUMNS": "120"})
+    deadline = time.monotonic() + 120
+    seen = []
+    for line in proc.stderr:  # the answer is announced on stderr as soon as it exists
+        seen.append(line)
+        if "recall >= 0.9:" in line or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, "".join(seen) + stderr
+    assert "stopped early" in stdout and "ivf[faiss]" in stdout and "Traceback" not in stderr
+    assert rows(store)

@@ -42,6 +42,13 @@ class RateColumn(ProgressColumn):
         return Text("" if speed is None or task.total is None else f"{speed:,.0f}/s", style="progress.data.speed")
 
 
+class CountColumn(MofNCompleteColumn):
+    """"3/10" for a task with a total; blank for one without (a build, a tune's trial): "0/?" says nothing."""
+
+    def render(self, task) -> Text:
+        return Text("") if task.total is None else super().render(task)
+
+
 class EtaColumn(ProgressColumn):
     """"ETA 0:01:23" for a task with a total once it has a rate; blank otherwise (a build, a download of
     unknown size)."""
@@ -59,7 +66,7 @@ class RichReporter(Reporter):
     def __init__(self, verbose: bool = True):
         self.verbose = verbose
         self.progress = Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), CountColumn(),
             RateColumn(), TimeElapsedColumn(), EtaColumn(), console=err, transient=True,
         )
         self._builds: dict[str, int] = {}  # build label -> its progress task

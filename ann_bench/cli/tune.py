@@ -15,7 +15,7 @@ from ann_bench.data.vectorset import DEFAULT_SPEC, GT_SAMPLE, VectorSet, check_g
 from ann_bench.bench.metrics import fmt_recall
 from ann_bench.bench.executors.ray import require_ray
 from ann_bench.bench.results import ResultStore
-from ann_bench.cli.tables import FitTable, params_columns
+from ann_bench.cli.tables import FitTable, params_columns, short_params
 from ann_bench.bench.runner import RunOptions, check_k, check_labels, parse_size, plan_sweep
 from ann_bench.bench.tune import (DEFAULT_BACKENDS, TIME_PARTS, TuneOptions, fmt_duration, parse_duration,
                                   parse_targets, run_tune, split_queries)
@@ -146,6 +146,11 @@ def print_answers(result, options: TuneOptions, k: int, wide: bool = False) -> N
     measured = [a for a in rows if a.candidate is not None]
     build, search, captions = params_columns([a.candidate.record for a in measured], lambda r: r.label())
     short = {id(a): (b, s) for a, b, s in zip(measured, build, search)}
+    alone = [a for a in measured if sum(1 for m in measured if m.group == a.group) == 1]
+    for a in alone:  # a backend with one row: its parameters in the row, not in a caption
+        r = a.candidate.record
+        short[id(a)] = (short_params(r.build_params, None), short_params(r.search_params, None))
+        captions = [c for c in captions if not c.startswith(f"{a.group}: ")]
     cols: dict[str, list[str]] = {name: [] for name in ("target", "#", "backend", "build", "search", "recall",
                                                          "held-out", "QPS", "p99 ms", "index MB", "build s")}
     last = None

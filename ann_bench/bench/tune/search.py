@@ -402,30 +402,35 @@ class _Tune:
             est = self._estimate(item)
             if est <= left:
                 return True
-            too_big.append(f"{item.backend.label} {params_str(item.build)} (about {fmt_duration(est)})")
+            too_big.append(f"{item.backend.label} {short_params(item.build, None)} (about {fmt_duration(est)})")
             return False
 
         active = [b for b in self.backends if not b.dropped]
-        # 1. every backend's default build, the cheapest first
+        # 1. until there is an answer, the best first-fidelity build so far on the full set (an answer early)
+        if self.top and not self.candidates:
+            early = sorted((e for e in self.entries if e["rung"] == 0 and e["state"] == "complete" and e.get("values")
+                            and max(e["values"]) > 0 and not e.get("promoted")), key=lambda e: -max(e["values"]))
+            for entry in early[:1]:
+                item = self._promotion(entry, active)
+                if item is not None and fits(item):
+                    entry["promoted"] = True
+                    return item, ""
+        # 2. every backend's default build, the cheapest first
         for b in sorted(active, key=lambda x: self._estimate(_Item(x, x.default_rung, x.base_build, "default"))):
             item = _Item(b, b.default_rung, self._checked(b, b.base_build, b.default_rung), "default")
             if item.build is not None and not self._has(b, item.rung, item.build) and fits(item):
                 return item, ""
-        # 2. promotions: the top 1/ETA of the first fidelity's builds at some target, the best-ranked first
+        # 3. promotions: the top 1/ETA of the first fidelity's builds at some target, the best-ranked first
         if self.top:
             for entry in self._promotable():
-                b = next(x for x in active if x.label == entry["label"])
-                factor = math.sqrt(self.sizes[self.top] / self.sizes[entry["rung"]])
-                build = scale_build(entry["build"], build_space(b.cls, self.vs.n_train, self.vs.dim), factor)
-                build = self._checked(b, build, self.top)
-                if build is None or self._has(b, self.top, build):
+                item = self._promotion(entry, active)
+                if item is None:
                     entry["promoted"] = True
                     continue
-                item = _Item(b, self.top, build, "promoted", parent=_canon(entry["build"]))
                 if fits(item):
                     entry["promoted"] = True
                     return item, ""
-        # 3. a new build proposed by a surviving backend's study, the backend with the fewest builds first
+        # 4. a new build proposed by a surviving backend's study, the backend with the fewest builds first
         cap = self.options.trials
         searchable = [b for b in active if b.searchable and (cap is None or b.proposed + 1 < cap)]
         for b in sorted(searchable, key=lambda x: (x.proposed, -self._ratio(x))):
@@ -454,6 +459,19 @@ class _Tune:
         if self.options.trials is not None:
             return None, f"every backend ran its {self.options.trials} build(s) (--trials)"
         return None, "no backend has a build left worth measuring"
+
+    def _promotion(self, entry: dict[str, Any], active: list[_Backend]) -> _Item | None:
+        """The full-size job of a first-fidelity build (IVF lists scaled by sqrt(n)), or None when its backend
+        is dropped, the scaled build cannot be built, or it was measured at full size already."""
+        b = next((x for x in active if x.label == entry["label"]), None)
+        if b is None:
+            return None
+        factor = math.sqrt(self.sizes[self.top] / self.sizes[entry["rung"]])
+        build = scale_build(entry["build"], build_space(b.cls, self.vs.n_train, self.vs.dim), factor)
+        build = self._checked(b, build, self.top)
+        if build is None or self._has(b, self.top, build):
+            return None
+        return _Item(b, self.top, build, "promoted", parent=_canon(entry["build"]))
 
     def _checked(self, b: _Backend, build: dict[str, Any], rung: int) -> dict[str, Any] | None:
         """The validated build for fidelity ``rung``, or None when it cannot be built there."""
@@ -597,14 +615,17 @@ class _Tune:
                                  data.exact_labels)
         self.queued += 1
         where = "" if full else f" on {self.sizes[item.rung]:,} vectors"
-        label = (f"trial {len(self.entries) + 1} of ~{self._expected_total()} · {b.cls.name} "
-                 f"{short_params(item.build, None)}{where} · budget {fmt_duration(max(0.0, self._left()))} left")
+        label = (f"{b.cls.name} {short_params(item.build, None)}{where} (trial {len(self.entries) + 1} of "
+                 f"~{self._expected_total()} · budget {fmt_duration(max(0.0, self._left()))} left)")
         left = self._left()
         timeout = left if ro.timeout is None else min(ro.timeout, left)
         self.executor.options = replace(ro, timeout=max(timeout, 1.0))
         t = time.perf_counter()
         try:
             self.executor.run([(job, recorder, label)], data.vs, data.X, data.Q)
+        except (KeyboardInterrupt, SystemExit):
+            entry["interrupted"] = True  # what it measured is kept; the job itself counts for nothing
+            raise
         finally:
             self.executor.options = ro
             entry["wall_s"] = time.perf_counter() - t
@@ -632,7 +653,7 @@ class _Tune:
         values = [max(a, b) for a, b in zip(probe_values, known_values)]
         if entry["build_s"] is None:
             timed_out = recorder.outcome is not None and recorder.outcome[0] == "timeout"
-            stopped = timed_out and self._left() <= 1.0
+            stopped = entry.get("interrupted") or (timed_out and self._left() <= 1.0)
             entry["state"] = "stopped" if stopped else "timeout" if timed_out else "failed"
             values = [0.0] * len(values) if timed_out else None
         else:
@@ -657,7 +678,7 @@ class _Tune:
         self._save_log()
         where = "" if entry["rung"] == self.top else f" ({entry['n']:,} vectors)"
         shown = [f"{t}: {v:,.0f}" for t, v in zip(self.options.targets, entry["values"] or []) if v]
-        self.reporter.log(f"trial {len(self.entries)}{where} {item.backend.label} {params_str(entry['build'])}: "
+        self.reporter.log(f"trial {len(self.entries)}{where} {item.backend.label} {short_params(entry['build'], None)}: "
                           f"{entry['state']}" + (", " + ", ".join(shown) if shown else "")
                           + (f" ({entry['note']})" if entry["note"] else ""))
 
