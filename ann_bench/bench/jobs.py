@@ -201,7 +201,7 @@ class JobRecorder:
         self._build_ended()
         self.retried = {"attempts": self.retried.get("attempts", 1) + 1, "retry_reason": reason}
         self.build_info, self.node = {}, {}
-        if self.job.tune is not None:  # a bisection chooses its searches as it goes: it starts over
+        if self.job.plan is not None:  # a search plan chooses its searches as it goes: it starts over
             self.job.pending.clear()
             self.finished.clear()
             return dataclasses.replace(self.job, pending=self.job.pending)

@@ -19,7 +19,7 @@ Events (tuples) sent to the parent:
 - ``("building",)``: the timed build starts now (the parent enforces ``job.build_limit_s`` from here);
 - ``("build_progress", done, total)``: items inserted so far, where the library reports it (at most twice a
   second);
-- ``("pending", search, mode)``: a tuning job (``job.tune``, see :mod:`ann_bench.bench.tune`) chose the next
+- ``("pending", search, mode)``: a job with a search plan (``job.plan``, e.g. tune's bisection) chose the next
   configuration to measure; it is appended to ``pending``, and its ``result`` event follows.
 """
 
@@ -76,7 +76,10 @@ class BuildJob:
     skip_saturated: bool = True
     dataset_hash: str = ""  # content hash of the set the sweep planned: a worker reading another file fails
     build_limit_s: float | None = None  # kill the worker when its build alone takes longer (tune's --max-build-s)
-    tune: Any = None  # a tune.TuneSpec: choose the searches by bisection after the build instead of ``pending``
+    # A search plan chooses the searches after the build instead of ``pending`` (tune's bisection): any picklable
+    # object with ``execute(job, cls, index, X, Q, info, emit)``. The worker runs what it is handed and imports no
+    # planner: every arrow in ann_bench/bench points down, from tune to here.
+    plan: Any = None
     # A retry after the node of an earlier attempt died: the positions of ``pending`` it already recorded, and the
     # (search, mode) of those that reached recall 1.0 (they make costlier settings redundant, as in one attempt).
     done: frozenset[int] = frozenset()
@@ -226,10 +229,8 @@ def execute_build(job: BuildJob, X: np.ndarray, Q: np.ndarray, emit: Callable[..
         emit("build_failed", error_text(exc))
         return
     emit("built", info)
-    if job.tune is not None:
-        from ann_bench.bench.tune import search_phase
-
-        search_phase(job, cls, index, X, Q, info, emit)
+    if job.plan is not None:
+        job.plan.execute(job, cls, index, X, Q, info, emit)
         return
     exact: list[tuple[dict[str, Any], str]] = list(job.exact)  # (search, mode) measured at recall 1.0
     measured: list[tuple[dict[str, Any], str, float]] = list(job.measured)  # (search, mode, recall)
