@@ -105,18 +105,13 @@ def transfer(log: dict, targets: list[float]) -> dict:
     for t in log["trials"]:
         if t.get("origin") != "promoted" or t["state"] != "complete":
             continue
-        parent = next((p for (label, _), p in by_build.items() if label == t["label"] and p.get("promoted")
-                       and p["state"] == "complete" and _scaled(p["build"], t["build"])), None)
+        parent = by_build.get((t["label"], t.get("parent")))
         if parent is not None:
             pairs.append({"label": t["label"], "sample_build": parent["build"], "full_build": t["build"],
                           "sample": parent["values"], "full": t["values"]})
     corr = {str(target): spearman([p["sample"][j] for p in pairs], [p["full"][j] for p in pairs])
             for j, target in enumerate(targets)}
     return {"pairs": pairs, "spearman": corr}
-
-
-def _scaled(small: dict, big: dict) -> bool:
-    return all(small.get(k) == v for k, v in big.items() if k != "nlist") and ("nlist" in big) == ("nlist" in small)
 
 
 def compare(name: str, path: Path, backends: list[str], targets: list[float], args) -> dict:

@@ -309,3 +309,21 @@ def test_sigterm_ends_the_cli_tune_with_its_current_answer(small_set, tmp_path):
     assert proc.returncode == 0, "".join(seen) + stderr
     assert "stopped early" in stdout and "ivf[faiss]" in stdout and "Traceback" not in stderr
     assert rows(store)
+
+
+def test_fidelities_and_the_default_budget():
+    """Large sets start on a sixteenth (at least 10,000 vectors); the default budget is under half the grid's
+    estimate, which grows with the set and the backends."""
+    from ann_bench.bench.runner import plan_sweep
+    from ann_bench.bench.tune import default_budget, estimate_grid_s, fidelities
+
+    assert fidelities(3000, None) == [3000] and fidelities(39_999, None) == [39_999]
+    assert fidelities(50_000, None) == [10_000, 50_000] and fidelities(1_000_000, None) == [62_500, 1_000_000]
+    assert fidelities(50_000, 0.2) == [10_000, 50_000] and fidelities(50_000, 1.0) == [50_000]
+    small = plan_sweep(["hnsw", "ivf"], 50_000, 64, "euclidean")
+    five = plan_sweep(["hnsw", "ivf", "ivfpq", "annoy", "nsw"], 200_000, 128, "euclidean")
+    for plans, n, dim, nq in ((small, 50_000, 64, 1000), (five, 200_000, 128, 2000)):
+        budget, grid = default_budget(plans, n, dim, nq, runs=2)
+        assert budget <= 0.5 * grid or budget == 5.0
+    assert estimate_grid_s(five, 200_000, 128, 2000, 2) > estimate_grid_s(small, 50_000, 64, 1000, 2)
+    assert estimate_grid_s(small, 50_000, 64, 1000, 2, threads=2) < estimate_grid_s(small, 50_000, 64, 1000, 2)

@@ -13,7 +13,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
                            TimeElapsedColumn)
 from rich.text import Text
 
-from ann_bench.bench.runner import Reporter
+from ann_bench.bench.jobs import Reporter
 
 # Pipes and files get a wide console so result tables are not truncated at 80 columns, unless $COLUMNS says
 # how wide (rich reads it).

@@ -46,7 +46,8 @@ from ann_bench.bench.tune.answers import (TUNE_LOG_VERSION, Answer, Candidate, T
                                           log_dir, read_log, split_queries)
 from ann_bench.bench.tune.effort import effort_ladder
 from ann_bench.bench.tune.plan import EffortPlan, speed_of, tuning_recall
-from ann_bench.bench.tune.space import (MIN_BUDGET_S, build_space, default_budget, estimate_build_s, fidelities, scale_build,
+from ann_bench.bench.tune.space import (MIN_BUDGET_S, build_space, default_budget, estimate_build_s,
+                                        estimate_setting_s, fidelities, scale_build,
                                         subsample_set)
 from ann_bench.errors import InputError
 
@@ -54,6 +55,7 @@ DEFAULT_BACKENDS = ("hnsw", "ivf", "ivfpq", "annoy", "nsw")
 ETA = 3  # successive halving: the top 1/ETA of a fidelity's builds (at some target) go on to the next
 DROP_RATIO = 0.5  # a backend below this share of the best speed at every target, after DROP_AFTER builds, stops
 DROP_AFTER = 2
+PROMOTE_MARGIN = 0.9  # a build goes to the full set when its predicted speed there is >= 90 % of the best answer
 PROBE_QUERIES = 1000  # probes search at most this many of the tuning queries
 TIME_PARTS = ("builds", "probes", "verification", "workers", "subsamples", "loading", "overhead")
 
@@ -270,8 +272,9 @@ class _Tune:
             "targets": list(options.targets), "max_memory": options.max_memory, "max_build_s": options.max_build_s,
             "heldout": options.heldout, "seed": ro.seed, "sizes": self.sizes, "trials": [], "answers": []}
         self.log["created_at"] = self.log.get("created_at") or _now()
-        self.replay = {(t["label"], t["rung"], _canon(t["build"])): t for t in self.log["trials"] if t.get("build")}
-        self.log["trials"] = []  # written again as the replayed and new jobs come by, in order
+        self.replay = {(t["label"], t["rung"], _canon(t["build"])): t for t in self.log["trials"]
+                       if t.get("build") and t.get("origin") != "stored"}  # stored rows: read again below
+        self.unreplayed = dict(self.replay)  # logged jobs not yet replayed: kept in the log until they are
         self.data: dict[int, _Data] = {self.top: self.full}
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -336,7 +339,7 @@ class _Tune:
         return self.budget - self._elapsed()
 
     def _save_log(self) -> None:
-        self.log["trials"] = self.entries
+        self.log["trials"] = self.entries + list(self.unreplayed.values())
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.path) as tmp:
             Path(tmp).write_text(json.dumps(self.log, indent=1, default=_json_default))
@@ -415,10 +418,15 @@ class _Tune:
                 if item is not None and fits(item):
                     entry["promoted"] = True
                     return item, ""
-        # 2. every backend's default build, the cheapest first
-        for b in sorted(active, key=lambda x: self._estimate(_Item(x, x.default_rung, x.base_build, "default"))):
+        # 2. every backend's default build on the first fidelity, the cheapest first (a backend with nothing to
+        # search, measured at full size only, comes after the promotions)
+        def default(b: _Backend) -> _Item | None:
             item = _Item(b, b.default_rung, self._checked(b, b.base_build, b.default_rung), "default")
-            if item.build is not None and not self._has(b, item.rung, item.build) and fits(item):
+            return item if item.build is not None and not self._has(b, item.rung, item.build) else None
+
+        order = sorted(active, key=lambda x: self._estimate(_Item(x, x.default_rung, x.base_build, "default")))
+        for b in order:
+            if (b.default_rung == 0 or not self.top) and (item := default(b)) is not None and fits(item):
                 return item, ""
         # 3. promotions: the top 1/ETA of the first fidelity's builds at some target, the best-ranked first
         if self.top:
@@ -429,6 +437,9 @@ class _Tune:
                     continue
                 if fits(item):
                     entry["promoted"] = True
+                    return item, ""
+            for b in order:
+                if b.default_rung == self.top and (item := default(b)) is not None and fits(item):
                     return item, ""
         # 4. a new build proposed by a surviving backend's study, the backend with the fewest builds first
         cap = self.options.trials
@@ -507,8 +518,42 @@ class _Tune:
                 order = sorted(best.values(), key=lambda e: -e["values"][j])
                 if len(order) > 1:
                     ranked[id(order[1])] = min(ranked.get(id(order[1]), ETA), ETA)
-        picks = [e for e in complete if id(e) in ranked and not e.get("promoted")]
+        picks = [e for e in complete if id(e) in ranked and not e.get("promoted") and self._can_win(e, complete)]
         return sorted(picks, key=lambda e: (ranked[id(e)], -max(e["values"])))
+
+    def _can_win(self, e: dict[str, Any], complete: list[dict[str, Any]]) -> bool:
+        """Whether a first-fidelity build is worth its full-size build: its backend's best there while the
+        backend has none at full size yet (that build calibrates how the backend's speed carries from the
+        subsample), or a full-size speed predicted from the subsample — times the full/subsample ratio measured
+        on this backend's promoted builds (all backends' while it has none) — of at least PROMOTE_MARGIN of the
+        best answer so far at some target (the backend's own with --per-backend)."""
+        mine = [x for x in complete if x["label"] == e["label"]]
+        has_full = any(x["label"] == e["label"] and x["rung"] == self.top and x["state"] == "complete"
+                       for x in self.entries)
+        if not has_full and any(e["values"][j] >= max(x["values"][j] for x in mine)
+                                for j in range(len(self.options.targets)) if e["values"][j] > 0):
+            return True
+        best = self._verified_best(e["label"]) if self.options.per_backend else self._values(self.candidates)
+        for j in range(len(self.options.targets)):
+            if e["values"][j] <= 0:
+                continue
+            ratio = self._carry(e["label"], j)
+            if best[j] <= 0 or ratio is None or e["values"][j] * ratio >= PROMOTE_MARGIN * best[j]:
+                return True
+        return False
+
+    def _carry(self, label: str, j: int) -> float | None:
+        """The median full-size / first-fidelity speed ratio at target j of the promoted builds of ``label``
+        (of every backend while it has none), or None when nothing was promoted."""
+        first = {(x["label"], _canon(x["build"])): x for x in self.entries if x["rung"] == 0 and x.get("values")}
+        ratios: dict[str, list[float]] = {}
+        for x in self.entries:
+            parent = first.get((x["label"], x.get("parent", "")))
+            if x["rung"] == self.top and x["state"] == "complete" and parent is not None and x.get("values") \
+                    and parent["values"][j] > 0 and x["values"][j] > 0:
+                ratios.setdefault(x["label"], []).append(x["values"][j] / parent["values"][j])
+        pool = ratios.get(label) or [r for rs in ratios.values() for r in rs]
+        return float(np.median(pool)) if pool else None
 
     def _ratio(self, b: _Backend) -> float:
         """The backend's best share of the best speed at any target, at the first fidelity."""
@@ -542,15 +587,27 @@ class _Tune:
                 self.reporter.note(f"dropped {b.label}: {b.dropped}")
 
     def _estimate(self, item: _Item) -> float:
-        """Seconds the job will take: from the backend's measured jobs where there are some, else the model."""
-        n, dim, threads = self.sizes[item.rung], self.vs.dim, self.ro.build_threads or self.ro.threads
-        model = estimate_build_s(item.backend.cls, item.build, n, dim, threads)
-        seen = [e for e in self.entries if e["label"] == item.backend.label and e.get("wall_s") and e.get("build")]
+        """Seconds the job will take: from the backend's measured jobs where there are some (scaled by the
+        model's ratio of the two), else the model: the build, the probes and, at full size, the answers
+        measured on all queries with --runs."""
+        cls, n, dim = item.backend.cls, self.sizes[item.rung], self.vs.dim
+        threads = self.ro.build_threads or self.ro.threads
+        targets = len(self.options.targets)
+
+        def model(build, rung) -> float:
+            size = self.sizes[rung]
+            setting = estimate_setting_s(cls, size, dim, self.vs.n_test)
+            searches = 6 * targets * setting * len(self.probe_rows) / self.vs.n_test
+            if rung == self.top:
+                searches += targets * self.ro.runs * setting
+            return estimate_build_s(cls, build, size, dim, threads) + searches
+
+        seen = [e for e in self.entries if e["label"] == item.backend.label and e.get("wall_s") and e.get("build")
+                and e["state"] in ("complete", "pruned")]
         if not seen:
-            return model + 0.5
+            return model(item.build, item.rung)
         e = seen[-1]
-        other = estimate_build_s(item.backend.cls, e["build"], self.sizes[e["rung"]], dim, threads)
-        return e["wall_s"] * model / max(other, 1e-6)
+        return e["wall_s"] * model(item.build, item.rung) / max(model(e["build"], e["rung"]), 1e-6)
 
     # ---- one job ----------------------------------------------------------------------------------------------
     def _data(self, rung: int) -> _Data:
@@ -579,9 +636,10 @@ class _Tune:
 
         b, options, ro = item.backend, self.options, self.ro
         entry = self._entry(b, item.rung, item.build, item.origin, item.params)
-        logged = self.replay.get((b.label, item.rung, _canon(item.build)))
+        entry["parent"] = item.parent
+        logged = self.unreplayed.pop((b.label, item.rung, _canon(item.build)), None)
         if logged is not None and logged.get("state") in ("complete", "failed", "pruned", "timeout"):
-            keep = {"number", "origin", "params"}
+            keep = {"number", "origin", "params", "parent"}
             entry.update({key: v for key, v in logged.items() if key not in keep})
             entry["note"] = (entry.get("note") or "") + ("; " if entry.get("note") else "") + "replayed from the log"
             if item.rung == self.top:
