@@ -788,10 +788,21 @@ class _Tune:
         return f"no full-size build measured a setting (states: {', '.join(sorted({e['state'] for e in full}))})"
 
     def _announce(self) -> None:
-        """Print the answer per target whenever it changes."""
-        for a in self._answers():
-            if a.role not in ("winner", "backend") or a.candidate is None:
-                continue
+        """Print the answer per target whenever it changes (chosen as :meth:`_answers` does, without the
+        bootstrap intervals: those are for the final table)."""
+        fits = [c for c in self.candidates if _fits(c.record, self.options)
+                and any(b.label == c.record.label() for b in self.backends)]
+        current = []
+        for target in self.options.targets:
+            good = [c for c in fits if c.tune_recall >= target]
+            groups = sorted({c.record.label() for c in good}) if self.options.per_backend else [None]
+            for g in groups:
+                mine = [c for c in good if g is None or c.record.label() == g]
+                best = max(mine, key=lambda c: (c.speed, c.tune_recall), default=None)
+                if best is not None:
+                    current.append(Answer(target, best.record.label(), best,
+                                          role="backend" if g is not None else "winner"))
+        for a in current:
             r = a.candidate.record
             key = f"{a.group}:{r.key}"
             slot = f"{a.target}:{a.group if a.role == 'backend' else ''}"
