@@ -327,3 +327,13 @@ def test_fidelities_and_the_default_budget():
         assert budget <= 0.5 * grid or budget == 5.0
     assert estimate_grid_s(five, 200_000, 128, 2000, 2) > estimate_grid_s(small, 50_000, 64, 1000, 2)
     assert estimate_grid_s(small, 50_000, 64, 1000, 2, threads=2) < estimate_grid_s(small, 50_000, 64, 1000, 2)
+
+
+def test_a_backend_with_nothing_to_tune_is_measured_once(small_set, tmp_path):
+    """flat has no build parameters and no effort knob: one job at full size, then nothing more for it (its
+    empty build once made every later pass measure it again)."""
+    result = tune(small_set, tmp_path / "r.sqlite", backends=("flat", "ivf"), targets=(0.9,), trials=3,
+                  subsample=0.5)
+    flat = [t for t in result.trials if t["backend"] == "flat"]
+    assert len(flat) == 1 and flat[0]["phase"] == "full" and flat[0]["verify_s"] > 0
+    assert any(a.group == "flat[faiss]" for a in result.answers)
