@@ -1,11 +1,13 @@
 """Tune's driver: an anytime search across backends and fidelities within a budget.
 
-- **Budget.** ``--budget`` or, by default, 45 % of the default grid's estimated time for the same backends
+- **Budget.** ``--budget`` or, by default, 30 % of the default grid's estimated time for the same backends
   (:func:`ann_bench.bench.tune.space.default_budget`). The clock starts with the tune; a job still running when
   it ends is stopped (its worker killed) and what was measured stays. Ctrl-C / SIGTERM ends the same way.
 - **Fidelities.** Large sets (n >= 40,000) are searched on a seeded sixteenth of the train vectors first
-  (``--subsample`` sets the fraction); only builds that rank in the top third at some target there (successive
-  halving, eta = 3, across every backend) are promoted to the full set, their IVF lists scaled by sqrt(n).
+  (``--subsample`` sets the fraction). Builds that rank in the top third at some target there (successive
+  halving, eta = 3, across every backend), and the best of the second-best backend, are candidates for the full
+  set (IVF lists scaled by sqrt(n)); one is built there when it can still win: the first of its backend, or one
+  whose subsample speed times its backend's measured full/subsample ratio reaches 90 % of the best answer.
 - **Order.** Each backend's default build first (cheapest first), then promotions (the best-ranked first: an
   answer on the full set as early as possible), then new builds proposed by each surviving backend's Optuna
   study (seeded multi-objective TPE over :func:`build_space`; ``--max-memory``/``--max-build-s`` as constraints),
