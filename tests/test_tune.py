@@ -302,7 +302,7 @@ def test_sigterm_ends_the_cli_tune_with_its_current_answer(small_set, tmp_path):
     seen = []
     for line in proc.stderr:  # the answer is announced on stderr as soon as it exists
         seen.append(line)
-        if "recall >= 0.9:" in line or time.monotonic() > deadline:
+        if "] >= 0.9:" in line or time.monotonic() > deadline:
             break
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)

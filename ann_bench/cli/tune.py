@@ -151,7 +151,7 @@ def print_answers(result, options: TuneOptions, k: int, wide: bool = False) -> N
         r = a.candidate.record
         short[id(a)] = (short_params(r.build_params, None), short_params(r.search_params, None))
         captions = [c for c in captions if not c.startswith(f"{a.group}: ")]
-    cols: dict[str, list[str]] = {name: [] for name in ("target", "#", "backend", "build", "search", "recall",
+    cols: dict[str, list[str]] = {name: [] for name in ("target", "backend", "build", "search", "recall",
                                                          "held-out", "QPS", "p99 ms", "index MB", "build s")}
     last = None
     for a in rows:
@@ -159,14 +159,12 @@ def print_answers(result, options: TuneOptions, k: int, wide: bool = False) -> N
         last = a.target
         cols["target"].append(str(a.target) if first else "")
         if a.candidate is None:
-            cols["#"].append("")
             cols["backend"].append(a.group)
             cols["build"].append(f"none: {a.reason}")
             for name in ("search", "recall", "held-out", "QPS", "p99 ms", "index MB", "build s"):
                 cols[name].append("")
             continue
         r, c = a.candidate.record, a.candidate
-        cols["#"].append({"winner": "1", "runner-up": "2"}.get(a.role, ""))
         cols["backend"].append(a.group + (" (stored)" if c.trial < 0 else ""))
         cols["build"].append(short[id(a)][0])
         cols["search"].append(short[id(a)][1])
@@ -177,12 +175,11 @@ def print_answers(result, options: TuneOptions, k: int, wide: bool = False) -> N
         cols["p99 ms"].append(f"{r.p99_ms:.3f}" if r.p99_ms else "-")
         cols["index MB"].append(f"{r.index_bytes / 1e6:,.1f}" if r.index_bytes is not None else "-")
         cols["build s"].append(f"{r.build_s:.2f}" if r.build_s is not None else "-")
-    if options.per_backend:
-        del cols["#"]
     table = FitTable(title, caption_lines=[
         f"recall: on the {result.n_tune:,} tuning queries that chose it; held-out: on the other "
         f"{result.n_heldout:,}, ± half its 95% interval" + ("" if options.per_backend else
-                                                           "; #: 1 the winner, 2 the fastest other backend"),
+                                                           "; per target the winner, then the fastest other "
+                                                           "backend"),
         *captions])
     optional = {"held-out": 4, "p99 ms": 1 if options.speed == "qps" else None, "index MB": 3,
                 "build s": 2, "QPS": 1 if options.speed == "p99" else None}

@@ -127,8 +127,7 @@ def tune_marks(log: dict[str, Any], records: list) -> tuple[list, dict[str, Any]
         r = by_key[key]
         setting = ",".join(f"{k}={v}" for k, v in r.search_params.items())
         stars.append((r, f"≥{'/'.join(targets)}: {setting}"))
-    title = (f"tune {log['tune_id']}: {len(log['trials'])} trial(s), {len(by_key)} measured settings; "
-             f"★ = fastest per backend reaching each target on the tuning queries")
+    title = f"tune {log['tune_id']}: {len(log['trials'])} jobs, {len(by_key)} rows; ★ = its answers per target"
     return list(by_key.values()), {"highlights": stars, "targets": log.get("targets"), "title": title}
 
 

@@ -251,7 +251,7 @@ class _Tune:
                            options.search_specs)
         default_plans = plan_sweep(options.backends, vs.n_train, vs.dim, vs.metric)
         if options.budget_s is not None:
-            self.budget, why = options.budget_s, "as --budget says"
+            self.budget, why = options.budget_s, "--budget"
         else:
             self.budget, grid = default_budget(default_plans, vs.n_train, vs.dim, vs.n_test, ro.runs,
                                                ro.build_threads or ro.threads)
@@ -261,8 +261,9 @@ class _Tune:
         self.top = len(self.sizes) - 1
         names = ", ".join(p.cls.label() for p in plans)
         first = "" if len(self.sizes) == 1 else f"; builds start on {self.sizes[0]:,} vectors"
-        self.reporter.note(f"tune {vs.name} ({vs.n_train:,} x {vs.dim}): budget {fmt_duration(self.budget)}, {why}")
-        self.reporter.note(f"recall@{self.k} >= {', '.join(map(str, options.targets))}; {names}{first}")
+        self.reporter.note(f"tune {vs.name} ({vs.n_train:,} x {vs.dim}): budget {fmt_duration(self.budget)}")
+        self.reporter.note(f"  the budget: {why}")
+        self.reporter.note(f"  recall@{self.k} >= {', '.join(map(str, options.targets))}: {names}{first}")
         t = time.perf_counter()
         self.full = _Data(vs, self.k, self.reporter)
         self.times["loading"] += time.perf_counter() - t
@@ -679,7 +680,7 @@ class _Tune:
                                  data.exact_labels)
         self.queued += 1
         where = "" if full else f" on {self.sizes[item.rung]:,} vectors"
-        label = (f"{b.cls.name} {short_params(item.build, None)}{where} (trial {len(self.entries) + 1} of "
+        label = (f"{b.cls.name} {self._brief(b.label, item.build)}{where} (trial {len(self.entries) + 1} of "
                  f"~{self._expected_total()} · budget {fmt_duration(max(0.0, self._left()))} left)")
         left = self._left()
         timeout = left if ro.timeout is None else min(ro.timeout, left)
@@ -743,11 +744,24 @@ class _Tune:
                 item.backend.tell(item.trial, entry["values"], entry["constraints"])
         self.entries.append(entry)
         self._save_log()
-        where = "" if entry["rung"] == self.top else f" ({entry['n']:,} vectors)"
-        shown = [f"{t}: {v:,.0f}" for t, v in zip(self.options.targets, entry["values"] or []) if v]
-        self.reporter.log(f"trial {len(self.entries)}{where} {item.backend.label} {short_params(entry['build'], None)}: "
-                          f"{entry['state']}" + (", " + ", ".join(shown) if shown else "")
+        where = "" if entry["rung"] == self.top else f" on {entry['n']:,}"
+        shown = " / ".join(f"{v:,.0f}" for v in entry["values"] or [])
+        state = f"{shown} QPS" if entry["state"] == "complete" and shown else entry["state"]
+        self.reporter.log(f"trial {len(self.entries)}{where}: {item.backend.label} "
+                          f"{self._brief(item.backend.label, entry['build'])}: {state}"
                           + (f" ({entry['note']})" if entry["note"] else ""))
+
+    def _brief(self, label: str, build: dict[str, Any], search: dict[str, Any] | None = None) -> str:
+        """A configuration in the fewest words: the build parameters tune searches (or fixed with --build) and
+        the search parameters that vary, in the short forms (``nlist255 nprobe4``); all of them in the table."""
+        b = next((x for x in self.backends if x.label == label), None)
+        if b is None:
+            return short_params({**build, **(search or {})}, None)
+        keep_b = set(b.space) | {n for n in build if n not in b.base_build or build[n] != b.base_build[n]}
+        keep_s = set(b.cls.effort_params) | {n for n in (search or {})
+                                             if len({repr(f.get(n)) for f in b.fixed_searches}) > 1}
+        text = " ".join(x for x in (short_params(build, keep_b), short_params(search or {}, keep_s)) if x != "-")
+        return text or "-"
 
     def _expected_total(self) -> int:
         """Jobs done so far plus those the budget left would hold at the mean job's wall time."""
@@ -819,9 +833,8 @@ class _Tune:
                 continue
             self.announced[slot] = key
             speed = f"{r.qps:,.0f} QPS" if self.options.speed == "qps" else f"p99 {r.p99_ms:.3f} ms"
-            self.reporter.note(f"[{fmt_duration(self._elapsed())}] recall >= {a.target}: {a.group} "
-                               f"{short_params(r.build_params, None)} {short_params(r.search_params, None)}: "
-                               f"{speed} (recall {a.candidate.tune_recall:.4f})")
+            self.reporter.note(f"[{fmt_duration(self._elapsed())}] >= {a.target}: {a.group} "
+                               f"{self._brief(r.label(), r.build_params, r.search_params)}, {speed}")
 
 
 def _fits(r, options: TuneOptions) -> bool:
