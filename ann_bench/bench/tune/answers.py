@@ -147,11 +147,15 @@ def find_log(store_path: Path, which: str | None) -> Path:
 
 
 
-def choose_answers(candidates: list[Candidate], targets, seed: int, labels: list[str], per_backend: bool,
+def choose_answers(candidates: list[Candidate], targets, seed: int | None, labels: list[str], per_backend: bool,
                    fits, why_none) -> list[Answer]:
     """Per target: the fastest candidate whose tuning recall reaches it within the constraints (``fits(record)``)
     and the fastest of another backend (runner-up); with ``per_backend``, the fastest of each backend of
-    ``labels``. ``why_none(label or None, target, within)`` says why a backend (None: any) has no answer."""
+    ``labels``. ``why_none(label or None, target, within)`` says why a backend (None: any) has no answer.
+    ``seed``: of the held-out bootstrap intervals; None leaves them out (the running answer needs none)."""
+    def ci(c: Candidate):
+        return bootstrap_ci(c.heldout, seed) if seed is not None else None
+
     out = []
     unique = list({c.record.key: c for c in candidates if c.record.label() in labels}.values())
     within = [c for c in unique if fits(c.record)]
@@ -165,12 +169,12 @@ def choose_answers(candidates: list[Candidate], targets, seed: int, labels: list
         if per_backend:
             for label in labels:
                 c = best.get(label)
-                out.append(Answer(target, label, c, bootstrap_ci(c.heldout, seed) if c else None,
+                out.append(Answer(target, label, c, ci(c) if c else None,
                                   "" if c else why_none(label, target, within), "backend"))
             continue
         order = sorted(best.values(), key=lambda c: (-c.speed, -c.tune_recall))
         if not order:
             out.append(Answer(target, "-", None, None, why_none(None, target, within)))
         for c, role in zip(order, ("winner", "runner-up")):
-            out.append(Answer(target, c.record.label(), c, bootstrap_ci(c.heldout, seed), "", role))
+            out.append(Answer(target, c.record.label(), c, ci(c), "", role))
     return out
