@@ -380,8 +380,9 @@ class _Tune:
         while True:
             raise_if_terminated()
             left = self._left()
-            if left <= 1.0:
-                self.stopped = f"the budget of {fmt_duration(self.budget)} was spent"
+            if left <= 1.0:  # no job starts, and no worker is killed, for the last second
+                self.stopped = (f"the budget of {fmt_duration(self.budget)} was spent" if left <= 0 else
+                                f"under a second of the {fmt_duration(self.budget)} budget was left")
                 return
             item, why_not = self._next(left)
             if item is None:
