@@ -132,11 +132,21 @@ class SavedIndex:
     def search(self, Q, k: int = 10, **search_params: Any) -> tuple[np.ndarray, np.ndarray]:
         """Nearest ``k`` indexed vectors of each row of Q (nq, d): (distances, ids), both (nq, k), nearest first.
 
+        A single query may be given as a 1-D vector (d,): it is searched as one row and the results are 2-D
+        (1, k), as faiss and hnswlib return them (``D[0]``, ``I[0]`` are its neighbours). A 1-D vector of another
+        length than the index's dimension is refused.
+
         Distances are in the index's metric (``euclidean``: L2; ``angular``: 1 - cos; ``ip``: -dot); ids are
         int64 rows of the indexed vectors, -1 (with distance +inf) where fewer than k were found.
         ``search_params`` override the manifest's defaults for this call (e.g. ``ef=128``)."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k must be a positive integer, got {k!r}")
+        Q = np.asarray(Q)
+        if Q.ndim == 1:
+            if Q.shape[0] != self.dim:
+                raise InputError(f"the query is one {Q.shape[0]}-d vector but the index holds {self.dim}-d vectors; "
+                                 "embed it with the model that made the index's vectors")
+            Q = Q.reshape(1, -1)
         return self.search_checked(check_vectors(Q, self.dim, "queries", self.metric), int(k), **search_params)
 
     def search_checked(self, Q: np.ndarray, k: int, **search_params: Any) -> tuple[np.ndarray, np.ndarray]:
