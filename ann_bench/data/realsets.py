@@ -57,8 +57,13 @@ def read_wordnet(folder: Path | None = None) -> tuple[list[str], list[str], np.n
     folder = folder or wordnet_dir()
     missing = [name for name in WORDNET_FILES.values() if not (folder / name).is_file()]
     if missing:
-        raise InputError(f"WordNet's data files are not in {str(folder)!r} (missing {', '.join(missing)}): install "
-                         f"the Debian package wordnet-base (apt-get install wordnet-base), or set ${WORDNET_ENV}")
+        if os.environ.get(WORDNET_ENV) and folder == wordnet_dir():
+            raise InputError(f"${WORDNET_ENV} names {str(folder)!r}, which lacks WordNet's {', '.join(missing)}: "
+                             "point it at a folder of WordNet 3.0's data files, or unset it to use the Debian "
+                             "package wordnet-base (apt-get install wordnet-base)")
+        raise InputError(f"wordnet-minilm-384-angular is built offline from the Debian package wordnet-base, which "
+                         f"is not installed (no {', '.join(missing)} in {str(folder)!r}): apt-get install "
+                         f"wordnet-base, or set ${WORDNET_ENV} to a folder of WordNet 3.0's data files")
     texts: list[str] = []
     keys: list[str] = []
     lex: list[int] = []
@@ -174,14 +179,14 @@ def build_fashion_cnn(out: Path, source: Path, progress: Callable[[int], None] |
 
 
 def build(name: str, out: Path, progress: Callable[[int], None] | None = None) -> Path:
-    from ann_bench.data.catalogue import fashion_mnist_dir
+    from ann_bench.data.catalogue import fashion_mnist_dir, fashion_mnist_missing
 
     if name == "wordnet-minilm-384-angular":
         return build_wordnet(out, progress)
     if name == "fashion-mnist-cnn-50-angular":
         source = fashion_mnist_dir()
         if source is None:
-            raise InputError("fashion-mnist-cnn-50-angular is built from the Debian package dataset-fashion-mnist "
-                             "(apt-get install dataset-fashion-mnist), or set $ANN_BENCH_FASHION_MNIST_DIR")
+            raise InputError(f"{name} is built offline from the Debian package dataset-fashion-mnist, "
+                             f"{fashion_mnist_missing()}")
         return build_fashion_cnn(out, source, progress)
     raise InputError(f"{name!r} is not a set built offline")
