@@ -103,8 +103,11 @@ def load_embedder(spec: str, device: str = "cpu") -> Embedder:
 
         return open_checkpoint(path, device=device)  # an ann-bench checkpoint names its architecture
     if sep and arch not in ARCHITECTURE_NAMES and not arch.startswith((".", "/", "~")):
+        if arch.lower() in ("torchscript", "jit", "ts") and Path(rest).expanduser().is_file():
+            raise InputError(f"unknown architecture {arch!r} in --model {spec}: a TorchScript file takes no "
+                             f"prefix, pass the file itself: --model {rest}")
         raise InputError(f"unknown architecture {arch!r} in --model {spec}; architectures: "
-                         f"{', '.join(ARCHITECTURE_NAMES)}")
+                         f"{', '.join(ARCHITECTURE_NAMES)} (a TorchScript file takes no prefix: --model PATH.pt)")
     raise InputError(f"unknown model {spec!r}: not a registered embedder nor an existing file; "
                      f"--model takes {describe_model_forms()}")
 

@@ -16,6 +16,10 @@ from torch import nn
 
 from ann_bench.errors import InputError
 
+# How to embed with a model ann-bench has no architecture for: a TorchScript file is a --model form of its own.
+TORCHSCRIPT_HINT = ("export the model as TorchScript (torch.jit.script(model).save(\"model_ts.pt\")) and pass that "
+                    "file itself: --model model_ts.pt")
+
 # (expansion t, output channels c, repeats n, first stride s), as the paper's table 2, scaled down.
 DEFAULT_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2), (6, 64, 2, 2), (6, 96, 1, 1))
 
@@ -89,8 +93,7 @@ class MobileNetV2(nn.Module):
         stem, head = sd.get("features.0.0.weight"), sd.get("head.weight")
         if stem is None or head is None or stem.dim() != 4 or head.dim() != 2:
             raise InputError("this state_dict is not a mobilenet_v2 of ann-bench (no features.0.0.weight / "
-                             "head.weight); export your model as TorchScript (torch.jit.script(model).save(PATH)) "
-                             "and use --model torchscript:PATH")
+                             f"head.weight; torchvision's has a classifier instead): {TORCHSCRIPT_HINT}")
         config = {"in_channels": int(stem.shape[1]), "dim": int(head.shape[0])}
         expected = {k: tuple(v.shape) for k, v in MobileNetV2(**config).state_dict().items()}
         given = {k: tuple(v.shape) for k, v in sd.items()}
@@ -98,8 +101,7 @@ class MobileNetV2(nn.Module):
             wrong = sorted(set(given) ^ set(expected)) or [k for k in expected if given[k] != expected[k]]
             raise InputError(f"this mobilenet_v2 state_dict is not of the default architecture (stages "
                              f"{DEFAULT_SETTINGS}, width 1; differs at {wrong[0]!r}), and a bare state_dict "
-                             "does not say its stage settings or strides: export the model as TorchScript "
-                             "(torch.jit.script(model).save(PATH)) and use --model torchscript:PATH, or use the "
+                             f"does not say its stage settings or strides: {TORCHSCRIPT_HINT}, or use the "
                              "checkpoint `ann-bench train` writes")
         return {**config, "width": 1.0, "stem": 32, "stem_stride": 1, "last": 256,
                 "settings": [list(row) for row in DEFAULT_SETTINGS]}

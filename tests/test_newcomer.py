@@ -104,3 +104,44 @@ def test_fetch_with_a_folder_variable_that_holds_nothing_names_the_variable(no_p
     monkeypatch.setenv(catalogue.FASHION_MNIST_ENV, str(no_packages / "empty"))
     r = invoke("data", "fetch", "fashion-mnist-cnn-50-angular")
     one_line_error(r, f"$ANN_BENCH_FASHION_MNIST_DIR names '{no_packages / 'empty'}'", "dataset-fashion-mnist")
+
+
+# ---- 5. a foreign mobilenet_v2 state_dict: the suggested --model form works --------------------------------
+def _torchvision_like_mobilenet_v2(num_classes=64):
+    """The first and last tensors of torchvision.models.mobilenet_v2(num_classes=64).state_dict() (torchvision
+    is not installed here): a 3-channel stem and a classifier instead of ann-bench's head."""
+    import torch
+
+    return {"features.0.0.weight": torch.zeros(32, 3, 3, 3), "features.0.1.weight": torch.ones(32),
+            "features.18.0.weight": torch.zeros(1280, 320, 1, 1), "classifier.1.weight": torch.zeros(num_classes, 1280),
+            "classifier.1.bias": torch.zeros(num_classes)}
+
+
+def test_foreign_mobilenet_state_dict_suggests_a_model_form_that_loads(tmp_path, monkeypatch):
+    import re
+
+    import torch
+    from PIL import Image
+
+    from embeddings import load_embedder
+    from embeddings.torchscript import TorchScriptEmbedder
+
+    monkeypatch.chdir(tmp_path)
+    torch.save(_torchvision_like_mobilenet_v2(), "m.pt")
+    for cls in range(2):
+        (tmp_path / "imgs" / f"c{cls}").mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(np.full((12, 12, 3), 40 * i + cls, np.uint8)).save(tmp_path / "imgs" / f"c{cls}" / f"{i}.png")
+    r = invoke("embed", "--model", "mobilenet_v2:m.pt", "--input", "imgs", "-o", "x.hdf5")
+    one_line_error(r, "TorchScript")
+    assert "torchscript:" not in r.output and not (tmp_path / "x.hdf5").exists()
+    suggested = re.search(r"--model (\S+)", r.output.split("TorchScript", 1)[1]).group(1).rstrip(".,;)")
+    # Do what the line says: script a model, save it under the suggested name, pass that --model.
+    scripted = torch.jit.script(torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten()))
+    scripted.save(suggested)
+    assert isinstance(load_embedder(suggested), TorchScriptEmbedder)
+    r = invoke("embed", "--model", suggested, "--input", "imgs", "-o", "x.hdf5", "--test-size", 2)
+    assert r.exit_code == 0, r.output
+    # The prefixed form the old line suggested is refused, and says the form that works.
+    r = invoke("embed", "--model", f"torchscript:{suggested}", "--input", "imgs", "-o", "y.hdf5")
+    one_line_error(r, f"pass the file itself: --model {suggested}")
