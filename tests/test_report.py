@@ -1,8 +1,14 @@
 """Plots, `best`, the HTML report and `results --sort/--where` on a small hand-built store with hand-worked
 Pareto fronts."""
 
+import base64
+import dataclasses
+import hashlib
+import html
 import importlib.util
 import json
+import math
+import re
 import sys
 from pathlib import Path
 
@@ -173,17 +179,171 @@ def test_filter_and_sort():
         sort_records(RECORDS, "-speed")
 
 
+SCRIPT = re.compile(r"<script( [^>]*)?>(.*?)</script>", re.S)
+
+
+def _scripts(text):
+    """(attributes, body) of every <script> element of a page."""
+    return [(m.group(1) or "", m.group(2)) for m in SCRIPT.finditer(text)]
+
+
+def _figures(text):
+    """The plotly figures of an interactive report, parsed from their JSON blocks."""
+    return [json.loads(body) for attrs, body in _scripts(text) if 'class="plot-data"' in attrs]
+
+
+def _csp(text):
+    return html.unescape(re.search(r'http-equiv="Content-Security-Policy" content="([^"]*)"', text).group(1))
+
+
+def _sha256(script):
+    return "'sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode() + "'"
+
+
+def _no_network(text, static):
+    """Nothing in the page may be fetched: no external reference outside plotly's own library, and a CSP that
+    forbids every request and runs only the page's own scripts (each named by its hash)."""
+    scripts = _scripts(text)
+    code = [body for attrs, body in scripts if not attrs]
+    library = [body for body in code if body.lstrip().startswith("/**\n* plotly.js")]
+    assert len(library) == (0 if static else 1)  # plotly.js inlined once per page, not once per figure
+    page = text
+    for body in library:
+        page = page.replace(body, "")
+    assert "http://" not in page and "https://" not in page and "<link" not in page
+    assert not re.search(r"\ssrc=[\"'](?!data:image/png)", page)  # only inlined PNGs (--static)
+    csp = dict(d.strip().split(" ", 1) for d in _csp(text).split(";"))
+    assert csp["default-src"] == csp["connect-src"] == csp["font-src"] == "'none'"
+    assert csp["img-src"] == ("data:" if static else "data: blob:")
+    assert csp["script-src"] == " ".join(_sha256(body) for body in code)  # no 'unsafe-inline', no 'unsafe-eval'
+
+
 def test_report_is_self_contained(tmp_path):
     out = build_report(RECORDS, tmp_path / "r.html", source="r.sqlite")
     text = out.read_text()
-    assert text.count('<img class="plot"') == 6  # batch: qps, build, size, P@10; single: qps, p99
-    assert "http://" not in text and "https://" not in text and "<link" not in text and "src=\"data:image/png" in text
-    assert "Content-Security-Policy" in text and 'class="sortable results"' in text
+    _no_network(text, static=False)
+    assert text.count('<div class="plot"') == 6  # batch: qps, build, size, P@10; single: qps, p99
+    assert len(_figures(text)) == 6 and "<img" not in text
+    assert "Content-Security-Policy" in text and 'class="sortable results"' in text and 'class="filter"' in text
     assert "build: &lt;boom&gt; &amp; &quot;quotes&quot;" in text and "<boom>" not in text  # escaped
     assert "Pareto-optimal configurations per backend" in text and "feedbeef00112233" in text
     assert "numpy" in text and "cores" in text
+    assert out.stat().st_size < 8e6  # plotly.js (about 4.8 MB) once
     with pytest.raises(InputError, match="no stored results"):
         build_report([], tmp_path / "empty.html")
+
+
+def test_static_report_keeps_the_pngs(tmp_path):
+    text = build_report(RECORDS, tmp_path / "r.html", static=True).read_text()
+    _no_network(text, static=True)
+    assert text.count('<img class="plot"') == 6 and 'src="data:image/png' in text
+    assert "Plotly" not in text and 'class="plot-data"' not in text
+    assert 'class="sortable results"' in text and 'class="filter"' in text
+    assert len(text) < 1.5e6
+
+
+def test_interactive_figures_hand_worked(tmp_path):
+    text = build_report(RECORDS, tmp_path / "r.html").read_text()
+    figs = _figures(text)
+    qps = figs[0]
+    import plotly.graph_objects as go
+
+    for fig in figs:
+        go.Figure(fig)  # plotly accepts every attribute (it raises on a misspelt one)
+    by_name = {t["name"]: t for t in qps["data"] if t["mode"] == "lines+markers"}
+    assert list(by_name) == ["flat [faiss] (1)", "hnsw [hnswlib] (6)", "ivf [faiss] (2)"]
+    assert all(t["legendgroup"] for t in qps["data"])  # front and faint points hide together
+    faint = [t for t in qps["data"] if t["mode"] == "markers"]
+    assert [t["legendgroup"] for t in faint] == ["flat [faiss]", "hnsw [hnswlib]", "ivf [faiss]"]
+    assert [len(t["x"]) for t in faint] == [1, 8, 2] and not any(t["showlegend"] for t in faint)
+    # logit x: recall 0.9 at logit(0.9); recall 1 (flat) at 1 - 1/(2 nq k) = 0.9995, the tick labelled "1"
+    hnsw = by_name["hnsw [hnswlib] (6)"]
+    assert hnsw["x"][2] == pytest.approx(math.log(0.9 / 0.1), abs=1e-6) and hnsw["y"][2] == 4000
+    assert by_name["flat [faiss] (1)"]["x"] == [pytest.approx(math.log(0.9995 / 0.0005), abs=1e-6)]
+    axis = qps["layout"]["xaxis"]
+    assert axis["ticktext"] == ["0.9", "0.99", "1"] and axis["tickvals"][-1] == by_name["flat [faiss] (1)"]["x"][0]
+    assert qps["layout"]["yaxis"]["type"] == "log"
+    assert qps["layout"]["yaxis"]["ticktext"] == ["500", "1k", "2k", "5k", "10k"]
+    # the hover label: full parameters, the real recall, every figure
+    label = hnsw["hovertext"][2]
+    for part in ("<b>hnsw [hnswlib]</b>", "build: M=16", "search: ef=20", "recall@10 0.9000",
+                 "ann-benchmarks rule 0.9000", "QPS 4,000", "build 2.00 s", "index 2.0 MB",
+                 "P@10 0.8500 (exact 0.9000)", "batch mode"):
+        assert part in label
+    assert hnsw["customdata"][2] == ["M=16", "ef=20", 0.9]
+    # build time is a cost: a staircase; the label plot has a linear x with the exact value dashed
+    assert figs[1]["data"][-2]["line"]["shape"] == "vh" and hnsw["line"]["shape"] == "linear"
+    label_plot = figs[3]
+    assert label_plot["layout"]["shapes"][0]["x0"] == 0.9 and "tickvals" not in label_plot["layout"]["xaxis"]
+    p99 = figs[5]
+    assert "p99 latency" in p99["layout"]["yaxis"]["title"]["text"]
+    assert "p99 1.200 ms" in p99["data"][-2]["hovertext"][0]
+
+
+def test_log_ticks_and_recall_zero():
+    from ann_bench.report.html import _log_ticks, plot_dict
+
+    ticks = _log_ticks([500, 9000])
+    assert ticks["tickvals"] == [500, 1000, 2000, 5000, 10000] and ticks["ticktext"][-1] == "10k"
+    assert _log_ticks([0.01, 4.0])["ticktext"] == ["0.01", "0.02", "0.05", "0.1", "0.2", "0.5", "1", "2", "5"]
+    assert _log_ticks([10, 1e7])["ticktext"] == ["10", "100", "1k", "10k", "100k", "1M", "10M"]
+    zero = rec("ivf", "faiss", {"nlist": 16}, {"nprobe": 0}, 0.0, 20000, 0.5, MB)
+    fig = plot_dict([zero, *RECORDS[8:10]], "batch", 10)
+    xs = fig["data"][0]["x"]  # recall 0 at 0.001, the left edge, as plots.py draws it; its label says 0
+    assert xs[0] == pytest.approx(math.log(1e-3 / (1 - 1e-3)), abs=1e-6) == fig["layout"]["xaxis"]["range"][0]
+    assert "recall@10 0.0000" in fig["data"][0]["hovertext"][0]
+
+
+def test_tables_short_forms_and_no_empty_columns(tmp_path):
+    text = build_report(RECORDS, tmp_path / "r.html").read_text()
+    results = text[text.index('<table class="sortable results"'):]
+    heads = re.findall(r"<th[^>]*>([^<]*)</th>", results[:results.index("</thead>")])
+    assert heads == ["backend", "build", "search", "k", "mode", "threads", "status", "recall", "recall (a-b)",
+                     "id recall", "QPS", "p50 ms", "p99 ms", "build s", "index MB", "P@10", "error"]  # no RSS: empty
+    assert '<td class="p" title="M=32">M32</td>' in results and '<td class="p" title="ef=40">ef40</td>' in results
+    assert "<b>ivf[faiss]</b> nlist16" in results  # the fixed build parameter, said once
+    batch = text[text.index("<h3>batch mode"):text.index("<h3>single mode")]
+    pareto = batch[batch.index("<h4>Pareto-optimal"):]
+    heads = re.findall(r"<th[^>]*>([^<]*)</th>", pareto[:pareto.index("</thead>")])
+    assert heads == ["backend", "build", "search", "recall@10", "QPS", "build s", "index MB"]  # no p99 in batch
+    single = text[text.index("<h3>single mode"):]
+    assert "<th>p99 ms</th>" in single[single.index("<h4>Pareto-optimal"):]
+    # a batch-only report of one backend and build has no latency, build or RSS column at all
+    only = build_report([r for r in RECORDS if r.backend == "ivf" and r.mode == "batch"], tmp_path / "o.html")
+    results = only.read_text()[only.read_text().index('<table class="sortable results"'):]
+    heads = re.findall(r"<th[^>]*>([^<]*)</th>", results[:results.index("</thead>")])
+    assert heads == ["backend", "search", "k", "mode", "threads", "status", "recall", "recall (a-b)", "id recall",
+                     "QPS", "build s", "index MB", "P@10"]
+
+
+HOSTILE = "</script><script>alert(1)</script>"
+
+
+def hostile_records():
+    """Results whose user text (dataset, backend, implementation, parameter names and values, error) tries to
+    end the <script> element or inject markup."""
+    bad = dict(dataset_name="<boom>", backend=HOSTILE, impl="<b>x</b>&amp;")
+    return [dataclasses.replace(r, **bad, build_params={"</script>": "<!--", **r.build_params},
+                                search_params={**r.search_params, "q": '"); alert(2); ("'},
+                                error=r.error and HOSTILE) for r in RECORDS]
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_user_text_cannot_break_out(tmp_path, static):
+    text = build_report(hostile_records(), tmp_path / "r.html", static=static).read_text()
+    _no_network(text, static)
+    assert HOSTILE not in text and "</script>=" not in text
+    # every </script> closes one of the page's own scripts: data and code ones only
+    assert text.count("</script>") == len(_scripts(text)) == (1 if static else 3 + 6)
+    assert "<boom>" not in text and "<b>x</b>" not in text and "<!--" not in text
+    assert "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    for fig in _figures(text):  # the JSON parses back to plotly text, escaped for plotly's markup
+        names = {t["legendgroup"] for t in fig["data"]}
+        assert names == {f"{HOSTILE} [<b>x</b>&amp;]"}  # legendgroup is a key, never shown
+        trace = fig["data"][-1]
+        assert trace["name"].startswith(html.escape(f"{HOSTILE} [<b>x</b>&amp;]", quote=False))
+        assert "&lt;/script&gt;=&lt;!--" in trace["hovertext"][0] and "<b>x</b>" not in trace["hovertext"][0]
+        assert trace["customdata"][0][0].startswith("</script>=<!--")  # data, not markup: compared as text
 
 
 def _browser_check():
@@ -201,13 +361,44 @@ def test_report_in_headless_chromium(tmp_path):
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
     page = build_report(RECORDS, tmp_path / "r.html")
     result = check.check_in_browser(page)
+    # The check fails on any console message, CSP violation, request, undrawn plot or too wide table.
     assert result.ok, result.problems
-    assert result.images == result.decoded == 6 and result.sorted_desc is True
-    # The check itself catches console errors and broken images.
+    assert result.plots == result.drawn == 6 and result.images == 0 and result.sorted_desc is True
+    assert result.resources == [] and result.violations == [] and result.console == []
+    assert result.fit == {"tables": [], "page": 1280, "window": 1280}
+    # The hover label at the pixel of a point names that point's configuration, checked against RECORDS.
+    hover = result.hover
+    hovered = [r for r in RECORDS if r.mode == "batch" and r.recall == hover["x"] and r.qps == hover["y"]]
+    assert len(hovered) == 1 and hover["ok"]
+    for name, value in {**hovered[0].build_params, **hovered[0].search_params}.items():
+        assert f"{name}={value}" in hover["text"]
+    assert f"recall@10 {hovered[0].recall:.4f}" in hover["text"]
+    # A legend click hid one backend: both its traces, and its points are no longer drawn.
+    assert result.legend["ok"] and result.legend["traces"] == 2 and result.legend["after"] < result.legend["before"]
+    assert result.filter["ok"] and result.filter["shown"] < result.filter["rows"] and result.download is True
+    # --static: the PNGs decode
+    result = check.check_in_browser(build_report(RECORDS, tmp_path / "s.html", static=True))
+    assert result.ok, result.problems
+    assert result.images == result.decoded == 6 and result.plots == 0 and result.sorted_desc is True
+    # user text that tries to end a script runs nothing: the page loads cleanly and shows it as text
+    result = check.check_in_browser(build_report(hostile_records(), tmp_path / "h.html"))
+    assert result.ok, result.problems
+    assert HOSTILE + " [<b>x</b>&amp;]" in result.hover["text"] and "</script>=<!--" in result.hover["text"]
+    # The check itself catches console errors, broken images, requests the CSP blocks, and a hover with no label.
     bad = tmp_path / "bad.html"
     bad.write_text('<html><body><img src="data:image/png;base64,AAAA"><script>nope();</script></body></html>')
     result = check.check_in_browser(bad)
     assert not result.ok and result.decoded == 0 and result.console
+    fetch = tmp_path / "fetch.html"
+    fetch.write_text('<html><head><meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+                     'script-src \'unsafe-inline\'"></head><body><script>fetch("https://example.invalid/x")'
+                     ".catch(function () {});</script></body></html>")
+    result = check.check_in_browser(fetch)
+    assert not result.ok and result.violations and "connect-src" in result.violations[0]
+    mute = tmp_path / "mute.html"
+    mute.write_text(page.read_text().replace('"hoverinfo":"text"', '"hoverinfo":"skip"'))
+    result = check.check_in_browser(mute)
+    assert not result.ok and not result.hover["ok"] and result.legend["ok"]
 
 
 # ---- CLI ------------------------------------------------------------------------------------------------------
@@ -247,7 +438,12 @@ def test_cli_best(store):
 def test_cli_report(store, tmp_path):
     r = invoke("report", "--results", store, "-o", tmp_path / "r.html")
     assert r.exit_code == 0 and "wrote" in r.output
-    assert (tmp_path / "r.html").read_text().count("<img") == 6
+    text = (tmp_path / "r.html").read_text()
+    assert text.count('<div class="plot"') == 6 and "<img" not in text
+    r = invoke("report", "--results", store, "-o", tmp_path / "s.html", "--static")
+    assert r.exit_code == 0 and "wrote" in r.output
+    assert (tmp_path / "s.html").read_text().count('<img class="plot"') == 6
+    assert (tmp_path / "s.html").stat().st_size < (tmp_path / "r.html").stat().st_size / 3
     r = invoke("report", "--results", store, "--dataset", "nope", "-o", tmp_path / "n.html")
     assert r.exit_code == 2 and not (tmp_path / "n.html").exists()
 

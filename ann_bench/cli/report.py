@@ -1,4 +1,5 @@
-"""``ann-bench report``: one self-contained HTML file with the plots and tables of stored results."""
+"""``ann-bench report``: one self-contained HTML file with the plots (interactive, or PNG with ``--static``) and
+tables of stored results."""
 
 from __future__ import annotations
 
@@ -20,14 +21,20 @@ from ann_bench.bench.results import ResultStore
 @click.option("--backend", default=None, help="Only this backend.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Output HTML file.")
+@click.option("--static", "static", is_flag=True,
+              help="PNG plots instead of interactive ones: a file of a few hundred kB instead of about 5 MB "
+                   "(plotly's JavaScript is inlined), for printing or mail.")
 @force_option
 @results_option
-def report(dataset: str | None, backend: str | None, output: Path, force: bool, results_path: Path) -> None:
-    """One self-contained HTML file (opens offline; nothing is fetched): per dataset its facts, the Pareto
-    plots (recall against QPS, build time, index size, p99 latency, label metrics), the Pareto-optimal
-    configurations per backend, a sortable table of every result; then hosts and library versions."""
+def report(dataset: str | None, backend: str | None, output: Path, static: bool, force: bool,
+           results_path: Path) -> None:
+    """One self-contained HTML file (opens offline from disk; nothing is fetched): per dataset its facts, the
+    Pareto plots (recall against QPS, build time, index size, p99 latency, label metrics), the fastest
+    configuration per recall target, the Pareto-optimal configurations per backend, a filterable, sortable table
+    of every result; then hosts and library versions. The plots are interactive (about 5 MB: plotly's
+    JavaScript is inlined): hover a point for its parameters, click a legend entry to hide a backend."""
     check_output(output, "report", inputs=(results_path,), force=force)
     with ResultStore(results_path, create=False) as store:
         records = store.records(dataset=dataset_filter(dataset), backend=backend)
-    build_report(records, output, source=str(results_path))
+    build_report(records, output, source=str(results_path), static=static)
     out.print(f"wrote {escape(str(output))} ({output.stat().st_size / 1e6:.1f} MB)")

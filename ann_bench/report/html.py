@@ -1,53 +1,78 @@
-"""``report``: one self-contained HTML file (no network: plots inlined as PNG data URIs, inline CSS and a few
-lines of inline JS for table sorting) with, per dataset, its facts, the Pareto plots, the Pareto-optimal
-configurations per backend, a sortable table of every result, and the hosts and library versions measured.
+"""``report``: one self-contained HTML file (nothing is fetched; inline CSS and scripts, a Content-Security-Policy
+that forbids every request) with, per dataset, its facts, the Pareto plots, the fastest configuration per recall
+target, the Pareto-optimal configurations per backend, a filterable, sortable table of every result, and the
+hosts and library versions measured.
+
+The plots are interactive by default: plotly figures (its JavaScript inlined once, about 4.8 MB) where hovering a
+point shows its configuration and clicking a legend entry hides a backend. ``static=True`` draws them as PNG
+images instead (:func:`ann_bench.report.plots.render_plot`), a light file for printing.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as _dt
+import hashlib
 import html
 import json
+import math
 import os
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 from ann_bench import __version__
 from ann_bench.atomic import atomic_path
-from ann_bench.report.best import best_configurations
-from ann_bench.errors import InputError
 from ann_bench.bench.metrics import fmt_recall
-from ann_bench.report.plots import pareto_by_group, render_plot
-from ann_bench.bench.results import Record, params_str
+from ann_bench.bench.results import Record, params_str, short_params, short_value, varying
+from ann_bench.errors import InputError
+from ann_bench.report.best import best_configurations
+from ann_bench.report.plots import (RECALLS, groups_of, pareto_by_group, render_plot, style, x_label, x_value,
+                                    y_metric_of)
 
-# Nothing may be fetched: a Content-Security-Policy that allows only inline styles, scripts and data: images.
-_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
+
+def _csp(scripts: list[str], static: bool) -> str:
+    """The page's Content-Security-Policy: nothing may be fetched (default-src, connect-src, font-src 'none'),
+    and only the page's own inline scripts run: each is named by its SHA-256, so a script that escaping missed
+    would not run either. Measured in headless chromium 156 with plotly.js 4.1: plotly needs no 'unsafe-eval'
+    (its one ``new Function`` is a fallback behind ``globalThis``; its ``eval`` is in map code we never load) and
+    no network; it needs style-src 'unsafe-inline' (it adds a <style> element and style attributes) and, for its
+    "download plot as PNG" button, img-src blob: (it draws the SVG through an object URL; data: for static)."""
+    hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(s.encode()).digest()).decode()}'" for s in scripts)
+    return ("default-src 'none'; connect-src 'none'; font-src 'none'; base-uri 'none'; form-action 'none'; "
+            f"img-src data:{'' if static else ' blob:'}; style-src 'unsafe-inline'; script-src {hashes}")
+
 
 _CSS = """
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1300px;
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em auto; max-width: 1300px;
        padding: 0 1em; color: #222; }
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
 h3 { margin-top: 1.5em; }
 table { border-collapse: collapse; margin: .5em 0 1.5em; font-size: 12.5px; }
-th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: left; vertical-align: top; }
-th { background: #f3f3f3; }
-td.n { text-align: right; font-variant-numeric: tabular-nums; }
-table.sortable th { cursor: pointer; user-select: none; white-space: nowrap; }
-table.sortable th::after { content: " \\2195"; color: #aaa; }
-table.sortable th[aria-sort=ascending]::after { content: " \\2191"; color: #222; }
-table.sortable th[aria-sort=descending]::after { content: " \\2193"; color: #222; }
+th, td { border: 1px solid #ddd; padding: 3px 6px; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; font-weight: 600; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.p { min-width: 6em; } span.n { white-space: nowrap; }
+td.err { min-width: 12em; max-width: 28em; overflow-wrap: anywhere; }
+table.sortable th { cursor: pointer; user-select: none; }
+table.sortable th::after { content: "\\00a0\\2195"; color: #aaa; }
+table.sortable th[aria-sort=ascending]::after { content: "\\00a0\\2191"; color: #222; }
+table.sortable th[aria-sort=descending]::after { content: "\\00a0\\2193"; color: #222; }
 tr.failed td { color: #a00; }
 div.wide { overflow-x: auto; }
 figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+div.plot { width: 100%; height: 500px; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 12.5px; }
-.note { color: #555; } code { background: #f5f5f5; padding: 0 3px; }
+.note { color: #555; font-size: 12.5px; } code { background: #f5f5f5; padding: 0 3px; }
+p.filter input { font: inherit; width: 26em; max-width: 100%; padding: 2px 6px; }
 dl.facts { display: grid; grid-template-columns: max-content auto; gap: 2px 14px; }
 dl.facts dt { font-weight: 600; } dl.facts dd { margin: 0; }
 """
 
-# Click a header to sort by it (numbers numerically, empty cells last); click again to reverse.
-_JS = """
+# Tables: click a header to sort by it (numbers numerically, empty cells last; again to reverse); type in a
+# table's filter box to show only the rows holding every word typed (in the text or the full parameter names).
+_TABLE_JS = """
 document.querySelectorAll("table.sortable").forEach(function (table) {
   var heads = table.tHead.rows[0].cells;
   Array.prototype.forEach.call(heads, function (th, col) {
@@ -59,8 +84,7 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
       var rows = Array.prototype.slice.call(body.rows);
       function key(row) {
         var cell = row.cells[col];
-        var v = cell.hasAttribute("data-v") ? cell.getAttribute("data-v") : cell.textContent.trim();
-        return v;
+        return cell.hasAttribute("data-v") ? cell.getAttribute("data-v") : cell.textContent.trim();
       }
       rows.sort(function (a, b) {
         var x = key(a), y = key(b);
@@ -72,6 +96,34 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
       rows.forEach(function (row) { body.appendChild(row); });
     });
   });
+});
+document.querySelectorAll("input.filter").forEach(function (input) {
+  var table = document.getElementById(input.getAttribute("data-table"));
+  var count = document.getElementById(input.getAttribute("data-count"));
+  var rows = Array.prototype.slice.call(table.tBodies[0].rows);
+  rows.forEach(function (row) {
+    var titles = Array.prototype.map.call(row.querySelectorAll("[title]"), function (c) { return c.title; });
+    row.setAttribute("data-text", (row.textContent + " " + titles.join(" ")).toLowerCase());
+  });
+  input.addEventListener("input", function () {
+    var words = input.value.toLowerCase().split(/\\s+/).filter(Boolean), shown = 0;
+    rows.forEach(function (row) {
+      var text = row.getAttribute("data-text");
+      row.hidden = !words.every(function (w) { return text.indexOf(w) >= 0; });
+      shown += row.hidden ? 0 : 1;
+    });
+    count.textContent = words.length ? shown + " of " + rows.length + " rows" : "";
+  });
+});
+"""
+
+# Draws each figure from its JSON block (data, never code: see _script_json) into the div it names.
+_PLOT_JS = """
+document.querySelectorAll("script.plot-data").forEach(function (block) {
+  var fig = JSON.parse(block.textContent);
+  Plotly.newPlot(document.getElementById(block.getAttribute("data-for")), fig.data, fig.layout, {
+    displaylogo: false, responsive: true, modeBarButtonsToRemove: ["select2d", "lasso2d"],
+    toImageButtonOptions: {format: "png", scale: 2, filename: block.getAttribute("data-for")}});
 });
 """
 
@@ -86,6 +138,28 @@ PLOTS = (
 
 def _e(value) -> str:
     return html.escape(str(value), quote=True)
+
+
+def _pe(value) -> str:
+    """User text inside a plotly string (legend, hover label, title), which plotly reads as a little HTML
+    (<br>, <b>, <a href>): ``<``, ``>`` and ``&`` as the entities plotly decodes (it knows no &quot;)."""
+    return html.escape(str(value), quote=False)
+
+
+def _script_json(obj) -> str:
+    """JSON to place inside a <script> element: no ``<``, ``>`` or ``&`` (so no ``</script>`` nor ``<!--``), no
+    U+2028/2029, no NaN; the same data once parsed."""
+    text = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_json_default)
+    for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
+                    ("\u2029", "\\u2029")):
+        text = text.replace(ch, esc)
+    return text
+
+
+def _json_default(value):
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    return str(value)
 
 
 def _recall(value) -> str:
@@ -106,40 +180,67 @@ def _txt(value) -> str:
     return f"<td>{_e(value)}</td>"
 
 
-def build_report(records: list[Record], out: str | os.PathLike, *, source: str = "") -> Path:
+def _params_cell(short: str, full: dict) -> str:
+    """Short parameter forms (``M16 efC200``), the full names in the cell's tooltip; may wrap."""
+    return f'<td class="p" title="{_e(params_str(full))}">{_e(short)}</td>'
+
+
+def mb(n: int | None) -> float | None:
+    return None if n is None else n / 1e6
+
+
+def build_report(records: list[Record], out: str | os.PathLike, *, source: str = "", static: bool = False) -> Path:
     """Write the HTML report of ``records`` (one section per dataset) to ``out`` atomically. ``source`` names
-    the results store in the header. InputError if there are no records."""
+    the results store in the header; ``static`` draws PNG plots instead of interactive ones (no plotly.js: a
+    file of some hundred kB instead of about 5 MB). InputError if there are no records."""
     if not records:
         raise InputError("no stored results to report; run `ann-bench run` first (or check --dataset/--results)")
+    plotly_js = None if static else _plotly_js()
     by_dataset: dict[str, list[Record]] = defaultdict(list)
     for r in records:
         by_dataset[r.dataset_hash].append(r)
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    body = ["<h1>ann-bench report</h1>",
+            f'<p class="note">{len(records)} stored result(s) for {len(by_dataset)} dataset(s)'
+            + (f" from <code>{_e(source)}</code>" if source else "")
+            + f"; generated {_e(now)} by ann-bench {_e(__version__)}."
+            + (" Plots: hover a point for its configuration; click a legend entry to hide a backend, "
+               "double-click to show it alone; drag to zoom, double-click to zoom out." if not static else "")
+            + "</p>"]
+    if len(by_dataset) > 1:
+        body.append("<ul>" + "".join(f'<li><a href="#ds-{_e(h[:12])}">{_e(rs[0].dataset_name)}</a></li>'
+                                     for h, rs in by_dataset.items()) + "</ul>")
+    for dataset_hash, rs in by_dataset.items():
+        body += _dataset_section(dataset_hash, rs, static)
+    body += _environment_section(records)
+    scripts = [_TABLE_JS] if static else [_TABLE_JS, plotly_js, _PLOT_JS]
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">',
+        f'<meta http-equiv="Content-Security-Policy" content="{_e(_csp(scripts, static))}">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>ann-bench report: {_e(', '.join(rs[0].dataset_name for rs in by_dataset.values()))}</title>",
-        f"<style>{_CSS}</style></head><body>",
-        "<h1>ann-bench report</h1>",
-        f'<p class="note">{len(records)} stored result(s) for {len(by_dataset)} dataset(s)'
-        + (f" from <code>{_e(source)}</code>" if source else "")
-        + f"; generated {_e(now)} by ann-bench {_e(__version__)}.</p>",
+        f"<style>{_CSS}</style></head><body>", *body,
+        *(f"<script>{s}</script>" for s in scripts), "</body></html>",
     ]
-    if len(by_dataset) > 1:
-        parts.append("<ul>" + "".join(f'<li><a href="#ds-{_e(h[:12])}">{_e(rs[0].dataset_name)}</a></li>'
-                                      for h, rs in by_dataset.items()) + "</ul>")
-    for dataset_hash, rs in by_dataset.items():
-        parts += _dataset_section(dataset_hash, rs)
-    parts += _environment_section(records)
-    parts.append(f"<script>{_JS}</script></body></html>")
     out = Path(out)
     with atomic_path(out, ".html") as tmp:
         tmp.write_text("\n".join(parts), encoding="utf-8")
     return out
 
 
-def _dataset_section(dataset_hash: str, rs: list[Record]) -> list[str]:
+def _plotly_js() -> str:
+    try:
+        from plotly.offline import get_plotlyjs
+    except ImportError as exc:  # a core dependency: only a broken install lacks it
+        raise InputError("the interactive report needs plotly (pip install 'plotly>=5.20'); or pass --static "
+                         "for PNG plots") from exc
+    js = get_plotlyjs()
+    if "</script" in js.lower():  # it would end the <script> element early; never seen, but checked
+        raise InputError("plotly's JavaScript contains '</script'; pass --static")
+    return js
+
+
+def _dataset_section(dataset_hash: str, rs: list[Record], static: bool) -> list[str]:
     first = rs[0]
     ok = [r for r in rs if r.status == "ok" and r.recall is not None and r.qps]
     statuses = Counter(r.status for r in rs)
@@ -150,32 +251,37 @@ def _dataset_section(dataset_hash: str, rs: list[Record]) -> list[str]:
              ("results", ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))),
              ("backends", ", ".join(sorted({r.label() for r in rs}))),
              ("modes, k, threads", "; ".join(sorted({f"{r.mode}, k={r.k}, {r.threads} thread(s)" for r in rs})))]
-    parts = [f'<h2 id="ds-{_e(dataset_hash[:12])}">Dataset {_e(first.dataset_name)}</h2>', '<dl class="facts">']
+    anchor = dataset_hash[:12]
+    parts = [f'<h2 id="ds-{_e(anchor)}">Dataset {_e(first.dataset_name)}</h2>', '<dl class="facts">']
     parts += [f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts]
     parts.append("</dl>")
     for mode, k in sorted({(r.mode, r.k) for r in ok}):
         sub = [r for r in ok if r.mode == mode and r.k == k]
         parts.append(f"<h3>{_e(mode)} mode, k={k}</h3>")
-        parts += _plots(sub, mode, k)
-        parts += _best_table(sub, mode, k)
-        parts += _pareto_table(sub, k)
+        parts += (_static_plots if static else _interactive_plots)(sub, mode, k, f"{anchor}-{mode}-{k}")
+        forms = _ShortForms(sub)
+        parts += _best_table(sub, mode, k, forms)
+        parts += _pareto_table(sub, k, forms)
     if not ok:
         parts.append('<p class="note">No successful result to plot.</p>')
     parts.append(f"<h3>Every result ({len(rs)})</h3>")
-    parts.append('<p class="note">Click a column header to sort.</p>')
-    parts += _results_table(rs)
+    parts += _results_table(rs, f"results-{anchor}")
     return parts
 
 
-def _plots(records: list[Record], mode: str, k: int) -> list[str]:
+def _plot_list(records: list[Record], mode: str, k: int) -> list[tuple[str, str, str]]:
     plots = [p for p in PLOTS if (p[1] == "p99_ms") == (mode == "single")]
     if mode == "single":
         plots.insert(0, PLOTS[0])
     label = f"precision_at_{k}"
     if any(label in r.label_metrics for r in records):
         plots.append((label, "qps", f"Label-aware Precision@{k} against QPS; dashed: the exact neighbours' value."))
+    return plots
+
+
+def _static_plots(records: list[Record], mode: str, k: int, anchor: str) -> list[str]:
     parts = []
-    for x_metric, y_metric, caption in plots:
+    for x_metric, y_metric, caption in _plot_list(records, mode, k):
         try:
             png = render_plot(records, "png", mode=mode, k=k, x_metric=x_metric, y_metric=y_metric)
         except InputError as exc:  # e.g. no row has this figure: say so instead of a plot
@@ -189,14 +295,231 @@ def _plots(records: list[Record], mode: str, k: int) -> list[str]:
     return parts
 
 
-def _best_table(records: list[Record], mode: str, k: int) -> list[str]:
+def _interactive_plots(records: list[Record], mode: str, k: int, anchor: str) -> list[str]:
+    parts = []
+    for x_metric, y_metric, caption in _plot_list(records, mode, k):
+        fig = plot_dict(records, mode, k, x_metric, y_metric)
+        if fig is None:
+            parts.append(f'<p class="note">No {_e(y_metric)} plot: no stored result of mode {_e(mode)}, k={k} '
+                         f"has both {_e(x_metric)} and {_e(y_metric)}.</p>")
+            continue
+        div = f"plot-{anchor}-{x_metric}-{y_metric}"
+        parts.append(f'<figure><div class="plot" id="{_e(div)}"></div>'
+                     f'<script type="application/json" class="plot-data" data-for="{_e(div)}">{_script_json(fig)}'
+                     f"</script><figcaption>{_e(caption)} Bold: each backend's Pareto front; faint: every "
+                     "configuration. Hover a point for its parameters; click a legend entry to hide a backend."
+                     "</figcaption></figure>")
+    return parts
+
+
+# matplotlib markers (plots.style) as plotly symbols, so a backend looks alike in both reports
+_SYMBOLS = {"o": "circle", "s": "square", "D": "diamond", "^": "triangle-up", "v": "triangle-down", "P": "cross",
+            "*": "star", "X": "x", "p": "pentagon", "h": "hexagon", "H": "hexagon2", "<": "triangle-left",
+            ">": "triangle-right", "d": "diamond-tall", "8": "octagon"}
+_TICKS = (0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999)
+_Y_TITLES = {"qps": "QPS", "build_s": "Build time", "index_mb": "Index size", "p99_ms": "p99 latency"}
+_Y_AXES = {"qps": "Queries per second", "build_s": "Build time, s", "index_mb": "Index size, MB",
+           "p99_ms": "p99 latency, ms"}  # short enough for a 500-px plot's height
+
+
+def _log_ticks(values: list[float]) -> dict:
+    """Range and ticks of a log axis spanning ``values``: 1, 2, 5 (or 1 to 9 on a short span, only powers of
+    ten on a long one) times a power of ten, labelled 0.002, 0.5, 40, 2k, 15k, 1.2M (plotly's own labels mix
+    1000 with 10k, and label every digit of a decade)."""
+    lo, hi = math.log10(min(values)), math.log10(max(values))
+    pad = 0.06 * max(hi - lo, 0.5)
+    lo, hi = lo - pad, hi + pad
+    decades = range(math.floor(lo), math.ceil(hi) + 1)
+    for digits in ((1,), (1, 2, 5), (1, 2, 3, 4, 5, 6, 7, 8, 9)):
+        ticks = [d * 10.0 ** e for e in decades for d in digits if lo <= math.log10(d) + e <= hi]
+        if len(ticks) >= 4:
+            break
+    step = max(1, math.ceil(len(ticks) / 10))  # at most about ten labels
+    ticks = ticks[::step]
+    return {"range": [lo, hi], "tickmode": "array", "tickvals": ticks, "ticktext": [_short(v) for v in ticks]}
+
+
+def _short(v: float) -> str:
+    """A log-axis tick: 0.002, 0.5, 3, 40, 2k, 15k, 1.2M."""
+    if v >= 1e6:
+        return f"{v / 1e6:g}M"
+    if v >= 1e3:
+        return f"{v / 1e3:g}k"
+    return f"{v:.3g}"
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def plot_dict(records: list[Record], mode: str, k: int, x_metric: str = "recall",
+              y_metric: str = "qps") -> dict | None:
+    """A plotly figure (``{"data": [...], "layout": {...}}``, plain JSON) of ``records`` (one dataset, mode and
+    k): per backend its Pareto front bold and every configuration faint, one legend group each; hovering a
+    point shows its configuration and figures. The x axis of a recall is logit(recall) on a linear axis with
+    ticks labelled in recall (plotly has no logit axis), as :func:`ann_bench.report.plots.plot_figure` draws it:
+    a recall of 0 at 0.001, and of 1 at 1 - 1/(2 nq k), half the run's recall resolution, its tick labelled 1.
+    User text (names, parameters) is escaped for plotly's markup. None when no record has both figures."""
+    y = y_metric_of(y_metric)
+    chosen = [r for r in records if _finite(x_value(r, x_metric)) and _finite(y.value(r)) and y.value(r) > 0]
+    if not chosen:
+        return None
+    logit = x_metric in RECALLS
+    top = 1 - 0.5 / (max(max(r.n_test for r in chosen), 1) * k)
+
+    def xpos(value: float) -> float:
+        return round(_logit(min(max(value, 1e-3), top)), 6) if logit else value
+
+    fronts = pareto_by_group(chosen, x_metric, y_metric)
+    on_front = {id(r) for front in fronts.values() for r in front}
+    faint, bold = [], []
+    for group, members in groups_of(chosen).items():
+        color, marker = style(members[0].backend, members[0].impl)
+        symbol = _SYMBOLS.get(marker, "circle")
+        front = fronts.get(group, [])
+
+        def trace(rs: list[Record], **kw) -> dict:
+            return {"type": "scatter", "x": [xpos(x_value(r, x_metric)) for r in rs], "y": [y.value(r) for r in rs],
+                    "legendgroup": group, "name": _pe(f"{group} ({len(front)})"), "hoverinfo": "text",
+                    "hovertext": [_hover(r, group, k, id(r) in on_front) for r in rs],
+                    # what the browser check compares the hover label with: full parameters, the real x
+                    "customdata": [[params_str(r.build_params), params_str(r.search_params), x_value(r, x_metric)]
+                                   for r in rs],
+                    "hoverlabel": {"bgcolor": "white", "bordercolor": color, "font": {"color": "#222"}}, **kw}
+
+        faint.append(trace(members, mode="markers", showlegend=not front, opacity=0.35,
+                           marker={"color": color, "symbol": symbol, "size": 7}))
+        if front:  # a cost front is a staircase: the least cost reaching a recall is that of the next point right
+            bold.append(trace(front, mode="lines+markers",
+                              line={"color": color, "width": 2.2, "shape": "linear" if y.higher_is_better else "vh"},
+                              marker={"color": color, "symbol": symbol, "size": 8}))
+    xs = [x_value(r, x_metric) for r in chosen]
+    exact = next((r.label_metrics[f"exact_{x_metric}"] for r in chosen if f"exact_{x_metric}" in r.label_metrics),
+                 None)
+    nq = max(max(r.n_test for r in chosen), 1)
+    if logit:
+        lo = max(1e-3, min(xs) * 0.9)
+        ticks = [t for t in _TICKS if lo <= t and 1 - t >= 4 * (1 - top)] + [top]
+        xaxis = {"range": [_logit(lo), _logit(1 - 0.4 / (nq * k))], "tickmode": "array",
+                 "tickvals": [round(_logit(t), 6) for t in ticks],
+                 "ticktext": ["1" if t >= top else f"{t:g}" for t in ticks]}
+        scale = "logit scale: 0.9, 0.99, 0.999 equally spaced"
+    else:
+        lo, hi = min(xs + ([exact] if exact is not None else [])), max(xs + ([exact] if exact is not None else []))
+        pad = max(0.1 * (hi - lo), 0.002)
+        xaxis = {"range": [max(0.0, lo - pad), hi + pad]}
+        scale = "linear scale"
+    threads = sorted({r.threads for r in chosen})
+    thr = f"{threads[0]} thread{'s' if threads[0] > 1 else ''}" if len(threads) == 1 else \
+        f"threads {','.join(map(str, threads))}"
+    better = "higher is better" if y.higher_is_better else "lower is better"
+    layout = {
+        "title": {"text": _pe(f"{_Y_TITLES.get(y.name, y.name)} against {x_label(x_metric, k).split(' (')[0]}: "
+                              f"k={k}, {mode} mode, {thr}"), "x": 0.01, "xanchor": "left", "font": {"size": 14}},
+        "xaxis": {**xaxis, "title": {"text": _pe(f"{x_label(x_metric, k)}; {scale}")}, "zeroline": False},
+        "yaxis": {"type": "log", **_log_ticks([y.value(r) for r in chosen]),
+                  "title": {"text": _pe(f"{_Y_AXES.get(y.name, y.label)} (log) — {better}")}},
+        "hovermode": "closest", "margin": {"l": 70, "r": 20, "t": 45, "b": 55},
+        "legend": {"title": {"text": "Pareto front per backend<br>(points on it; click to hide)"},
+                   "font": {"size": 11}},
+        "hoverlabel": {"align": "left"}, "font": {"family": "system-ui, sans-serif", "size": 12},
+    }
+    if exact is not None:
+        layout["shapes"] = [{"type": "line", "x0": exact, "x1": exact, "y0": 0, "y1": 1, "yref": "paper",
+                             "line": {"color": "black", "dash": "dash", "width": 1}}]
+        layout["annotations"] = [{"x": exact, "y": 1, "yref": "paper", "xanchor": "right", "yanchor": "top",
+                                  "text": f"exact kNN ({exact:.4f})", "showarrow": False, "font": {"size": 11}}]
+    return {"data": faint + bold, "layout": layout}
+
+
+def _finite(value) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+_LABEL_NAMES = (("precision_at_", "P@"), ("recall_at_", "R@"), ("map_at_", "MAP@"))
+
+
+def _label_name(metric: str) -> str:
+    for long, short in _LABEL_NAMES:
+        if metric.startswith(long):
+            return short + metric[len(long):]
+    return "MRR" if metric == "mrr" else metric
+
+
+def _hover(r: Record, group: str, k: int, on_front: bool) -> str:
+    """A point's hover label: who, its full build and search parameters, then every figure it has."""
+    def join(items: list[str], width: int = 70) -> str:  # wrap long parameter lists
+        lines, line = [], ""
+        for item in items:
+            if line and len(line) + len(item) + 2 > width:
+                lines.append(line + ",")
+                line = ""
+            line = f"{line}, {item}" if line else item
+        return "<br>   ".join(_pe(x) for x in [*lines, line])
+
+    def figs(*pairs) -> str:
+        return " · ".join(f"{name} {text}" for name, text in pairs if text is not None)
+
+    rows = [f"<b>{_pe(group)}</b>" + (" — on the Pareto front" if on_front else ""),
+            f"build: {join([f'{n}={v}' for n, v in r.build_params.items()]) or '-'}",
+            f"search: {join([f'{n}={v}' for n, v in r.search_params.items()]) or '-'}",
+            figs((f"recall@{k}", fmt_recall(r.recall) if r.recall is not None else None),
+                 ("ann-benchmarks rule", fmt_recall(r.recall_ab) if r.recall_ab is not None else None),
+                 ("id recall", None if r.id_recall is None else f"{r.id_recall:.4f}")),
+            figs(("QPS", None if r.qps is None else f"{r.qps:,.0f}"),
+                 ("p50", None if r.p50_ms is None else f"{r.p50_ms:.3f} ms"),
+                 ("p99", None if r.p99_ms is None else f"{r.p99_ms:.3f} ms")),
+            figs(("build", None if r.build_s is None else f"{r.build_s:.2f} s"),
+                 ("index", None if r.index_bytes is None else f"{r.index_bytes / 1e6:,.1f} MB"),
+                 ("peak RSS", None if r.peak_rss_bytes is None else f"{r.peak_rss_bytes / 1e6:,.0f} MB"))]
+    labels = [(f"{_pe(_label_name(m))}", f"{v:.4f}" + (f" (exact {r.label_metrics['exact_' + m]:.4f})"
+                                                       if f"exact_{m}" in r.label_metrics else ""))
+              for m, v in sorted(r.label_metrics.items()) if not m.startswith("exact_")]
+    rows.append(figs(*labels))
+    rows.append(f"{_pe(r.mode)} mode, {r.threads} thread(s)")
+    return "<br>".join(row for row in rows if row)
+
+
+class _ShortForms:
+    """Short parameter forms of records (``M16 ef40``): per backend/impl only the parameters that vary among
+    its records, the fixed ones said once, under the name ``label`` gives them (as ``ann-bench results`` prints
+    them; cf. cli.tables.params_columns, which a report may not import)."""
+
+    def __init__(self, records: list[Record], label: Callable[[Record], str] = lambda r: f"{r.backend} [{r.impl}]"):
+        by: dict[tuple[str, str], list[Record]] = defaultdict(list)
+        for r in records:
+            by[(r.backend, r.impl)].append(r)
+        self.keep_b = {g: varying([r.build_params for r in rs]) for g, rs in by.items()}
+        self.keep_s = {g: varying([r.search_params for r in rs]) for g, rs in by.items()}
+        self.fixed = {}
+        for g, rs in sorted(by.items()):
+            fixed = [short_value(n, v) for n, v in rs[0].build_params.items() if n not in self.keep_b[g]]
+            fixed += [short_value(n, v) for n, v in rs[0].search_params.items() if n not in self.keep_s[g]]
+            if fixed:
+                self.fixed[label(rs[0])] = " ".join(fixed)
+
+    def build(self, r: Record) -> str:
+        return short_params(r.build_params, self.keep_b[(r.backend, r.impl)])
+
+    def search(self, r: Record) -> str:
+        return short_params(r.search_params, self.keep_s[(r.backend, r.impl)])
+
+    def note(self) -> str:
+        if not self.fixed:
+            return ""
+        return ('<p class="note">The same in every row of a backend: '
+                + "; ".join(f"<b>{_e(g)}</b> {_e(text)}" for g, text in self.fixed.items())
+                + ". Hover a parameter cell for the full names.</p>")
+
+
+def _best_table(records: list[Record], mode: str, k: int, forms: _ShortForms) -> list[str]:
     """Per recall target, each backend's fastest configuration reaching it (`ann-bench best` in a table)."""
     targets = (0.9, 0.95, 0.99)
-    groups = sorted({b.group for t in targets for b in best_configurations(records, t, mode=mode, k=k).per_backend})
+    answers = {t: best_configurations(records, t, mode=mode, k=k) for t in targets}
+    groups = sorted({b.group for a in answers.values() for b in a.per_backend})
     parts = [f"<h4>Fastest configuration reaching a recall@{k} (highest QPS; <code>ann-bench best</code>)</h4>",
              '<div class="wide"><table class="sortable"><thead><tr><th>backend</th>'
              + "".join(f"<th>recall ≥ {t}</th>" for t in targets) + "</tr></thead><tbody>"]
-    answers = {t: best_configurations(records, t, mode=mode, k=k) for t in targets}
     for group in groups:
         cells = [_txt(group)]
         for t in targets:
@@ -206,48 +529,92 @@ def _best_table(records: list[Record], mode: str, k: int) -> list[str]:
                 cells.append('<td class="n" data-v="">-</td>')
                 continue
             r, star = b.best, " ★" if answer.winner is b else ""
-            cells.append(f'<td class="n" data-v="{r.qps!r}">{_e(f"{r.qps:,.0f}")} QPS{star}<br><small>'
-                         f"{_e(params_str(r.build_params) or '-')} {_e(params_str(r.search_params))}</small></td>")
+            params = " ".join(p for p in (forms.build(r), forms.search(r)) if p != "-") or "-"
+            cells.append(f'<td data-v="{r.qps!r}" title="{_e(params_str({**r.build_params, **r.search_params}))}">'
+                         f'<span class="n">{_e(f"{r.qps:,.0f}")} QPS{star}</span><br><small>{_e(params)}</small>'
+                         "</td>")
         parts.append("<tr>" + "".join(cells) + "</tr>")
     parts.append('</tbody></table></div><p class="note">★: the fastest of all backends at that recall.</p>')
     return parts
 
 
-def _pareto_table(records: list[Record], k: int) -> list[str]:
-    parts = [f"<h4>Pareto-optimal configurations per backend (recall@{k} up, QPS up)</h4>",
-             '<div class="wide"><table class="sortable"><thead><tr><th>backend</th><th>build</th><th>search</th>'
-             f"<th>recall@{k}</th><th>QPS</th><th>p99 ms</th><th>build s</th><th>index MB</th></tr></thead><tbody>"]
-    for group, front in pareto_by_group(records).items():
-        for r in front:
-            parts.append("<tr>" + _txt(group) + _txt(params_str(r.build_params) or "-")
-                         + _txt(params_str(r.search_params) or "-") + _recall(r.recall) + _num(r.qps, ",.0f")
-                         + _num(r.p99_ms, ".3f") + _num(r.build_s, ".2f")
-                         + _num(None if r.index_bytes is None else r.index_bytes / 1e6, ",.1f") + "</tr>")
+@dataclass(frozen=True)
+class _Column:
+    """A table column: its header, the cell of a record, and whether a record has a value in it (a column
+    empty on every row is left out)."""
+
+    head: str
+    cell: Callable[[Record], str]
+    has: Callable[[Record], bool]
+    title: str = ""
+
+
+def _number_column(head: str, get: Callable[[Record], Any], fmt: str, title: str = "") -> _Column:
+    cell = (lambda r: _recall(get(r))) if fmt == "recall" else (lambda r: _num(get(r), fmt))
+    return _Column(head, cell, lambda r: get(r) is not None, title)
+
+
+def _table(columns: list[_Column], records: list[Record], *, table_id: str = "", cls: str = "sortable",
+           row_class: Callable[[Record], str] = lambda r: "") -> list[str]:
+    columns = [c for c in columns if any(c.has(r) for r in records)]
+    heads = "".join(f'<th title="{_e(c.title)}">{_e(c.head)}</th>' if c.title else f"<th>{_e(c.head)}</th>"
+                    for c in columns)
+    ident = f' id="{_e(table_id)}"' if table_id else ""
+    parts = [f'<div class="wide"><table class="{cls}"{ident}><thead><tr>{heads}</tr></thead><tbody>']
+    for r in records:
+        rc = row_class(r)
+        parts.append((f'<tr class="{rc}">' if rc else "<tr>") + "".join(c.cell(r) for c in columns) + "</tr>")
     parts.append("</tbody></table></div>")
     return parts
 
 
-def _results_table(rs: list[Record]) -> list[str]:
+def _param_columns(forms: _ShortForms) -> list[_Column]:
+    return [_Column("build", lambda r: _params_cell(forms.build(r), r.build_params), lambda r: forms.build(r) != "-"),
+            _Column("search", lambda r: _params_cell(forms.search(r), r.search_params),
+                    lambda r: forms.search(r) != "-")]
+
+
+def _pareto_table(records: list[Record], k: int, forms: _ShortForms) -> list[str]:
+    rows = [(group, r) for group, front in pareto_by_group(records).items() for r in front]
+    group_of = {id(r): g for g, r in rows}
+    columns = [_Column("backend", lambda r: _txt(group_of[id(r)]), lambda r: True), *_param_columns(forms),
+               _number_column(f"recall@{k}", lambda r: r.recall, "recall"),
+               _number_column("QPS", lambda r: r.qps, ",.0f"),
+               _number_column("p99 ms", lambda r: r.p99_ms, ".3f"),
+               _number_column("build s", lambda r: r.build_s, ".2f"),
+               _number_column("index MB", lambda r: mb(r.index_bytes), ",.1f")]
+    return [f"<h4>Pareto-optimal configurations per backend (recall@{k} up, QPS up)</h4>",
+            *_table(columns, [r for _, r in rows]), forms.note()]
+
+
+def _results_table(rs: list[Record], table_id: str) -> list[str]:
+    forms = _ShortForms(rs, Record.label)
     label_keys = sorted({m for r in rs for m in r.label_metrics if m.startswith("precision_at_")})
-    heads = ["backend", "build", "search", "k", "mode", "threads", "status", "recall", "recall (ann-benchmarks rule)", "id recall", "QPS",
-             "p50 ms", "p99 ms", "build s", "index MB", "peak RSS MB",
-             *(f"P@{m.rsplit('_', 1)[1]}" for m in label_keys), "error"]
-    parts = ['<div class="wide"><table class="sortable results"><thead><tr>'
-             + "".join(f"<th>{_e(h)}</th>" for h in heads) + "</tr></thead><tbody>"]
-    for r in rs:
-        cells = [_txt(r.label()), _txt(params_str(r.build_params) or "-"), _txt(params_str(r.search_params) or "-"),
-                 _num(r.k, "d"), _txt(r.mode), _num(r.threads, "d"), _txt(r.status), _recall(r.recall),
-                 _recall(r.recall_ab), _num(r.id_recall, ".4f"), _num(r.qps, ",.0f"), _num(r.p50_ms, ".3f"), _num(r.p99_ms, ".3f"),
-                 _num(r.build_s, ".2f"), _num(mb(r.index_bytes), ",.1f"), _num(mb(r.peak_rss_bytes), ",.0f"),
-                 *(_num(r.label_metrics.get(m), ".4f") for m in label_keys), _txt(r.error)]
-        cls = "" if r.status == "ok" else ' class="failed"'
-        parts.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
-    parts.append("</tbody></table></div>")
-    return parts
-
-
-def mb(n: int | None) -> float | None:
-    return None if n is None else n / 1e6
+    columns = [
+        _Column("backend", lambda r: _txt(r.label()), lambda r: True), *_param_columns(forms),
+        _number_column("k", lambda r: r.k, "d"), _Column("mode", lambda r: _txt(r.mode), lambda r: True),
+        _number_column("threads", lambda r: r.threads, "d"),
+        _Column("status", lambda r: _txt(r.status), lambda r: True),
+        _number_column("recall", lambda r: r.recall, "recall", "recall@k: distance ≤ true k-th, ties counted"),
+        _number_column("recall (a-b)", lambda r: r.recall_ab, "recall",
+                       "recall@k by ann-benchmarks' rule: distance ≤ true k-th + 1e-3 (absolute)"),
+        _number_column("id recall", lambda r: r.id_recall, ".4f", "|returned ∩ true top-k| / k"),
+        _number_column("QPS", lambda r: r.qps, ",.0f"), _number_column("p50 ms", lambda r: r.p50_ms, ".3f"),
+        _number_column("p99 ms", lambda r: r.p99_ms, ".3f"), _number_column("build s", lambda r: r.build_s, ".2f"),
+        _number_column("index MB", lambda r: mb(r.index_bytes), ",.1f", "serialized index, 1 MB = 10⁶ bytes"),
+        _number_column("RSS MB", lambda r: mb(r.peak_rss_bytes), ",.0f", "peak resident memory of the build"),
+        *(_number_column(f"P@{m.rsplit('_', 1)[1]}", lambda r, m=m: r.label_metrics.get(m), ".4f",
+                         "label-aware precision") for m in label_keys),
+        _Column("error", lambda r: f'<td class="err">{_e(r.error)}</td>', lambda r: bool(r.error)),
+    ]
+    count = f"{table_id}-shown"
+    return [f'<p class="filter"><input type="search" class="filter" data-table="{_e(table_id)}" '
+            f'data-count="{_e(count)}" placeholder="Filter rows: any text, e.g. hnsw M32 single" '
+            f'aria-label="Filter the rows"> <span class="note" id="{_e(count)}"></span> '
+            '<span class="note">Click a column header to sort.</span></p>',
+            *_table(columns, rs, table_id=table_id, cls="sortable results",
+                    row_class=lambda r: "" if r.status == "ok" else "failed"),
+            forms.note()]
 
 
 def _environment_section(records: list[Record]) -> list[str]:
