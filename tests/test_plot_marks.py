@@ -23,8 +23,8 @@ def texts(fig) -> list[str]:
     return [t.get_text() for t in fig.axes[0].texts]
 
 
-def legend(fig) -> list[str]:
-    return [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+def legend(fig) -> list[str]:  # the figure's legend, below the axes
+    return [t.get_text() for t in fig.legends[0].get_texts()]
 
 
 def test_front_points_carry_their_search_value_and_the_build_where_it_varies():
@@ -34,7 +34,7 @@ def test_front_points_carry_their_search_value_and_the_build_where_it_varies():
     assert {"nprobe1", "nprobe4"} <= set(texts(fig))
     assert "M16 ef40" not in texts(fig)  # dominated by M32 ef40: not on the front, not labelled
     assert not any(t in ("", "-") for t in texts(fig))  # flat has no search parameter: no label
-    assert "labels: search value" in fig.axes[0].get_legend().get_title().get_text()
+    assert "labels: search value" in fig.legends[0].get_title().get_text()
 
 
 def test_annotate_off_and_automatic():

@@ -34,8 +34,8 @@ from ann_bench.bench.results import ResultStore
                    "with labels (precision_at_10, "
                    "recall_at_1, recall_at_10, map_at_10, mrr).")
 @click.option("--annotate/--no-annotate", default=None,
-              help="Label each front point with its search value (ef40; the build too where it varies along the "
-                   "front) [on when the plot has at most 60 front points].")
+              help="Label front points with the parameters that vary along their front (ef40; M32 ef40), as many "
+                   "as fit without overlapping: each front's ends and knees first [on].")
 @click.option("--fronts", type=click.Choice(["backend", "build"]), default="backend", show_default=True,
               help="One Pareto front per backend (over all its build configurations), or one per build "
                    "configuration (the backend's colour, a line style each).")

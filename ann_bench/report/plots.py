@@ -219,16 +219,36 @@ def pareto_by_group(records: list[Record], x_metric: str = "recall", y_metric: s
     return fronts
 
 
-ANNOTATE_AUTO_MAX = 60  # --annotate's default: label front points when the plot has at most this many
+POINT_LABEL = "point-label"  # gid of the text naming a front point's parameters (tests find them by it)
+ANSWER_LABEL = "answer-label"  # gid of the text naming a starred answer (plot --tune)
+LABEL_FONTSIZE = 7
 
 
 def point_labels(front: list[Record], group: list[Record], by_build: bool) -> list[str]:
-    """Short labels of a front's points: the search parameters that vary within the group (``ef40``), and,
-    when the front mixes build configurations, the build parameters that vary along it (``M32 ef40``)."""
-    keep_s = varying([r.search_params for r in group]) or None
+    """Short labels of a front's points, only the parameters that vary along the front: its search parameters
+    (``ef40``; for a front of one point, those that vary within its group), and, when the front mixes build
+    configurations, the build parameters that vary along it (``M32 ef40``). When nothing varies, the point's
+    search parameters."""
+    keep_s = varying([r.search_params for r in (front if len(front) > 1 else group)])
     keep_b = set() if by_build else varying([r.build_params for r in front])
+    if not keep_s and not keep_b:  # a point that would say nothing says its search setting
+        return ["" if not r.search_params else short_params(r.search_params, None) for r in front]
     return [" ".join(p for p in (short_params(r.build_params, keep_b) if keep_b else "",
-                                 short_params(r.search_params, keep_s)) if p and p != "-") for r in front]
+                                 short_params(r.search_params, keep_s) if keep_s else "") if p and p != "-")
+            for r in front]
+
+
+def label_order(xy: np.ndarray) -> list[int]:
+    """The order in which a front's points ask for a label: its two ends, then its knees (the largest change
+    of direction, measured on the drawn positions ``xy``, shape (n, 2), in display units), then the rest."""
+    n = len(xy)
+    if n <= 2:
+        return list(range(n))
+    d = np.diff(xy, axis=0)
+    angle = np.arctan2(d[:, 1], d[:, 0])
+    turn = np.abs((angle[1:] - angle[:-1] + np.pi) % (2 * np.pi) - np.pi)  # at points 1..n-2
+    inner = sorted(range(1, n - 1), key=lambda i: (-round(float(turn[i - 1]), 6), i))
+    return [0, n - 1, *inner]
 
 
 def select_for(records: list[Record], mode: str | None, k: int | None, y_metric: str) -> tuple[list[Record], str, int]:
@@ -247,10 +267,13 @@ def select_for(records: list[Record], mode: str | None, k: int | None, y_metric:
 
 
 def plot_figure(records: list[Record], **kwargs):
-    """The matplotlib Figure of :func:`plot_recall_qps` (the caller closes it).
+    """The matplotlib Figure of :func:`plot_recall_qps` (the caller closes it), laid out: every text inside
+    the figure, the point labels placed without overlap. Its layout is fixed once drawn (no layout engine
+    left to move things at save time).
 
     Every text is plain: a ``$`` in a dataset or backend name is drawn as typed, never parsed as mathtext
-    (which raises on e.g. ``$\\cmd$``)."""
+    (which raises on e.g. ``$\\cmd$``); tick labels come from this module's formatters, never from
+    matplotlib's mathtext ones (which would then print ``$\\mathdefault{2\\times10^{3}}$``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -258,18 +281,30 @@ def plot_figure(records: list[Record], **kwargs):
         return _plot_figure(records, **kwargs)
 
 
+@dataclass
+class _Label:
+    """A text that wants a place next to the point at ``xy`` (display units)."""
+
+    xy: tuple[float, float]
+    text: str
+    color: str
+    gid: str
+    gap: float  # points between the point and the text
+    fontsize: float = LABEL_FONTSIZE
+    must: bool = False  # placed even where it collides (a tune's answer): where it collides least
+
+
 def _plot_figure(records: list[Record], *, mode: str | None = None, k: int | None = None,
                  x_scale: str | None = None, raw: bool = True, x_metric: str = "recall", y_metric: str = "qps",
                  highlights: list[tuple[Record, str]] | None = None, targets: list[float] | None = None,
                  title: str | None = None, annotate: bool | None = None, fronts: str = "backend"):
     """``highlights``: (row, text) drawn as stars with their text (a tune's answers); ``targets``: recall
-    targets drawn as dotted vertical lines; ``title``: a line added to the title. ``annotate``: label each front
-    point with its search value (None: when the plot has at most :data:`ANNOTATE_AUTO_MAX` front points);
-    ``fronts``: ``backend`` (one front per backend/impl over all its builds) or ``build`` (one per build
-    configuration, in the backend's colour, one line style each)."""
+    targets drawn as dotted vertical lines; ``title``: a line added to the title. ``annotate``: label the front
+    points with the parameters that vary along their front, as many as fit without overlap, ends and knees
+    first (None and True alike; False: none); ``fronts``: ``backend`` (one front per backend/impl over all its
+    builds) or ``build`` (one per build configuration, in the backend's colour, one line style each)."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator
 
     y = y_metric_of(y_metric)
     if x_scale is None:
@@ -296,11 +331,10 @@ def _plot_figure(records: list[Record], *, mode: str | None = None, k: int | Non
     if fronts not in ("backend", "build"):
         raise InputError(f"unknown --fronts {fronts!r}; use backend or build")
     by_build = fronts == "build"
+    annotate = annotate is not False
     threads = sorted({r.threads for r in chosen})
     groups = groups_of(chosen, by_build)
     fronts_of = pareto_by_group(chosen, x_metric, y_metric, by_build)
-    if annotate is None:
-        annotate = sum(map(len, fronts_of.values())) <= ANNOTATE_AUTO_MAX
     # a backend's build configurations, in order: each gets a line style of the backend's colour (--fronts build)
     builds = defaultdict(list)
     for members in groups.values():
@@ -315,7 +349,9 @@ def _plot_figure(records: list[Record], *, mode: str | None = None, k: int | Non
         x = np.asarray(recall, dtype=float)
         return np.clip(x, 1e-3, top) if x_scale == "logit" else x
 
-    fig, ax = plt.subplots(figsize=(10, 5.6), dpi=120)
+    fig = plt.figure(figsize=(10, 6.4), dpi=120, layout="constrained")  # height: see _lay_out
+    ax = fig.add_subplot()
+    labelled = []  # (front's data points, their label texts, colour) per front, in legend order
     for group, members in groups.items():
         color, marker = style(members[0].backend, members[0].impl)
         slot = threads.index(members[0].threads) + \
@@ -327,26 +363,26 @@ def _plot_figure(records: list[Record], *, mode: str | None = None, k: int | Non
         if group not in fronts_of:
             continue
         front = fronts_of[group]
+        points = np.column_stack([xval([x_value(r, x_metric) for r in front]), [y.value(r) for r in front]])
         # A cost front is a staircase: the least cost that reaches a recall is that of the next point right.
-        ax.plot(xval([x_value(r, x_metric) for r in front]), [y.value(r) for r in front], color=color,
-                marker=marker, linestyle=linestyle, linewidth=2.2 if slot == 0 else 1.6, markersize=6,
-                label=f"{group} ({len(front)})", zorder=3, drawstyle="default" if y.higher_is_better else "steps-pre")
-        if annotate:
-            for r, text in zip(front, point_labels(front, members, by_build)):
-                if text:
-                    ax.annotate(text, (float(xval(x_value(r, x_metric))), y.value(r)), fontsize=6, color=color,
-                                xytext=(3, 3), textcoords="offset points", zorder=4)
+        ax.plot(points[:, 0], points[:, 1], color=color, marker=marker, linestyle=linestyle,
+                linewidth=2.2 if slot == 0 else 1.6, markersize=6, label=f"{group} ({len(front)})", zorder=3,
+                drawstyle="default" if y.higher_is_better else "steps-pre")
+        labelled.append((points, point_labels(front, members, by_build) if annotate else [], color))
+    target_texts = []
     for target in targets or ():
         ax.axvline(float(xval(target)), color="grey", linestyle=":", linewidth=1, zorder=1)
-        ax.annotate(f"≥ {target:g}", (float(xval(target)), 1.0), xycoords=("data", "axes fraction"), fontsize=7,
-                    color="grey", ha="left", va="top", xytext=(2, -2), textcoords="offset points")
+        target_texts.append(ax.annotate(f"≥ {target:g}", (float(xval(target)), 1.0),
+                                        xycoords=("data", "axes fraction"), fontsize=7, color="grey", ha="left",
+                                        va="top", xytext=(2, -2), textcoords="offset points", in_layout=False))
     shown = [(r, text) for r, text in highlights or () if x_value(r, x_metric) is not None and y.value(r) is not None]
+    stars = []
     for r, text in shown:
         color, _ = style(r.backend, r.impl)
-        ax.scatter([float(xval(x_value(r, x_metric)))], [y.value(r)], marker="*", s=220, color=color,
-                   edgecolors="black", linewidths=0.8, zorder=5)
-        ax.annotate(text, (float(xval(x_value(r, x_metric))), y.value(r)), fontsize=7, xytext=(6, 4),
-                    textcoords="offset points", zorder=6)
+        point = (float(xval(x_value(r, x_metric))), y.value(r))
+        ax.scatter([point[0]], [point[1]], marker="*", s=220, color=color, edgecolors="black", linewidths=0.8,
+                   zorder=5)
+        stars.append((point, text))
     handles, _ = ax.get_legend_handles_labels()
     if shown:
         handles.append(Line2D([], [], color="grey", marker="*", markeredgecolor="black", linestyle="none",
@@ -358,12 +394,88 @@ def _plot_figure(records: list[Record], *, mode: str | None = None, k: int | Non
         handles.append(Line2D([], [], color="grey", marker="o", alpha=0.35, linestyle="none", markersize=5,
                               label="faint: every configuration"))
     xs = [x_value(r, x_metric) for r in chosen] + ([exact] if exact is not None else [])
+    _set_scales(ax, xs, x_scale, x_metric, top, 0.4 / (max(r.n_test for r in chosen) * k))
+    thr = f"{threads[0]} thread{'s' if threads[0] > 1 else ''}" if len(threads) == 1 else \
+        f"threads {','.join(map(str, threads))}"
+    better = "higher is better" if y.higher_is_better else "lower is better"
+    scale = ("logit scale: 0.9, 0.99, 0.999 equally spaced" if x_scale == "logit" else "linear scale")
+    xlabel = f"{x_label(x_metric, k)}; {scale} — higher is better"
+    if y.name == "qps":
+        ylabel = f"Queries per second, {mode} mode, {thr} (log) — {better}"
+    elif y.name == "p99_ms":
+        ylabel = f"p99 latency, ms ({mode} mode: one query per call, {thr}; log) — {better}"
+    else:
+        ylabel = f"{y.label} (log) — {better}"
+    first = chosen[0]
+    heading = (f"{first.dataset_name}: {first.n_train:,} × {first.dim}-d vectors, {first.n_test:,} queries, "
+               f"{first.metric}\n{_y_title(y)} vs {_x_title(x_metric, k)}: k={k}, {mode} mode, {thr}"
+               + ("" if y.name not in ("build_s", "index_mb") else "\n(each build is one row of faint points: "
+                  f"its search sweep; the staircase is the least {_y_title(y)} that reaches a recall)")
+               + ("" if not lacking else f"\n(not plotted, no stored {x_metric}: {', '.join(lacking)})")
+               + (f"\n{title}" if title else ""))
+    ax.grid(True, which="major", alpha=0.3)
+    ax.grid(True, which="minor", alpha=0.1)
+    front_title = ("Pareto front per build configuration" if by_build else "Pareto front per backend") + \
+        (" (points on it; labels: search value" + ("" if by_build else ", build where it varies") +
+         " along the front, where they fit)" if annotate else " (points on it)")
+    _lay_out(fig, ax, handles, front_title, xlabel, ylabel, heading)
+
+    renderer = fig.canvas.get_renderer()
+    for text in target_texts:  # a target near the right edge: its text on the line's left
+        if text.get_window_extent(renderer).x1 > ax.get_window_extent(renderer).x1 - 1:
+            text.set_horizontalalignment("right")
+            text.xyann = (-2, -2)
+    # Labels last, on the fixed layout: stars' texts first (they must show), then each front's ends, knees, rest.
+    wanted = [_Label(ax.transData.transform(point), text, "black", ANSWER_LABEL, 7, fontsize=7, must=True)
+              for point, text in stars]
+    per_front = []
+    for points, texts, color in labelled:
+        xy = ax.transData.transform(points)
+        per_front.append([_Label(tuple(xy[i]), texts[i], color, POINT_LABEL, 3) for i in label_order(xy)
+                          if i < len(texts) and texts[i]])
+    for rank in range(max(map(len, per_front), default=0)):  # every front's ends before any front's middle
+        wanted += [labels[rank] for labels in per_front if rank < len(labels)]
+    markers = [ax.transData.transform(points) for points, _, _ in labelled]
+    _place(fig, ax, wanted, np.concatenate(markers) if markers else np.empty((0, 2)),
+           [ax.transData.transform(point) for point, _ in stars], target_texts, _drawn_points(ax))
+    return fig
+
+
+def _drawn_points(ax, step: float = 3.0) -> np.ndarray:
+    """Where the lines and faint points lie, in display units, shape (n, 2): the lines sampled every ``step``
+    pixels. A label had rather not cover them (it may, where it has no other room)."""
+    from matplotlib.collections import PathCollection
+
+    out = [np.empty((0, 2))]
+    for line in ax.get_lines():
+        path = line._get_transformed_path().get_fully_transformed_path()  # as drawn (a staircase stays one)
+        xy = path.vertices
+        if len(xy) < 2 or line.get_linestyle() in ("None", "none", ""):
+            continue
+        for a, b in zip(xy[:-1], xy[1:]):
+            n = int(np.hypot(*(b - a)) // step) + 1
+            out.append(a + (b - a) * np.linspace(0, 1, n + 1)[:, None])
+    for coll in ax.collections:
+        if isinstance(coll, PathCollection):
+            out.append(coll.get_offset_transform().transform(coll.get_offsets()))
+    xy = np.concatenate(out)
+    return xy[np.isfinite(xy).all(axis=1)]
+
+
+def _set_scales(ax, xs: list[float], x_scale: str, x_metric: str, top: float, right: float) -> None:
+    """Log y, logit or linear x, and plain tick labels on both (never matplotlib's mathtext formatters)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
+
     ax.set_yscale("log")
     ax.yaxis.set_minor_locator(LogLocator(subs=(2, 5)))
-    ys = [y.value(r) for r in chosen]
-    if max(ys) / max(min(ys), 1e-300) < 30:  # under ~1.5 decades: label 2 and 5 too, or the axis has no numbers
-        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: _short(v)))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _short(v)))
+
+    def minor(v, _):  # under two decades on view, label 2 and 5 too, or the axis may show a single number
+        lo, hi = ax.yaxis.get_view_interval()
+        return _short(v) if hi < 100 * lo else ""
+
+    ax.yaxis.set_minor_formatter(FuncFormatter(minor))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     if x_scale == "logit":
         ax.set_xscale("logit")
         lo = max(1e-3, min(xs) * 0.9)
@@ -372,43 +484,162 @@ def _plot_figure(records: list[Record], *, mode: str | None = None, k: int | Non
         ax.xaxis.set_major_locator(FixedLocator(ticks))
         ax.xaxis.set_minor_locator(FixedLocator([]))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda t, _: "1" if t >= top else f"{t:g}"))
-        ax.set_xlim(lo, 1 - 0.4 / (max(r.n_test for r in chosen) * k))
+        ax.set_xlim(lo, 1 - right)
     elif x_metric in RECALLS:
-        ax.set_xlim(max(0.0, min(xs) - 0.05), 1.0)
+        lo = max(0.0, min(xs) - 0.05)
+        ax.set_xlim(lo, 1.0 + 0.01 * (1.0 - lo))  # a point at 1.0 shows whole
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda t, _: "" if t > 1 + 1e-9 else f"{t:.4g}"))
     else:  # label metrics: the span of the data, with a margin, so a 0.002 loss in precision is visible
         lo, hi = min(xs), max(xs)
         pad = max(0.1 * (hi - lo), 0.002)
         ax.set_xlim(max(0.0, lo - pad), hi + pad)  # past 1.0 if need be: points at 1.0 stay visible
         ax.xaxis.set_major_formatter(FuncFormatter(lambda t, _: "" if t > 1 + 1e-9 else f"{t:.4g}"))
-    thr = f"{threads[0]} thread{'s' if threads[0] > 1 else ''}" if len(threads) == 1 else \
-        f"threads {','.join(map(str, threads))}"
-    better = "higher is better" if y.higher_is_better else "lower is better"
-    scale = ("logit scale: 0.9, 0.99, 0.999 equally spaced" if x_scale == "logit" else "linear scale")
-    ax.set_xlabel(f"{x_label(x_metric, k)}; {scale} — higher is better", fontsize=9)
-    if y.name == "qps":
-        ylab = f"Queries per second, {mode} mode, {thr} (log) — {better}"
-    elif y.name == "p99_ms":
-        ylab = f"p99 latency, ms ({mode} mode: one query per call, {thr}; log) — {better}"
-    else:
-        ylab = f"{y.label} (log) — {better}"
-    ax.set_ylabel(ylab, fontsize=9)
-    first = chosen[0]
-    ax.set_title(f"{first.dataset_name}: {first.n_train:,} × {first.dim}-d vectors, {first.n_test:,} queries, "
-                 f"{first.metric}\n{_y_title(y)} vs {_x_title(x_metric, k)}: k={k}, {mode} mode, {thr}"
-                 + ("" if y.name not in ("build_s", "index_mb") else "\n(each build is one row of faint points: "
-                    f"its search sweep; the staircase is the least {_y_title(y)} that reaches a recall)")
-                 + ("" if not lacking else f"\n(not plotted, no stored {x_metric}: {', '.join(lacking)})")
-                 + (f"\n{title}" if title else ""),
-                 fontsize=10)
-    ax.grid(True, which="major", alpha=0.3)
-    ax.grid(True, which="minor", alpha=0.1)
-    front_title = ("Pareto front per build configuration" if by_build else "Pareto front per backend") + \
-        ("\n(points on it; labels: search value" + ("" if by_build else ", build where it varies") + ")"
-         if annotate else "\n(points on it)")
-    ax.legend(handles=handles, title=front_title, fontsize=8, title_fontsize=8,
-              loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    fig.tight_layout()
-    return fig
+
+
+# Where a long line may break, best first: after ';' or before '—'; then after ',' ':' or ')'; then any space.
+_BREAKS = (r"(?<=;) | (?=—)", r"(?<=[;,:)]) | (?=—)", r" ")
+
+
+def wrap_to(text: str, fits) -> str:
+    """``text`` with each line that does not ``fits(line)`` broken at the best places that make every piece
+    fit (see :data:`_BREAKS`); a word wider than the room is cut between characters."""
+    out = []
+    for line in text.split("\n"):
+        if fits(line):
+            out.append(line)
+            continue
+        for pattern in _BREAKS:
+            pieces: list[str] = []
+            for word in re.split(pattern, line):
+                if pieces and fits(pieces[-1] + " " + word):
+                    pieces[-1] += " " + word
+                else:
+                    pieces.append(word)
+            if all(map(fits, pieces)):
+                break
+        for piece in pieces:
+            while not fits(piece) and len(piece) > 1:
+                cut = max(i for i in range(1, len(piece)) if fits(piece[:i]) or i == 1)
+                out.append(piece[:cut])
+                piece = piece[cut:]
+            out.append(piece)
+    return "\n".join(out)
+
+
+AXES_HEIGHT_IN = 4.4  # the plot area's height; the figure grows with its title and legend around it
+
+
+def _lay_out(fig, ax, handles, legend_title: str, xlabel: str, ylabel: str, heading: str) -> None:
+    """Title, axis labels and the legend (below the axes, in as many columns as fit), each wrapped to the room
+    it has; the figure as tall as they need around a plot area :data:`AXES_HEIGHT_IN` high; constrained layout
+    places them, then the layout is frozen so nothing moves when the point labels are added."""
+    from matplotlib.font_manager import FontProperties
+
+    renderer = fig.canvas.get_renderer()
+
+    def fitter(artist, room_px):
+        prop = artist if isinstance(artist, FontProperties) else artist.get_fontproperties()
+        return lambda s: renderer.get_text_width_height_descent(s, prop, ismath=False)[0] <= room_px
+
+    fig_w = fig.bbox.width
+    em = 8 * fig.dpi / 72
+    entry = FontProperties(size=8)
+    fits = fitter(entry, (fig_w - 24) / 2 - 5.2 * em)
+    for h in handles:  # an entry wider than half the figure is wrapped: two columns at least
+        h.set_label(wrap_to(h.get_label(), fits))
+    widest = max((renderer.get_text_width_height_descent(line, entry, ismath=False)[0]
+                  for h in handles for line in h.get_label().split("\n")), default=0)
+    # a column: handle (2 em), padding (0.8 em), text, column spacing (2 em)
+    ncols = max(1, min(len(handles), int((fig_w - 24 + 2 * em) // (widest + 4.8 * em))))
+    legend_title = wrap_to(legend_title, fitter(entry, fig_w - 24))
+    while True:
+        legend = fig.legend(handles=handles, loc="outside lower center", ncols=ncols, fontsize=8,
+                            title_fontsize=8, title=legend_title, frameon=False)
+        if ncols == 1 or legend.get_window_extent(renderer).width <= fig_w - 8:
+            break
+        legend.remove()
+        ncols -= 1
+    title = ax.set_title(heading, fontsize=10)
+    xl = ax.set_xlabel(xlabel, fontsize=9)
+    yl = ax.set_ylabel(ylabel, fontsize=9)
+    # first guess at the axes' room, then the room it really has (a wrapped label moves the axes a little)
+    room = (fig_w * 0.85, AXES_HEIGHT_IN * fig.dpi)
+    for _ in range(4):
+        title.set_text(wrap_to(heading, fitter(title, room[0])))
+        xl.set_text(wrap_to(xlabel, fitter(xl, room[0])))
+        yl.set_text(wrap_to(ylabel, fitter(yl, room[1])))
+        around = sum(t.get_window_extent(renderer).height for t in (title, xl, legend))
+        height = AXES_HEIGHT_IN + (around + 60) / fig.dpi  # 60 px: tick labels and the layout's pads
+        fig.set_size_inches(fig.get_figwidth(), height)
+        fig.draw_without_rendering()
+        box = ax.get_window_extent(renderer)
+        if abs(box.width - room[0]) < 1 and abs(box.height - room[1]) < 1:
+            break
+        room = (max(box.width, fig_w * 0.5), max(box.height, AXES_HEIGHT_IN * fig.dpi * 0.5))
+    fig.set_layout_engine("none")
+
+
+_MAX_COVERED = 6  # line samples (3 px apart) or faint points a label may cover: crossing a line, not along it
+
+
+def _place(fig, ax, wanted: list[_Label], markers: np.ndarray, stars: list, obstacles: list,
+           soft: np.ndarray) -> None:
+    """Draw each of ``wanted`` (in order) at one of eight spots around its point where it stays inside the
+    axes and overlaps no label already placed, no front marker (``markers``, shape (n, 2), display units),
+    no star and no ``obstacles`` (texts already drawn), and covers at most :data:`_MAX_COVERED` of the ``soft``
+    points (lines and faint points, shape (m, 2)): the one covering fewest, the first on a tie. One that finds no
+    such spot is left out, unless it ``must`` show: then at the spot where it overlaps least. Each is drawn
+    with a white halo, so a line it crosses does not cut through its letters."""
+    from matplotlib.patheffects import withStroke
+
+    renderer = fig.canvas.get_renderer()
+    px = fig.dpi / 72  # display units per point
+    inner = ax.get_window_extent(renderer)
+    r_marker, r_star = 3.5 * px, 8 * px
+    blocked = [np.column_stack([markers - r_marker, markers + r_marker]) if len(markers) else np.empty((0, 4))]
+    if stars:
+        s = np.asarray(stars, dtype=float)
+        blocked.append(np.column_stack([s - r_star, s + r_star]))
+    for t in obstacles:
+        blocked.append(np.asarray([t.get_window_extent(renderer).extents]))
+    blocked = np.concatenate(blocked)
+    for label in wanted:
+        probe = fig.text(0, 0, label.text, fontsize=label.fontsize)
+        extent = probe.get_window_extent(renderer)
+        probe.remove()
+        w, h, g = extent.width, extent.height, label.gap * px
+        x, y = label.xy
+        spots = [(x + g, y + g, "left", "bottom"), (x + g, y - g, "left", "top"), (x - g, y + g, "right", "bottom"),
+                 (x - g, y - g, "right", "top"), (x, y + 1.6 * g + 2 * px, "center", "bottom"),
+                 (x, y - 1.6 * g - 2 * px, "center", "top"), (x + g + 2 * px, y, "left", "center"),
+                 (x - g - 2 * px, y, "right", "center")]
+        best = None
+        for sx, sy, ha, va in spots:
+            x0 = sx - {"left": 0, "center": w / 2, "right": w}[ha]
+            y0 = sy - {"bottom": 0, "center": h / 2, "top": h}[va]
+            box = np.array([x0, y0, x0 + w, y0 + h])
+            if box[0] < inner.x0 + 1 or box[1] < inner.y0 + 1 or box[2] > inner.x1 - 1 or box[3] > inner.y1 - 1:
+                continue
+            # overlap area with everything in the way (1 px of air around each text)
+            ow = np.minimum(blocked[:, 2], box[2] + 1) - np.maximum(blocked[:, 0], box[0] - 1)
+            oh = np.minimum(blocked[:, 3], box[3] + 1) - np.maximum(blocked[:, 1], box[1] - 1)
+            hit = float(np.sum(np.clip(ow, 0, None) * np.clip(oh, 0, None)))
+            covered = int(np.count_nonzero((soft[:, 0] >= box[0]) & (soft[:, 0] <= box[2])
+                                           & (soft[:, 1] >= box[1]) & (soft[:, 1] <= box[3])))
+            if covered > _MAX_COVERED and not label.must:  # running along a line, or over a cloud of points
+                continue
+            if best is None or (hit, covered) < best[:2]:
+                best = (hit, covered, box, ha, va, sx, sy)
+            if hit == 0 and covered == 0:
+                break
+        if best is None or (best[0] > 0 and not label.must):
+            continue
+        _, _, box, ha, va, sx, sy = best
+        ax.annotate(label.text, ax.transData.inverted().transform(label.xy), xytext=((sx - x) / px, (sy - y) / px),
+                    textcoords="offset points", fontsize=label.fontsize, color=label.color, ha=ha, va=va,
+                    zorder=6 if label.must else 4, gid=label.gid, in_layout=False, annotation_clip=False,
+                    path_effects=[withStroke(linewidth=2.5, foreground="white")])
+        blocked = np.vstack([blocked, box])
 
 
 def _short(v: float) -> str:

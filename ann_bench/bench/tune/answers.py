@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ann_bench.bench.results import short_params
 from ann_bench.errors import InputError
 
 TUNE_LOG_VERSION = 2
@@ -116,7 +117,8 @@ def read_log(path: Path) -> dict[str, Any]:
 
 def tune_marks(log: dict[str, Any], records: list) -> tuple[list, dict[str, Any]]:
     """The rows of a tune's full-set trials among ``records``, and the plot marks of its answers: stars on the
-    answer rows (labelled with target and search setting), the targets, a title line."""
+    answer rows (labelled with target, backend and search setting in short: ``≥0.9/0.95: hnsw ef40``), the
+    targets, a title line."""
     keys = {key for t in log["trials"] if t.get("phase", "full") == "full" for key in t.get("row_keys", [])}
     by_key = {r.key: r for r in records if r.key in keys}
     stars, seen = [], {}
@@ -125,8 +127,7 @@ def tune_marks(log: dict[str, Any], records: list) -> tuple[list, dict[str, Any]
             seen.setdefault(a["row_key"], []).append(f"{a['target']:g}")
     for key, targets in seen.items():
         r = by_key[key]
-        setting = ",".join(f"{k}={v}" for k, v in r.search_params.items())
-        stars.append((r, f"≥{'/'.join(targets)}: {setting}"))
+        stars.append((r, f"≥{'/'.join(targets)}: {r.backend} {short_params(r.search_params, None)}"))
     title = f"tune {log['tune_id']}: {len(log['trials'])} jobs, {len(by_key)} rows; ★ = its answers per target"
     return list(by_key.values()), {"highlights": stars, "targets": log.get("targets"), "title": title}
 
