@@ -6,8 +6,14 @@ The figures come from :func:`embeddings.training.evaluate.evaluate` (no torch ne
 metric. ``reference="train"`` (default here) ranks the train vectors for each test vector — a set written by
 ``embed`` or ``data import`` holds the database as train and the queries as test; ``reference="test"`` ranks
 the test vectors among themselves, leaving each out (the protocol of ``train`` and of metric-learning papers).
-Through an index the ranking is what the index returns to ``depth``; the exact figures are then computed to
-the same depth beside them, so the two columns compare like with like.
+
+The exact figures always come from the whole exact ranking. Through an index the ranking is only what the
+index returns to ``depth`` (32 by default), so a figure is reported through it only when that depth holds all
+it needs (:func:`needed_depth`): Precision@k and Recall@K need k; MAP@R needs R, the query's class size (often
+thousands); MAP and MRR need the whole ranking. The others are left out with the reason (:func:`left_out`),
+and MAP@R and MRR are also given "to depth D" — MAP@R with R capped at D, MRR counting 0 for a query with no
+same-class item in the first D — for the exact ranking and the index alike, so those compare like with like.
+NMI, AMI and verification are figures of the vectors, not of a ranking: the index does not change them.
 """
 
 from __future__ import annotations
@@ -21,6 +27,20 @@ import numpy as np
 from ann_bench.errors import InputError
 
 DEFAULT_DEPTH = 32  # the largest K of Recall@K
+AT_DEPTH = ("map_at_r", "mrr")  # the figures also given "to depth D" when the depth is limited
+
+
+def needed_depth(key: str, max_relevant: int, n_ranked: int) -> int | None:
+    """How deep a ranking must go for figure ``key`` to be its exact definition: k for Precision@k and
+    Recall@k, the largest class size R for MAP@R, the whole ranking (``n_ranked``) for MAP and MRR; None for
+    the figures that no ranking makes (NMI, AMI, verification)."""
+    from embeddings.training.evaluate import K_VALUES
+
+    fixed = {"p_at_1": 1, "p_at_5": 5, "class_recall_at_1": 1, "class_recall_at_5": 5,
+             **{f"recall_at_{k}": k for k in K_VALUES}}
+    if key in fixed:
+        return fixed[key]
+    return {"map_at_r": max_relevant, "map": n_ranked, "mrr": n_ranked}.get(key)
 
 
 @dataclass
@@ -30,27 +50,51 @@ class Evaluation:
     reference: str
     n_queries: int
     n_reference: int
-    depth: int | None  # None: the full exact ranking
-    exact: dict[str, Any]
-    index: dict[str, Any] | None = None
+    depth: int | None  # the depth of the index's ranking and of the "to depth" figures; None: no limit
+    exact: dict[str, Any]  # always of the whole exact ranking
+    index: dict[str, Any] | None = None  # through the index, to ``depth``: only the figures that depth holds
     backend: str | None = None
     build: dict[str, Any] = field(default_factory=dict)
     search: dict[str, Any] = field(default_factory=dict)
     build_s: float | None = None
     search_s: float | None = None
+    max_relevant: int = 0  # the largest R (same-class reference items of a query): the depth MAP@R needs
+    n_ranked: int = 0  # the length of the whole ranking (MAP's and MRR's depth)
+    at_depth: dict[str, dict[str, float]] | None = None  # {"exact": {...}, "index": {...}} of AT_DEPTH to depth
+    left_out: dict[str, str] = field(default_factory=dict)  # figure -> why the index column does not give it
 
     def as_json(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "metric": self.metric, "reference": self.reference,
                 "n_queries": self.n_queries, "n_reference": self.n_reference, "depth": self.depth,
-                "exact": self.exact, "index": self.index, "backend": self.backend, "build": self.build,
-                "search": self.search, "build_s": self.build_s, "search_s": self.search_s}
+                "max_relevant": self.max_relevant, "exact": self.exact, "index": self.index,
+                "at_depth": self.at_depth, "index_left_out": self.left_out, "backend": self.backend,
+                "build": self.build, "search": self.search, "build_s": self.build_s, "search_s": self.search_s}
+
+
+def _needs(key: str, max_relevant: int, n_ranked: int) -> str:
+    if key == "map_at_r":
+        return f"a ranking R deep (R: the query's class size, up to {max_relevant:,} here)"
+    if key in ("map", "mrr"):
+        return f"the whole ranking ({n_ranked:,} deep)"
+    return f"depth {needed_depth(key, max_relevant, n_ranked)}"
+
+
+def left_out(key: str, depth: int, max_relevant: int, n_ranked: int) -> str | None:
+    """Why figure ``key`` is not given through an index searched to ``depth``; None when it is."""
+    need = needed_depth(key, max_relevant, n_ranked)
+    if need is None:
+        return "a figure of the vectors, not of a ranking: the index does not change it"
+    if need <= depth:
+        return None
+    return f"needs {_needs(key, max_relevant, n_ranked)}; the index was searched to depth {depth}"
 
 
 def evaluate_set(vs, *, reference: str = "train", thresholds=None, backend: str | None = None,
                  build: dict[str, Any] | None = None, search: dict[str, Any] | None = None,
                  depth: int | None = None, seed: int = 0, threads: int = 1) -> Evaluation:
-    """Evaluate the labelled VectorSet ``vs`` exactly, and through ``backend`` (``name`` or ``name:impl``) with
-    ``build``/``search`` parameters when given (``depth`` then defaults to DEFAULT_DEPTH)."""
+    """Evaluate the labelled VectorSet ``vs`` exactly (the whole ranking), and through ``backend`` (``name``
+    or ``name:impl``) with ``build``/``search`` parameters when given, to ``depth`` (default DEFAULT_DEPTH).
+    ``depth`` without ``backend``: the exact MAP@R and MRR to that depth as well."""
     from embeddings.training import evaluate as E
 
     from ann_bench.bench.runner import check_labels
@@ -71,9 +115,14 @@ def evaluate_set(vs, *, reference: str = "train", thresholds=None, backend: str 
         depth = DEFAULT_DEPTH
     X, Q = vs.load_train(), vs.load_test()
     R, r_labels = (X, train_labels) if reference == "train" else (Q, test_labels)
-    kwargs = dict(reference=reference, seed=seed, thresholds=thresholds, metric=vs.metric, depth=depth)
-    exact = E.evaluate(Q, test_labels, X, train_labels, **kwargs)
-    result = Evaluation(vs.name, vs.metric, reference, len(Q), len(R), depth, exact)
+    kwargs = dict(reference=reference, metric=vs.metric)
+    exact = E.evaluate(Q, test_labels, X, train_labels, seed=seed, thresholds=thresholds, **kwargs)
+    max_relevant, n_ranked = E.ranking_depths(test_labels, train_labels, reference=reference)
+    result = Evaluation(vs.name, vs.metric, reference, len(Q), len(R), depth, exact, max_relevant=max_relevant,
+                        n_ranked=n_ranked)
+    if depth is not None and depth < n_ranked:
+        at = E.ranking(Q, test_labels, X, train_labels, depth=depth, **kwargs)
+        result.at_depth = {"exact": {key: at[key] for key in AT_DEPTH}}
     if backend is None:
         return result
     from ann_bench.backends import get_backend
@@ -99,21 +148,62 @@ def evaluate_set(vs, *, reference: str = "train", thresholds=None, backend: str 
         return ids
 
     # The index holds the vectors as given: for angular the evaluation's unit rows rank the same.
-    result.index = E.evaluate(Q, test_labels, X, train_labels, **kwargs, search=through_index)
+    ranked = E.ranking(Q, test_labels, X, train_labels, **kwargs, search=through_index, depth=depth)
     result.search_s = spent[0]
+    result.index = {}
+    for key in exact:
+        reason = left_out(key, depth, max_relevant, n_ranked)
+        result.index[key] = ranked[key] if reason is None else None
+        if reason is not None and key in ranked:
+            result.left_out[key] = reason
+    if result.at_depth is not None:
+        result.at_depth["index"] = {key: ranked[key] for key in AT_DEPTH}
     return result
 
 
 def metric_rows(result: Evaluation) -> list[tuple[str, str, str | None]]:
-    """(label, exact, through the index or None) rows for printing."""
+    """(label, exact, through the index or None) rows for printing; "-" where the index's depth does not hold
+    the figure (:attr:`Evaluation.left_out` says why), "" for the figures of the vectors (NMI, AMI,
+    verification)."""
     from embeddings.training import evaluate as E
+
+    def through(key: str) -> str | None:
+        if result.index is None:
+            return None
+        if key in result.left_out:
+            return "-"
+        value = result.index.get(key)
+        return "" if value is None else f"{value:.4f}"
 
     rows = []
     for key, label in E.TABLE_ROWS:
-        rows.append((label, f"{result.exact[key]:.4f}",
-                     f"{result.index[key]:.4f}" if result.index is not None else None))
+        rows.append((label, f"{result.exact[key]:.4f}", through(key)))
+        if key in AT_DEPTH and result.at_depth is not None:
+            capped = " (R capped at it)" if key == "map_at_r" else ""
+            index_value = (result.at_depth.get("index") or {}).get(key)
+            rows.append((f"{label} to depth {result.depth}{capped}", f"{result.at_depth['exact'][key]:.4f}",
+                         None if result.index is None else f"{index_value:.4f}"))
     for t, acc in result.exact["verification"].items():
-        rows.append((f"verification acc. @ distance < {t}", f"{acc:.4f}", None))
+        rows.append((f"verification acc. @ distance < {t}", f"{acc:.4f}", "" if result.index is not None else None))
     best = result.exact["verification_best"]
-    rows.append((f"verification acc. (best threshold {best['threshold']:g})", f"{best['accuracy']:.4f}", None))
+    rows.append((f"verification acc. (best threshold {best['threshold']:g})", f"{best['accuracy']:.4f}",
+                 "" if result.index is not None else None))
     return rows
+
+
+def left_out_notes(result: Evaluation) -> list[str]:
+    """One line per reason a figure is missing from the index column ("-"), naming the figures."""
+    from embeddings.training import evaluate as E
+
+    if result.index is None or not result.left_out:
+        return []
+    labels = dict(E.TABLE_ROWS)
+    by_need: dict[str, list[str]] = {}
+    for key in result.left_out:
+        by_need.setdefault(_needs(key, result.max_relevant, result.n_ranked), []).append(labels.get(key, key))
+    notes = [f"- {', '.join(names)} through the index: {'needs' if len(names) == 1 else 'need'} {need}; the index "
+             f"was searched to depth {result.depth}" for need, names in by_need.items()]
+    deepest = max(needed_depth(k, result.max_relevant, result.n_ranked) or 0 for k in result.left_out)
+    notes.append(f"  (--depth {deepest} measures them through the index; the rows 'to depth {result.depth}' "
+                 "compare the exact ranking and the index at the depth searched)")
+    return notes

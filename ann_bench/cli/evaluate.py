@@ -13,7 +13,7 @@ from rich.table import Table
 from ann_bench.cli.console import out
 from ann_bench.data.vectorset import VectorSet
 from ann_bench.errors import InputError
-from ann_bench.evaluate import DEFAULT_DEPTH, evaluate_set, metric_rows
+from ann_bench.evaluate import DEFAULT_DEPTH, evaluate_set, left_out_notes, metric_rows
 from ann_bench.bench.runner import parse_param_specs
 
 
@@ -39,8 +39,9 @@ def _single_values(specs, option: str) -> dict[str, str]:
 @click.option("--build", "build_specs", multiple=True, metavar="NAME=V", help="Build parameter of --backend.")
 @click.option("--search", "search_specs", multiple=True, metavar="NAME=V", help="Search parameter of --backend.")
 @click.option("--depth", type=int, default=None,
-              help=f"Rank only this deep (MAP, MAP@R, MRR at that depth) [full exact ranking; {DEFAULT_DEPTH} with "
-                   "--backend, the exact figures then to the same depth].")
+              help=f"How deep the index ranks [{DEFAULT_DEPTH}]; figures that need more (MAP@R: the class size; MAP, "
+                   "MRR: the whole ranking) are left out of its column, and MAP@R and MRR are also given to this "
+                   "depth, exact and through the index. The exact column is always the whole exact ranking.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of k-means, the pairs and the index.")
 @click.option("--threads", type=int, default=1, show_default=True, help="Threads of the index.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
@@ -67,18 +68,23 @@ def evaluate(dataset: Path, reference: str, thresholds: str | None, backend: str
     if as_json:
         click.echo(json.dumps(result.as_json(), indent=1, default=str))
         return
-    where = "full ranking" if result.depth is None else f"ranking to depth {result.depth}"
-    table = Table(title=f"{escape(result.dataset)}: {result.n_queries:,} test vectors against "
-                        f"{'the ' + format(result.n_reference, ',') + ' train vectors' if reference == 'train' else 'each other'}"
-                        f", {result.metric}, {where}")
+    against = (f"the {result.n_reference:,} train vectors" if reference == "train" else "each other")
+    table = Table(title=f"{escape(result.dataset)}: {result.n_queries:,} test vectors against {against}, "
+                        f"{result.metric}; exact: the whole ranking"
+                        + (f", index: its first {result.depth}" if result.index is not None else ""))
     table.add_column("metric")
     table.add_column("exact", justify="right")
     if result.index is not None:
-        table.add_column(f"{escape(result.backend)} {escape(','.join(f'{k}={v}' for k, v in result.build.items()))} "
-                         f"{escape(','.join(f'{k}={v}' for k, v in result.search.items()))}", justify="right")
+        parts = [result.backend, ",".join(f"{k}={v}" for k, v in result.build.items()),
+                 ",".join(f"{k}={v}" for k, v in result.search.items()), f"to depth {result.depth}"]
+        table.add_column(escape(" ".join(p for p in parts if p)), justify="right")
     for label, exact, through in metric_rows(result):
         table.add_row(escape(label), exact, *([through or ""] if result.index is not None else []))
     out.print(table)
+    for note in left_out_notes(result):
+        out.print(escape(note), soft_wrap=True)
     if result.index is not None:
+        out.print("NMI, AMI and verification are figures of the vectors: the index does not change them.",
+                  soft_wrap=True)
         out.print(f"index built in {result.build_s:.2f} s; its searches took {result.search_s:.2f} s "
-                  "(not a benchmark: `ann-bench run` measures speed)")
+                  "(not a benchmark: `ann-bench run` measures speed)", soft_wrap=True)

@@ -152,6 +152,34 @@ def pair_distances(V: np.ndarray, a: np.ndarray, b: np.ndarray, metric: str) -> 
     return np.linalg.norm(V[a].astype(np.float64) - V[b].astype(np.float64), axis=1)
 
 
+def _prepared(V: np.ndarray, metric: str) -> np.ndarray:
+    return unit_rows(V) if metric == "angular" else np.asarray(V, dtype=np.float32)
+
+
+def ranking(test: np.ndarray, test_labels: np.ndarray, train: np.ndarray | None = None,
+            train_labels: np.ndarray | None = None, *, reference: str = "test", metric: str = "angular",
+            search=None, depth: int | None = None) -> dict[str, float]:
+    """The ranking figures of :func:`evaluate` only (:func:`ranking_metrics` of the prepared vectors): no
+    k-means, no pairs."""
+    Q = _prepared(test, metric)
+    test_labels = np.asarray(test_labels)
+    if reference == "train":
+        return ranking_metrics(Q, test_labels, _prepared(train, metric), np.asarray(train_labels), metric=metric,
+                               search=search, depth=depth)
+    return ranking_metrics(Q, test_labels, metric=metric, search=search, depth=depth)
+
+
+def ranking_depths(test_labels: np.ndarray, train_labels: np.ndarray | None = None, *,
+                   reference: str = "test") -> tuple[int, int]:
+    """(largest R, ranking length): the depth MAP@R needs (the most same-class reference items any query has:
+    its class size, less itself when leaving one out) and the length of the whole ranking (MAP's, MRR's)."""
+    test_labels = np.asarray(test_labels)
+    loo = reference != "train"
+    ref = test_labels if loo else np.asarray(train_labels)
+    counts = M.class_counts(ref, test_labels) - (1 if loo else 0)
+    return int(counts.max(initial=0)), len(ref) - (1 if loo else 0)
+
+
 def evaluate(test: np.ndarray, test_labels: np.ndarray, train: np.ndarray | None = None,
              train_labels: np.ndarray | None = None, *, reference: str = "test", seed: int = 0,
              thresholds: Sequence[float] | None = None, n_pairs: int = 2000, metric: str = "angular",
@@ -161,14 +189,10 @@ def evaluate(test: np.ndarray, test_labels: np.ndarray, train: np.ndarray | None
     test (nq, d), train (n, d) embeddings (for ``angular``, normalised here, as copies); labels (nq,), (n,).
     ``thresholds`` None: the QUANTILES of the sampled pairs' distances. ``search``/``depth``: see
     :func:`ranking_metrics` (ranking through an index; NMI/AMI and verification do not depend on it)."""
-    prep = unit_rows if metric == "angular" else (lambda V: np.asarray(V, dtype=np.float32))
-    Q = prep(test)
+    Q = _prepared(test, metric)
     test_labels = np.asarray(test_labels)
-    if reference == "train":
-        out = ranking_metrics(Q, test_labels, prep(train), np.asarray(train_labels), metric=metric, search=search,
-                              depth=depth)
-    else:
-        out = ranking_metrics(Q, test_labels, metric=metric, search=search, depth=depth)
+    out = ranking(test, test_labels, train, train_labels, reference=reference, metric=metric, search=search,
+                  depth=depth)
     out.update(M.cluster_scores(test_labels, kmeans_clusters(Q, len(np.unique(test_labels)), seed)))
     a, b = verification_pairs(test_labels, n_pairs, seed)
     dist = pair_distances(Q, a, b, metric)
