@@ -69,9 +69,10 @@ def many_backend_records() -> list[Record]:
                     rows.append(_row(backend, impl, build, {sname: s}, recall, qps * 0.8, size, 3 + 4 * b,
                                      mode="single", p99=1000 / qps * 1.7, seed=n))
                 n += 1
-    # QPS from 1,600 to 48,000: under two decades, where matplotlib's log axis labels its minor ticks (2x10^3)
+    # QPS from 1,500 to 50,000: under two decades, where matplotlib's log axis labels its minor ticks (2x10^3)
     lq = np.log([r.qps for r in rows])
-    scale = lambda q: float(np.exp(np.log(1600) + (np.log(q) - lq.min()) / np.ptp(lq) * np.log(30)))  # noqa: E731
+    span = np.log(50000 / 1500)
+    scale = lambda q: float(np.exp(np.log(1500) + (np.log(q) - lq.min()) / np.ptp(lq) * span))  # noqa: E731
     return [replace(r, qps=scale(r.qps)) for r in rows]
 
 
@@ -203,3 +204,30 @@ def test_the_default_plot_labels_front_ends_and_knees():
 def test_the_report_plot_bytes_are_the_figure():
     png = render_plot(RECORDS, "png", mode="batch", k=10, x_metric="recall", y_metric="index_mb")
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_plot_tune_and_default_on_the_many_backend_store(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from ann_bench.bench.results import ResultStore
+    from ann_bench.bench.tune.answers import TUNE_LOG_VERSION, log_dir
+    from ann_bench.cli import cli
+
+    store = tmp_path / "r.sqlite"
+    with ResultStore(store) as s:
+        for r in RECORDS:
+            s.save(r)
+    rows, marks = tune_plot_kwargs()
+    log = {"version": TUNE_LOG_VERSION, "tune_id": "4f52fdd6e1a94c0b", "dataset_hash": rows[0].dataset_hash,
+           "mode": "batch", "targets": marks["targets"],
+           "trials": [{"phase": "full", "row_keys": [r.key for r in rows]}] * 30,
+           "answers": [{"target": t, "row_key": r.key} for t, (r, _) in zip(marks["targets"], marks["highlights"])]}
+    log_dir(store).mkdir()
+    (log_dir(store) / "4f52fdd6e1a94c0b.json").write_text(json.dumps(log))
+    for extra in (["--tune", "latest"], [], ["-y", "index_mb"]):
+        res = CliRunner().invoke(cli, ["plot", "--results", str(store), "-o", str(tmp_path / "p.png"), "--force",
+                                       *extra], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        assert (tmp_path / "p.png").stat().st_size > 20000
