@@ -410,7 +410,7 @@ class Vectors:
 def read_vectors_for_index(path: str | os.PathLike, *, metric: str | None = None,
                            keys: str | os.PathLike | None = None) -> Vectors:
     """The vectors ``index build`` indexes: an HDF5 VectorSet's train split (with its keys and ground truth),
-    or a .npy/.fvecs/.bvecs/.fbin/.u8bin/.i8bin/IDX file (``metric`` required, ``keys`` a keys file)."""
+    or a .npy/.fvecs/.bvecs/.fbin/.u8bin/.i8bin/IDX/.parquet file (``metric`` required, ``keys`` a keys file)."""
     from ann_bench.data.vectorset import VectorSet
     from ann_bench.data.formats import file_format, read_vectors
     from ann_bench.data.importing import read_keys

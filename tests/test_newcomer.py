@@ -145,3 +145,96 @@ def test_foreign_mobilenet_state_dict_suggests_a_model_form_that_loads(tmp_path,
     # The prefixed form the old line suggested is refused, and says the form that works.
     r = invoke("embed", "--model", f"torchscript:{suggested}", "--input", "imgs", "-o", "y.hdf5")
     one_line_error(r, f"pass the file itself: --model {suggested}")
+
+
+# ---- 7. data import of a Parquet table -------------------------------------------------------------------
+@pytest.fixture
+def parquet_tables(tmp_path, rng):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    X = rng.standard_normal((300, 6)).astype(np.float32)
+    labels = np.array(["cat", "dog", "eel"])[np.arange(300) % 3]
+    ids = [f"item-{i}" for i in range(300)]
+    lists = tmp_path / "lists.parquet"  # a column of lists, a label and an id column
+    pq.write_table(pa.table({"id": ids, "emb": pa.array(list(X), type=pa.list_(pa.float32())), "label": labels}),
+                   lists)
+    fixed = tmp_path / "fixed.parquet"  # a fixed-size list column named otherwise, labels named otherwise
+    pq.write_table(pa.table({"vec": pa.FixedSizeListArray.from_arrays(pa.array(X.ravel()), 6),
+                             "topic": labels}), fixed)
+    wide = tmp_path / "wide.parquet"  # one numeric column per dimension, and an id
+    pq.write_table(pa.table({"id": ids, **{f"f{j}": X[:, j].astype(np.float64) for j in range(6)}}), wide)
+    return X, labels, ids, lists, fixed, wide
+
+
+def test_data_import_parquet_lists_fixed_and_columns(tmp_path, parquet_tables):
+    from ann_bench.data.vectorset import VectorSet
+
+    X, labels, ids, lists, fixed, wide = parquet_tables
+    for src, extra in ((lists, []), (fixed, ["--label-column", "topic"]), (wide, [])):
+        out = tmp_path / f"{src.stem}.hdf5"
+        r = invoke("data", "import", src, "-o", out, "--metric", "euclidean", "--test-size", 30, "-k", 5, *extra)
+        assert r.exit_code == 0, r.output
+        with VectorSet(out) as vs:
+            assert (vs.n_train, vs.n_test, vs.dim) == (270, 30, 6)
+            keys = list(vs.keys("train")) + list(vs.keys("test"))
+            rows = [ids.index(k) if src != fixed else int(k) for k in keys]
+            got = np.vstack([vs.load_train(), vs.load_test()])
+            np.testing.assert_allclose(got, X[rows], rtol=1e-6)
+            if src != wide:
+                got_labels = [v.decode() if isinstance(v, bytes) else str(v)
+                              for v in [*vs.labels("train"), *vs.labels("test")]]
+                assert got_labels == list(labels[rows])
+            else:
+                assert not vs.has_labels
+    # queries from a Parquet file too, with their own labels and keys
+    out = tmp_path / "q.hdf5"
+    r = invoke("data", "import", lists, "--queries", lists, "-o", out, "--metric", "angular", "-k", 3)
+    assert r.exit_code == 0, r.output
+    with VectorSet(out) as vs:
+        assert vs.n_test == 300 and list(vs.keys("test"))[:2] == ["item-0", "item-1"]
+
+
+@pytest.mark.parametrize("case, expect", [
+    ("ragged", "row 1 holds 2 numbers but row 0 holds 3"),
+    ("null", "column 'emb' of"),
+    ("two lists", "name the vectors' column with --vector-column"),
+    ("no column", "--vector-column 'nope' is not a column of"),
+    ("labels twice", "--labels and a column of"),
+    ("not parquet", "name(s) columns of a .parquet file"),
+])
+def test_data_import_parquet_refusals_are_one_line(tmp_path, case, expect):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "t.parquet"
+    args = []
+    if case == "ragged":
+        pq.write_table(pa.table({"emb": [[1.0, 2.0, 3.0], [1.0, 2.0], [0.0, 1.0, 2.0]]}), path)
+    elif case == "null":
+        pq.write_table(pa.table({"emb": [[1.0, 2.0], None, [0.0, 1.0]]}), path)
+    elif case == "two lists":
+        pq.write_table(pa.table({"a": [[1.0, 2.0]] * 3, "b": [[1.0, 2.0]] * 3}), path)
+    else:
+        pq.write_table(pa.table({"emb": [[float(i), 1.0] for i in range(20)], "label": list(range(20))}), path)
+        (tmp_path / "l.txt").write_text("\n".join("x" * 20))
+        args = {"no column": ["--vector-column", "nope"], "labels twice": ["--labels", tmp_path / "l.txt"],
+                "not parquet": ["--label-column", "label"]}[case]
+        if case == "not parquet":
+            np.save(tmp_path / "t.npy", np.ones((20, 2), np.float32))
+            path = tmp_path / "t.npy"
+    out = tmp_path / "o.hdf5"
+    r = invoke("data", "import", path, "-o", out, "--metric", "euclidean", "--test-size", 1, "-k", 1, *args)
+    one_line_error(r, expect)
+    assert not out.exists()
+
+
+def test_data_import_parquet_without_pyarrow_names_the_extra(tmp_path, monkeypatch):
+    import sys
+
+    (tmp_path / "t.parquet").write_bytes(b"PAR1")
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    r = invoke("data", "import", tmp_path / "t.parquet", "-o", tmp_path / "o.hdf5", "--metric", "euclidean")
+    one_line_error(r, "reading .parquet needs pyarrow", 'pip install -e ".[parquet]"')
+    assert not (tmp_path / "o.hdf5").exists()

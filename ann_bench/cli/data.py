@@ -101,17 +101,26 @@ def info_cmd(file: Path, as_json: bool, sample: int) -> None:
 @click.option("--test-size", type=int, default=10_000, show_default=True, help="Queries split off the base.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
 @click.option("-k", "k", type=int, default=100, show_default=True, help="Ground-truth depth.")
+@click.option("--vector-column", default=None,
+              help="Parquet: the column of vectors (lists of numbers) [the one list column, else every numeric "
+                   "column but the label and key].")
+@click.option("--label-column", default=None, help="Parquet: the label column [label, when present].")
+@click.option("--key-column", default=None, help="Parquet: the item-key column [id, when present; else row numbers].")
 @force_option
 def import_cmd(base: Path, output: Path, metric: str, queries, groundtruth, labels, query_labels, keys, query_keys,
-               test_size: int, seed: int, k: int, force: bool) -> None:
-    """Import .fvecs/.bvecs/.ivecs, .fbin/.u8bin/.i8bin/.ibin, .npy, IDX or ann-benchmarks HDF5 files."""
+               test_size: int, seed: int, k: int, vector_column: str | None, label_column: str | None,
+               key_column: str | None, force: bool) -> None:
+    """Import .fvecs/.bvecs/.ivecs, .fbin/.u8bin/.i8bin/.ibin, .npy, IDX, .parquet (pyarrow) or ann-benchmarks
+    HDF5 files."""
     from ann_bench.data.importing import import_dataset
 
     check_output(output, "dataset", inputs=(base, queries, groundtruth, labels, query_labels, keys, query_keys),
                  force=force)
     with RichReporter() as rep, rep.task("ground truth", None) as advance:
         path = import_dataset(base, output, metric, queries=queries, groundtruth=groundtruth, labels=labels,
-                              query_labels=query_labels, keys=keys, query_keys=query_keys, test_size=test_size, seed=seed, k=k, progress=advance)
+                              query_labels=query_labels, keys=keys, query_keys=query_keys, test_size=test_size,
+                              seed=seed, k=k, progress=advance, vector_column=vector_column,
+                              label_column=label_column, key_column=key_column)
     with VectorSet(path) as vs:
         out.print(f"wrote {escape(str(path))}: {vs.n_train:,} train + {vs.n_test:,} test vectors, {vs.dim}-d, {vs.metric}, "
                   f"ground truth depth {vs.gt_depth}{', labels' if vs.has_labels else ''}")

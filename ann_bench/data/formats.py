@@ -28,7 +28,7 @@ from ann_bench.errors import InputError
 VECS = {".fvecs": np.float32, ".bvecs": np.uint8, ".ivecs": np.int32}
 BINS = {".fbin": np.float32, ".u8bin": np.uint8, ".i8bin": np.int8, ".ibin": np.int32}
 IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-FORMATS = (*VECS, *BINS, ".npy", ".idx", ".hdf5")
+FORMATS = (*VECS, *BINS, ".npy", ".idx", ".hdf5", ".parquet")
 HEADER_CHUNK = 1 << 20  # records whose dimension headers are checked at a time
 
 
@@ -56,8 +56,9 @@ def _check_file(path: Path) -> None:
 
 
 def read_vectors(path: str | os.PathLike) -> np.ndarray:
-    """Vectors of a .fvecs/.bvecs/.ivecs/.fbin/.u8bin/.i8bin/.ibin/.npy/IDX file, shape (n, d), memory-mapped
-    where the format allows (all but gzipped IDX). InputError on a truncated or malformed file."""
+    """Vectors of a .fvecs/.bvecs/.ivecs/.fbin/.u8bin/.i8bin/.ibin/.npy/IDX/.parquet file, shape (n, d),
+    memory-mapped where the format allows (all but gzipped IDX and Parquet). InputError on a truncated or
+    malformed file."""
     path = Path(path).expanduser()
     _check_file(path)
     fmt = file_format(path)
@@ -103,6 +104,10 @@ def read_vectors(path: str | os.PathLike) -> np.ndarray:
     if fmt == ".idx":
         arr = read_idx(path)
         return arr.reshape(len(arr), -1)
+    if fmt == ".parquet":  # read whole (no memory map); its columns chosen as ann_bench.data.parquet says
+        from ann_bench.data.parquet import read_parquet
+
+        return read_parquet(path).X
     raise InputError(f"{str(path)!r} is an HDF5 file: use it with --dataset, or `ann-bench data import` to "
                      "re-validate it")
 

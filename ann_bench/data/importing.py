@@ -2,7 +2,7 @@
 
 Reads TEXMEX, big-ann-benchmarks, .npy, IDX and ann-benchmarks HDF5 (see :mod:`ann_bench.data.formats`) through
 memory maps and copies them into the HDF5 file in chunks, so a base file larger than half the memory still
-imports. Queries come from their own file or from a seeded split of the base. Ground truth is computed
+imports. Parquet tables (:mod:`ann_bench.data.parquet`, read whole) may carry their labels and keys in columns. Queries come from their own file or from a seeded split of the base. Ground truth is computed
 exactly unless supplied; supplied ground truth is verified on a sample of queries first.
 """
 
@@ -121,35 +121,47 @@ def import_dataset(
     seed: int = 0,
     k: int = DEFAULT_K,
     progress: Callable[[int], None] | None = None,
+    vector_column: str | None = None,
+    label_column: str | None = None,
+    key_column: str | None = None,
 ) -> Path:
     """Import ``base`` (and optional queries, ground truth, labels, keys) into a VectorSet at ``out``.
 
     Item keys: ``keys`` / ``query_keys`` files (one a line, or a 1-D .npy), else each vector's row number in its
-    file (0-based), so a split keeps naming the base rows it took.
+    file (0-based), so a split keeps naming the base rows it took. A .parquet base or queries file may hold its
+    labels and keys in columns (``label_column``, default ``label``; ``key_column``, default ``id``) and its
+    vectors in ``vector_column`` (see :mod:`ann_bench.data.parquet`).
     """
     metric = canonical_metric(metric)
     check_depth(k)
     if query_keys is not None and queries is None:
         raise InputError("--query-keys needs --queries (a split of the base takes its keys from --keys)")
     fmt = file_format(base)
+    columns = {"vector_column": vector_column, "label_column": label_column, "key_column": key_column}
+    given = [f"--{name.replace('_', '-')}" for name, value in columns.items() if value is not None]
+    if given and fmt != ".parquet" and (queries is None or file_format(queries) != ".parquet"):
+        raise InputError(f"{'/'.join(given)} name(s) columns of a .parquet file; {str(base)!r} is not one "
+                         "(labels and keys of other files: --labels, --keys)")
     if fmt == ".hdf5":
         if keys is not None or query_keys is not None:
             raise InputError("--keys/--query-keys apply to vector files; an HDF5 set keeps its own keys")
         return _reimport_hdf5(base, out, metric, k, progress)
-    X = read_vectors(base)
+    X, file_labels, file_keys = _read_table_or_vectors(base, columns)
     n, d = X.shape
-    base_labels = read_labels(labels, n, "--labels") if labels is not None else None
-    base_keys = read_keys(keys, n, "--keys") if keys is not None else row_keys(range(n))
+    base_labels = _one_of(labels, file_labels, n, "--labels", base)
+    base_keys = _one_of(keys, file_keys, n, "--keys", base)
+    base_keys = base_keys if base_keys is not None else row_keys(range(n))
     if queries is not None:
-        Q_raw = read_vectors(queries)
+        Q_raw, q_file_labels, q_file_keys = _read_table_or_vectors(queries, columns)
         check_float32_source("query", Q_raw, 0)
         Q = np.ascontiguousarray(Q_raw, dtype=np.float32)
         if Q.shape[1] != d:
             raise InputError(f"queries {str(queries)!r} are {Q.shape[1]}-d but the base is {d}-d")
-        train, test_labels = X, (read_labels(query_labels, len(Q), "--query-labels") if query_labels else None)
+        train, test_labels = X, _one_of(query_labels, q_file_labels, len(Q), "--query-labels", queries)
         train_labels = base_labels
         train_keys = base_keys
-        test_keys = read_keys(query_keys, len(Q), "--query-keys") if query_keys is not None else row_keys(range(len(Q)))
+        test_keys = _one_of(query_keys, q_file_keys, len(Q), "--query-keys", queries)
+        test_keys = test_keys if test_keys is not None else row_keys(range(len(Q)))
     else:
         if not 0 < test_size < n:
             raise InputError(f"--test-size must be in [1, {n - 1}] for {n} base vectors, got {test_size}")
@@ -189,6 +201,27 @@ def import_dataset(
     return write_vectorset(out, train, Q, metric, neighbors=neighbors, distances=distances,
                            train_labels=train_labels, test_labels=test_labels, train_keys=train_keys,
                            test_keys=test_keys, attrs=attrs, k=k, progress=progress)
+
+
+def _read_table_or_vectors(path, columns: dict[str, str | None]):
+    """(vectors, labels or None, keys or None): a .parquet table's columns, or a vector file's vectors."""
+    if file_format(path) == ".parquet":
+        from ann_bench.data.parquet import read_parquet
+
+        table = read_parquet(path, **columns)
+        return table.X, table.labels, table.keys
+    return read_vectors(path), None, None
+
+
+def _one_of(option_file, from_columns, n: int, option: str, path) -> np.ndarray | None:
+    """Labels or keys from the ``option`` file, or from the table's column; both at once is refused."""
+    if option_file is not None and from_columns is not None:
+        raise InputError(f"{option} and a column of {str(path)!r} both give the {option.split('-')[-1]}; give them "
+                         f"once (drop {option}, or import a table without that column)")
+    if option_file is None:
+        return from_columns
+    reader = read_keys if option.endswith("keys") else read_labels
+    return reader(option_file, n, option)
 
 
 def _reimport_hdf5(path, out, metric, k, progress) -> Path:
