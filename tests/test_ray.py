@@ -165,3 +165,24 @@ def test_tune_on_ray_runs_the_same_trials_as_locally(small_set, tmp_path):
     recall = lambda result: {c.record.key: c.record.recall for c in result.candidates}  # noqa: E731
     common = recall(on_ray).keys() & recall(local).keys()
     assert common and all(recall(on_ray)[key] == recall(local)[key] for key in common)
+
+
+def test_a_small_set_says_what_went_to_the_nodes_too(small_set):
+    """Issue 30: the closing line on the vectors sent is printed for a set under 64 MiB as well."""
+    from ann_bench.bench.jobs import Reporter
+
+    class Logged(Reporter):
+        def __init__(self):
+            self.lines = []
+
+        def log(self, message):
+            self.lines.append(message)
+
+    rep = Logged()
+    with VectorSet(small_set) as vs:
+        size = (vs.load_train().nbytes + vs.load_test().nbytes) / 1e6
+        plans = plan_sweep(["flat"], vs.n_train, vs.dim, vs.metric, (), ())
+        run_sweep(vs, plans, RunOptions(runs=1, executor="ray"), None, rep)
+    moved = [line for line in rep.lines if "MB of vectors" in line]
+    assert moved == [f"ray: {size:,.1f} MB of vectors (train + test, one object) went through the object store to "
+                     "the tasks on 1 host(s) (Ray copies it once to each node that runs a task)"]

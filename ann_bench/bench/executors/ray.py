@@ -456,12 +456,32 @@ class RayExecutor(Executor):
             done: Callable[[int], None] | None = None) -> None:
         if jobs:
             self.session.run_jobs(jobs, self.options, vs, self.reporter, X, Q)
-            if self.session.fetched:
-                moved = sum(self.session.fetched.values())
-                self.reporter.note(f"ray: {moved / 1e6:,.1f} MB of vectors went to {len(self.session.fetched)} "
-                                   "node(s) through the object store (one copy per node, cached by content hash)")
+            hosts = {((recorder.node or {}).get("host") or {}).get("hostname") for _, recorder, _ in jobs} - {None}
+            small = X.nbytes + Q.nbytes if X.nbytes + Q.nbytes <= OBJECT_STORE_MAX_BYTES else None
+            note = vectors_note(self.session.fetched, small, len(hosts))
+            if note is not None:
+                self.reporter.note(note)
         for i in range(len(jobs) if done is not None else 0):  # concurrent: recorded once all are over
             done(i)
+
+
+def vectors_note(fetched: dict[str, int], small_bytes: int | None, hosts: int) -> str | None:
+    """The run's closing line on what crossed to the nodes, for every set. ``fetched``: node id -> bytes of a
+    large set's copy it fetched (:func:`_node_copy`); ``small_bytes``: train + test bytes of a set sent as one
+    object (at most :data:`OBJECT_STORE_MAX_BYTES`), else None; ``hosts``: the hosts the tasks ran on."""
+    if small_bytes is not None:
+        if not hosts:
+            return None  # no task started
+        return (f"ray: {small_bytes / 1e6:,.1f} MB of vectors (train + test, one object) went through the object "
+                f"store to the tasks on {hosts} host(s) (Ray copies it once to each node that runs a task)")
+    if not fetched:
+        return None
+    moved = sum(fetched.values())
+    if moved == 0:
+        return (f"ray: the vectors were already on the {len(fetched)} node(s) (copies cached by content hash): "
+                "0 MB went through the object store")
+    return (f"ray: {moved / 1e6:,.1f} MB of vectors went to {len(fetched)} node(s) through the object store (one "
+            "copy per node, cached by content hash)")
 
 
 class _Running:
