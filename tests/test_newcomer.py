@@ -238,3 +238,91 @@ def test_data_import_parquet_without_pyarrow_names_the_extra(tmp_path, monkeypat
     r = invoke("data", "import", tmp_path / "t.parquet", "-o", tmp_path / "o.hdf5", "--metric", "euclidean")
     one_line_error(r, "reading .parquet needs pyarrow", 'pip install -e ".[parquet]"')
     assert not (tmp_path / "o.hdf5").exists()
+
+
+# ---- 8. the benchmarks: a small ensemble run, an honest total on a resumed sweep -----------------------------
+def _load_benchmark(name):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ensemble_benchmark_limit_writes_small_idx_inputs(tmp_path, rng, monkeypatch):
+    from ann_bench.data.formats import read_idx, write_idx
+
+    bench = _load_benchmark("ensemble_fashion_mnist")
+    fake = tmp_path / "fashion"
+    fake.mkdir()
+    for split, n in (("train", 1500), ("t10k", 400)):
+        write_idx(fake / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)).astype(np.uint8))
+        write_idx(fake / f"{split}-labels-idx1-ubyte.gz", (np.arange(n) % 10).astype(np.uint8))
+    monkeypatch.setattr(bench, "FASHION", fake)
+    train, test, queries = bench.limited_images(tmp_path, 1200)
+    assert queries == 200  # max(100, 1200 // 6)
+    assert read_idx(train).shape == (1200, 28, 28) and read_idx(test).shape == (200, 28, 28)
+    np.testing.assert_array_equal(read_idx(train), read_idx(fake / "train-images-idx3-ubyte.gz")[:1200])
+    assert read_idx(tmp_path / "t10k-labels-idx1-ubyte.gz").shape == (200,)  # embed picks the labels up
+    assert "ivf:nlist=256" in bench.backends()[2][1] and "ivf:nlist=128" in bench.backends(128)[2][1]
+    monkeypatch.setattr("sys.argv", ["x", "--limit", "10", "--work", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"--limit must be in \[1000, 60000\]"):
+        bench.main()
+
+
+def test_sweep_benchmark_total_sums_every_invocation(tmp_path, monkeypatch):
+    import json
+    import time
+
+    bench = _load_benchmark("sweep_1m")
+    calls = []
+
+    def fake_ann_bench(*args):  # the real commands, in this process, each taking at least 0.3 s
+        calls.append(args[0])
+        r = invoke(*args)
+        assert r.exit_code == 0, r.output
+        time.sleep(0.3)
+
+    monkeypatch.setattr(bench, "ann_bench", fake_ann_bench)
+    argv = ["sweep_1m.py", "--n", "400", "--dim", "4", "--queries", "10", "--backends", "flat", "--build-threads",
+            "1", "--workdir", str(tmp_path / "w"), "--out", str(tmp_path / "out.json")]
+    monkeypatch.setattr("sys.argv", argv)
+    assert bench.main() == 0
+    first = json.loads((tmp_path / "out.json").read_text())
+    assert calls == ["data", "run"] and not first["resumed"]
+    assert bench.main() == 0  # resumed: the set exists, the rows are done
+    second = json.loads((tmp_path / "out.json").read_text())
+    assert calls == ["data", "run", "run"] and second["resumed"]
+    assert second["steps"]["data synth"] == first["steps"]["data synth"]
+    assert second["steps"]["flat"] >= first["steps"]["flat"] + 0.3  # not this run's time only
+    assert second["steps_runs"] == {"data synth": 1, "flat": 2}
+    assert second["total_s"] == pytest.approx(second["steps"]["data synth"] + second["steps"]["flat"])
+    assert 0.3 <= second["this_run_s"] < second["total_s"] - first["steps"]["data synth"] + 1e-9
+
+    # An interrupted step's time is counted too.
+    times = bench.StepTimes(tmp_path / "w" / "steps.json")
+
+    def boom():
+        time.sleep(0.05)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        times.timed("flat", boom)
+    assert bench.StepTimes(tmp_path / "w" / "steps.json").seconds("flat") >= second["steps"]["flat"] + 0.05
+
+
+# ---- 9. the Ray run's closing line, for every set -----------------------------------------------------------
+def test_ray_vectors_note_for_small_large_and_cached_sets():
+    from ann_bench.bench.executors.ray import vectors_note
+
+    assert vectors_note({}, 12_345_678, 2) == ("ray: 12.3 MB of vectors (train + test, one object) went through the "
+                                               "object store to the tasks on 2 host(s) (Ray copies it once to each "
+                                               "node that runs a task)")
+    assert vectors_note({}, 12_345_678, 0) is None  # no task started
+    assert vectors_note({"a": 517_100_000, "b": 517_100_000}, None, 1) == (
+        "ray: 1,034.2 MB of vectors went to 2 node(s) through the object store (one copy per node, cached by "
+        "content hash)")
+    assert "already on the 2 node(s)" in vectors_note({"a": 0, "b": 0}, None, 2)
