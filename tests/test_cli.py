@@ -272,15 +272,15 @@ def test_best_and_plot_default_to_the_most_recent_dataset(tmp_path):
 def test_skipped_settings_are_one_line_per_index():
     from ann_bench.cli.run import skip_summary
 
-    detail = [("hnsw[hnswlib] M=16", f"ef={e} batch", "recall@10 already 1.0 at ef=80") for e in (160, 320, 640)]
-    detail += [("hnsw[hnswlib] M=16", "ef=5 batch", "ef=5 < k=10: hnswlib searches with ef=k")]
-    detail += [("ivf[faiss] nlist=16", "nprobe=32 batch", "nprobe=32 > nlist=16")]
+    detail = [("hnsw[hnswlib] M16", f"ef{e}", "recall@10 already 1.0 at ef80") for e in (160, 320, 640)]
+    detail += [("hnsw[hnswlib] M16", "ef5", "ef=5 < k=10: hnswlib searches with ef=k")]
+    detail += [("ivf[faiss] nlist16", "nprobe32", "nprobe=32 > nlist=16")]
     lines = skip_summary(detail)
     assert len(lines) == 2
     # each setting beside its own reason, the most frequent reason first
-    assert lines[0] == ("skipped 4 setting(s) of hnsw[hnswlib] M=16: ef=160 batch, ef=320 batch, ef=640 batch "
-                        "— recall@10 already 1.0 at ef=80; ef=5 batch — ef=5 < k=10: hnswlib searches with ef=k")
-    assert lines[1].startswith("skipped 1 setting(s) of ivf[faiss] nlist=16: nprobe=32 batch — nprobe=32 > nlist=16")
+    assert lines[0] == ("skipped 4 setting(s) of hnsw[hnswlib] M16: ef160, ef320, ef640 "
+                        "— recall@10 already 1.0 at ef80; ef5 — ef=5 < k=10: hnswlib searches with ef=k")
+    assert lines[1].startswith("skipped 1 setting(s) of ivf[faiss] nlist16: nprobe32 — nprobe=32 > nlist=16")
 
 
 def test_quiet_hides_configuration_lines_not_lines_about_the_run(capsys):

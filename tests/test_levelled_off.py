@@ -72,10 +72,10 @@ def test_a_levelled_off_line_is_skipped_and_reported_a_rising_one_is_not(small_s
     assert _measured(summary, 10) == [(p, m) for p in NPROBE for m in ("batch", "single")]
     reason = ("recall@10 levelled off at 0.5000 (nprobe=4 → 8 → 16 moved it < 0.001); this costlier setting "
               "cannot reach more")
-    assert summary.skipped_detail == [("scripted[test] -", f"nprobe={p},refine=0 {m}", reason)
-                                      for p in (32, 64) for m in ("batch", "single")]
+    assert summary.skipped_detail == [("scripted[test]", f"nprobe{p} refine0{'' if m == 'batch' else ' single'}",
+                                       reason) for p in (32, 64) for m in ("batch", "single")]
     [line] = skip_summary(summary.skipped_detail)
-    assert line.startswith("skipped 4 setting(s) of scripted[test] -: nprobe=32,refine=0 batch, ") and reason in line
+    assert line.startswith("skipped 4 setting(s) of scripted[test]: nprobe32 refine0, ") and reason in line
 
 
 def test_exhaustive_measures_past_the_level(small_set, tmp_path, scripted):
@@ -91,7 +91,7 @@ def test_a_resumed_sweep_judges_the_level_from_the_stored_rows(small_set, tmp_pa
         # Extended: 16 is measured, and with the stored 4 and 8 it makes the second flat step; the worker skips on.
         second = _sweep(vs, store, ["nprobe=1,2,4,8,16,32,64 refine=0"])
         assert _measured(second) == [(16, "batch")] and second.skipped_existing == 4
-        assert [s for _, s, _ in second.skipped_detail] == ["nprobe=32,refine=0 batch", "nprobe=64,refine=0 batch"]
+        assert [s for _, s, _ in second.skipped_detail] == ["nprobe32 refine0", "nprobe64 refine0"]
         assert "(nprobe=4 → 8 → 16 moved it < 0.001); this" in second.skipped_detail[0][2]
         # Again, with a larger grid: the stored rows alone show the level, nothing is built.
         third = _sweep(vs, store, ["nprobe=1,2,4,8,16,32,64,128 refine=0"])
@@ -171,8 +171,8 @@ def test_ivfpq_without_reranking_stops_where_its_codes_cap_the_recall(small_set,
     # PQ codes of 4 bytes cap the recall near 0.75 from nprobe 4 on, whatever nprobe: 4 -> 8 -> 16 moved nothing.
     assert recall[1] < recall[2] < recall[4] == recall[8] == recall[16] < 0.8 and sorted(recall) == [1, 2, 4, 8, 16]
     skipped = {s: r for _, s, r in second.skipped_detail}
-    assert skipped.keys() == {"nprobe=32,refine=0 batch", "nprobe=64,refine=0 batch"}
+    assert skipped.keys() == {"nprobe32 refine0", "nprobe64 refine0"}
     # Judged in the worker, from the stored 4 and 8 and the 16 it measured (a judgement from stored rows says so).
     assert (f"levelled off at {recall[16]:.4f} (nprobe=4 → 8 → 16 moved it < 0.001)"
-            in skipped["nprobe=32,refine=0 batch"])
-    assert "nprobe=64 > nlist=32" in skipped["nprobe=64,refine=0 batch"]  # redundant before any of this
+            in skipped["nprobe32 refine0"])
+    assert "nprobe=64 > nlist=32" in skipped["nprobe64 refine0"]  # redundant before any of this

@@ -177,12 +177,12 @@ def test_settings_costlier_than_an_exact_one_are_skipped_and_stay_skipped_on_res
         measured = {r.search_params["nprobe"]: r.recall for r in first.records}
         exact = min(p for p, rec in measured.items() if rec == 1.0)
         assert measured[1] < 1.0 and measured[16] == 1.0 and 12 in measured and 24 not in measured
-        assert any("nprobe=24 batch: recall@10 already 1.0 at nprobe=16;" in s for s in first.skipped_redundant)
+        assert any("nprobe24: recall@10 already 1.0 at nprobe16;" in s for s in first.skipped_redundant)
         # Resumed with a larger grid: the stored exact row still makes the costlier settings redundant.
         plans = plan_sweep(["ivf"], vs.n_train, vs.dim, vs.metric, ["nlist=32"], ["nprobe=1,8,12,16,14"])
         second = run_sweep(vs, plans, RunOptions(runs=1), store)
         assert [r.search_params["nprobe"] for r in second.records] == [8] and exact == 12
-        assert len(second.skipped_redundant) == 1 and "nprobe=14 batch: recall@10 already 1.0 at nprobe=12 (stored)" \
+        assert len(second.skipped_redundant) == 1 and "nprobe14: recall@10 already 1.0 at nprobe12 (stored)" \
             in second.skipped_redundant[0]
         full = run_sweep(vs, plans, RunOptions(runs=1, exhaustive=True), store)
         assert not full.skipped_redundant and [r.search_params["nprobe"] for r in full.records] == [14]

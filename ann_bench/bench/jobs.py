@@ -22,7 +22,7 @@ import numpy as np
 
 from ann_bench.atomic import free_space, is_disk_full, raise_if_terminated
 from ann_bench.bench.metrics import fmt_recall
-from ann_bench.bench.results import Record, ResultStore
+from ann_bench.bench.results import Record, ResultStore, short_params
 from ann_bench.data.vectorset import VectorSet
 from ann_bench.errors import InputError
 
@@ -189,7 +189,7 @@ class JobRecorder:
         self.build_info: dict[str, Any] = {}
         self.node: dict[str, Any] = {}  # host and versions of the machine that ran the job, when not this one
         self.finished: set[int] = set()
-        self.build_label = f"{job.backend}[{job.impl}] {_fmt(job.build)}"
+        self.build_label = short_label(f"{job.backend}[{job.impl}]", job.build)
         self.building = False
         self.exact_done: list[tuple[dict[str, Any], str]] = []  # recorded (search, mode) at recall 1.0
         self.measured_done: list[tuple[dict[str, Any], str, float]] = []  # recorded ok (search, mode, recall)
@@ -261,12 +261,11 @@ class JobRecorder:
         elif kind == "skipped":  # not stored: a resumed sweep skips it again from the stored rows that made it so
             i, reason = payload
             search, mode = self.job.pending[i]
-            self.summary.skip(f"{self.job.backend}[{self.job.impl}] {_fmt(self.job.build)}", f"{_fmt(search)} {mode}",
-                              reason)
+            self.summary.skip(self.build_label, short_label("", search, mode), reason)
             self.finished.add(i)
             self.advance_sweep()
         elif kind == "note":
-            self.reporter.log(f"{self.job.backend}[{self.job.impl}] {_fmt(self.job.build)}: {payload[0]}")
+            self.reporter.log(f"{self.build_label}: {payload[0]}")
         elif kind == "build_failed":
             self._build_ended()
             for i in range(len(self.job.pending)):
@@ -288,10 +287,23 @@ def _fmt(params: dict[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in params.items()) or "-"
 
 
+def short_label(head: str, params: dict[str, Any], mode: str = "batch") -> str:
+    """``hnsw[hnswlib] M16 efC200``: a label and its parameters in their short forms (see
+    :func:`~ann_bench.bench.results.short_value`), and the mode when it is not the default batch."""
+    parts = [head, short_params(params, None) if params else "", "" if mode == "batch" else mode]
+    return " ".join(p for p in parts if p)
+
+
 def _line(rec: Record) -> str:
+    """One configuration's line: ``hnsw[hnswlib] M16 efC200 ef10: recall 0.9406, 133,501 QPS, P@10 0.9990``
+    (single mode adds its p99 latency); compact so that it fits 80 columns for most backends."""
+    head = short_label(short_label(rec.label(), rec.build_params), rec.search_params, rec.mode)
     if rec.status != "ok":
-        return f"{rec.label()} {_fmt(rec.build_params)} {_fmt(rec.search_params)} {rec.mode}: {rec.status} {rec.error}"
+        return f"{head}: {rec.status}: {rec.error}"
+    figures = [f"recall {fmt_recall(rec.recall)}", f"{rec.qps:,.0f} QPS"]
+    if rec.mode == "single" and rec.p99_ms is not None:
+        figures.append(f"p99 {rec.p99_ms:.3f} ms")
     precision = rec.label_metrics.get(f"precision_at_{rec.k}")
-    return (f"{rec.label()} {_fmt(rec.build_params)} {_fmt(rec.search_params)} {rec.mode}: "
-            f"recall={fmt_recall(rec.recall)} qps={rec.qps:,.0f}"
-            + (f" precision@{rec.k}={precision:.4f}" if precision is not None else ""))
+    if precision is not None:
+        figures.append(f"P@{rec.k} {precision:.4f}")
+    return f"{head}: {', '.join(figures)}"

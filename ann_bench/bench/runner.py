@@ -29,7 +29,8 @@ from ann_bench.bench.executors import Executor, open_executor
 # The shared job and recording types live in ann_bench.bench.jobs (below runner, tune and the executors); they
 # are re-exported here, where callers have always found them.
 from ann_bench.bench.jobs import (EXECUTORS, MODES, SEED_MAX, JobRecorder, Reporter, RunOptions,  # noqa: F401
-                                  SweepSummary, _fmt, check_k, check_labels, index_cache_dir, parse_size)
+                                  SweepSummary, check_k, check_labels, index_cache_dir, parse_size,
+                                  short_label)
 from ann_bench.bench.metrics import label_metrics
 from ann_bench.bench.results import Record, ResultStore, canon_params
 from ann_bench.bench.worker import BuildJob, levelled_reason, saturated_reason
@@ -221,7 +222,7 @@ def _sweep(vs, plans, options, store, reporter, executor: Executor) -> SweepSumm
                                   created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                                   **dataset, **kw)
 
-                label = f"{plan.cls.label()} {_fmt(build)}"
+                label = short_label(plan.cls.label(), build)
                 probe = plan.cls(vs.metric, vs.dim, **build)  # parameters only: nothing is built
                 pending = []
                 stored = stored_rows.get((plan.cls.name, plan.cls.impl, canon_params(build)), [])
@@ -229,7 +230,7 @@ def _sweep(vs, plans, options, store, reporter, executor: Executor) -> SweepSumm
                 for search in plan.searches:
                     reason = probe.search_skip_reason(search, options.k)
                     if reason is not None:
-                        summary.skip(label, f"{_fmt(search)} {'+'.join(options.modes)}", reason)
+                        summary.skip(label, short_label("", search, "+".join(options.modes)), reason)
                         advance_sweep(len(options.modes))
                         continue
                     for mode in options.modes:
@@ -238,7 +239,7 @@ def _sweep(vs, plans, options, store, reporter, executor: Executor) -> SweepSumm
                             advance_sweep()
                         elif (reason := saturated_reason(plan.cls, search, mode, stored_exact, options.k, stored=True)
                               or levelled_reason(plan.cls, search, mode, stored, options.k, stored=True)) is not None:
-                            summary.skip(label, f"{_fmt(search)} {mode}", reason)
+                            summary.skip(label, short_label("", search, mode), reason)
                             advance_sweep()
                         else:
                             pending.append((search, mode))

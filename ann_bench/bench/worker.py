@@ -33,6 +33,7 @@ import math
 import multiprocessing
 import os
 import signal
+import tempfile
 import threading
 import time
 import traceback
@@ -46,7 +47,7 @@ import numpy as np
 from ann_bench.distances import distances_to
 from ann_bench.bench.metrics import (RECALL_RULE, SATURATION, DuplicateIdsError, check_no_duplicates, distance_recall,
                                     fmt_recall, id_recall, label_metrics, latency_summary, tie_recall)
-from ann_bench.bench.results import params_str
+from ann_bench.bench.results import short_params
 
 POLL_S = 0.05
 
@@ -268,7 +269,7 @@ def saturated_reason(cls, search: dict[str, Any], mode: str, exact: list[tuple[d
     reached = next((s for s, m in exact if m == mode and cls.costlier(s, search)), None)
     if reached is None:
         return None
-    return (f"recall@{k} already 1.0 at {params_str(reached)}{' (stored)' if stored else ''}; "
+    return (f"recall@{k} already 1.0 at {short_params(reached, None)}{' (stored)' if stored else ''}; "
             "this costlier setting cannot beat it")
 
 
@@ -379,7 +380,13 @@ def _watch_parent(parent: int) -> None:
         time.sleep(0.5)
 
 
-def _worker_main(job: BuildJob, conn, parent: int, data: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+def _worker_main(job: BuildJob, conn, parent: int, data: tuple[np.ndarray, np.ndarray] | None = None,
+                 output: str | None = None) -> None:
+    if output is not None:  # what the libraries print (faiss's C++ warnings, a traceback) goes to the parent's file
+        fd = os.open(output, os.O_WRONLY | os.O_APPEND)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     if data is not None:
@@ -440,7 +447,11 @@ def run_in_process(job: BuildJob, on_event: Callable[..., None], timeout: float 
 
     ctx = multiprocessing.get_context("spawn")
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_worker_main, args=(job, send, os.getpid(), data), daemon=True)
+    # The worker's stdout and stderr go to a file read when it ends: a library's own prints would otherwise cut
+    # through the progress display and wrap at the terminal's edge. They are reported as notes.
+    fd, output = tempfile.mkstemp(prefix="ann-bench-worker-", suffix=".log")
+    os.close(fd)
+    proc = ctx.Process(target=_worker_main, args=(job, send, os.getpid(), data, output), daemon=True)
     with _environ(_thread_env(max(job.threads, job.build_threads))):
         proc.start()
     send.close()
@@ -498,9 +509,36 @@ def run_in_process(job: BuildJob, on_event: Callable[..., None], timeout: float 
             proc.kill()
         proc.join(5)
         recv.close()
+    said = _worker_output(output)
+    for line in said[:MAX_OUTPUT_LINES]:
+        on_event("note", f"the library printed: {line}")
+    if len(said) > MAX_OUTPUT_LINES:
+        on_event("note", f"… and {len(said) - MAX_OUTPUT_LINES} more line(s)")
     if outcome is None and proc.exitcode not in (0, None):
-        outcome = ("failed", describe_exit(proc.exitcode))
+        outcome = ("failed", describe_exit(proc.exitcode) + (f"; it last printed: {said[-1]}" if said else ""))
     return outcome
+
+
+MAX_OUTPUT_LINES = 5
+
+
+def _worker_output(path: str, limit: int = 1 << 16) -> list[str]:
+    """The distinct non-blank lines a worker printed (the last ``limit`` bytes), in order; the file is removed."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - limit))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    lines = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and line not in lines:
+            lines.append(line)
+    return lines
 
 
 def _throttled(emit: Callable[..., None], every_s: float = 0.5) -> Callable[[int, int], None]:

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import textwrap
 
 import click
-from rich.markup import escape
-from rich.table import Table
 
 from ann_bench.backends import all_backends
 from ann_bench.cli.console import out
 
 
 def describe_backends() -> list[dict]:
-    rows = []
+    rows, seen = [], set()
     for cls in all_backends():
         def params(declared, grid):
             return [{"name": p.name, "type": p.type.__name__, "default": p.default, "allowed": p.describe(),
@@ -23,12 +22,14 @@ def describe_backends() -> list[dict]:
 
         rows.append({
             "backend": cls.name, "impl": cls.impl, "description": cls.description,
+            "default_impl": cls.name not in seen,  # the first implementation of a name is its default
             "metrics": list(cls.capabilities.metrics),
             "available": all(importlib.util.find_spec(m) is not None for m in cls.requires),
             "install": cls.install_hint or " ".join(f"pip install {m}" for m in cls.requires),
             "build": params(cls.build_params, cls.build_grid),
             "search": params(cls.search_params, cls.search_grid),
         })
+        seen.add(cls.name)
     return rows
 
 
@@ -40,20 +41,40 @@ def backends(as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(rows))
         return
-    table = Table(title="ann-bench backends (first implementation of a name is its default)")
-    for col in ("backend", "impl", "metrics", "build parameters [default sweep]", "search parameters [default sweep]"):
-        table.add_column(col)
-
-    def fmt(params):
-        return "\n".join(f"{p['allowed']} (default {p['default']})\n  sweep: {p['grid']}" for p in params) or "-"
-
-    for r in rows:
-        name = escape(r["backend"]) if r["available"] else \
-            f"{escape(r['backend'])} [red](not installed: {escape(r['install'])})[/]"
-        table.add_row(f"{name}\n[dim]{escape(r['description'])}[/]", r["impl"], ", ".join(r["metrics"]),
-                      escape(fmt(r["build"])), escape(fmt(r["search"])))
-    out.print(table)
-    missing = [r for r in rows if not r["available"]]
+    for n, r in enumerate(rows):
+        out.print(("\n" if n else "") + backend_block(r, out.width), markup=False, highlight=False, soft_wrap=True)
+    missing = [f"{r['backend']}[{r['impl']}]" for r in rows if not r["available"]]
     if missing:
-        out.print("not installed: " + "; ".join(f"{r['backend']}[{r['impl']}]: {r['install']}" for r in missing),
-                  soft_wrap=True, markup=False)
+        out.print(f"not installed ({len(missing)}): {', '.join(missing)}; each block above says how to install it",
+                  markup=False)
+
+
+def backend_block(r: dict, width: int) -> str:
+    """One backend as lines of at most ``width`` columns (wrapped at word boundaries, no padding): a heading,
+    its metrics, and one line per parameter — its name (never cut), type and range, default and default sweep —
+    with what it does on the line below."""
+    default = f"; the default implementation of {r['backend']}" if r["default_impl"] else ""
+    lines = _wrap(f"{r['backend']}[{r['impl']}] — {r['description']}{default}", width, "", "    ")
+    if not r["available"]:
+        lines += _wrap(f"not installed: {r['install']}", width, "  ", "    ")
+    lines += _wrap(f"metrics: {', '.join(r['metrics'])}", width, "  ", "    ")
+    names = [p["name"] for section in ("build", "search") for p in r[section]]
+    pad = max(map(len, names), default=1)
+    for section in ("build", "search"):
+        if not r[section]:
+            lines.append(f"  {section}: -")
+            continue
+        for j, p in enumerate(r[section]):
+            kind = p["allowed"].split(": ", 1)[-1]
+            sweep = p["grid"] if isinstance(p["grid"], str) else " ".join(str(v) for v in p["grid"])
+            lead = f"  {section + ':' if j == 0 else '':7} {p['name']:<{pad}}  "
+            more = " " * (len(lead) if len(lead) <= 34 else 12)
+            lines += _wrap(f"{lead}{kind}; default {p['default']}; sweep {sweep}", width, "", more)
+            if p["help"]:
+                lines += _wrap(p["help"], width, more, more)
+    return "\n".join(lines)
+
+
+def _wrap(text: str, width: int, first: str, more: str) -> list[str]:
+    return textwrap.wrap(text, width=max(width, 40), initial_indent=first, subsequent_indent=more,
+                         break_long_words=False, break_on_hyphens=False, drop_whitespace=True) or [first.rstrip()]

@@ -12,7 +12,7 @@ from rich.markup import escape
 from ann_bench.report.best import best_configurations
 from ann_bench.report.plots import latest_dataset
 from ann_bench.cli.console import err, out
-from ann_bench.cli.options import dataset_filter, results_option
+from ann_bench.cli.options import stored_records, results_option
 from ann_bench.bench.metrics import fmt_recall
 from ann_bench.bench.results import ResultStore, flat_dict, params_str, short_params
 from ann_bench.bench.runner import parse_size
@@ -49,7 +49,7 @@ def best(recall: float, max_memory: str | None, max_rss: str | None, metric: str
     limit = parse_size(max_memory) if max_memory is not None else None
     rss_limit = parse_size(max_rss) if max_rss is not None else None
     with ResultStore(results_path, create=False) as store:
-        records = store.records(dataset=dataset_filter(dataset))
+        records = stored_records(store, dataset)
     if dataset is None:
         records, note = latest_dataset(records)
         if note:

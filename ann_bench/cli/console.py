@@ -9,16 +9,26 @@ from contextlib import contextmanager
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn,
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn,
                            TimeElapsedColumn)
+from rich.table import Column
 from rich.text import Text
 
 from ann_bench.bench.jobs import Reporter
 
+
+class _Console(Console):
+    """``print(..., soft_wrap=True)`` means "one line, however long": so it stays in a pipe or a file (grep
+    finds it whole), while in a terminal, which would cut it mid-word at its edge, it wraps at word boundaries."""
+
+    def print(self, *objects, soft_wrap=None, **kwargs) -> None:
+        super().print(*objects, soft_wrap=False if soft_wrap and self.is_terminal else soft_wrap, **kwargs)
+
+
 # Pipes and files get a wide console so result tables are not truncated at 80 columns, unless $COLUMNS says
 # how wide (rich reads it).
-out = Console(highlight=False, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
-err = Console(stderr=True, highlight=False)
+out = _Console(highlight=False, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
+err = _Console(stderr=True, highlight=False)
 
 
 class CliError(click.ClickException):
@@ -32,6 +42,17 @@ class CliError(click.ClickException):
 
 def abort(message: str) -> None:
     raise CliError(message)
+
+
+class DescriptionColumn(ProgressColumn):
+    """The task's description in whatever width the other columns leave (the table expands to the terminal),
+    cut with "…" rather than wrapped: the timers and counts on the right always stay whole."""
+
+    def __init__(self):
+        super().__init__(table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis"))
+
+    def render(self, task) -> Text:
+        return Text(task.description, no_wrap=True, overflow="ellipsis")
 
 
 class RateColumn(ProgressColumn):
@@ -66,8 +87,9 @@ class RichReporter(Reporter):
     def __init__(self, verbose: bool = True):
         self.verbose = verbose
         self.progress = Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), CountColumn(),
-            RateColumn(), TimeElapsedColumn(), EtaColumn(), console=err, transient=True,
+            SpinnerColumn(), DescriptionColumn(), BarColumn(bar_width=10), CountColumn(), RateColumn(),
+            TimeElapsedColumn(), EtaColumn(), console=err, transient=True, expand=True,
+            disable=not err.is_terminal,  # a pipe or a file gets the lines, not bars (nor the newline a stop writes)
         )
         self._builds: dict[str, int] = {}  # build label -> its progress task
 
@@ -75,12 +97,13 @@ class RichReporter(Reporter):
         return self  # the display starts with the first task: an early error prints no blank progress line
 
     def __exit__(self, *exc) -> None:
-        self.progress.stop()
+        if self.progress.live.is_started:  # stopping a display that never started would print a blank line
+            self.progress.stop()
 
     @contextmanager
     def task(self, description: str, total: int | None):
         self.progress.start()  # idempotent
-        task_id = self.progress.add_task(escape(description), total=total)  # user text: never rich markup
+        task_id = self.progress.add_task(description, total=total)  # plain text (DescriptionColumn): no markup
         try:
             yield lambda n=1: self.progress.advance(task_id, n)
         finally:
@@ -98,7 +121,7 @@ class RichReporter(Reporter):
     def build_started(self, label: str) -> None:
         """A bar for the build: elapsed time, and items inserted when the library reports them."""
         self.progress.start()
-        self._builds[label] = self.progress.add_task(escape(f"building {label}"), total=None)
+        self._builds[label] = self.progress.add_task(f"building {label}", total=None)
 
     def build_progress(self, label: str, done: int, total: int) -> None:
         if label in self._builds:

@@ -29,3 +29,20 @@ def dataset_filter(value: str | None) -> str | None:
         with VectorSet(path) as vs:
             return vs.content_hash()
     return value
+
+
+def stored_records(store, dataset: str | None, **filters) -> list:
+    """``store.records`` for a --dataset value (a file, name or hash prefix) and other filters. A --dataset that
+    matches no stored set is refused in one line naming the sets the store holds, rather than answered with an
+    empty table."""
+    from ann_bench.errors import InputError
+
+    key = dataset_filter(dataset)
+    records = store.records(dataset=key, **filters)
+    if dataset is not None and not records and not store.records(dataset=key):
+        held = store.datasets()
+        sets = "; ".join(f"{d['dataset_name']} ({d['dataset_hash'][:8]}, {d['rows']} row(s))" for d in held)
+        raise InputError(f"no results for --dataset {dataset!r} in {str(store.path)!r}, which holds "
+                         + (f"{len(held)} set(s): {sets}; pass one's name, hash or file" if held else
+                            "no results yet; run `ann-bench run` first"))
+    return records

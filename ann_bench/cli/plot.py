@@ -9,7 +9,7 @@ import click
 from rich.markup import escape
 
 from ann_bench.cli.console import err, out
-from ann_bench.cli.options import dataset_filter, force_option, results_option
+from ann_bench.cli.options import stored_records, force_option, results_option
 from ann_bench.outputs import check_output
 from ann_bench.report.plots import Y_METRICS, latest_dataset, plot_recall_qps
 from ann_bench.bench.results import ResultStore
@@ -60,7 +60,7 @@ def plot(dataset: str | None, output: Path, y_metric: str, mode: str | None, k: 
             if mode is None:
                 mode = log.get("mode")
         else:
-            records = store.records(dataset=dataset_filter(dataset), backend=backend)
+            records = stored_records(store, dataset, backend=backend)
             if dataset is None:
                 records, note = latest_dataset(records)
                 if note:

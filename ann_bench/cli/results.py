@@ -9,7 +9,7 @@ from rich.markup import escape
 
 from ann_bench.atomic import atomic_path
 from ann_bench.cli.console import out
-from ann_bench.cli.options import dataset_filter, force_option, results_option
+from ann_bench.cli.options import stored_records, force_option, results_option
 from ann_bench.errors import InputError
 from ann_bench.bench.metrics import fmt_recall
 from ann_bench.outputs import check_output
@@ -45,7 +45,7 @@ def results(dataset: str | None, backend: str | None, where: tuple[str, ...], so
                              f"terminal), or drop -o {str(output)!r}")
         check_output(output, "export", inputs=(results_path,), force=force)
     with ResultStore(results_path, create=False) as store:
-        records = store.records(dataset=dataset_filter(dataset), backend=backend)
+        records = stored_records(store, dataset, backend=backend)
     records = filter_records(records, where) if where else records
     records = sort_records(records, sort) if sort else records
     if fmt == "table":

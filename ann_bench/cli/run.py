@@ -92,7 +92,8 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
     options.check()
     if executor == "ray":
         require_ray()  # the install hint before any work
-    if dataset is None:
+    default = dataset is None
+    if default:
         from ann_bench.config import cache_dir
 
         cached = (cache_dir() / "datasets" / f"{DEFAULT_SPEC.name()}.hdf5").exists()
@@ -109,6 +110,10 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
         X = vs.load_train()
         vs.load_test()
         check_groundtruth(vs, X, sample=GT_SAMPLE)  # a few hundred queries, exactly: before any measurement
+        if not quiet:  # which set, once the input is known good (the built-in default is otherwise silent)
+            err.print(f"run on {escape(vs.name)}{' (the built-in default set)' if default else ''}: "
+                      f"{vs.n_train:,} x {vs.dim} {vs.metric}, {vs.n_test:,} queries, k={k}, {mode} mode, "
+                      f"{threads} query thread(s)", soft_wrap=True)
         # Connected (Ray) before the store is created: a connection that fails leaves no file behind.
         with RichReporter(verbose=not quiet) as reporter, open_executor(options, reporter) as executor, \
                 ResultStore(results_path) as store:
@@ -117,10 +122,10 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
             # a resumed run's new rows alone would hide faster stored ones.
             stored = [r for r in store.records(dataset=vs.content_hash(), k=k)
                       if r.threads == threads and r.recall is not None]
-    if summary.skipped_existing:
+    if summary.skipped_existing and not quiet:
         err.print(f"skipped {summary.skipped_existing} configuration(s) already in {escape(str(results_path))} "
                   "(--force re-runs them)")
-    for line in skip_summary(summary.skipped_detail):
+    for line in [] if quiet else skip_summary(summary.skipped_detail):
         err.print(f"[dim]{escape(line)}[/]", soft_wrap=True)
     for r in summary.failed:
         err.print(f"[red]failed[/] {escape(r.label())} {escape(params_str(r.build_params))} "

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rich.cells import cell_len
+from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ann_bench.bench.results import ABBREVIATIONS, short_params, short_value, varying  # noqa: F401 (re-exported)
 
@@ -38,19 +41,22 @@ class FitTable:
             markup: bool = False) -> None:
         self.columns.append(Column(header, values, numeric, optional, markup))
 
-    def render(self, width: int, wide: bool = False) -> Table:
+    def render(self, width: int, wide: bool = False) -> Group:
+        """The title, the table and the captions, fitted to ``width``. The title and captions are lines of
+        their own rather than the table's (which would centre and pad them to the table's width, with trailing
+        spaces in a pipe); in a terminal they wrap at word boundaries."""
         cols = list(self.columns)
         constant = []
         if len(cols) and cols[0].values and len(cols[0].values) > 1:
             for c in list(cols):
                 if c.optional is not None and len(set(c.values)) == 1 and "[" not in c.values[0]:
-                    if c.values[0] != "-":  # a column of dashes says nothing: it just goes
+                    if c.values[0].strip() not in ("", "-", "/"):  # a column that says nothing just goes
                         constant.append(f"{c.header} {c.values[0]}")
                     cols.remove(c)
         dropped = []
         if not wide:
             def needed(cs):
-                return sum(max([len(c.header)] + [len(v) for v in c.values]) + 3 for c in cs) + 1
+                return sum(max([len(c.header)] + [_cells(v, c.markup) for v in c.values]) + 3 for c in cs) + 1
 
             for c in sorted([c for c in cols if c.optional is not None], key=lambda c: c.optional):
                 if needed(cols) <= width:
@@ -61,8 +67,7 @@ class FitTable:
         captions = list(self.caption_lines)
         if dropped:
             captions.append(f"columns left out to fit {width} columns: {', '.join(dropped)} (--wide shows them)")
-        table = Table(title=escape(title), caption="\n".join(escape(c) for c in captions) or None,
-                      caption_justify="left")
+        table = Table()
         for c in cols:
             widest = max([len(v) for v in c.values], default=0)
             if c.numeric:
@@ -71,7 +76,12 @@ class FitTable:
                 table.add_column(c.header, overflow="fold")
         for i in range(len(cols[0].values) if cols else 0):
             table.add_row(*[c.values[i] if c.markup else escape(c.values[i]) for c in cols])
-        return table
+        return Group(Text(title, style="italic"), table, *(Text(c) for c in captions))
+
+
+def _cells(value: str, markup: bool) -> int:
+    """The width ``value`` takes on screen (rich markup, if any, takes none)."""
+    return Text.from_markup(value).cell_len if markup else cell_len(value)
 
 
 def params_columns(records, group_of) -> tuple[list[str], list[str], list[str]]:

@@ -15,7 +15,8 @@ from ann_bench.data.vectorset import DEFAULT_SPEC, GT_SAMPLE, VectorSet, check_g
 from ann_bench.bench.metrics import fmt_recall
 from ann_bench.bench.executors.ray import require_ray
 from ann_bench.bench.results import ResultStore
-from ann_bench.cli.tables import FitTable, params_columns, short_params
+from ann_bench.backends import get_backend
+from ann_bench.cli.tables import FitTable, short_params, short_value, varying
 from ann_bench.bench.runner import RunOptions, check_k, check_labels, parse_size, plan_sweep
 from ann_bench.bench.tune import (DEFAULT_BACKENDS, TIME_PARTS, TuneOptions, fmt_duration, parse_duration,
                                   parse_targets, run_tune, split_queries)
@@ -144,13 +145,7 @@ def print_answers(result, options: TuneOptions, k: int, wide: bool = False) -> N
     title = (f"tune: {goal} at recall@{k} >= target{(' (' + ', '.join(limits) + ')') if limits else ''}")
     rows = result.ranked()
     measured = [a for a in rows if a.candidate is not None]
-    build, search, captions = params_columns([a.candidate.record for a in measured], lambda r: r.label())
-    short = {id(a): (b, s) for a, b, s in zip(measured, build, search)}
-    alone = [a for a in measured if sum(1 for m in measured if m.group == a.group) == 1]
-    for a in alone:  # a backend with one row: its parameters in the row, not in a caption
-        r = a.candidate.record
-        short[id(a)] = (short_params(r.build_params, None), short_params(r.search_params, None))
-        captions = [c for c in captions if not c.startswith(f"{a.group}: ")]
+    short, captions = _short_forms(measured)
     cols: dict[str, list[str]] = {name: [] for name in ("target", "backend", "build", "search", "recall",
                                                          "held-out", "QPS", "p99 ms", "index MB", "build s")}
     last = None
@@ -187,6 +182,29 @@ def print_answers(result, options: TuneOptions, k: int, wide: bool = False) -> N
     for name, values in cols.items():
         table.add(name, values, numeric=name in numeric, optional=optional.get(name))
     out.print(table.render(out.width, wide=wide))
+
+
+def _short_forms(measured) -> tuple[dict[int, tuple[str, str]], list[str]]:
+    """Per answer, its build and search parameters in short form: in the row those that vary among the backend's
+    rows, differ from the backend's default, or are effort parameters (ef, nprobe); the rest once per backend
+    in a caption line — so that the table fits without folding parameters over several lines."""
+    groups: dict[str, list] = {}
+    for a in measured:
+        groups.setdefault(a.group, []).append(a)
+    short, captions = {}, []
+    for group, answers in groups.items():
+        records = [a.candidate.record for a in answers]
+        cls = get_backend(records[0].backend, records[0].impl)
+        keep_b = varying([r.build_params for r in records]) | {
+            p.name for p in cls.build_params if any(r.build_params.get(p.name, p.default) != p.default for r in records)}
+        keep_s = varying([r.search_params for r in records]) | set(cls.effort_params)
+        for a, r in zip(answers, records):
+            short[id(a)] = (short_params(r.build_params, keep_b), short_params(r.search_params, keep_s))
+        fixed = [short_value(n, v) for n, v in records[0].build_params.items() if n not in keep_b]
+        fixed += [short_value(n, v) for n, v in records[0].search_params.items() if n not in keep_s]
+        if fixed:
+            captions.append(f"{group}: {' '.join(fixed)}")
+    return short, captions
 
 
 def print_summary(result) -> None:

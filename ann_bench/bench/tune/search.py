@@ -742,8 +742,13 @@ class _Tune:
         self.entries.append(entry)
         self._save_log()
         where = "" if entry["rung"] == self.top else f" on {entry['n']:,}"
-        shown = " / ".join(f"{v:,.0f}" for v in entry["values"] or [])
-        state = f"{shown} QPS" if entry["state"] == "complete" and shown else entry["state"]
+        state = entry["state"]
+        if state == "complete" and entry["values"]:  # per target: its speed, or "-" where it was not reached
+            qps = self.options.speed == "qps"
+            unit = "QPS" if qps else "p99 ms"
+            shown = [("-" if not v else f"{v:,.0f}" if qps else f"{1000 / v:.3f}") for v in entry["values"]]
+            state = (f"{shown[0]} {unit} at recall {self.options.targets[0]}" if len(shown) == 1 else
+                     f"{unit} at recall {'/'.join(map(str, self.options.targets))}: {' / '.join(shown)}")
         self.reporter.log(f"trial {len(self.entries)}{where}: {item.backend.label} "
                           f"{self._brief(item.backend.label, entry['build'])}: {state}"
                           + (f" ({entry['note']})" if entry["note"] else ""))
