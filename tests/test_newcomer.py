@@ -326,3 +326,41 @@ def test_ray_vectors_note_for_small_large_and_cached_sets():
         "ray: 1,034.2 MB of vectors went to 2 node(s) through the object store (one copy per node, cached by "
         "content hash)")
     assert "already on the 2 node(s)" in vectors_note({"a": 0, "b": 0}, None, 2)
+
+
+# ---- 10. data info and index info at 80 columns -----------------------------------------------------------
+def test_data_info_and_index_info_fit_80_columns_and_cut_nothing(tmp_path, monkeypatch):
+    from ann_bench.cli.console import out
+
+    folder = tmp_path / "a_rather_long_directory_name_for_testing" / "another_deeply_nested_folder_name"
+    folder.mkdir(parents=True)
+    data = folder / "fashion-mnist-embedded-with-a-long-name.hdf5"
+    assert invoke("data", "synth", data, "--n", 500, "--dim", 8, "--queries", 20, "--clusters", 5).exit_code == 0
+    idx = folder / "an-index-directory-with-a-long-name-as-well"
+    assert invoke("index", "build", "--dataset", data, "--backend", "hnsw", "-o", idx).exit_code == 0
+    monkeypatch.setattr(out, "width", 80)
+    for args, whole in ((("data", "info", data), str(data)), (("index", "info", idx), f'"dataset": "{data}"')):
+        r = invoke(*args)
+        assert r.exit_code == 0, r.output
+        lines = r.output.splitlines()
+        assert max(len(line) for line in lines) <= 80, "\n".join(lines)
+        assert "…" not in r.output  # folded, not cut
+        assert "".join(whole.split()) in "".join(r.output.split())  # all there, folded over the value's lines
+
+
+def test_data_list_fits_80_columns_without_cutting_a_name(tmp_path, monkeypatch):
+    from ann_bench.cli.console import out
+    from ann_bench.data import catalogue, realsets
+
+    monkeypatch.setattr(realsets, "WORDNET_DIR", str(tmp_path / "no-wordnet"))
+    monkeypatch.delenv(realsets.WORDNET_ENV, raising=False)
+    monkeypatch.setattr(out, "width", 80)
+    r = invoke("data", "list")
+    assert r.exit_code == 0, r.output
+    assert max(len(line) for line in r.output.splitlines()) <= 80 and "…" not in r.output
+    for name in catalogue.CATALOGUE:
+        assert name in r.output
+    assert "columns left out to fit 80 columns: metric, dimension (--wide shows them)" in r.output
+    assert "apt-get install wordnet-base" in r.output
+    wide = invoke("data", "list", "--wide")
+    assert "dimension" in wide.output and "metric" in wide.output

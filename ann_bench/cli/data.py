@@ -47,6 +47,15 @@ def synth_cmd(output: Path, n: int, dim: int, queries: int, clusters: int, metri
               f"{clusters} clusters, ground truth depth {min(k, n)}")
 
 
+def info_table() -> Table:
+    """A two-column table of facts (``data info``, ``index info``): the names never wrap, the values wrap at
+    word boundaries and fold what is longer than a line (a path), so nothing is cut with "…" at 80 columns."""
+    table = Table(show_header=False, box=None)
+    table.add_column("fact", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    return table
+
+
 @data.command("info")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
@@ -64,7 +73,7 @@ def info_cmd(file: Path, as_json: bool, sample: int) -> None:
     if as_json:
         out.print_json(json.dumps(facts))
     else:
-        table = Table(show_header=False, box=None)
+        table = info_table()
         for key in ("path", "name", "metric", "dimension", "train", "test", "train_dtype", "groundtruth_depth",
                     "labels", "n_classes", "keys", "size_mb", "content_hash"):
             value = facts[key]
@@ -175,7 +184,8 @@ def fetch_cmd(name: str, mirror: str | None, force: bool) -> None:
 
 @data.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def list_cmd(as_json: bool) -> None:
+@click.option("--wide", is_flag=True, help="Every column, however narrow the terminal.")
+def list_cmd(as_json: bool, wide: bool) -> None:
     """The catalogue of standard sets, and which are cached."""
     from ann_bench.data.catalogue import datasets_dir, listing
 
@@ -183,12 +193,27 @@ def list_cmd(as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(rows))
         return
-    table = Table(title=f"standard datasets (cache: {escape(str(datasets_dir()))})")
-    for col in ("name", "dimension", "train", "test", "metric", "download MB", "cached"):
-        table.add_column(col, justify="right" if col in ("dimension", "train", "test", "download MB") else "left")
-    for r in rows:
-        cached = "yes" if r["cached"] else "builds offline" if r["offline_build"] else (
-            f"needs {r['debian_package']}" if r["debian_package"] and not r["download_mb"] else "-")
-        table.add_row(r["name"], str(r["dimension"]), f"{r['train']:,}", f"{r['test']:,}", r["metric"],
-                      str(r["download_mb"]), cached)
-    out.print(table)
+    from ann_bench.cli.tables import FitTable
+
+    def cached(r) -> str:
+        if r["cached"]:
+            return "yes"
+        if r["offline_build"]:
+            return "builds offline"
+        return "needs package" if r["debian_package"] and not r["download_mb"] else "-"
+
+    # The name says the dimension and the metric: those columns go first when the terminal is narrow.
+    table = FitTable(f"standard datasets (cache: {datasets_dir()})")
+    table.add("name", [r["name"] for r in rows])
+    table.add("dimension", [str(r["dimension"]) for r in rows], numeric=True, optional=2)
+    table.add("train", [f"{r['train']:,}" for r in rows], numeric=True)
+    table.add("test", [f"{r['test']:,}" for r in rows], numeric=True)
+    table.add("metric", [r["metric"] for r in rows], optional=1)
+    table.add("MB", [str(r["download_mb"]) if r["download_mb"] else "-" for r in rows], numeric=True, optional=3)
+    table.add("cached", [cached(r) for r in rows])
+    table.caption_lines.append("MB: download size; '-': built offline, never downloaded")
+    for package in sorted({r["debian_package"] for r in rows if cached(r) == "needs package"}):
+        names = ", ".join(r["name"] for r in rows if r["debian_package"] == package and cached(r) == "needs package")
+        table.caption_lines.append(f"needs package: {names} is built from the Debian package {package} "
+                                   f"(apt-get install {package})")
+    out.print(table.render(out.width, wide=wide))

@@ -9,7 +9,6 @@ from typing import Any
 
 import click
 from rich.markup import escape
-from rich.table import Table
 
 from ann_bench.cli.console import RichReporter, err, out
 from ann_bench.cli.options import force_option
@@ -141,7 +140,9 @@ def info_cmd(directory: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(m, indent=1))
         return
-    table = Table(show_header=False, box=None)
+    from ann_bench.cli.data import info_table
+
+    table = info_table()
     rows = [("backend", f"{m['backend']}[{m['impl']}]"), ("build", _params(m["build_params"])),
             ("search (default)", _params(m["search_params"])), ("metric", m["metric"]),
             ("vectors", f"{m['n']:,} x {m['dimension']}-d"), ("keys", "yes" if m["keys"] else "no (row numbers)"),
