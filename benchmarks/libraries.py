@@ -76,6 +76,19 @@ def available(spec: str) -> tuple[bool, str]:
     return True, ""
 
 
+def draw(records: list, out: Path) -> Path | None:
+    """The figure of one set (``docs/libraries-SET.png``): its batch-mode rows at k = 10 (``records``: the rows
+    of that set), every library's front; None when there is no such row. ``scripts/docs_figures.py`` draws the
+    docs figures with this same function."""
+    from ann_bench.report.plots import plot_recall_qps
+
+    batch = [r for r in records if r.status == "ok" and r.k == 10 and r.mode == "batch"]
+    if not batch:
+        return None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return plot_recall_qps(batch, out)  # its title names the set, k, mode and threads
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", default="wordnet-minilm-384-angular,fashion-mnist-784-euclidean")
@@ -90,7 +103,6 @@ def main() -> int:
 
     from ann_bench.data.catalogue import cached_path
     from ann_bench.data.vectorset import VectorSet
-    from ann_bench.report.plots import plot_recall_qps
     from ann_bench.bench.results import ResultStore, params_str
 
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -153,11 +165,8 @@ def main() -> int:
                 lines.append(f"| {spec} | {cell(0.9)} | {cell(0.95)} | {cell(0.99)} | {e['max_recall']:.4f} | "
                              f"{', '.join(map(str, e['build_s']))} | {', '.join(map(str, e['index_mb']))} |")
             print("\n".join(lines))
-        plot = args.out.with_name(f"libraries-{set_name}.png")
-        plot.parent.mkdir(parents=True, exist_ok=True)
-        batch = [r for r in records if r.mode == "batch"]
-        if batch:
-            plot_recall_qps(batch, plot)  # its title names the set, k, mode and threads
+        plot = draw(records, args.out.with_name(f"libraries-{set_name}.png"))
+        if plot:
             print(f"plot: {plot}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=1))

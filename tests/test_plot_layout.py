@@ -231,3 +231,34 @@ def test_cli_plot_tune_and_default_on_the_many_backend_store(tmp_path):
                                        *extra], catch_exceptions=False)
         assert res.exit_code == 0, res.output
         assert (tmp_path / "p.png").stat().st_size > 20000
+
+
+def test_docs_figures_redraws_what_it_has_and_names_the_command_for_the_rest(tmp_path, capsys, monkeypatch):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from ann_bench.bench.results import ResultStore
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "docs_figures.py"
+    spec = importlib.util.spec_from_file_location("docs_figures", path)
+    docs_figures = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "docs_figures", docs_figures)  # its dataclass looks itself up there
+    monkeypatch.setattr(sys, "path", list(sys.path))  # it puts the repository and benchmarks/ on the path
+    spec.loader.exec_module(docs_figures)
+    store = tmp_path / "r.sqlite"
+    with ResultStore(store) as s:
+        for r in RECORDS:
+            s.save(replace(r, dataset_name="wordnet-minilm-384-angular"))
+    out = tmp_path / "docs"
+    only = "sweep_1m,libraries-wordnet-minilm-384-angular,all_backends_100k_index_mb,nsw_vs_hnsw_fmnist"
+    argv = ["--out-dir", str(out), "--only", only, "--store", f"sweep_1m={store}",
+            "--store", f"libraries-wordnet-minilm-384-angular={store}",
+            "--store", f"all_backends_100k_index_mb={store}", "--store", f"nsw_vs_hnsw_fmnist={store}"]
+    assert docs_figures.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert {p.name for p in out.iterdir()} == {"sweep_1m.png", "libraries-wordnet-minilm-384-angular.png",
+                                               "all_backends_100k_index_mb.png"}
+    kept = [line for line in lines if "kept as it is" in line]
+    assert len(kept) == 1 and "nsw_vs_hnsw_fmnist" in kept[0] and "python benchmarks/nsw_vs_hnsw.py" in kept[0]
+    assert docs_figures.main([*argv, "--strict"]) == 1
