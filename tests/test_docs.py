@@ -31,7 +31,10 @@ DOCS = ROOT / "docs"
 # Fenced blocks whose every line is a shell command line ("console": only the lines after a "$ " prompt).
 SHELL_LANGS = {"bash", "sh", "shell", "zsh"}
 CONSOLE_LANGS = {"console", "shell-session"}
-PLAIN_LANGS = {"", "text"}  # output samples, with maybe a command line among them
+PLAIN_LANGS = {""}  # output samples, with maybe a command line among them
+# A command's synopsis (``ann-bench plot -o FILE.png [-y qps|build_s|…]``) under its heading: not a command
+# line, but its subcommand must exist and every option it names must be one of the command's.
+SYNOPSIS_LANGS = {"text"}
 _FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*([\w+-]*)")
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _SEPARATORS = {"&&", "||", ";", "|", "&"}
@@ -176,6 +179,55 @@ def problems(samples) -> list[str]:
     return out
 
 
+_SYNOPSIS_OPTION = re.compile(r"(?<![\w-])(--?[A-Za-z][\w-]*)")
+
+
+def synopses_in(text: str, source: str) -> list[Sample]:
+    """Every ``ann-bench …`` line of the synopsis (``text``) blocks of a markdown text, split at spaces."""
+    return [Sample(source, number, tuple(line.split()[1:]))
+            for lang, body in _code_blocks(text) if lang in SYNOPSIS_LANGS
+            for number, line in _logical_lines(body) if line.split()[:1] == ["ann-bench"]]
+
+
+def check_synopsis(words: tuple[str, ...] | list[str]) -> str | None:
+    """None when a synopsis names a real command and only its options; else what is wrong. The words after
+    ``ann-bench`` that name subcommands lead to the command; every ``-x``/``--name`` after them must be one
+    of its options, and a value written ``a|b|c`` right after an option with choices must list only those."""
+    from ann_bench.cli import cli
+
+    cmd: click.Command = cli
+    path, rest = ["ann-bench"], list(words)
+    while isinstance(cmd, click.Group):
+        if not rest or rest[0] not in cmd.commands:
+            return f"{' '.join(path)}: no subcommand {rest[:1]} (one of: {', '.join(sorted(cmd.commands))})"
+        path.append(rest[0])
+        cmd = cmd.commands[rest.pop(0)]
+    options = {opt: param for param in cmd.params if isinstance(param, click.Option)
+               for opt in (*param.opts, *param.secondary_opts)}
+    options.update({"-h": None, "--help": None})
+    for i, word in enumerate(rest):
+        for name in _SYNOPSIS_OPTION.findall(word):
+            if name not in options:
+                return f"{' '.join(path)} has no option {name} (options: {', '.join(sorted(options))})"
+        option = options.get(word.strip("[]()"))
+        if option is not None and isinstance(option.type, click.Choice) and i + 1 < len(rest) \
+                and "|" in rest[i + 1]:
+            values = rest[i + 1].strip("[]()").split("|")
+            wrong = [v for v in values if v not in option.type.choices and v not in ("…", "...")]
+            if wrong:
+                return f"{' '.join(path)} {word}: {wrong} not among {list(option.type.choices)}"
+    return None
+
+
+def synopsis_problems(samples) -> list[str]:
+    out = []
+    for sample in samples:
+        message = check_synopsis(sample.args)
+        if message is not None:
+            out.append(f"{sample.source}:{sample.line}: {sample}: {message}")
+    return out
+
+
 def doc_files() -> list[Path]:
     return [README, *sorted(DOCS.rglob("*.md"))]
 
@@ -260,6 +312,29 @@ def test_the_sample_check_reports_stale_samples():
     assert found[3].startswith("docs/stale.md:10: ") and "ten" in found[3]  # not an integer
     assert found[4].startswith("docs/stale.md:11: ") and "indexx" in found[4]  # no such command
     assert found[5].startswith("docs/stale.md:20: ") and "--jsn" in found[5]
+
+
+def test_every_synopsis_names_real_options():
+    samples = [s for path in doc_files() for s in synopses_in(path.read_text(), path.relative_to(ROOT).as_posix())]
+    assert len(samples) > 10, f"only {len(samples)} synopses found: is the extraction broken?"
+    found = synopsis_problems(samples)
+    assert not found, "stale synopses:\n" + "\n".join(found)
+
+
+def test_the_synopsis_check_reports_stale_synopses():
+    page = ("```text\n"
+            "ann-bench plot -o FILE.png [-y qps|build_s|…] [--raw/--no-raw] [--dataset D]\n"
+            "ann-bench plot -o FILE.png [--colour C]\n"
+            "ann-bench plot [-y qps|speed]\n"
+            "ann-bench index bild -o DIR\n"
+            "```\n"
+            "```\nann-bench plot [--colour C]\n```\n")  # an output block: not a synopsis
+    samples = synopses_in(page, "docs/x.md")
+    assert [s.line for s in samples] == [2, 3, 4, 5]
+    found = synopsis_problems(samples)
+    assert len(found) == 3, found
+    assert "--colour" in found[0] and "speed" in found[1] and "bild" in found[2]
+    assert commands_in(page, "docs/x.md")[0].line == 8  # a synopsis is not parsed as a command line
 
 
 def test_comments_and_chains_are_split_as_the_shell_does():
