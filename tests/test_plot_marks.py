@@ -126,7 +126,7 @@ def test_the_sweep_reports_each_build_start_progress_and_end(small_set, tmp_path
     kinds = [c[0] for c in rep.calls]
     assert kinds[0] == "started" and kinds[-1] == "ended" and "progress" in kinds
     label = rep.calls[0][1]
-    assert label.startswith("nsw[numba] ") and "f=8" in label
+    assert label.startswith("nsw[numba] ") and "f8" in label  # the short form, as the configuration lines print it
     assert all(c[1] == label for c in rep.calls)
 
 

@@ -110,13 +110,14 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
         X = vs.load_train()
         vs.load_test()
         check_groundtruth(vs, X, sample=GT_SAMPLE)  # a few hundred queries, exactly: before any measurement
-        if not quiet:  # which set, once the input is known good (the built-in default is otherwise silent)
-            err.print(f"run on {escape(vs.name)}{' (the built-in default set)' if default else ''}: "
-                      f"{vs.n_train:,} x {vs.dim} {vs.metric}, {vs.n_test:,} queries, k={k}, {mode} mode, "
-                      f"{threads} query thread(s)", soft_wrap=True)
         # Connected (Ray) before the store is created: a connection that fails leaves no file behind.
         with RichReporter(verbose=not quiet) as reporter, open_executor(options, reporter) as executor, \
                 ResultStore(results_path) as store:
+            # Which set, once the input, the store and the executor are known good (the default is otherwise silent).
+            if not quiet:
+                err.print(f"run on {escape(vs.name)}{' (the built-in default set)' if default else ''}: "
+                          f"{vs.n_train:,} x {vs.dim} {vs.metric}, {vs.n_test:,} queries, k={k}, {mode} mode, "
+                          f"{threads} query thread(s)", soft_wrap=True)
             summary = run_sweep(vs, plans, options, store, reporter, executor=executor)
             # The closing table is the front over everything stored for this dataset, k and thread count —
             # a resumed run's new rows alone would hide faster stored ones.
