@@ -116,7 +116,8 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
             # Which set, once the input, the store and the executor are known good (the default is otherwise silent).
             if not quiet:
                 err.print(f"run on {escape(vs.name)}{' (the built-in default set)' if default else ''}: "
-                          f"{vs.n_train:,} x {vs.dim} {vs.metric}, {vs.n_test:,} queries, k={k}, {mode} mode, "
+                          f"{vs.n_train:,} x {vs.dim} {vs.metric}, {vs.n_test:,} queries, k={k}, "
+                          f"{'batch and single' if mode == 'both' else mode} mode, "
                           f"{threads} query thread(s)", soft_wrap=True)
             summary = run_sweep(vs, plans, options, store, reporter, executor=executor)
             # The closing table is the front over everything stored for this dataset, k and thread count —
