@@ -288,7 +288,7 @@ def test_cli_run_stores_ok_rows(tiny_set, tmp_path):
     assert r.exit_code == 0, r.output
     args = ["run", "--dataset", tiny_set, "--backend", "faiss", "--build", "factory=IVF8+Flat",
             "--build", "factory=HNSW8", "--search", "efSearch=0,32", "--search", "nprobe=0,1,2", "--runs", "1",
-            "--in-process", "--results", store, "--quiet"]
+            "--in-process", "--results", store]  # not --quiet: it hides the lines on skipped settings too
     r = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     said = " ".join(r.output.split())  # one summary line per index of the settings skipped, with the reason
