@@ -16,7 +16,7 @@ import json
 import os
 import sqlite3
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -418,6 +418,32 @@ def varying(params: Sequence[dict[str, Any]]) -> set[str]:
 def short_params(params: dict[str, Any], keep: set[str] | None) -> str:
     shown = [short_value(k, v) for k, v in params.items() if keep is None or k in keep]
     return " ".join(shown) or "-"
+
+
+class ShortForms:
+    """Short parameter forms of records (``M16 ef40``), as every table prints them: per group (``group_of``, a
+    backend and implementation by default) only the parameters that vary among its records; those fixed within a
+    group are said once, in :attr:`fixed` (group -> ``"efC200 tpl64"``)."""
+
+    def __init__(self, records: Sequence[Record], group_of: Callable[[Record], str] = lambda r: r.label()):
+        self.group_of = group_of
+        groups: dict[str, list[Record]] = {}
+        for r in records:
+            groups.setdefault(group_of(r), []).append(r)
+        self.keep_b = {g: varying([r.build_params for r in rs]) for g, rs in groups.items()}
+        self.keep_s = {g: varying([r.search_params for r in rs]) for g, rs in groups.items()}
+        self.fixed: dict[str, str] = {}
+        for g, rs in groups.items():
+            fixed = [short_value(n, v) for n, v in rs[0].build_params.items() if n not in self.keep_b[g]]
+            fixed += [short_value(n, v) for n, v in rs[0].search_params.items() if n not in self.keep_s[g]]
+            if fixed:
+                self.fixed[g] = " ".join(fixed)
+
+    def build(self, r: Record) -> str:
+        return short_params(r.build_params, self.keep_b[self.group_of(r)])
+
+    def search(self, r: Record) -> str:
+        return short_params(r.search_params, self.keep_s[self.group_of(r)])
 
 
 def params_str(params: dict[str, Any]) -> str:

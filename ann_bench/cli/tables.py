@@ -18,7 +18,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from ann_bench.bench.results import ABBREVIATIONS, short_params, short_value, varying  # noqa: F401 (re-exported)
+from ann_bench.bench.results import (ABBREVIATIONS, ShortForms, short_params, short_value,  # noqa: F401 (re-exported)
+                                     varying)
 
 @dataclass
 class Column:
@@ -49,6 +50,9 @@ class FitTable:
         constant = []
         if len(cols) and cols[0].values and len(cols[0].values) > 1:
             for c in list(cols):
+                if not c.numeric and set(c.values) == {"-"}:  # e.g. build parameters all in the caption
+                    cols.remove(c)
+                    continue
                 if c.optional is not None and len(set(c.values)) == 1 and "[" not in c.values[0]:
                     if c.values[0].strip() not in ("", "-", "/"):  # a column that says nothing just goes
                         constant.append(f"{c.header} {c.values[0]}")
@@ -86,18 +90,7 @@ def _cells(value: str, markup: bool) -> int:
 
 def params_columns(records, group_of) -> tuple[list[str], list[str], list[str]]:
     """Short build and search forms for each record (only the parameters that vary within its group), and the
-    caption lines for what is fixed per group."""
-    groups: dict[str, list] = {}
-    for r in records:
-        groups.setdefault(group_of(r), []).append(r)
-    keep_b = {g: varying([r.build_params for r in rs]) for g, rs in groups.items()}
-    keep_s = {g: varying([r.search_params for r in rs]) for g, rs in groups.items()}
-    captions = []
-    for g, rs in groups.items():
-        fixed = [short_value(k, v) for k, v in rs[0].build_params.items() if k not in keep_b[g]]
-        fixed += [short_value(k, v) for k, v in rs[0].search_params.items() if k not in keep_s[g]]
-        if fixed:
-            captions.append(f"{g}: {' '.join(fixed)}")
-    build = [short_params(r.build_params, keep_b[group_of(r)]) for r in records]
-    search = [short_params(r.search_params, keep_s[group_of(r)]) for r in records]
-    return build, search, captions
+    caption lines for what is fixed per group (:class:`~ann_bench.bench.results.ShortForms`)."""
+    forms = ShortForms(records, group_of)
+    return ([forms.build(r) for r in records], [forms.search(r) for r in records],
+            [f"{g}: {text}" for g, text in forms.fixed.items()])

@@ -25,7 +25,7 @@ from typing import Any, Callable
 from ann_bench import __version__
 from ann_bench.atomic import atomic_path
 from ann_bench.bench.metrics import fmt_recall
-from ann_bench.bench.results import Record, params_str, short_params, short_value, varying
+from ann_bench.bench.results import Record, ShortForms, params_str
 from ann_bench.errors import InputError
 from ann_bench.report.best import best_configurations
 from ann_bench.report.plots import (RECALLS, groups_of, pareto_by_group, render_plot, style, x_label, x_value,
@@ -480,35 +480,18 @@ def _hover(r: Record, group: str, k: int, on_front: bool) -> str:
     return "<br>".join(row for row in rows if row)
 
 
-class _ShortForms:
-    """Short parameter forms of records (``M16 ef40``): per backend/impl only the parameters that vary among
-    its records, the fixed ones said once, under the name ``label`` gives them (as ``ann-bench results`` prints
-    them; cf. cli.tables.params_columns, which a report may not import)."""
+class _ShortForms(ShortForms):
+    """:class:`~ann_bench.bench.results.ShortForms` grouped per backend and implementation under the name the
+    report's plots give them, and the note that says the fixed parameters once."""
 
     def __init__(self, records: list[Record], label: Callable[[Record], str] = lambda r: f"{r.backend} [{r.impl}]"):
-        by: dict[tuple[str, str], list[Record]] = defaultdict(list)
-        for r in records:
-            by[(r.backend, r.impl)].append(r)
-        self.keep_b = {g: varying([r.build_params for r in rs]) for g, rs in by.items()}
-        self.keep_s = {g: varying([r.search_params for r in rs]) for g, rs in by.items()}
-        self.fixed = {}
-        for g, rs in sorted(by.items()):
-            fixed = [short_value(n, v) for n, v in rs[0].build_params.items() if n not in self.keep_b[g]]
-            fixed += [short_value(n, v) for n, v in rs[0].search_params.items() if n not in self.keep_s[g]]
-            if fixed:
-                self.fixed[label(rs[0])] = " ".join(fixed)
-
-    def build(self, r: Record) -> str:
-        return short_params(r.build_params, self.keep_b[(r.backend, r.impl)])
-
-    def search(self, r: Record) -> str:
-        return short_params(r.search_params, self.keep_s[(r.backend, r.impl)])
+        super().__init__(records, label)
 
     def note(self) -> str:
         if not self.fixed:
             return ""
         return ('<p class="note">The same in every row of a backend: '
-                + "; ".join(f"<b>{_e(g)}</b> {_e(text)}" for g, text in self.fixed.items())
+                + "; ".join(f"<b>{_e(g)}</b> {_e(text)}" for g, text in sorted(self.fixed.items()))
                 + ". Hover a parameter cell for the full names.</p>")
 
 

@@ -11,6 +11,8 @@ have fixed slots, plugins get one from a hash of their label.
 
 from __future__ import annotations
 
+import math
+
 import hashlib
 import io
 import os
@@ -467,12 +469,13 @@ def _set_scales(ax, xs: list[float], x_scale: str, x_metric: str, top: float, ri
     from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
 
     ax.set_yscale("log")
-    ax.yaxis.set_minor_locator(LogLocator(subs=(2, 5)))
+    ax.yaxis.set_minor_locator(LogLocator(subs=(2, 3, 4, 5, 6, 7, 8, 9)))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _short(v)))
 
-    def minor(v, _):  # under two decades on view, label 2 and 5 too, or the axis may show a single number
-        lo, hi = ax.yaxis.get_view_interval()
-        return _short(v) if hi < 100 * lo else ""
+    def minor(v, _):  # fewer decades on view, more labels, or the axis may show one or two numbers:
+        lo, hi = ax.yaxis.get_view_interval()  # under one decade every digit, under two 2 and 5, else none
+        digit = round(v / 10 ** math.floor(math.log10(v)))
+        return _short(v) if hi < 10 * lo or (hi < 100 * lo and digit in (2, 5)) else ""
 
     ax.yaxis.set_minor_formatter(FuncFormatter(minor))
     ax.xaxis.set_minor_formatter(NullFormatter())
