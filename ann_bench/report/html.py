@@ -28,7 +28,7 @@ from ann_bench.bench.metrics import fmt_recall
 from ann_bench.bench.results import Record, ShortForms, params_str
 from ann_bench.errors import InputError
 from ann_bench.report.best import best_configurations
-from ann_bench.report.plots import (RECALLS, groups_of, pareto_by_group, render_plot, style, x_label, x_value,
+from ann_bench.report.plots import (tick_label, RECALLS, groups_of, pareto_by_group, render_plot, style, x_label, x_value,
                                     y_metric_of)
 
 
@@ -336,16 +336,7 @@ def _log_ticks(values: list[float]) -> dict:
             break
     step = max(1, math.ceil(len(ticks) / 10))  # at most about ten labels
     ticks = ticks[::step]
-    return {"range": [lo, hi], "tickmode": "array", "tickvals": ticks, "ticktext": [_short(v) for v in ticks]}
-
-
-def _short(v: float) -> str:
-    """A log-axis tick: 0.002, 0.5, 3, 40, 2k, 15k, 1.2M."""
-    if v >= 1e6:
-        return f"{v / 1e6:g}M"
-    if v >= 1e3:
-        return f"{v / 1e3:g}k"
-    return f"{v:.3g}"
+    return {"range": [lo, hi], "tickmode": "array", "tickvals": ticks, "ticktext": [tick_label(v) for v in ticks]}
 
 
 def _logit(p: float) -> float:

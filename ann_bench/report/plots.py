@@ -470,12 +470,12 @@ def _set_scales(ax, xs: list[float], x_scale: str, x_metric: str, top: float, ri
 
     ax.set_yscale("log")
     ax.yaxis.set_minor_locator(LogLocator(subs=(2, 3, 4, 5, 6, 7, 8, 9)))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _short(v)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: tick_label(v)))
 
     def minor(v, _):  # fewer decades on view, more labels, or the axis may show one or two numbers:
         lo, hi = ax.yaxis.get_view_interval()  # under one decade every digit, under two 2 and 5, else none
         digit = round(v / 10 ** math.floor(math.log10(v)))
-        return _short(v) if hi < 10 * lo or (hi < 100 * lo and digit in (2, 5)) else ""
+        return tick_label(v) if hi < 10 * lo or (hi < 100 * lo and digit in (2, 5)) else ""
 
     ax.yaxis.set_minor_formatter(FuncFormatter(minor))
     ax.xaxis.set_minor_formatter(NullFormatter())
@@ -645,13 +645,13 @@ def _place(fig, ax, wanted: list[_Label], markers: np.ndarray, stars: list, obst
         blocked = np.vstack([blocked, box])
 
 
-def _short(v: float) -> str:
-    """A log-axis tick: 0.002, 0.5, 3, 40, 2k, 15k, 1.2M."""
+def tick_label(v: float) -> str:
+    """A log-axis tick, in the static and the interactive plots: 0.002, 0.5, 3, 40, 2k, 15k, 1.2M."""
     if v >= 1e6:
         return f"{v / 1e6:g}M"
     if v >= 1e3:
         return f"{v / 1e3:g}k"
-    return f"{v:g}"
+    return f"{v:.3g}"
 
 
 def _x_title(x_metric: str, k: int) -> str:
