@@ -57,29 +57,11 @@ def vectors_hash(X: np.ndarray, metric: str) -> str:
 
 
 def check_vectors(X, dim: int | None, what: str, metric: str | None = None, first_row: int = 0) -> np.ndarray:
-    """X as a C-contiguous float32 (n, d) array with finite values (and no zero vector under angular)."""
-    X = np.asarray(X)
-    if X.ndim != 2:
-        raise InputError(f"{what} must be 2-D (n, d), got shape {X.shape}")
-    if X.shape[0] == 0 or X.shape[1] == 0:
-        raise InputError(f"{what} is empty (shape {X.shape})")
-    if dim is not None and X.shape[1] != dim:
-        raise InputError(f"{what} are {X.shape[1]}-d but the index holds {dim}-d vectors; embed them with the "
-                         "model that made the index's vectors")
-    if X.dtype.kind not in "fiub":
-        raise InputError(f"{what} have dtype {X.dtype}; expected numbers")
-    if X.dtype.kind == "f" and np.abs(X).max(initial=0.0) > np.finfo(np.float32).max:
-        raise InputError(f"{what} hold values beyond float32's range ({float(np.abs(X).max()):.3g})")
-    X = np.ascontiguousarray(X, dtype=np.float32)
-    finite = np.isfinite(X).all(axis=1)
-    if not finite.all():
-        raise InputError(f"{what}: row {first_row + int(np.flatnonzero(~finite)[0])} holds NaN or inf")
-    if metric == "angular":
-        zero = ~np.any(X != 0, axis=1)
-        if zero.any():
-            raise InputError(f"{what}: row {first_row + int(np.flatnonzero(zero)[0])} is all zeros, which has no angle under "
-                             "metric 'angular'")
-    return X
+    """X as a C-contiguous float32 (n, d) array, through the one validation of arrays
+    (:func:`ann_bench.data.arrays.as_vectors`)."""
+    from ann_bench.data.arrays import as_vectors
+
+    return as_vectors(X, what, dim=dim, metric=metric, first_row=first_row, tiny_check=first_row == 0)
 
 
 class SavedIndex:

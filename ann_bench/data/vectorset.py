@@ -31,6 +31,8 @@ from ann_bench import __version__
 from ann_bench.atomic import atomic_path, ensure_writable_dir
 from ann_bench.distances import METRICS, canonical_metric, normalized
 from ann_bench.errors import InputError
+from ann_bench.data.arrays import (FLOAT32_MAX, MAGNITUDE_MIN, SQUARED_NORM_MAX, check_float32_source,  # noqa: F401
+                                   check_magnitude, check_not_tiny, check_numeric, check_rows)
 from ann_bench.data.groundtruth import DEFAULT_K, exact_knn
 
 READ_CHUNK_ROWS = 1 << 16
@@ -575,6 +577,7 @@ def write_vectorset(
     test = np.ascontiguousarray(test, dtype=np.float32)
     in_memory = isinstance(train, np.ndarray) and not isinstance(train, np.memmap)
     if in_memory:
+        check_float32_source("train", train, 0)  # before the conversion: complex or 1e39 must not pass silently
         train = np.ascontiguousarray(train, dtype=np.float32)
     if len(train.shape) != 2 or test.ndim != 2 or train.shape[1] != test.shape[1]:
         raise InputError(f"train {tuple(train.shape)} and test {test.shape} must be 2-D with the same dimension")
@@ -584,7 +587,7 @@ def write_vectorset(
     if d == 0:
         raise InputError(f"the vectors have dimension 0 (train {tuple(train.shape)}); nothing can be searched: "
                          "check the input (an empty feature column? a model that returns nothing?)")
-    _check_rows("test", test, 0, metric)
+    check_rows("test", test, 0, metric)
     train_keys = check_keys(train_keys, n, "train") if train_keys is not None else None
     test_keys = check_keys(test_keys, len(test), "test") if test_keys is not None else None
     h5py = _h5py()
@@ -604,7 +607,7 @@ def write_vectorset(
                 raw = train[start : start + READ_CHUNK_ROWS]
                 check_float32_source("train", raw, start)
                 block = np.ascontiguousarray(raw, dtype=np.float32)
-                _check_rows("train", block, start, metric)
+                check_rows("train", block, start, metric)
                 peak = max(peak, float(np.max(np.abs(block))) if block.size else 0.0)
                 ds[start : start + len(block)] = block
             check_not_tiny(peak, "the vectors")
@@ -630,66 +633,6 @@ def check_depth(k: int) -> None:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise InputError(f"-k (the ground-truth depth) must be an integer >= 1, got {k!r}; the default is "
                          f"{DEFAULT_K}")
-
-
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-# Every library computes distances in float32: ||q||^2 + ||x||^2 - 2 q.x (faiss, hnswlib) must stay finite, and
-# differences of squared distances must stay above float32's smallest normal numbers.
-SQUARED_NORM_MAX = FLOAT32_MAX / 8
-MAGNITUDE_MIN = 1e-15
-
-
-def check_float32_source(name: str, raw: np.ndarray, start: int, where: str = "") -> None:
-    """InputError when ``raw`` (rows start.., any dtype) holds a finite value that float32 cannot hold: it
-    would become inf when stored, which is not the input's fault of being "NaN or inf"."""
-    raw = np.asarray(raw)
-    if raw.dtype.kind != "f" or raw.dtype.itemsize <= 4 or raw.size == 0:
-        return
-    big = np.isfinite(raw) & (np.abs(raw) > FLOAT32_MAX)
-    if big.any():
-        row, col = np.argwhere(big)[0][:2] if raw.ndim > 1 else (np.argwhere(big)[0][0], 0)
-        raise InputError(f"{name} vector {start + int(row)}{where} holds {float(raw[row, col] if raw.ndim > 1 else raw[row]):.4g}, "
-                         f"too large for float32 (max {FLOAT32_MAX:.3g}), which ann-bench and every index library "
-                         "store vectors in; rescale the vectors (e.g. divide them all by a common factor)")
-
-
-def check_magnitude(name: str, block: np.ndarray, start: int, where: str = "") -> float:
-    """InputError when a float32 row of ``block`` is so large that its squared norm overflows float32
-    distance arithmetic; returns the block's largest absolute value (for the too-small check)."""
-    if block.size == 0:
-        return 0.0
-    peak = float(np.max(np.abs(block)))
-    if peak * peak * block.shape[1] > SQUARED_NORM_MAX:  # cheap bound first; exact norms only when it fails
-        sq = np.einsum("ij,ij->i", block.astype(np.float64), block.astype(np.float64))
-        over = np.flatnonzero(sq > SQUARED_NORM_MAX)
-        if over.size:
-            row = int(over[0])
-            raise InputError(f"{name} vector {start + row}{where} has norm {np.sqrt(sq[row]):.3g}: its squared "
-                             f"norm overflows the float32 distance arithmetic of faiss, hnswlib and annoy "
-                             f"(max {FLOAT32_MAX:.3g}), so distances would be inf and recall meaningless; rescale "
-                             "the vectors (e.g. divide them all by 1e10)")
-    return peak
-
-
-def check_not_tiny(peak: float, what: str) -> None:
-    """InputError when every coordinate of a set is below :data:`MAGNITUDE_MIN` in magnitude (but not all
-    zero): squared distances underflow float32 and every neighbour would tie at distance 0."""
-    if 0 < peak < MAGNITUDE_MIN:
-        raise InputError(f"{what}: the largest coordinate is {peak:.3g}; squared distances underflow float32 "
-                         "(faiss, hnswlib and annoy compute in float32), so every neighbour would tie at 0; "
-                         "rescale the vectors (e.g. multiply them all by 1e10)")
-
-
-def _check_rows(name: str, block: np.ndarray, start: int, metric: str) -> None:
-    finite = np.isfinite(block).all(axis=1)
-    if not finite.all():
-        raise InputError(f"{name} vector {start + int(np.flatnonzero(~finite)[0])} holds NaN or inf; remove or fix it")
-    if metric == "angular":
-        zero = ~np.any(block != 0, axis=1)
-        if zero.any():
-            raise InputError(f"{name} vector {start + int(np.flatnonzero(zero)[0])} is all zeros, which has no "
-                             "angle under metric 'angular'; drop it or use 'euclidean'")
-    check_magnitude(name, block, start)
 
 
 # ---- the synthetic generator ------------------------------------------------------------------------------
