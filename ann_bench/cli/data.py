@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ann_bench.cli.console import RichReporter, err, out
-from ann_bench.cli.options import force_option
+from ann_bench.cli.options import SEED, force_option
 from ann_bench.outputs import check_output
 from ann_bench.data.vectorset import SynthSpec, VectorSet, check_synth_spec, synth, validate
 from ann_bench.distances import METRICS
@@ -28,7 +28,7 @@ def data() -> None:
 @click.option("--queries", type=int, default=10_000, show_default=True, help="Test (query) vectors.")
 @click.option("--clusters", type=int, default=100, show_default=True, help="Mixture components (= labels).")
 @click.option("--metric", default="euclidean", show_default=True, help=f"One of {', '.join(METRICS)}.")
-@click.option("--seed", type=int, default=42, show_default=True, help="Random seed; same seed, same file.")
+@click.option("--seed", type=SEED, default=42, show_default=True, help="Random seed; same seed, same file.")
 @click.option("--subspace-dim", type=int, default=None, help="Intrinsic dimension of each cluster [dim/4].")
 @click.option("-k", "k", type=int, default=100, show_default=True, help="Ground-truth depth.")
 @force_option
@@ -108,7 +108,7 @@ def info_cmd(file: Path, as_json: bool, sample: int) -> None:
 @click.option("--query-keys", type=click.Path(path_type=Path), default=None,
               help="Item keys of --queries [row numbers].")
 @click.option("--test-size", type=int, default=10_000, show_default=True, help="Queries split off the base.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the split.")
 @click.option("-k", "k", type=int, default=100, show_default=True, help="Ground-truth depth.")
 @click.option("--vector-column", default=None,
               help="Parquet: the column of vectors (lists of numbers) [the one list column, else every numeric "

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ann_bench.cli.console import RichReporter, err, out
-from ann_bench.cli.options import force_option
+from ann_bench.cli.options import SEED, force_option
 from ann_bench.distances import METRICS
 from ann_bench.data.embed import EmbedOptions, embed_to_vectorset
 
@@ -47,7 +47,7 @@ from ann_bench.data.embed import EmbedOptions, embed_to_vectorset
               help="L2-normalise the vectors [the embedder's default: on for trained models, off for identity].")
 @click.option("--batch-size", type=int, default=None, help="Items per forward pass [the embedder's default].")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/test split.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the train/test split.")
 @click.option("-k", "k", type=int, default=100, show_default=True, help="Ground-truth depth.")
 @force_option
 def embed(model: tuple[str, ...], input_path: Path, output: Path, queries: Path | None, test_size: int | None,

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import click
+
+from ann_bench.cli.options import SEED, THREADS
 from rich.markup import escape
 from rich.table import Table
 
@@ -42,8 +44,8 @@ def _single_values(specs, option: str) -> dict[str, str]:
               help=f"How deep the index ranks [{DEFAULT_DEPTH}]; figures that need more (MAP@R: the class size; MAP, "
                    "MRR: the whole ranking) are left out of its column, and MAP@R and MRR are also given to this "
                    "depth, exact and through the index. The exact column is always the whole exact ranking.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of k-means, the pairs and the index.")
-@click.option("--threads", type=int, default=1, show_default=True, help="Threads of the index.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of k-means, the pairs and the index.")
+@click.option("--threads", type=THREADS, default=1, show_default=True, help="Threads of the index.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def evaluate(dataset: Path, reference: str, thresholds: str | None, backend: str | None, build_specs, search_specs,
              depth: int | None, seed: int, threads: int, as_json: bool) -> None:

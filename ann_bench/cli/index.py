@@ -11,7 +11,7 @@ import click
 from rich.markup import escape
 
 from ann_bench.cli.console import RichReporter, err, out
-from ann_bench.cli.options import force_option
+from ann_bench.cli.options import SEED, THREADS, force_option
 from ann_bench.distances import METRICS
 from ann_bench.errors import InputError
 from ann_bench.bench.metrics import fmt_recall
@@ -63,8 +63,8 @@ def index() -> None:
               help="Item keys (one per line, or a 1-D .npy) [the set's keys; row numbers for a vector file].")
 @click.option("-k", "k", type=int, default=10, show_default=True,
               help="k of the recall check on the set's test queries (when it has ground truth).")
-@click.option("--threads", type=int, default=1, show_default=True, help="Threads for the build and the check.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the build.")
+@click.option("--threads", type=THREADS, default=1, show_default=True, help="Threads for the build and the check.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the build.")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="The index directory to write (created; replaced only with --force and only if ann-bench "
                    "wrote it).")
@@ -176,7 +176,7 @@ def info_cmd(directory: Path, as_json: bool) -> None:
 @click.option("--format", "layout", type=click.Choice(["long", "wide"]), default="long", show_default=True,
               help="long: keys, ids and distances (CSV/TSV: one row per neighbour); wide: one row per query with "
                    "the k keys in order (a submission file).")
-@click.option("--threads", type=int, default=1, show_default=True, help="Search threads.")
+@click.option("--threads", type=THREADS, default=1, show_default=True, help="Search threads.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Where the neighbours go; the extension picks the format: .csv, .tsv, .jsonl, .npy, .parquet.")
 @force_option

@@ -7,6 +7,12 @@ from pathlib import Path
 import click
 
 from ann_bench.config import DEFAULT_RESULTS
+from ann_bench.data.arrays import SEED_MAX, THREADS_MAX
+
+# Seeds and thread counts every command takes, in the ranges the libraries accept (one line, exit 2, outside):
+# numpy/torch seeds are 32-bit; beyond THREADS_MAX threads OpenMP and std::thread pools crash without a word.
+SEED = click.IntRange(0, SEED_MAX)
+THREADS = click.IntRange(1, THREADS_MAX)
 
 force_option = click.option(
     "--force", is_flag=True,

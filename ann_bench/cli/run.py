@@ -9,7 +9,7 @@ import click
 from rich.markup import escape
 
 from ann_bench.cli.console import RichReporter, err, out
-from ann_bench.cli.options import results_option
+from ann_bench.cli.options import SEED, THREADS, results_option
 from ann_bench.data.vectorset import DEFAULT_SPEC, GT_SAMPLE, VectorSet, check_groundtruth, default_dataset
 from ann_bench.bench.metrics import SATURATION, fmt_recall
 from ann_bench.report.plots import pareto_by_group
@@ -35,9 +35,9 @@ from ann_bench.bench.runner import RunOptions, check_k, check_labels, parse_size
 @click.option("--runs", type=int, default=3, show_default=True, help="Timed runs per configuration; best kept.")
 @click.option("--mode", type=click.Choice(["batch", "single", "both"]), default="batch", show_default=True,
               help="batch: all queries in one call; single: one query per call, with latency percentiles.")
-@click.option("--threads", type=int, default=1, show_default=True, help="Threads for queries (pinned).")
-@click.option("--build-threads", type=int, default=None, help="Threads for building [default: --threads].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for index construction.")
+@click.option("--threads", type=THREADS, default=1, show_default=True, help="Threads for queries (pinned).")
+@click.option("--build-threads", type=THREADS, default=None, help="Threads for building [default: --threads].")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for index construction.")
 @click.option("--force", is_flag=True, help="Re-run configurations already in the store.")
 @click.option("--timeout", type=float, default=None,
               help="Seconds a build configuration (build + its searches) may take; then it is killed and "

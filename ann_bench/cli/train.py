@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ann_bench.cli.console import err, out
-from ann_bench.cli.options import force_option
+from ann_bench.cli.options import SEED, THREADS, force_option
 
 class EpochProgress:
     """A bar per epoch on stderr: batches done / total, the running mean loss, items per second and the ETA;
@@ -104,8 +104,8 @@ _MINERS = "semihard, hard, all, batch-hard, multi-similarity, pair-margin, none"
 @click.option("--thresholds", default=None, metavar="T1,T2,...",
               help="Verification thresholds (L2 distances between unit embeddings, 0..2) [the 10/25/50/75/90 % "
                    "quantiles of the test pairs' distances].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, the weights, the batches.")
-@click.option("--threads", type=int, default=1, show_default=True, help="torch and faiss threads.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the split, the weights, the batches.")
+@click.option("--threads", type=THREADS, default=1, show_default=True, help="torch and faiss threads.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The checkpoint to write (.pt); its metrics go beside it as NAME.metrics.json.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON instead of a table.")

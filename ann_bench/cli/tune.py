@@ -10,7 +10,7 @@ import click
 from rich.markup import escape
 
 from ann_bench.cli.console import RichReporter, err, out
-from ann_bench.cli.options import results_option
+from ann_bench.cli.options import SEED, THREADS, results_option
 from ann_bench.data.vectorset import DEFAULT_SPEC, GT_SAMPLE, VectorSet, check_groundtruth, default_dataset
 from ann_bench.bench.metrics import fmt_recall
 from ann_bench.bench.executors.ray import require_ray
@@ -58,9 +58,9 @@ from ann_bench.bench.tune import (DEFAULT_BACKENDS, TIME_PARTS, TuneOptions, fmt
               help="Fraction of the queries held out of the choice, to validate the answers on.")
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Neighbours per query (recall@k).")
 @click.option("--runs", type=int, default=2, show_default=True, help="Timed runs per measured setting; best kept.")
-@click.option("--threads", type=int, default=1, show_default=True, help="Threads for queries (pinned).")
-@click.option("--build-threads", type=int, default=None, help="Threads for building [default: --threads].")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--threads", type=THREADS, default=1, show_default=True, help="Threads for queries (pinned).")
+@click.option("--build-threads", type=THREADS, default=None, help="Threads for building [default: --threads].")
+@click.option("--seed", type=SEED, default=0, show_default=True,
               help="Seed of the builds, of Optuna's sampler and of the query split.")
 @click.option("--timeout", type=float, default=None, help="Seconds one trial (build + searches) may take.")
 @click.option("--memory-limit", default=None, metavar="SIZE", help="Kill a worker whose RSS passes SIZE.")
