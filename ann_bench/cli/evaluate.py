@@ -7,12 +7,11 @@ import json
 from pathlib import Path
 
 import click
-
-from ann_bench.cli.options import SEED, THREADS
 from rich.markup import escape
 from rich.table import Table
 
 from ann_bench.cli.console import out
+from ann_bench.cli.options import SEED, THREADS
 from ann_bench.data.vectorset import VectorSet
 from ann_bench.errors import InputError
 from ann_bench.evaluate import DEFAULT_DEPTH, evaluate_set, left_out_notes, metric_rows
