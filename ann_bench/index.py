@@ -5,12 +5,15 @@ An *index directory* holds what one library wrote plus what ann-bench knows abou
     DIR/index.bin       the library's native file (faiss write_index, hnswlib save_index, annoy save, ...)
     DIR/keys.json       the item keys, one per indexed vector (absent when the vectors had none)
     DIR/manifest.json   backend, impl, build and default search parameters, metric, dimension, n, the
-                        vectors' content hash, library versions, index file size and sha256, and the
-                        recall/QPS measured for this configuration when it came from a results store
+                        vectors' content hash, library versions, index file and keys file size and sha256,
+                        the recall/QPS measured for this configuration when it came from a results store, and
+                        ``digest``: sha256 over all of the above (the manifest's canonical JSON without it)
 
 The directory is written under a temporary name and renamed into place, so a reader never sees half of one; a
-re-opened index is loaded, never rebuilt, and its file is checked against the manifest's sha256 first (a file
-swapped or truncated after the build is refused, not searched).
+re-opened index is loaded, never rebuilt, and the directory is verified as a whole first: the manifest against
+its digest, the keys file and the index file against the manifest's sha256. A manifest edited by hand (say its
+dimension), a keys file or an index file swapped or truncated after the build is refused, not searched.
+``--force`` replaces only such a verified directory holding nothing but these files.
 
 Python API (what the CLI calls)::
 
@@ -42,10 +45,45 @@ from ann_bench.data.catalogue import sha256_file as file_sha256
 from ann_bench.distances import canonical_metric
 from ann_bench.errors import InputError
 
-FORMAT = 1
+FORMAT = 2  # 2: the manifest carries a digest over itself and the keys file's sha256 (1 had neither)
 MANIFEST = "manifest.json"
 INDEX_FILE = "index.bin"
 KEYS_FILE = "keys.json"
+DIGEST = "digest"
+# Manifest fields that describe one opening, not the directory (never stored, never digested).
+_RUNTIME_FIELDS = ("load_s",)
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON (sorted keys, no whitespace) without its ``digest`` field."""
+    body = {key: value for key, value in manifest.items() if key != DIGEST}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=_json_default)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class ModifiedIndex(InputError):
+    """An index directory whose manifest, keys or index file changed after ann-bench wrote it."""
+
+    def __init__(self, path: Path, reason: str):
+        self.reason = reason
+        super().__init__(f"index directory {str(path)!r} was modified after ann-bench wrote it ({reason}); its "
+                         "answers cannot be trusted: rebuild it with `ann-bench index build`")
+
+
+def _modified(path: Path, reason: str) -> ModifiedIndex:
+    return ModifiedIndex(path, reason)
+
+
+def check_unique_keys(keys: np.ndarray, what: str) -> None:
+    """InputError naming the first repeated key and its two rows (``what``: where the keys came from): an item
+    key names one indexed vector (``key_of``, ``--exclude-self`` and every application mapping keys back rely on
+    it)."""
+    seen: dict[str, int] = {}
+    for row, key in enumerate(keys):
+        first = seen.setdefault(key, row)
+        if first != row:
+            raise InputError(f"duplicate item key {key[:80]!r} in {what}, at rows {first} and {row}; item keys "
+                             "must be unique, one per indexed vector: give distinct keys or omit them (row numbers)")
 
 
 def vectors_hash(X: np.ndarray, metric: str) -> str:
@@ -121,15 +159,22 @@ class SavedIndex:
         Distances are in the index's metric (``euclidean``: L2; ``angular``: 1 - cos; ``ip``: -dot); ids are
         int64 rows of the indexed vectors, -1 (with distance +inf) where fewer than k were found.
         ``search_params`` override the manifest's defaults for this call (e.g. ``ef=128``)."""
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise InputError(f"k must be a positive integer, got {k!r}")
-        Q = np.asarray(Q)
-        if Q.ndim == 1:
-            if Q.shape[0] != self.dim:
-                raise InputError(f"the query is one {Q.shape[0]}-d vector but the index holds {self.dim}-d vectors; "
-                                 "embed it with the model that made the index's vectors")
-            Q = Q.reshape(1, -1)
-        return self.search_checked(check_vectors(Q, self.dim, "queries", self.metric), int(k), **search_params)
+        from ann_bench.data.arrays import check_k
+
+        k = check_k(k, self.n, "k")
+        if not isinstance(Q, (str, bytes)):
+            try:
+                arr = np.asarray(Q)
+            except (ValueError, TypeError):  # ragged: check_vectors says so in one line
+                arr = None
+            if arr is not None and arr.ndim == 1 and arr.dtype.kind in "fiub":
+                if arr.shape[0] != self.dim:
+                    raise InputError(f"the query is one {arr.shape[0]}-d vector but the index holds {self.dim}-d "
+                                     "vectors; embed it with the model that made the index's vectors")
+                Q = arr.reshape(1, -1)
+            elif arr is not None and arr.ndim == 1 and arr.shape[0] > 0:
+                Q = arr.reshape(1, -1)  # one vector of strings or complex numbers: refused by its dtype below
+        return self.search_checked(check_vectors(Q, self.dim, "queries", self.metric), k, **search_params)
 
     def search_checked(self, Q: np.ndarray, k: int, **search_params: Any) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`search` of queries already passed through :func:`check_vectors` (``search`` times this part
@@ -156,7 +201,7 @@ class SavedIndex:
     # ---- saving --------------------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike, *, force: bool = False) -> Path:
         """Write the index directory atomically (see the module docstring). An existing directory is replaced
-        only with ``force`` and only when it is an ann-bench index directory."""
+        only with ``force`` and only when it is an ann-bench index directory (verified, nothing else in it)."""
         target = check_index_output(directory, force=force)
         parent = ensure_writable_dir(target)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name[:80]}.", suffix=".tmp", dir=parent))
@@ -164,15 +209,22 @@ class SavedIndex:
             t0 = time.perf_counter()
             self.index.save(tmp / INDEX_FILE)
             save_s = time.perf_counter() - t0
-            manifest = dict(self.manifest)
+            manifest = {key: value for key, value in self.manifest.items()
+                        if key not in (DIGEST, "keys_file", *_RUNTIME_FIELDS)}
+            manifest["ann_bench_index"] = FORMAT
             manifest["index_file"] = {"name": INDEX_FILE, "bytes": (tmp / INDEX_FILE).stat().st_size,
                                       "sha256": file_sha256(tmp / INDEX_FILE)}
             manifest["save_s"] = round(save_s, 3)
             if self._keys is not None and manifest.get("keys"):
                 with open(tmp / KEYS_FILE, "w", encoding="utf-8") as fh:
                     json.dump(list(self._keys), fh, ensure_ascii=False)
+                manifest["keys_file"] = {"name": KEYS_FILE, "bytes": (tmp / KEYS_FILE).stat().st_size,
+                                         "sha256": file_sha256(tmp / KEYS_FILE)}
+            # The digest is taken over the manifest as a reader will parse it back from the file.
+            manifest = json.loads(json.dumps(manifest, default=_json_default))
+            manifest[DIGEST] = manifest_digest(manifest)
             with open(tmp / MANIFEST, "w", encoding="utf-8") as fh:
-                json.dump(manifest, fh, indent=1, sort_keys=False, default=_json_default)
+                json.dump(manifest, fh, indent=1, sort_keys=False)
                 fh.write("\n")
             os.chmod(tmp, 0o777 & ~_umask())
             raise_if_terminated()
@@ -195,15 +247,76 @@ def _json_default(value):
 
 
 def is_index_dir(path: Path) -> bool:
-    """True when ``path`` is a directory holding an ann-bench manifest."""
+    """True when ``path`` is a directory holding an ann-bench manifest (of any format; not yet verified)."""
     manifest = path / MANIFEST
     if not manifest.is_file():
         return False
     try:
         with open(manifest, encoding="utf-8") as fh:
-            return json.load(fh).get("ann_bench_index") == FORMAT
+            return json.load(fh).get("ann_bench_index") in (1, FORMAT)
     except (OSError, ValueError, AttributeError):
         return False
+
+
+def _load_manifest(path: Path) -> dict[str, Any]:
+    """The manifest of index directory ``path``, checked against its digest; InputError (one line) for a missing,
+    unreadable, foreign, old-format or modified one."""
+    manifest_path = path / MANIFEST
+    try:
+        with open(manifest_path, encoding="utf-8") as fh:
+            manifest = json.load(fh)
+    except FileNotFoundError:
+        raise InputError(f"{str(path)!r} holds no {MANIFEST}: not an ann-bench index directory") from None
+    except UnicodeDecodeError:
+        raise _modified(path, f"{MANIFEST} is not UTF-8 JSON") from None
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, ValueError):
+            raise _modified(path, f"{MANIFEST} is not valid JSON: {str(exc).splitlines()[0][:80]}") from None
+        raise InputError(f"cannot read {str(manifest_path)!r}: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("ann_bench_index") is None:
+        raise InputError(f"{str(manifest_path)!r} is not an ann-bench index manifest")
+    if manifest["ann_bench_index"] == 1:
+        raise InputError(f"{str(path)!r} is an index of format 1, written by an earlier ann-bench whose manifest "
+                         "carries no checksum, so it cannot be verified; rebuild it with `ann-bench index build` "
+                         "(format 2)")
+    if manifest["ann_bench_index"] != FORMAT:
+        raise InputError(f"{str(path)!r} is an index of format {manifest['ann_bench_index']!r}; this version "
+                         f"reads format {FORMAT}: rebuild it with `ann-bench index build`")
+    if not isinstance(manifest.get(DIGEST), str):
+        raise _modified(path, f"{MANIFEST} has no {DIGEST!r}")
+    try:
+        digest = manifest_digest(manifest)
+    except (TypeError, ValueError):
+        digest = None
+    if digest != manifest[DIGEST]:
+        raise _modified(path, f"{MANIFEST} does not match its digest")
+    return manifest
+
+
+def _check_file(path: Path, manifest: dict[str, Any], field: str, *, hash_it: bool) -> Path:
+    """The file the manifest's ``field`` ({name, bytes, sha256}) names, checked to exist with that size (and
+    sha256 when ``hash_it``); InputError saying the directory was modified otherwise."""
+    entry = manifest.get(field)
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or "/" in entry["name"] \
+            or entry["name"] in ("", ".", "..", MANIFEST):
+        raise _modified(path, f"{MANIFEST}'s {field!r} is malformed")
+    file = path / entry["name"]
+    if not file.is_file():
+        raise _modified(path, f"{entry['name']} is missing")
+    size = file.stat().st_size
+    if size != entry.get("bytes"):
+        said = f"{entry['bytes']:,}" if isinstance(entry.get("bytes"), int) else repr(entry.get("bytes"))
+        raise _modified(path, f"{entry['name']} has {size:,} bytes, the manifest says {said}: changed or truncated")
+    if hash_it and file_sha256(file) != entry.get("sha256"):
+        raise _modified(path, f"{entry['name']} does not match the manifest's sha256")
+    return file
+
+
+def _own_files(manifest: dict[str, Any]) -> set[str]:
+    names = {MANIFEST, str((manifest.get("index_file") or {}).get("name", INDEX_FILE))}
+    if manifest.get("keys"):
+        names.add(str((manifest.get("keys_file") or {}).get("name", KEYS_FILE)))
+    return names
 
 
 def check_index_output(directory: str | os.PathLike, *, force: bool = False,
@@ -211,7 +324,9 @@ def check_index_output(directory: str | os.PathLike, *, force: bool = False,
     """``directory`` as a Path when an index directory may be written there; InputError otherwise.
 
     Never over a file, never over a directory ann-bench did not write (whatever ``force``), and over an index
-    directory only with ``force``; never where an input lives (an input file inside it would be deleted)."""
+    directory only with ``force`` and only when it is verified (its manifest's digest, its files' sizes and the
+    keys' sha256) and holds nothing but the index's own files: a file of the user's in it is never deleted.
+    Never where an input lives (an input file inside it would be deleted)."""
     target = Path(directory).expanduser()
     for source in inputs:
         if source is None:
@@ -235,6 +350,25 @@ def check_index_output(directory: str | os.PathLike, *, force: bool = False,
     if not force:
         raise InputError(f"-o {str(target)!r} already holds an index; pass --force to replace it, or choose "
                          "another path")
+    with open(target / MANIFEST, encoding="utf-8") as fh:
+        manifest = json.load(fh)
+    own = _own_files(manifest) if manifest.get("ann_bench_index") == FORMAT else {MANIFEST, INDEX_FILE, KEYS_FILE}
+    foreign = sorted(entry.name for entry in target.iterdir() if entry.name not in own or not entry.is_file()
+                     or entry.is_symlink())
+    if foreign:
+        raise InputError(f"-o {str(target)!r} holds {foreign[0]!r}, which is not part of the index ann-bench wrote; "
+                         "--force replaces only an index directory with nothing else in it: move that file out or "
+                         "choose another path")
+    try:
+        if manifest.get("ann_bench_index") == FORMAT:
+            manifest = _load_manifest(target)
+            if manifest.get("keys"):
+                _check_file(target, manifest, "keys_file", hash_it=True)
+        _check_file(target, manifest, "index_file", hash_it=False)
+    except ModifiedIndex as exc:
+        raise InputError(f"-o {str(target)!r} was modified after ann-bench wrote it ({exc.reason}); --force never "
+                         "deletes what it cannot verify as its own: remove it yourself or choose another "
+                         "path") from None
     return target
 
 
@@ -265,9 +399,11 @@ def build_index(X, backend: str = "hnsw", metric: str = "euclidean", *, impl: st
     ``source``: what to record about where the vectors came from (dataset path, name, content hash, ...).
     """
     from ann_bench.backends import get_backend
+    from ann_bench.data.arrays import check_seed, check_threads
     from ann_bench.data.vectorset import check_keys
     from ann_bench.sysinfo import versions
 
+    threads, seed = check_threads(threads, "threads"), check_seed(seed, "seed")
     metric = canonical_metric(metric)
     cls = get_backend(backend, impl)
     cls.check_available()
@@ -276,6 +412,8 @@ def build_index(X, backend: str = "hnsw", metric: str = "euclidean", *, impl: st
     index.check_data(index.params, *X.shape)
     search_params = index.validate_search_params(dict(search or {}))
     key_arr = check_keys(keys, len(X), "item") if keys is not None else None
+    if key_arr is not None:
+        check_unique_keys(key_arr, "keys")
     index.warm_up()
     t0 = time.perf_counter()
     index.build(X)
@@ -309,60 +447,41 @@ def build_index(X, backend: str = "hnsw", metric: str = "euclidean", *, impl: st
 def open_index(directory: str | os.PathLike, *, threads: int = 1, verify: bool = True) -> SavedIndex:
     """Load the index directory written by :meth:`SavedIndex.save` (or ``ann-bench index build``).
 
-    Loads the library's file (no rebuild); ``verify`` checks it against the manifest's size and sha256 first.
-    InputError (one line) for a missing or foreign directory, a changed file or an unavailable library."""
+    Loads the library's file (no rebuild) after verifying the directory as a whole: the manifest against its
+    digest, the keys file against its sha256, the index file against its size and (``verify``, the default) its
+    sha256. InputError (one line) for a missing or foreign directory, a modified one or an unavailable library."""
     from ann_bench.backends import get_backend
+    from ann_bench.data.arrays import check_threads
 
+    threads = check_threads(threads, "threads")
     path = Path(directory).expanduser()
     if not path.is_dir():
         raise InputError(f"index directory {str(path)!r} does not exist; write one with `ann-bench index build`")
-    manifest_path = path / MANIFEST
+    manifest = _load_manifest(path)
     try:
-        with open(manifest_path, encoding="utf-8") as fh:
-            manifest = json.load(fh)
-    except FileNotFoundError:
-        raise InputError(f"{str(path)!r} holds no {MANIFEST}: not an ann-bench index directory") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read {str(manifest_path)!r}: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("ann_bench_index") is None:
-        raise InputError(f"{str(manifest_path)!r} is not an ann-bench index manifest")
-    if manifest["ann_bench_index"] != FORMAT:
-        raise InputError(f"{str(path)!r} is an index of format {manifest['ann_bench_index']!r}; this version "
-                         f"reads format {FORMAT}: rebuild it with `ann-bench index build`")
-    try:
-        cls = get_backend(manifest["backend"], manifest["impl"])
-        cls.check_available()
-        index_file = path / manifest["index_file"]["name"]
-        expected_bytes = int(manifest["index_file"]["bytes"])
-        expected_sha = str(manifest["index_file"]["sha256"])
         metric, dim, n = canonical_metric(manifest["metric"]), int(manifest["dimension"]), int(manifest["n"])
         build_params, search_params = dict(manifest["build_params"]), dict(manifest["search_params"])
+        cls = get_backend(manifest["backend"], manifest["impl"])
+    except InputError:  # an unknown backend or metric: its own line
+        raise
     except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"{str(manifest_path)!r} is incomplete or malformed ({type(exc).__name__}: {exc}); "
+        raise InputError(f"{str(path / MANIFEST)!r} is incomplete or malformed ({type(exc).__name__}: {exc}); "
                          "rebuild the index") from None
-    if not index_file.is_file():
-        raise InputError(f"index file {str(index_file)!r} is missing; rebuild the index")
-    size = index_file.stat().st_size
-    if size != expected_bytes:
-        raise InputError(f"index file {str(index_file)!r} has {size:,} bytes, the manifest says {expected_bytes:,}: "
-                         "changed or truncated since it was built; rebuild the index")
-    if verify and file_sha256(index_file) != expected_sha:
-        raise InputError(f"index file {str(index_file)!r} does not match the manifest's sha256: changed since it "
-                         "was built; rebuild the index")
+    cls.check_available()
+    index_file = _check_file(path, manifest, "index_file", hash_it=verify)
     keys = None
     if manifest.get("keys"):
+        keys_file = _check_file(path, manifest, "keys_file", hash_it=True)
         try:
-            with open(path / KEYS_FILE, encoding="utf-8") as fh:
+            with open(keys_file, encoding="utf-8") as fh:
                 raw = json.load(fh)
-        except FileNotFoundError:
-            raise InputError(f"{str(path / KEYS_FILE)!r} is missing (the manifest says the index has keys); "
-                             "rebuild the index") from None
         except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read {str(path / KEYS_FILE)!r}: {exc}") from None
+            raise InputError(f"cannot read {str(keys_file)!r}: {exc}") from None
         if not isinstance(raw, list) or len(raw) != n or not all(isinstance(k, str) for k in raw):
-            raise InputError(f"{str(path / KEYS_FILE)!r} does not hold {n:,} keys (strings); rebuild the index")
+            raise InputError(f"{str(keys_file)!r} does not hold {n:,} keys (strings); rebuild the index")
         keys = np.empty(n, dtype=object)
         keys[:] = raw
+        check_unique_keys(keys, f"the keys of index {str(path)!r}")
     index = cls(metric, dim, threads=threads, seed=int(manifest.get("seed", 0)), **build_params)
     t0 = time.perf_counter()
     try:
@@ -411,6 +530,9 @@ def read_vectors_for_index(path: str | os.PathLike, *, metric: str | None = None
             key_arr = vs.keys("train")
             if keys is not None:
                 key_arr = read_keys(keys, len(X), "--keys")
+                check_unique_keys(key_arr, f"--keys {str(keys)!r}")
+            elif key_arr is not None:
+                check_unique_keys(key_arr, f"the train keys of {str(path)!r}")
             gt = (vs.load_test(), vs.neighbors, vs.distances) if vs.has_groundtruth else None
             source = {"dataset": str(path.resolve()), "dataset_name": vs.name, "dataset_hash": vs.content_hash()}
             return Vectors(X, vs.metric, key_arr, source, vs.content_hash(), gt)
@@ -421,6 +543,8 @@ def read_vectors_for_index(path: str | os.PathLike, *, metric: str | None = None
     raw = read_vectors(path)
     X = check_vectors(raw, None, f"vectors of {str(path)!r}", metric)
     key_arr = read_keys(keys, len(X), "--keys") if keys is not None else None
+    if key_arr is not None:
+        check_unique_keys(key_arr, f"--keys {str(keys)!r}")
     return Vectors(X, metric, key_arr, {"vectors": str(path.resolve())})
 
 
@@ -484,13 +608,20 @@ def build_index_dir(dataset: str | os.PathLike | None, output: str | os.PathLike
                     search: dict[str, Any] | None = None, metric: str | None = None,
                     keys: str | os.PathLike | None = None, from_best: float | None = None,
                     results: str | os.PathLike | None = None, max_memory: int | None = None,
-                    max_rss: int | None = None, k: int = 10, threads: int = 1, seed: int = 0,
+                    max_rss: int | None = None, k: int | None = None, threads: int = 1, seed: int = 0,
                     force: bool = False) -> SavedIndex:
     """``ann-bench index build``: read the vectors, pick the configuration (given, or the store's best for
     recall >= ``from_best``), build, check recall on the set's test queries when it has ground truth, save.
 
-    ``dataset`` None with ``from_best``: the set of the most recent row in ``results``."""
+    ``dataset`` None with ``from_best``: the set of the most recent row in ``results``. ``k``: with
+    ``from_best``, which stored k the recall target applies to (None: the only one stored), and the recall
+    check's k; otherwise the recall check's k (default 10)."""
     from ann_bench.backends import get_backend
+    from ann_bench.data.arrays import check_k, check_seed, check_threads
+
+    threads, seed = check_threads(threads), check_seed(seed)
+    if k is not None:
+        k = check_k(k)
 
     if dataset is None:
         if from_best is None or results is None:
@@ -511,7 +642,7 @@ def build_index_dir(dataset: str | os.PathLike | None, output: str | os.PathLike
         raise InputError("pass --backend (e.g. hnsw), or --from-best --recall R to take `ann-bench best`'s answer")
     vectors = read_vectors_for_index(dataset, metric=metric, keys=keys)
     if from_best is not None:
-        r = best_configuration(results, vectors.dataset_hash, from_best, max_memory=max_memory, max_rss=max_rss)
+        r = best_configuration(results, vectors.dataset_hash, from_best, max_memory=max_memory, max_rss=max_rss, k=k)
         backend, impl, build, search = r.backend, r.impl, dict(r.build_params), dict(r.search_params)
         k = r.k
         measured = {"results": str(Path(results).expanduser().resolve()), "row": r.key, "recall_target": from_best,
@@ -526,7 +657,7 @@ def build_index_dir(dataset: str | os.PathLike | None, output: str | os.PathLike
                         seed=seed, search=search, source=vectors.source, **build)
     if measured is not None:
         saved.manifest["measured"] = measured
-    check = recall_check(saved, vectors, k)
+    check = recall_check(saved, vectors, 10 if k is None else k)
     if check is not None:
         saved.manifest["recall_check"] = check
     saved.save(output, force=force)

@@ -45,7 +45,7 @@ class Queries:
     dim: int
     keys: np.ndarray  # object array of str
     metric: str | None  # the metric the queries' file states (an HDF5 set, an embedder), None for raw arrays
-    _read: Any  # (start, stop) -> float32 array
+    _read: Any  # (start, stop) -> the rows as stored (any dtype): check_vectors converts them, after its checks
     keys_given: bool = False  # keys that name items (a set's keys, --query-keys, embed's), not row numbers
     train_of: str | None = None  # content hash of the set whose train split these queries are
 
@@ -59,6 +59,7 @@ def read_queries(path: str | os.PathLike, *, split: str = "test", keys: str | os
     """Queries from an HDF5 set (its ``split``, with its keys), a vector file (.npy, .fvecs, .bvecs, .fbin,
     .u8bin, .i8bin, IDX; keys = row numbers or ``keys``), or raw inputs (images, texts) embedded with
     ``model`` (keys as ``embed`` gives them)."""
+    from ann_bench.data.arrays import check_numeric
     from ann_bench.data.formats import file_format, read_vectors
     from ann_bench.data.importing import read_keys, row_keys
 
@@ -81,8 +82,10 @@ def read_queries(path: str | os.PathLike, *, split: str = "test", keys: str | os
         if keys is not None:
             key_arr = read_keys(keys, ds.shape[0], "--query-keys")
 
+        check_numeric(f"queries {path.name} ({split})", ds)
+
         def read(start, stop, ds=ds):
-            return np.asarray(ds[start:stop], dtype=np.float32)
+            return np.asarray(ds[start:stop])  # not cast here: a cast would hide complex or > float32 values
 
         return Queries(f"{path.name} ({split})", int(ds.shape[0]), int(ds.shape[1]),
                        key_arr if key_arr is not None else row_keys(range(ds.shape[0])), vs.metric, read,
@@ -91,10 +94,11 @@ def read_queries(path: str | os.PathLike, *, split: str = "test", keys: str | os
         raise InputError(f"{str(path)!r}: queries are an HDF5 set, a vector file (.npy, .fvecs, .bvecs, .fbin, "
                          ".u8bin, .i8bin, IDX), or raw inputs with --model")
     X = read_vectors(path)  # memory-mapped where the format allows: read chunk by chunk
+    check_numeric(f"queries {path.name}", X)
     key_arr = read_keys(keys, X.shape[0], "--query-keys") if keys is not None else row_keys(range(X.shape[0]))
 
     def read(start, stop):
-        return np.asarray(X[start:stop], dtype=np.float32)
+        return np.asarray(X[start:stop])  # not cast here: a cast would hide complex or > float32 values
 
     return Queries(path.name, int(X.shape[0]), int(X.shape[1]), key_arr, None, read, keys_given=keys is not None)
 
@@ -135,9 +139,9 @@ def search_to_file(index, queries: Queries, output: str | os.PathLike, *, k: int
     """Search every query in chunks and write the neighbours to ``output`` atomically (see the module
     docstring). ``exclude_self``: drop from each query's results the indexed items whose key equals the
     query's key (item-to-item recommendation: query = an indexed item) and still return k."""
-    if isinstance(k, bool) or int(k) < 1:
-        raise InputError(f"-k must be >= 1, got {k}")
-    k = int(k)
+    from ann_bench.data.arrays import check_k
+
+    k = check_k(k)
     if layout not in ("long", "wide"):
         raise InputError(f"--format must be long or wide, got {layout!r}")
     output = Path(output).expanduser()
@@ -145,6 +149,8 @@ def search_to_file(index, queries: Queries, output: str | os.PathLike, *, k: int
     if fmt is None:
         raise InputError(f"-o {str(output)!r}: the output's extension says its format; use one of "
                          f"{', '.join(FORMATS)}")
+    if queries.count == 0:
+        raise InputError(f"queries {queries.source} hold no vectors (0 rows); give at least one query")
     if queries.dim != index.dim:
         raise InputError(f"queries {queries.source} are {queries.dim}-d but the index holds {index.dim}-d vectors; "
                          "embed the queries with the model that made the index's vectors")
@@ -152,8 +158,7 @@ def search_to_file(index, queries: Queries, output: str | os.PathLike, *, k: int
         raise InputError(f"queries {queries.source} are in metric {queries.metric!r} but the index searches in "
                          f"{index.metric!r}: neighbours would be ranked by another distance than the queries' "
                          "own; use queries made for this index")
-    if k > index.n:
-        raise InputError(f"-k {k} exceeds the {index.n:,} indexed vectors")
+    k = check_k(k, index.n)
     extra = 0
     if exclude_self:
         own_rows = queries.train_of is not None and queries.train_of == index.manifest.get("source", {}).get(

@@ -61,17 +61,20 @@ def index() -> None:
 @click.option("--metric", default=None, help=f"Metric of a vector file: {', '.join(METRICS)}.")
 @click.option("--keys", default=None, type=click.Path(path_type=Path),
               help="Item keys (one per line, or a 1-D .npy) [the set's keys; row numbers for a vector file].")
-@click.option("-k", "k", type=int, default=10, show_default=True,
-              help="k of the recall check on the set's test queries (when it has ground truth).")
+@click.option("-k", "k", type=int, default=None,
+              help="k of the recall check on the set's test queries (when it has ground truth) [10]; with "
+                   "--from-best, the stored k whose recall must reach --recall [the only one stored].")
 @click.option("--threads", type=THREADS, default=1, show_default=True, help="Threads for the build and the check.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the build.")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="The index directory to write (created; replaced only with --force and only if ann-bench "
-                   "wrote it).")
-@click.option("--force", is_flag=True, help="Replace an existing index directory (never any other directory).")
+                   "wrote it and nothing else is in it).")
+@click.option("--force", is_flag=True,
+              help="Replace an existing index directory that ann-bench wrote, verified and holding nothing else "
+                   "(never any other directory, never a file of yours).")
 def build_cmd(dataset: Path | None, backend: str | None, impl: str | None, build_specs: tuple[str, ...],
               search_specs: tuple[str, ...], from_best: bool, recall: float | None, results_path: Path | None,
-              max_memory: str | None, max_rss: str | None, metric: str | None, keys: Path | None, k: int,
+              max_memory: str | None, max_rss: str | None, metric: str | None, keys: Path | None, k: int | None,
               threads: int, seed: int, output: Path, force: bool) -> None:
     """Build one index over a vector set and save it as a directory: the library's native file, the item keys,
     and a manifest (backend, parameters, metric, dimension, n, the vectors' hash, library versions, index
@@ -132,7 +135,8 @@ def _print_figures(m: dict[str, Any]) -> None:
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def info_cmd(directory: Path, as_json: bool) -> None:
-    """The manifest of an index directory, after checking its file against the recorded sha256."""
+    """The manifest of an index directory, after verifying it (the manifest's digest, the keys' and the index
+    file's sha256)."""
     from ann_bench.index import open_index
 
     saved = open_index(directory)
@@ -147,6 +151,7 @@ def info_cmd(directory: Path, as_json: bool) -> None:
             ("search (default)", _params(m["search_params"])), ("metric", m["metric"]),
             ("vectors", f"{m['n']:,} x {m['dimension']}-d"), ("keys", "yes" if m["keys"] else "no (row numbers)"),
             ("index file", f"{m['index_file']['name']}, {m['index_file']['bytes'] / 1e6:,.1f} MB, sha256 verified"),
+            ("manifest", f"digest {m['digest'][:16]} verified"),
             ("built", f"{m['created']} in {m['build_s']:.2f} s ({m['threads']} thread(s), seed {m['seed']})"),
             ("loaded in", f"{m['load_s']:.3f} s"), ("vectors hash", m["vectors_hash"]),
             ("source", json.dumps(m.get("source", {}))), ("versions", json.dumps(m.get("versions", {})))]
@@ -191,8 +196,6 @@ def search(directory: Path, queries: Path, split: str, query_keys: Path | None, 
 
     index_files = [directory / name for name in (MANIFEST, INDEX_FILE, KEYS_FILE)]
     check_output(output, "neighbours", inputs=(queries, query_keys, *index_files), force=force)
-    if threads < 1:
-        raise InputError(f"--threads must be >= 1, got {threads}")
     with RichReporter() as rep:
         with rep.task("loading the index", None):
             saved = open_index(directory, threads=threads)
