@@ -49,6 +49,12 @@ class Entry:
     def filename(self) -> str:
         return f"{self.name}.hdf5"
 
+    @property
+    def max_bytes(self) -> int:
+        """The most bytes a download of this set may have: ``size_mb`` is approximate, so 10 % more (in MiB) and
+        one MiB; a mirror that serves more is stopped there (a wrong or hostile file never fills the disk)."""
+        return int(self.size_mb * 1.1 * 2**20) + 2**20
+
 
 CATALOGUE = {e.name: e for e in [
     Entry("deep-image-96-angular", 96, 9_990_000, 10_000, "angular", 3600),
@@ -179,7 +185,7 @@ def fetch(name: str, mirror: str | None = None, force: bool = False,
     url = f"{base}/{e.filename}"
     part = out.with_name(out.name + ".part")
     try:
-        _download(url, part, progress)
+        _download(url, part, progress, limit=e.max_bytes, what=f"{e.filename} (about {e.size_mb:,} MB)")
     except InputError as exc:
         if name != "fashion-mnist-784-euclidean" or mirror is not None:
             raise
@@ -214,9 +220,20 @@ def check_mirror(base: str) -> str:
     return str(base).rstrip("/")
 
 
-def _download(url: str, part: Path, progress) -> None:
-    """Download url into part, resuming from part's current size when the server honours Range."""
+def _too_large(url: str, part: Path, size: str, limit: int, what: str) -> InputError:
+    with contextlib.suppress(OSError):
+        part.unlink()
+    return InputError(f"the mirror's file {url} is larger than the catalogue says: {size} bytes, but "
+                      f"{what} allows at most {limit:,} bytes; stopped, and the partial download was removed: "
+                      "check the mirror (--mirror or $" + MIRROR_ENV + ")")
+
+
+def _download(url: str, part: Path, progress, limit: int | None = None, what: str = "the catalogue") -> None:
+    """Download url into part, resuming from part's current size when the server honours Range; never more
+    than ``limit`` bytes in all (the catalogue's size): beyond it the partial file is removed, InputError."""
     done = part.stat().st_size if part.exists() else 0
+    if limit is not None and done > limit:
+        raise _too_large(url, part, f"a partial download of {done:,}", limit, what)
     request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
     try:
         response = urllib.request.urlopen(request, timeout=60)
@@ -232,11 +249,15 @@ def _download(url: str, part: Path, progress) -> None:
         if done and response.status != 206:  # the server ignored Range: start again
             done = 0
         length = response.headers.get("Content-Length")
-        total = done + int(length) if length is not None else None
+        total = done + int(length) if length is not None and length.isdigit() else None
+        if limit is not None and total is not None and total > limit:
+            raise _too_large(url, part, f"{total:,}", limit, what)
         with open(part, "ab" if done else "wb") as fh:
             while True:
+                if limit is not None and done > limit:
+                    break
                 try:
-                    block = response.read(1 << 20)
+                    block = response.read(min(1 << 20, limit + 1 - done) if limit is not None else 1 << 20)
                 except (OSError, urllib.error.URLError, http.client.HTTPException) as exc:
                     raise InputError(f"download of {url} interrupted at {done:,} bytes ({exc}); run the same "
                                      "command again to resume") from None
@@ -246,15 +267,17 @@ def _download(url: str, part: Path, progress) -> None:
                 done += len(block)
                 if progress is not None:
                     progress(done, total)
+    if limit is not None and done > limit:
+        raise _too_large(url, part, f"more than {limit:,}", limit, what)
     if total is not None and done < total:
         raise InputError(f"download of {url} interrupted at {done:,} of {total:,} bytes; run the same command "
                          "again to resume")
 
 
 def _remote_sha256(url: str) -> str | None:
-    with contextlib.suppress(urllib.error.URLError, OSError, ValueError):
+    with contextlib.suppress(urllib.error.URLError, OSError, ValueError, IndexError):
         with urllib.request.urlopen(url + ".sha256", timeout=30) as response:
-            return response.read().decode().split()[0].lower()
+            return response.read(4096).decode().split()[0].lower()  # a hash and a name: never more
     return None
 
 
