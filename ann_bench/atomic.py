@@ -62,10 +62,18 @@ def is_disk_full(exc: BaseException) -> bool:
 
 def _temp_prefix(name: str) -> str:
     """A temporary name's prefix that keeps the whole name within NAME_MAX (255 bytes) for any target name."""
-    if len(name.encode()) <= 120:
+    raw = os.fsencode(name)  # bytes as the file system sees them (a name read from disk may hold any byte)
+    if len(raw) <= 120:
         return f".{name}."
-    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
-    return f".{name.encode()[:80].decode(errors='ignore')}-{digest}."
+    digest = hashlib.sha256(raw).hexdigest()[:12]
+    return f".{raw[:80].decode(errors='ignore')}-{digest}."
+
+
+def _temp_suffix(suffix: str) -> str:
+    """At most 16 bytes of ``suffix`` (whole characters), then ``.tmp``: with the prefix and mkstemp's 8 random
+    characters a temporary name stays under 130 bytes, within NAME_MAX for any target name."""
+    raw = os.fsencode(suffix)[-16:]
+    return raw.decode(errors="ignore") + ".tmp"
 
 
 @contextlib.contextmanager
@@ -79,7 +87,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     target = Path(path).expanduser()
     parent = ensure_writable_dir(target)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target.name), suffix=suffix[-16:] + ".tmp", dir=parent)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target.name), suffix=_temp_suffix(suffix), dir=parent)
     except OSError as exc:
         raise InputError(f"cannot write in {str(parent)!r}: {exc.strerror or exc}; choose another output path") from None
     os.close(fd)

@@ -56,8 +56,28 @@ def results(dataset: str | None, backend: str | None, where: tuple[str, ...], so
         click.echo(text, nl=fmt == "json")
     else:
         with atomic_path(output) as tmp:
-            tmp.write_text(text)
+            tmp.write_text(marked_export(text, fmt), encoding="utf-8")
         out.print(f"wrote {len(records)} result(s) to {escape(str(output))}")
+
+
+def marked_export(text: str, fmt: str) -> str:
+    """The export ``text`` (CSV or JSON of every row) with ann-bench's marker: a last column ``ann_bench`` (CSV),
+    a key ``ann_bench`` in each row (JSON), valued ``results-export VERSION``. pandas reads either as before (one
+    more column); ``results -o`` replaces a file without --force only when it carries this marker."""
+    import csv
+    import io
+    import json
+
+    from ann_bench.outputs import EXPORT_COLUMN, EXPORT_TAG
+
+    if fmt == "json":
+        rows = [{**row, EXPORT_COLUMN: EXPORT_TAG} for row in json.loads(text)]
+        return json.dumps(rows, indent=1) + "\n"
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    for i, row in enumerate(csv.reader(io.StringIO(text, newline=""))):
+        writer.writerow([*row, EXPORT_COLUMN if i == 0 else EXPORT_TAG])
+    return buf.getvalue()
 
 
 def _fmt_metric(value: float | None) -> str:

@@ -124,6 +124,7 @@ def train(data: str, arch: str, loss: str, miner: str | None, dim: int, epochs: 
     require("torch", "pytorch_metric_learning", purpose="`ann-bench train`")
     from embeddings.training.trainer import (
         TrainConfig,
+        metrics_path,
         metrics_table_rows,
         save_checkpoint,
     )
@@ -139,15 +140,17 @@ def train(data: str, arch: str, loss: str, miner: str | None, dim: int, epochs: 
                          text_column=text_column, labels=labels_file, device=device,
                          thresholds=parse_thresholds(thresholds))
     config.check()
-    output = output.expanduser()
-    ensure_writable_dir(output)
+    from ann_bench.outputs import check_derived, check_name, check_output
+
+    output = check_name(output)
     if output.is_dir():
         raise InputError(f"output {str(output)!r} is a directory; give a file name such as model.pt")
-    from ann_bench.outputs import check_output
-
     data_file = Path(data).expanduser() if Path(data).expanduser().is_file() else None
     labels_path = Path(labels_file).expanduser() if labels_file is not None else None
     check_output(output, "checkpoint", inputs=(data_file, labels_path), force=force)
+    # NAME.metrics.json: a file the user did not name, so never over one ann-bench did not write (even with --force)
+    check_derived(metrics_path(output), "train-metrics", output, inputs=(data_file, labels_path))
+    ensure_writable_dir(output)
     with EpochProgress(epochs) as bar:
         result = run_training(config, log=bar.log, on_step=bar.step)
     ckpt, mpath = save_checkpoint(result, output)

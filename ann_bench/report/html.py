@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from ann_bench import __version__
 from ann_bench.atomic import atomic_path
+from ann_bench.outputs import SOFTWARE
 from ann_bench.bench.metrics import fmt_recall
 from ann_bench.bench.results import Record, ShortForms, params_str
 from ann_bench.errors import InputError
@@ -218,6 +219,7 @@ def build_report(records: list[Record], out: str | os.PathLike, *, source: str =
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f'<meta http-equiv="Content-Security-Policy" content="{_e(_csp(scripts, static))}">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f'<meta name="generator" content="{_e(SOFTWARE)}">',  # the marker `report` recognises (outputs.py)
         f"<title>ann-bench report: {_e(', '.join(rs[0].dataset_name for rs in by_dataset.values()))}</title>",
         f"<style>{_CSS}</style></head><body>", *body,
         *(f"<script>{s}</script>" for s in scripts), "</body></html>",

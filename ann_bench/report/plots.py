@@ -712,5 +712,9 @@ def render_plot(records: list[Record], fmt: str = "png", **kwargs) -> bytes:
 
 
 def _metadata(fmt: str) -> dict:
-    # No creation date: the same results give byte-identical files.
-    return {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}.get(fmt, {})
+    # No creation date: the same results give byte-identical files. The software names ann-bench: the marker by
+    # which `plot` recognises a plot it may replace without --force (ann_bench.outputs).
+    from ann_bench.outputs import SOFTWARE
+
+    return {"png": {"Software": SOFTWARE}, "svg": {"Date": None, "Creator": SOFTWARE},
+            "pdf": {"CreationDate": None, "Creator": SOFTWARE}}.get(fmt, {})

@@ -292,8 +292,10 @@ def train(config: TrainConfig, log: Callable[[str], None] | None = None, data: T
     }
     from embeddings.cnn import CHECKPOINT_FORMAT
 
-    checkpoint = {
-        "format": CHECKPOINT_FORMAT, "arch": config.arch, "config": dict(model.config), "input": input_spec,
+    from ann_bench.outputs import CHECKPOINT_MARKER
+
+    checkpoint = {  # "ann_bench" first: the marker `train -o` recognises without unpickling (ann_bench.outputs)
+        "ann_bench": dict(CHECKPOINT_MARKER), "format": CHECKPOINT_FORMAT, "arch": config.arch, "config": dict(model.config), "input": input_spec,
         "metric": "angular", "normalize": True,
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, "meta": meta,
     }
@@ -312,11 +314,15 @@ def save_checkpoint(result: TrainResult, path: str | Path) -> tuple[Path, Path]:
 
     from ann_bench.atomic import atomic_path
 
+    from ann_bench.outputs import check_derived
+
     path = Path(path).expanduser()
+    mpath = check_derived(metrics_path(path), "train-metrics", path)  # again: training takes a while
     with atomic_path(path) as tmp:
         torch.save(result.checkpoint, tmp)
-    mpath = metrics_path(path)
-    doc = {"checkpoint": str(path), "metrics": result.metrics, "untrained_metrics": result.baseline,
+    from ann_bench.outputs import METRICS_MARKER
+
+    doc = {"ann_bench": dict(METRICS_MARKER), "checkpoint": str(path), "metrics": result.metrics, "untrained_metrics": result.baseline,
            "epoch_losses": result.epoch_losses, "train_seconds": round(result.train_s, 2),
            "eval_seconds": round(result.eval_s, 2), "meta": {k: v for k, v in result.checkpoint["meta"].items()
                                                             if k not in ("metrics", "untrained_metrics")}}
