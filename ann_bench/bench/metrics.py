@@ -296,16 +296,24 @@ def label_metrics(I: np.ndarray, train_labels: np.ndarray, query_labels: np.ndar
 
 
 def _codes(train_labels: np.ndarray, query_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Both label arrays as int64 codes of one shared vocabulary (fast comparisons for strings and bytes)."""
+    """Both label arrays as int64 codes of one shared vocabulary (fast comparisons for strings and bytes). A
+    missing label (NaN, None, "", "nan") raises the InputError of
+    :func:`ann_bench.data.vectorset.check_labels_array`, naming its row: it is no class."""
+    from ann_bench.data.vectorset import check_labels_array, is_missing_label
+
     train_labels = np.asarray(train_labels)
     query_labels = np.asarray(query_labels)
     if train_labels.dtype.kind in "iub" and query_labels.dtype.kind in "iub":
         return train_labels.astype(np.int64), query_labels.astype(np.int64)
     both = np.concatenate([train_labels.astype(object), query_labels.astype(object)])
     try:
-        _, inverse = np.unique(both, return_inverse=True)
+        values, inverse = np.unique(both, return_inverse=True)
     except TypeError:  # values that do not order (e.g. bytes and str mixed): equality is all we need
         vocab: dict = {}
         inverse = np.fromiter((vocab.setdefault(v, len(vocab)) for v in both), dtype=np.int64, count=len(both))
+        values = list(vocab)
+    if any(is_missing_label(v) for v in values):  # the rare path: name the row
+        check_labels_array(train_labels, None, "the train labels")
+        check_labels_array(query_labels, None, "the query labels")
     inverse = np.asarray(inverse, dtype=np.int64).reshape(-1)
     return inverse[: len(train_labels)], inverse[len(train_labels):]

@@ -344,13 +344,124 @@ def check_keys(keys, count: int, what: str) -> np.ndarray:
     out = np.empty(len(arr), dtype=object)
     for i, k in enumerate(arr):
         out[i] = k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k)
+    dup = first_duplicate(out)
+    if dup is not None:
+        first, second = dup
+        raise InputError(f"{what} key {out[second]!r} appears twice, at rows {first} and {second}; a key names one "
+                         "item, so keys must be unique per split (train, test): fix the keys (or leave them out "
+                         "for row numbers)")
     return out
+
+
+def first_duplicate(values) -> tuple[int, int] | None:
+    """(first row, second row) of the first value that repeats (in the order of the second occurrence), or None."""
+    seen: dict = {}
+    for i, value in enumerate(values):
+        j = seen.setdefault(value, i)
+        if j != i:
+            return j, i
+    return None
 
 
 def write_keys(f, name: str, keys: np.ndarray) -> None:
     """Store keys (object array of str) as a UTF-8 string dataset of an open h5py file."""
     h5py = _h5py()
     f.create_dataset(name, data=keys, dtype=h5py.string_dtype("utf-8"))
+
+
+# ---- labels -----------------------------------------------------------------------------------------------
+MISSING_LABEL_STRINGS = ("", "nan")  # compared stripped and case-folded: what a missing value becomes as text
+
+
+def check_labels_array(labels, count: int | None, what: str, *, names=None, row_name=None) -> np.ndarray:
+    """Labels as ann-bench stores and compares them, or InputError in one line naming the first bad row.
+
+    The one check of labels, wherever they enter (``data import``, ``embed``, ``data combine``) or are read
+    back (``evaluate``, ``run``'s label metrics, ``data info``). Returns (count,) int64 for integer labels,
+    float64 for real ones, else str with h5py's UTF-8 string dtype (bytes decoded as UTF-8), so a set stores
+    and reads them one way. A missing label (NaN, None, an empty string or the text ``nan``) is refused: it
+    would become a class of its own whose members all "match" each other. ``names``: the label names that
+    integer codes index (a set's ``label_names`` attribute), checked alike. ``what``: the labels' source for
+    the message; ``row_name(i)``: how to name row i there [``row i``]."""
+    h5py = _h5py()
+    arr = np.asarray(labels)
+    if arr.ndim != 1 or (count is not None and len(arr) != count):
+        raise InputError(f"{what} has shape {arr.shape}; expected ({count if count is not None else 'n'},): one "
+                         "label per vector")
+    kind = arr.dtype.kind
+    row_name = row_name or (lambda i: f"row {i}")
+    fix = ("every vector needs one (missing labels would form a class of their own, all matching each other): "
+           "drop the rows without a label, or give them one")
+    if kind in "iub":
+        codes = arr.astype(np.int64)
+        if names is not None:
+            bad = [i for i, name in enumerate(names) if is_missing_label(name)]  # codes index names
+            if bad:
+                hit = np.flatnonzero(np.isin(codes, bad))
+                if hit.size:  # codes outside the names are left to the caller: they name no class
+                    row = int(hit[0])
+                    raise InputError(f"{what}: {row_name(row)} has no label (its label name is "
+                                     f"{names[codes[row]]!r}); {fix}")
+        return codes
+    if kind == "f":
+        bad = np.flatnonzero(~np.isfinite(arr))
+        if bad.size:
+            row = int(bad[0])
+            raise InputError(f"{what}: {row_name(row)} has no label ({arr[row].item()!r}); {fix}")
+        return arr.astype(np.float64)
+    if kind not in "USO":
+        raise InputError(f"{what} has dtype {arr.dtype}; labels are integers, real numbers or strings")
+    out = np.empty(len(arr), dtype=h5py.string_dtype("utf-8"))
+    numbers = kind == "O"  # an object array of Python numbers (a table's column) stays numbers
+    for i, value in enumerate(arr):
+        if isinstance(value, np.generic):
+            value = value.item()
+        numbers = numbers and isinstance(value, (int, float)) and not isinstance(value, bool)
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{what}: the label of {row_name(i)} is not UTF-8 ({exc.reason} at byte "
+                                 f"{exc.start}); store labels as UTF-8 text") from None
+        if is_missing_label(value):
+            raise InputError(f"{what}: {row_name(i)} has no label ({value!r}); {fix}")
+        out[i] = str(value)
+    if numbers and len(arr):
+        values = [v.item() if isinstance(v, np.generic) else v for v in arr]
+        return np.asarray(values, dtype=np.int64 if all(isinstance(v, int) for v in values) else np.float64)
+    return out
+
+
+def is_missing_label(value) -> bool:
+    """True for what stands for a missing label: None, a float NaN, an empty string or the text 'nan'."""
+    if value is None:
+        return True
+    if isinstance(value, (float, np.floating)):
+        return not np.isfinite(value)
+    if isinstance(value, (bytes, np.bytes_)):
+        value = bytes(value).decode("utf-8", "replace")
+    return isinstance(value, str) and value.strip().casefold() in MISSING_LABEL_STRINGS
+
+
+def label_names_of(attrs: dict[str, Any]) -> list[str] | None:
+    """The ``label_names`` attribute (a JSON list of the names that integer labels index), or None."""
+    raw = attrs.get("label_names")
+    if raw is None:
+        return None
+    try:
+        names = json.loads(raw) if isinstance(raw, str) else list(raw)
+    except (TypeError, ValueError):
+        return None
+    return [str(n) for n in names] if isinstance(names, list) else None
+
+
+def read_checked_labels(vs: VectorSet, split: str) -> np.ndarray | None:
+    """The labels of ``split`` of ``vs`` through :func:`check_labels_array` (None when it has none)."""
+    key = f"{split}_labels"
+    if key not in vs.file:
+        return None
+    n = vs.n_train if split == "train" else vs.n_test
+    return check_labels_array(vs.read(key), n, f"{key!r} of {str(vs.path)!r}", names=label_names_of(vs.attrs))
 
 
 def _attr_str(value) -> str | None:
@@ -414,12 +525,17 @@ def validate(vs: VectorSet, check_groundtruth_sample: int = 20) -> Verdict:
         key = f"{split}_labels"
         if key in f and (f[key].ndim != 1 or f[key].shape[0] != n):
             v.problems.append(f"'{key}' has shape {f[key].shape}; expected ({n},)")
-        elif key in f and f[key].dtype.kind == "f":
-            labels = vs.read(key)
-            if not np.isfinite(labels).all():
-                row = int(np.flatnonzero(~np.isfinite(labels))[0])
-                v.problems.append(f"'{key}' holds {labels[row].item()!r} at row {row}; every vector needs a label "
-                                  "(a NaN label equals no other)")
+        elif key in f:
+            try:
+                read_checked_labels(vs, split)
+            except InputError as exc:
+                v.problems.append(str(exc))
+        keys = vs.keys(split)
+        dup = first_duplicate(keys) if keys is not None else None
+        if dup is not None:
+            v.problems.append(f"'{split}_keys' holds {keys[dup[1]]!r} twice, at rows {dup[0]} and {dup[1]}; keys "
+                              "must be unique per split (`search --exclude-self` and the results name items by "
+                              "them): re-create the set with unique keys")
     if ("train_labels" in f) != ("test_labels" in f):
         v.warnings.append("labels for only one of train/test; label metrics need both")
     return v
