@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from ann_bench.data.vectorset import VectorSet, check_depth, check_float32_source, validate, write_vectorset
+from ann_bench.data.arrays import check_numeric
+from ann_bench.data.vectorset import (VectorSet, check_depth, check_float32_source, check_labels_array,
+                                      read_checked_labels, validate, write_vectorset)
 from ann_bench.distances import canonical_metric, distances_to
 from ann_bench.errors import InputError
 from ann_bench.data.formats import file_format, read_bin_groundtruth, read_idx, read_vectors
@@ -39,21 +42,50 @@ class RowSubset:
 
 
 def read_labels(path: str | os.PathLike, n: int, what: str) -> np.ndarray:
-    """Labels for n vectors from a .npy (n,) or a text file (one label a line)."""
+    """Labels for n vectors from a .npy (n,), an IDX file, or a text file (one label a line, UTF-8: integers when
+    every line is one, else strings), checked by :func:`~ann_bench.data.vectorset.check_labels_array` (a
+    missing label, NaN or an empty line, is refused naming its row)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise InputError(f"{what} file {str(path)!r} does not exist")
+    row_name = None
     if path.suffix == ".npy":
-        labels = np.load(path, allow_pickle=False)
+        try:
+            labels = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise InputError(f"cannot read {what} file {str(path)!r}: {str(exc) or type(exc).__name__} (object "
+                             "arrays are refused; save numbers or strings)") from None
+        if not isinstance(labels, np.ndarray):
+            raise InputError(f"{what} file {str(path)!r} is an .npz archive; save one array with np.save")
     elif "idx" in path.name.lower():
         labels = read_idx(path)
     else:
-        labels = np.array(path.read_text().splitlines())
+        labels = _text_labels(path, what)
+        row_name = lambda i: f"line {i + 1}"  # noqa: E731
     if labels.ndim != 1:
         raise InputError(f"{what} file {str(path)!r} holds an array of shape {labels.shape}; expected (n,)")
     if len(labels) != n:
         raise InputError(f"{what} file {str(path)!r} has {len(labels)} labels for {n} vectors")
-    return labels
+    return check_labels_array(labels, n, f"{what} file {str(path)!r}", row_name=row_name)
+
+
+def _text_labels(path: Path, what: str) -> np.ndarray:
+    """One label a line: int64 when every line is an integer, else str (a trailing newline ends the last)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{what} file {str(path)!r} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    lines = [line.rstrip("\r") for line in lines]
+    if lines and all(re.fullmatch(r"\s*[+-]?\d+\s*", line) for line in lines):
+        values = [int(line) for line in lines]
+        if all(-2**63 <= v < 2**63 for v in values):
+            return np.asarray(values, dtype=np.int64)
+    out = np.empty(len(lines), dtype=object)
+    out[:] = lines
+    return out
 
 
 def read_keys(path: str | os.PathLike, n: int, what: str) -> np.ndarray:
@@ -147,17 +179,19 @@ def import_dataset(
             raise InputError("--keys/--query-keys apply to vector files; an HDF5 set keeps its own keys")
         return _reimport_hdf5(base, out, metric, k, progress)
     X, file_labels, file_keys = _read_table_or_vectors(base, columns)
+    check_numeric("base", X, f" in {str(base)!r}")  # before any slice is converted: complex, strings
     n, d = X.shape
     base_labels = _one_of(labels, file_labels, n, "--labels", base)
     base_keys = _one_of(keys, file_keys, n, "--keys", base)
     base_keys = base_keys if base_keys is not None else row_keys(range(n))
     if queries is not None:
         Q_raw, q_file_labels, q_file_keys = _read_table_or_vectors(queries, columns)
-        check_float32_source("query", Q_raw, 0)
+        check_float32_source("query", Q_raw, 0, f" in {str(queries)!r}")
         Q = np.ascontiguousarray(Q_raw, dtype=np.float32)
         if Q.shape[1] != d:
             raise InputError(f"queries {str(queries)!r} are {Q.shape[1]}-d but the base is {d}-d")
         train, test_labels = X, _one_of(query_labels, q_file_labels, len(Q), "--query-labels", queries)
+        _check_label_kinds(base_labels, test_labels)
         train_labels = base_labels
         train_keys = base_keys
         test_keys = _one_of(query_keys, q_file_keys, len(Q), "--query-keys", queries)
@@ -219,9 +253,23 @@ def _one_of(option_file, from_columns, n: int, option: str, path) -> np.ndarray 
         raise InputError(f"{option} and a column of {str(path)!r} both give the {option.split('-')[-1]}; give them "
                          f"once (drop {option}, or import a table without that column)")
     if option_file is None:
+        if from_columns is not None and not option.endswith("keys"):
+            return check_labels_array(from_columns, n, f"the label column of {str(path)!r}")
         return from_columns
     reader = read_keys if option.endswith("keys") else read_labels
     return reader(option_file, n, option)
+
+
+def _check_label_kinds(train_labels, test_labels) -> None:
+    """InputError when one side's labels are numbers and the other's strings: no query could match a class."""
+    if train_labels is None or test_labels is None:
+        return
+    numbers = [np.asarray(a).dtype.kind in "iubf" for a in (train_labels, test_labels)]
+    if numbers[0] != numbers[1]:
+        kinds = ["numbers" if x else "strings" for x in numbers]
+        raise InputError(f"the base labels are {kinds[0]} but the query labels are {kinds[1]} (e.g. "
+                         f"{np.asarray(train_labels)[0]!r} and {np.asarray(test_labels)[0]!r}), so no query's label "
+                         "could equal a base label; give both in one form")
 
 
 def _reimport_hdf5(path, out, metric, k, progress) -> Path:
@@ -242,7 +290,7 @@ def _reimport_hdf5(path, out, metric, k, progress) -> Path:
         return write_vectorset(
             out, vs.train, vs.load_test(), vs.metric,
             neighbors=vs.neighbors[:, :k] if keep_gt else None, distances=vs.distances[:, :k] if keep_gt else None,
-            train_labels=vs.labels("train"), test_labels=vs.labels("test"),
+            train_labels=read_checked_labels(vs, "train"), test_labels=read_checked_labels(vs, "test"),
             train_keys=vs.keys("train"), test_keys=vs.keys("test"),
             attrs={**{k2: v for k2, v in vs.attrs.items() if k2 not in ("distance", "dimension")},
                    "source": f"ann-bench data import {Path(path).name}"},
