@@ -14,7 +14,7 @@ from ann_bench.cli.console import out
 from ann_bench.cli.options import SEED, THREADS
 from ann_bench.data.vectorset import VectorSet
 from ann_bench.errors import InputError
-from ann_bench.evaluate import DEFAULT_DEPTH, evaluate_set, left_out_notes, metric_rows
+from ann_bench.evaluate import DEFAULT_DEPTH, evaluate_set, left_out_notes, metric_rows, undefined_notes
 from ann_bench.bench.runner import parse_param_specs
 
 
@@ -82,6 +82,8 @@ def evaluate(dataset: Path, reference: str, thresholds: str | None, backend: str
     for label, exact, through in metric_rows(result):
         table.add_row(escape(label), exact, *([through or ""] if result.index is not None else []))
     out.print(table)
+    for note in undefined_notes(result):
+        out.print(escape(note), soft_wrap=True)
     for note in left_out_notes(result):
         out.print(escape(note), soft_wrap=True)
     if result.index is not None:
