@@ -24,13 +24,17 @@ from typing import Any
 import numpy as np
 
 from ann_bench.atomic import ensure_writable_dir
-from ann_bench.data.vectorset import VectorSet, write_vectorset
+from ann_bench.data.arrays import MAGNITUDE_MIN, SQUARED_NORM_MAX
+from ann_bench.data.vectorset import VectorSet, first_duplicate, read_checked_labels, write_vectorset
 from ann_bench.distances import canonical_metric
 from ann_bench.errors import InputError
 from ann_bench.data.groundtruth import DEFAULT_K
 from ann_bench.outputs import check_output
 
 NORMALIZE_MODES = ("each", "none")
+FLOAT32_EPS = float(np.finfo(np.float32).eps)
+FLOAT32_TINY = 1e-15  # the smallest sqrt(weight): well above float32's smallest normal number (1.2e-38)
+FLOAT32_MAX_FACTOR = 1e15  # the largest: a unit row times it keeps squared norms far inside float32
 SOURCE = "ann-bench data combine"
 
 
@@ -60,6 +64,23 @@ def check_weights(weights: Sequence[float] | None, n_parts: int, what: str = "pa
         if not math.isfinite(w) or w <= 0:
             raise InputError(f"weight {i + 1} of --weights is {w!r}; each weight must be a finite number > 0 "
                              f"(it scales {what} {i + 1}'s share of squared distances and dot products)")
+    # Each part is multiplied by sqrt(w) in float32: the factor must be a normal float32, and no part's share
+    # may fall below float32's rounding of the others' (it would vanish from every distance, silently).
+    for i, w in enumerate(weights):
+        factor = math.sqrt(w)
+        if not FLOAT32_TINY <= factor <= FLOAT32_MAX_FACTOR:
+            raise InputError(f"weight {i + 1} of --weights is {w:g}: {what} {i + 1} would be multiplied by "
+                             f"sqrt({w:g}) = {factor:.3g}, and its float32 coordinates and squared distances "
+                             f"{'underflow' if factor < 1 else 'overflow'}; give weights between "
+                             f"{FLOAT32_TINY ** 2:.0e} and {FLOAT32_MAX_FACTOR ** 2:.0e} (only their ratios matter: "
+                             "1,0.5 is 2,1)")
+    low, high = int(np.argmin(weights)), int(np.argmax(weights))
+    if weights[low] / weights[high] < FLOAT32_EPS:
+        raise InputError(f"weight {low + 1} of --weights ({weights[low]:g}) is {weights[high] / weights[low]:.3g} times "
+                         f"smaller than weight {high + 1} ({weights[high]:g}): {what} {low + 1}'s share of squared "
+                         f"distances would be below float32's rounding ({FLOAT32_EPS:.2g}) and vanish from every "
+                         f"distance; keep the weights within a factor {1 / FLOAT32_EPS:.2g} of each other (or leave "
+                         f"{what} {low + 1} out)")
     return weights
 
 
@@ -70,10 +91,13 @@ def check_normalize(normalize: str) -> str:
     return mode
 
 
-def scale_part(V: np.ndarray, weight: float, normalize: bool, what: Callable[[int], str]) -> np.ndarray:
+def scale_part(V: np.ndarray, weight: float, normalize: bool, what: Callable[[int], str],
+               weight_name: str = "the weight") -> np.ndarray:
     """``sqrt(weight) * V`` (float32), with the rows of V (b, d) first L2-normalised when ``normalize``; V is
     scaled in place (the caller's buffer). InputError on an all-zero row, which has no direction to normalise
-    (``what(row)`` names it)."""
+    (``what(row)`` names it), and when the weight (``weight_name``) makes the part underflow or overflow float32:
+    coordinates that were not all zero become all below MAGNITUDE_MIN (the part would vanish from every
+    distance), or a row's squared norm overflows float32 distance arithmetic."""
     if normalize:
         norms = np.sqrt(np.einsum("ij,ij->i", V, V, dtype=np.float64))
         zero = np.flatnonzero(norms == 0)
@@ -81,9 +105,27 @@ def scale_part(V: np.ndarray, weight: float, normalize: bool, what: Callable[[in
             raise InputError(f"{what(int(zero[0]))} is all zeros, which cannot be L2-normalised; drop it, or "
                              "combine with --normalize none")
         V /= norms.astype(np.float32)[:, None]
-    if weight != 1.0:
+    if weight != 1.0 and V.size:
+        before = float(np.max(np.abs(V)))
         V *= np.float32(math.sqrt(weight))
+        after = float(np.max(np.abs(V)))
+        if before > 0 and not after >= MAGNITUDE_MIN:
+            raise InputError(f"{weight_name} ({weight:g}) scales the part's largest coordinate from {before:.3g} to "
+                             f"{after:.3g}, below {MAGNITUDE_MIN:g}: its squared distances underflow float32 and it "
+                             "would vanish from every distance; use a larger weight (only the weights' ratios "
+                             "matter)")
+        if not np.isfinite(after) or after * after * V.shape[1] > SQUARED_NORM_MAX:
+            sq = np.einsum("ij,ij->i", V.astype(np.float64), V.astype(np.float64))
+            over = np.flatnonzero(~np.isfinite(sq) | (sq > SQUARED_NORM_MAX))
+            if over.size:
+                raise InputError(f"{weight_name} ({weight:g}) makes {what(int(over[0]))} so long (squared norm "
+                                 f"{sq[over[0]]:.3g}) that float32 distance arithmetic overflows (max "
+                                 f"{SQUARED_NORM_MAX:.3g}); use a smaller weight (only the weights' ratios matter)")
     return V
+
+
+def _scalar(x):
+    return x.item() if isinstance(x, np.generic) else x
 
 
 def _first_difference(a: np.ndarray, b: np.ndarray) -> int | None:
@@ -143,6 +185,11 @@ def combine_sets(
             for split, n in (("train", counts[0]), ("test", counts[1])):
                 keys = vs.keys(split)
                 if keys is not None:
+                    dup = first_duplicate(keys)
+                    if dup is not None:
+                        raise InputError(f"{split} key {keys[dup[1]]!r} of {str(path)!r} appears twice, at rows "
+                                         f"{dup[0]} and {dup[1]}; keys name items and must be unique per split, and "
+                                         "the combined set keeps them: re-create that set with unique keys")
                     if split not in kept_keys:
                         kept_keys[split] = (keys, path, attrs.get("keys"))
                     else:
@@ -152,12 +199,12 @@ def combine_sets(
                             raise InputError(f"{split} item {i} is {ref[i]!r} in {str(ref_path)!r} but {keys[i]!r} "
                                              f"in {str(path)!r}; combined sets must hold the same items in the same "
                                              "order (embed them with the same --seed and --test-size)")
-                labels = vs.labels(split)
+                if f"{split}_labels" in vs.file and vs.file[f"{split}_labels"].shape != (n,):
+                    raise InputError(f"'{split}_labels' of {str(path)!r} has shape "
+                                     f"{vs.file[f'{split}_labels'].shape} for {n} {split} vectors; one label per "
+                                     "vector (check it with `ann-bench data info`)")
+                labels = read_checked_labels(vs, split)  # missing labels refused; stored strings decoded
                 if labels is not None:
-                    labels = np.asarray(labels)
-                    if labels.shape != (n,):
-                        raise InputError(f"'{split}_labels' of {str(path)!r} has shape {labels.shape} for {n} {split} "
-                                         "vectors; one label per vector (check it with `ann-bench data info`)")
                     if split not in kept_labels:
                         kept_labels[split] = (labels, path, attrs.get("label_names"))
                     else:
@@ -169,8 +216,8 @@ def combine_sets(
                                              "the same items")
                         i = _first_difference(ref, labels)
                         if i is not None:
-                            raise InputError(f"{split} item {i} has label {ref[i].item()!r} in {str(ref_path)!r} "
-                                             f"but {labels[i].item()!r} in {str(path)!r}: the sets do not hold the "
+                            raise InputError(f"{split} item {i} has label {_scalar(ref[i])!r} in {str(ref_path)!r} "
+                                             f"but {_scalar(labels[i])!r} in {str(path)!r}: the sets do not hold the "
                                              "same items in the same order")
     if metric is not None:
         metric = canonical_metric(metric)
@@ -192,7 +239,8 @@ def combine_sets(
                 dest = (train if split == "train" else test)[:, col : col + dim]
                 dest[...] = block
                 scale_part(dest, w, normalize == "each",
-                           lambda row, s=split: f"{s} vector {row} of {str(path)!r}")
+                           lambda row, s=split: f"{s} vector {row} of {str(path)!r}",
+                           weight_name=f"weight {len(parts) + 1} of --weights")
             parts.append({"path": str(path.resolve()), "name": vs.name, "content_hash": vs.content_hash(),
                           "dim": dim, "weight": w})
         col += dim
