@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ann_bench.atomic import ensure_writable_dir
-from ann_bench.data.vectorset import write_vectorset
+from ann_bench.data.vectorset import check_labels_array, first_duplicate, write_vectorset
 from ann_bench.distances import canonical_metric
 from ann_bench.errors import InputError
 from ann_bench.data.groundtruth import DEFAULT_K
@@ -152,6 +152,20 @@ def encode_labels(train: np.ndarray | None, test: np.ndarray | None) -> tuple[np
     return codes[0], codes[1], names
 
 
+def check_items(items: Items) -> None:
+    """Before any embedding: the items' labels through :func:`~ann_bench.data.vectorset.check_labels_array` (a
+    missing label — NaN, None, an empty cell — refused naming its item; bytes decoded) and their keys unique."""
+    if items.labels is not None:
+        items.labels = check_labels_array(items.labels, items.count,
+                                          f"labels ({items.label_source or str(items.path)})", row_name=items.describe)
+    keys = items.item_keys()
+    dup = first_duplicate(keys)
+    if dup is not None:
+        raise InputError(f"the key {keys[dup[1]]!r} ({items.key_source}) of {items.describe(dup[0])} is also the key "
+                         f"of {items.describe(dup[1])}; a key names one item, so keys must be unique: fix the "
+                         "key column (or drop --key-column for row numbers)")
+
+
 def _label_str(x) -> str:
     return x.decode() if isinstance(x, bytes) else str(x)
 
@@ -189,7 +203,8 @@ def embed_ensemble(embedders, weights: list[float], items: Items, batch_size: in
     for embedder, w in zip(embedders, weights):
         with progress_task(f"embedding {label} with {embedder.name}", items.count) as advance:
             V = embed_items(embedder, items, batch_size or embedder.batch_size, progress=advance)
-        scale_part(V, w, True, lambda row, e=embedder: f"the vector of {items.describe(row)} (model {e.name!r})")
+        scale_part(V, w, True, lambda row, e=embedder: f"the vector of {items.describe(row)} (model {e.name!r})",
+                   weight_name=f"the weight of model {embedder.name!r}")
         parts.append(V)
     dims = [p.shape[1] for p in parts]
     X = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
@@ -249,10 +264,12 @@ def embed_to_vectorset(
 
     items = read_input(input_path, labels=labels, label_column=label_column, text_column=text_column,
                        key_column=key_column)
+    check_items(items)
     q_items = None
     if queries is not None:
         q_items = read_input(queries, labels=queries_labels, label_column=label_column, text_column=text_column,
                              key_column=key_column)
+        check_items(q_items)
         if q_items.kind != items.kind:
             raise InputError(f"queries {str(q_items.path)!r} hold {q_items.kind} items but the input holds "
                              f"{items.kind} items; embed the same kind")
