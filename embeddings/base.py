@@ -131,12 +131,46 @@ def check_device(device: str) -> str:
 def load_weights(module, state_dict: dict, path: str | Path, arch: str, device: str):
     """``module`` with ``state_dict`` loaded, on ``device``, in eval mode; InputError when the weights do not
     fit the architecture."""
+    if not isinstance(state_dict, dict):
+        raise InputError(f"{str(path)!r}: its state_dict is a {type(state_dict).__name__}, not a dict of tensors; "
+                         "save model.state_dict()")
+    problem = state_dict_mismatch(module.state_dict(), state_dict)
+    if problem:
+        raise InputError(f"{str(path)!r} does not fit architecture {arch!r}: {problem}; save the state_dict of "
+                         f"that architecture, or export the model as TorchScript (--model PATH.pt)")
     try:
         module.load_state_dict(state_dict)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
+    except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise InputError(f"{str(path)!r} does not fit architecture {arch!r}: {first[:200]}") from None
     return module.to(device).eval()
+
+
+def _shape(value) -> str:
+    shape = getattr(value, "shape", None)
+    return str(tuple(shape)) if shape is not None else type(value).__name__
+
+
+def state_dict_mismatch(expected: dict, given: dict, shown: int = 3) -> str | None:
+    """What keeps ``given`` (a state_dict) from loading into a module whose own state_dict is ``expected``:
+    the first missing keys, unexpected keys and shape mismatches, each with shapes; None when it fits."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    wrong = [k for k in expected if k in given and _shape(given[k]) != _shape(expected[k])]
+
+    def listed(keys, form) -> str:
+        more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+        return ", ".join(form(k) for k in keys[:shown]) + more
+
+    parts = []
+    if missing:
+        parts.append(f"missing keys {listed(missing, lambda k: f'{k} {_shape(expected[k])}')}")
+    if unexpected:
+        parts.append(f"unexpected keys {listed(unexpected, lambda k: f'{k} {_shape(given[k])}')}")
+    if wrong:
+        parts.append("shape mismatch " + listed(wrong, lambda k: f"{k}: file {_shape(given[k])}, architecture "
+                                                               f"{_shape(expected[k])}"))
+    return "; ".join(parts) or None
 
 
 class TorchEmbedder(Embedder):

@@ -77,7 +77,7 @@ class SmallCNN(nn.Module):
             widths = [int(sd[f"stages.{i}.conv1.weight"].shape[0]) for i in range(n)]
             in_channels = int(sd["stages.0.conv1.weight"].shape[1])
             dim, features = (int(s) for s in sd["head.weight"].shape)
-        except (KeyError, ValueError) as exc:
+        except (KeyError, ValueError, IndexError) as exc:
             raise InputError(f"this state_dict is not a small_cnn ({type(exc).__name__}: {exc}); its keys: "
                              f"{', '.join(list(sd)[:6])}, ...") from None
         return {"in_channels": in_channels, "widths": widths, "dim": dim,
@@ -143,7 +143,10 @@ def open_checkpoint(path: str | Path, arch: str | None = None, device: str = "cp
     if is_ours:
         with malformed_checkpoint(path):
             return MLPEmbedder(path, ckpt, ckpt["state_dict"], dict(ckpt.get("config") or {}), device=device)
-    config = MLPHead.config_from_state_dict(ckpt)
+    try:
+        config = MLPHead.config_from_state_dict(ckpt)
+    except InputError as exc:
+        raise InputError(f"{str(path)!r}: {exc}") from None
     spec = ({"kind": "text", "features": "minilm"} if config["in_dim"] == 384
             else {"kind": "array", "features": "identity"})
     return MLPEmbedder(path, {"input": spec}, ckpt, config, device=device)

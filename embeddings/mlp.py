@@ -9,6 +9,7 @@ ckpt.pt`` then runs the same frozen features and the head.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +46,19 @@ class MLPHead(nn.Module):
 
     @staticmethod
     def config_from_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
-        weights = [sd[k] for k in sorted((k for k in sd if k.endswith(".weight")),
-                                         key=lambda k: int(k.split(".")[1]))]
+        """The constructor arguments that produced ``sd``, read off its ``net.N.weight`` matrices; what else the
+        file holds (other keys, other shapes) is reported when the weights are loaded (``load_weights``)."""
+        layers = sorted((int(m.group(1)), k) for k in sd if (m := re.fullmatch(r"net\.(\d+)\.weight", str(k))))
+        weights = [sd[k] for _, k in layers]
         if not weights:
-            raise InputError("this state_dict is not an mlp (no net.N.weight tensors)")
+            keys = ", ".join(f"{k} {tuple(getattr(v, 'shape', ()))}" for k, v in list(sd.items())[:4])
+            raise InputError(f"this state_dict is not an mlp: no net.N.weight tensors (its keys: {keys}"
+                             f"{', ...' if len(sd) > 4 else ''}); an mlp head is net.0.weight, net.0.bias, "
+                             "net.2.weight, ... (save MLPHead.state_dict(), or export the model as TorchScript)")
+        bad = next((k for (_, k), w in zip(layers, weights) if not isinstance(w, torch.Tensor) or w.dim() != 2), None)
+        if bad is not None:
+            raise InputError(f"this state_dict is not an mlp: {bad} has shape {tuple(getattr(sd[bad], 'shape', ()))}, "
+                             "not a 2-D weight matrix (out, in)")
         return {"in_dim": int(weights[0].shape[1]), "hidden": [int(w.shape[0]) for w in weights[:-1]],
                 "dim": int(weights[-1].shape[0]), "dropout": 0.0}
 
