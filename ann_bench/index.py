@@ -313,9 +313,13 @@ def _check_file(path: Path, manifest: dict[str, Any], field: str, *, hash_it: bo
 
 
 def _own_files(manifest: dict[str, Any]) -> set[str]:
-    names = {MANIFEST, str((manifest.get("index_file") or {}).get("name", INDEX_FILE))}
-    if manifest.get("keys"):
-        names.add(str((manifest.get("keys_file") or {}).get("name", KEYS_FILE)))
+    """The names of the files an index directory's (not yet verified) manifest says it wrote."""
+    names = {MANIFEST}
+    for field, default in (("index_file", INDEX_FILE), ("keys_file", KEYS_FILE)):
+        entry = manifest.get(field)
+        if field == "keys_file" and not manifest.get("keys"):
+            continue
+        names.add(str(entry.get("name", default)) if isinstance(entry, dict) else default)
     return names
 
 
