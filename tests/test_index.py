@@ -76,8 +76,10 @@ def test_api_search_params_metric_and_padding(tmp_path, rng):
     D, I = index.search(X[:5], 3, ef=200)
     gD, gI = exact_knn(X, X[:5], "angular", 3)
     assert np.array_equal(I, gI) and np.allclose(D, gD, atol=1e-5)
-    D, I = index.search(X[:2], 400)  # k > n: padded
-    assert (I[:, 300:] == -1).all() and np.isinf(D[:, 300:]).all()
+    D, I = index.search(X[:2], 300, ef=300)  # k = n: every vector
+    assert sorted(I[0]) == list(range(300))
+    with pytest.raises(InputError, match="exceeds the 300"):  # k > n: refused, not an nq x k allocation
+        index.search(X[:2], 400)
     with pytest.raises(InputError, match="8-d"):
         index.search(np.ones((2, 9), np.float32), 3)
     with pytest.raises(InputError, match="NaN"):

@@ -138,7 +138,7 @@ def test_zero_dimensional_vectors(tmp_path):
 
 def test_neighbors_path_that_is_a_file(tmp_path, small_set):
     store = tmp_path / "r.sqlite"
-    (tmp_path / "r.neighbors").write_text("in the way")
+    (tmp_path / "r.sqlite.neighbors").write_text("in the way")
     refused(invoke("run", "--dataset", small_set, "--backend", "flat", "--results", store), "but is a file")
 
 
@@ -153,7 +153,7 @@ def test_a_bad_neighbour_file_is_named_and_measured_again(tmp_path, small_set):
     store = tmp_path / "r.sqlite"
     args = ("--backend", "hnsw", "--build", "M=8", "--search", "ef=10,20", "--in-process")
     _run(small_set, store, *args)
-    files = sorted((tmp_path / "r.neighbors").iterdir())
+    files = sorted((tmp_path / "r.sqlite.neighbors").iterdir())
     files[0].write_bytes(files[0].read_bytes()[:-8] + b"\0" * 8)  # altered in place
     files[1].unlink()  # deleted
     out = _run(small_set, store, *args)

@@ -23,6 +23,7 @@ import numpy as np
 from ann_bench.atomic import free_space, is_disk_full, raise_if_terminated
 from ann_bench.bench.metrics import fmt_recall
 from ann_bench.bench.results import Record, ResultStore, short_params
+from ann_bench.data.arrays import SEED_MAX, check_seed, check_threads  # noqa: F401 (SEED_MAX: re-exported)
 from ann_bench.data.vectorset import VectorSet
 from ann_bench.errors import InputError
 
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
 MODES = ("batch", "single")
 EXECUTORS = ("local", "ray")
-SEED_MAX = 2**31 - 1  # faiss (int), annoy (int) and hnswlib (size_t) all take it
 
 
 # ---- progress reporting -----------------------------------------------------------------------------------
@@ -84,14 +84,10 @@ class RunOptions:
             raise InputError(f"-k must be >= 1, got {self.k}")
         if self.runs < 1:
             raise InputError(f"--runs must be >= 1, got {self.runs}")
-        if self.threads < 1:
-            raise InputError(f"--threads must be >= 1, got {self.threads}")
-        if self.build_threads is not None and self.build_threads < 1:
-            raise InputError(f"--build-threads must be >= 1, got {self.build_threads}; omit it to build with "
-                             "--threads")
-        if not 0 <= self.seed <= SEED_MAX:
-            raise InputError(f"--seed must be in [0, {SEED_MAX}] (the range faiss, hnswlib and annoy all accept), "
-                             f"got {self.seed}")
+        check_threads(self.threads, "--threads")
+        if self.build_threads is not None:
+            check_threads(self.build_threads, "--build-threads")
+        check_seed(self.seed)
         bad = [m for m in self.modes if m not in MODES]
         if bad or not self.modes:
             raise InputError(f"unknown mode {bad[0] if bad else ''!r}; use batch, single or both")
@@ -217,9 +213,10 @@ class JobRecorder:
         raise_if_terminated()
         search, mode = self.job.pending[i]
         rec = self.record(search, mode, **self.node, **self.build_info, **self.retried, **fields)
+        kept = False
         if self.store is not None:
             try:
-                self.store.save(rec, I)
+                kept = self.store.save(rec, I)
             except (OSError, sqlite3.Error, InputError) as exc:
                 if not is_disk_full(exc):
                     raise
@@ -236,7 +233,8 @@ class JobRecorder:
             self.measured_done.append((search, mode, rec.recall))
             if rec.recall >= 1.0:
                 self.exact_done.append((search, mode))
-        self.reporter.log(_line(rec))
+        kept_note = " (its earlier measured row is kept beside this failure)" if kept else ""
+        self.reporter.log(_line(rec) + kept_note)
         self.advance_sweep()
 
     def on_event(self, kind, *payload) -> None:

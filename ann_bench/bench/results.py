@@ -1,13 +1,22 @@
 """The results store: one SQLite file (stdlib sqlite3, WAL) and a folder of neighbour files beside it.
 
 One row per (dataset hash, backend, impl, build params, search params, k, mode, threads): re-running a
-configuration replaces its row. The ids each configuration returned are kept in ``<store>.neighbors/<key>.npy``
-so that recall can be recomputed later (e.g. against deeper ground truth or with another rule); each is written
-to a temporary name and renamed before the row that names it is committed.
+configuration replaces its row — except that a failed re-run (``run --force``) of a configuration measured ``ok``
+is kept beside that row, never over it. The ids each configuration returned are kept in
+``<store file name>.neighbors/<key>.npy`` (``r.sqlite.neighbors/`` for ``r.sqlite``: a folder per store file, so
+``r.sqlite`` and ``r.db`` never share one) so that recall can be recomputed later (e.g. against deeper ground
+truth or with another rule); each is written to a temporary name and renamed before the row that names it is
+committed. Every name a dataset was run under (file name, path) is kept in ``dataset_names``, so a set can be
+chosen by any of them or by its content hash.
+
+A new store is created whole under a temporary name and linked into place, so two runs creating the same store
+at once never see half of one; read-only commands open a file that is not an ann-bench store without creating
+anything beside it (no ``-wal``/``-shm``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -23,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ann_bench.atomic import atomic_path, ensure_writable_dir
+from ann_bench.atomic import _umask, atomic_path, ensure_writable_dir
 from ann_bench.errors import InputError
 
 SCHEMA_VERSION = 1
@@ -112,18 +121,33 @@ _CORE_COLUMNS = {"key", "dataset_hash", "backend", "impl", "build_params", "sear
 
 
 def is_results_store(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is an ann-bench results store (marked, or an older unmarked one), read without writing."""
+    """Whether ``path`` is an ann-bench results store (marked, or an older unmarked one), read without writing
+    or creating anything: the header's application id, else the schema read with SQLite's ``immutable`` flag
+    (which takes no lock and makes no ``-wal``/``-shm`` file beside another application's WAL database)."""
+    return _probe_kind(Path(path)) in ("marked", "legacy")
+
+
+def _probe_kind(path: Path) -> str:
+    """:func:`_kind` of the file at ``path`` ('absent' or 'not-sqlite' when it is not an SQLite file), without
+    creating any file beside it."""
     try:
         with open(path, "rb") as fh:
-            if fh.read(16) != SQLITE_MAGIC:
-                return False
-        db = _connect_read_only(Path(path))
+            header = fh.read(100)
+    except OSError:
+        return "absent"
+    if not header.startswith(SQLITE_MAGIC):
+        return "not-sqlite"
+    if len(header) >= 72 and int.from_bytes(header[68:72], "big") == APPLICATION_ID:
+        return "marked"
+    try:
+        uri = "file:" + urllib.parse.quote(str(path.resolve()))
+        db = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, timeout=30)
         try:
-            return _kind(db) in ("marked", "legacy")
+            return _kind(db)
         finally:
             db.close()
-    except (OSError, sqlite3.Error, InputError):
-        return False
+    except sqlite3.Error:
+        return "foreign"
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:
@@ -154,6 +178,60 @@ def _kind(db: sqlite3.Connection) -> str:
         if _CORE_COLUMNS <= cols:
             return "legacy"
     return "foreign"
+
+
+FAILED_SUFFIX = "~failed"  # the row key of a failed re-run kept beside its configuration's measured row
+# The longest suffix ann-bench adds to a store's file name (its folders and SQLite's side files)
+_STORE_SUFFIXES = (".neighbors", ".tunes", "-wal", "-shm", "-journal")
+
+
+def check_store_name(path: Path) -> None:
+    """InputError before anything is created when the store's name, or a name derived from it, is longer than
+    the file system allows."""
+    name_max = 255
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        name_max = os.pathconf(parent if parent.exists() else ".", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        pass
+    longest = len(path.name.encode()) + max(len(s) for s in _STORE_SUFFIXES)
+    if longest > name_max:
+        raise InputError(f"results store name {path.name[:40]!r}... is {len(path.name.encode())} bytes; with its "
+                         f"folder suffix '.neighbors' it exceeds the file system's {name_max}-byte limit: give a "
+                         f"--results name of at most {name_max - max(len(s) for s in _STORE_SUFFIXES)} bytes")
+
+
+def _create_store(path: Path) -> None:
+    """Create an empty, marked store at ``path`` atomically: made whole under a temporary name, then hard-linked
+    into place (which fails if another process linked its own first: then that one is used). A concurrent
+    reader or creator sees no file or a whole store, never a half-created one."""
+    import tempfile
+
+    from ann_bench.atomic import _temp_prefix
+
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        db = sqlite3.connect(tmp)
+        try:
+            cols = ", ".join(f"{f.name} {_column_type(f)}" for f in dataclasses.fields(Record))
+            with db:
+                db.execute(f"CREATE TABLE results (key TEXT PRIMARY KEY, {cols})")
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        finally:
+            db.close()
+        os.chmod(tmp, 0o666 & ~_umask())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another run created it first: use that one
+        except OSError:  # a file system without hard links: rename, unless another run got there first
+            if not os.path.lexists(path):
+                os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 class ResultStore:
@@ -188,6 +266,8 @@ class ResultStore:
             raise InputError(f"results store {str(self.path)!r} is empty; run `ann-bench run` first")
         try:
             if self.read_only:
+                if _probe_kind(self.path) not in ("marked", "legacy"):  # before any open that could add files
+                    raise InputError(not_store)
                 self.db = _connect_read_only(self.path)
                 self.db.row_factory = sqlite3.Row
                 kind = _kind(self.db)
@@ -197,17 +277,16 @@ class ResultStore:
                 self._check_version()
             else:
                 if exists and self.path.stat().st_size > 0:
-                    probe = _connect_read_only(self.path)
-                    try:
-                        kind = _kind(probe)
-                    finally:
-                        probe.close()
-                    if kind not in ("marked", "legacy"):
+                    if _probe_kind(self.path) not in ("marked", "legacy"):
                         raise InputError(not_store)
+                check_store_name(self.path)
                 ensure_writable_dir(self.path)
-                if self.neighbors_dir.exists() and not self.neighbors_dir.is_dir():
-                    raise InputError(f"{str(self.neighbors_dir)!r} should be the folder of the store's neighbour "
-                                     "files but is a file; move it away or pass another --results path")
+                for folder in (self.neighbors_dir, self.path.with_name(self.path.name + ".tunes")):
+                    if os.path.lexists(folder) and not folder.is_dir():
+                        raise InputError(f"{str(folder)!r} should be a folder of the store {str(self.path)!r} but "
+                                         "is a file; move it away or pass another --results path")
+                if not exists:
+                    _create_store(self.path)
                 self.db = sqlite3.connect(self.path, timeout=30)
                 self.db.row_factory = sqlite3.Row
                 self.db.execute("PRAGMA journal_mode=WAL")
@@ -217,6 +296,8 @@ class ResultStore:
             raise InputError(f"{str(self.path)!r} is not a readable ann-bench results store ({exc}); "
                              "pass another --results path") from None
         self._columns = {row[1] for row in self.db.execute("PRAGMA table_info(results)")}
+        self._has_names = self.db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dataset_names'").fetchone() is not None
 
     def _check_version(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
@@ -226,7 +307,9 @@ class ResultStore:
 
     @property
     def neighbors_dir(self) -> Path:
-        return self.path.with_suffix("").with_name(self.path.stem + ".neighbors")
+        """``<store file name>.neighbors``: one folder per store file (``r.sqlite`` and ``r.db`` never share one).
+        Rows written by ann-bench < 0.3 name their files in ``<stem>.neighbors/``; they are read where they are."""
+        return self.path.with_name(self.path.name + ".neighbors")
 
     def _migrate(self) -> None:
         self._check_version()
@@ -239,12 +322,16 @@ class ResultStore:
                 if f.name not in have:
                     self.db.execute(f"ALTER TABLE results ADD COLUMN {f.name} {_column_type(f)}")
             self.db.execute("CREATE INDEX IF NOT EXISTS results_dataset ON results (dataset_hash)")
+            self.db.execute("CREATE TABLE IF NOT EXISTS dataset_names (dataset_hash TEXT NOT NULL, "
+                            "dataset_name TEXT NOT NULL, dataset_path TEXT NOT NULL, "
+                            "PRIMARY KEY (dataset_hash, dataset_name, dataset_path))")
             self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self.db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
 
     # ---- writing --------------------------------------------------------------------------------------
-    def save(self, record: Record, neighbors: np.ndarray | None = None) -> None:
-        """Store ``record`` (replacing a previous one with the same key) and its returned ids (nq, k)."""
+    def save(self, record: Record, neighbors: np.ndarray | None = None) -> bool:
+        """Store ``record`` (replacing a previous one with the same key) and its returned ids (nq, k). True when
+        ``record`` failed and was stored beside a measured row of its configuration, which it did not replace."""
         key = record.key
         if neighbors is not None:
             self.neighbors_dir.mkdir(parents=True, exist_ok=True)
@@ -265,7 +352,22 @@ class ResultStore:
         names = ["key", *_FIELDS]
         placeholders = ", ".join(f":{n}" for n in names)
         with self.db:
+            if record.status != "ok":
+                # A failed re-run never replaces a measured row: the failure is kept beside it (its own key), and
+                # both show in `results`; a later successful run replaces the measured row and drops the failure.
+                held = self.db.execute("SELECT status FROM results WHERE key = ?", (key,)).fetchone()
+                if held is not None and held[0] == "ok":
+                    row["key"] = key + FAILED_SUFFIX
+            else:
+                self.db.execute("DELETE FROM results WHERE key = ?", (key + FAILED_SUFFIX,))
             self.db.execute(f"INSERT OR REPLACE INTO results ({', '.join(names)}) VALUES ({placeholders})", row)
+        return row["key"] != key
+
+    def register_dataset(self, dataset_hash: str, name: str, path: str) -> None:
+        """Remember that the set ``dataset_hash`` was run under ``name`` (and ``path``): `--dataset` accepts
+        every name a set was given, whichever of them its rows were first measured under."""
+        with self.db:
+            self.db.execute("INSERT OR IGNORE INTO dataset_names VALUES (?, ?, ?)", (dataset_hash, name, path))
 
     # ---- reading --------------------------------------------------------------------------------------
     def keys(self, dataset_hash: str, statuses: tuple[str, ...] = ("ok",),
@@ -315,8 +417,15 @@ class ResultStore:
         """Stored records, oldest first, filtered by dataset (hash, hash prefix, name or path), backend, mode, k."""
         sql, args = "SELECT * FROM results WHERE 1=1", []
         if dataset:
-            sql += " AND (dataset_hash LIKE ? OR dataset_name = ? OR dataset_path = ?)"
-            args += [f"{dataset}%", dataset, dataset]
+            # a hash prefix compared as text (not LIKE: '%' and '_' in a name are not wildcards), or any name or path
+            # the set was run under
+            sql += " AND (substr(dataset_hash, 1, ?) = ? OR dataset_name = ? OR dataset_path = ?"
+            args += [len(dataset), dataset, dataset, dataset]
+            if self._has_names:
+                sql += (" OR dataset_hash IN (SELECT dataset_hash FROM dataset_names WHERE dataset_name = ? "
+                        "OR dataset_path = ?)")
+                args += [dataset, dataset]
+            sql += ")"
         if backend:
             sql += " AND backend = ?"
             args.append(backend)

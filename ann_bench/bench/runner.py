@@ -201,6 +201,8 @@ def _sweep(vs, plans, options, store, reporter, executor: Executor) -> SweepSumm
                         for name, value in label_metrics(gt_I, train_labels, test_labels, options.k).items()}
     dataset = dict(dataset_hash=vs.content_hash(), dataset_name=vs.name, dataset_path=str(vs.path.resolve()),
                    metric=vs.metric, n_train=vs.n_train, n_test=vs.n_test, dim=vs.dim)
+    if store is not None:
+        store.register_dataset(dataset["dataset_hash"], dataset["dataset_name"], dataset["dataset_path"])
     bad_files: list[str] = []
     done = store.keys(dataset["dataset_hash"], bad_files=bad_files) if (store is not None and options.resume) else set()
     for problem in bad_files:
@@ -252,7 +254,8 @@ def _sweep(vs, plans, options, store, reporter, executor: Executor) -> SweepSumm
                                test_labels=test_labels,
                                index_cache=str(index_cache_dir(dataset["dataset_hash"])) if options.index_cache
                                else None, skip_saturated=not options.exhaustive,
-                               dataset_hash=dataset["dataset_hash"], measured=stored)
+                               dataset_hash=dataset["dataset_hash"], vectors_hash=vs.vectors_hash(),
+                               measured=stored)
                 recorder = JobRecorder(job, record, store, summary, reporter, advance_sweep, exact_labels)
                 queued.append((job, recorder, label))
         executor.run(queued, vs, X, Q)

@@ -75,7 +75,8 @@ class BuildJob:
     index_cache: str | None = None  # directory of saved indices of this dataset; None: always build
     # Skip costlier searches once one reached recall 1.0 or the recall levelled off below them (False: --exhaustive).
     skip_saturated: bool = True
-    dataset_hash: str = ""  # content hash of the set the sweep planned: a worker reading another file fails
+    dataset_hash: str = ""  # content hash of the set the sweep planned (the store's dataset identity)
+    vectors_hash: str = ""  # VectorSet.vectors_hash of that set: a worker reading other vectors fails
     build_limit_s: float | None = None  # kill the worker when its build alone takes longer (tune's --max-build-s)
     # A search plan chooses the searches after the build instead of ``pending`` (tune's bisection): any picklable
     # object with ``execute(job, cls, index, X, Q, info, emit)``. The worker runs what it is handed and imports no
@@ -398,14 +399,14 @@ def _worker_main(job: BuildJob, conn, parent: int, data: tuple[np.ndarray, np.nd
             with VectorSet(job.dataset_path, metric=job.metric) as vs:
                 X = vs.load_train()  # hashed on the way: the check below costs one pass over the test vectors
                 Q = vs.load_test()
-                found = vs.content_hash()
+                found = vs.vectors_hash()
         except Exception as exc:  # the file vanished or broke since the sweep started
             conn.send(("build_failed", f"cannot read the dataset {job.dataset_path!r}: {error_text(exc)}"))
             conn.close()
             return
-        if job.dataset_hash and found != job.dataset_hash:
+        if job.vectors_hash and found != job.vectors_hash:
             conn.send(("build_failed", f"the dataset file {job.dataset_path!r} changed since the sweep started "
-                                       f"(content hash {found}, planned {job.dataset_hash}); nothing was measured "
+                                       f"(vectors hash {found}, planned {job.vectors_hash}); nothing was measured "
                                        "on it. Re-run the sweep on the file as it is now"))
             conn.close()
             return

@@ -26,7 +26,7 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 # differences of squared distances must stay above float32's smallest normal numbers.
 SQUARED_NORM_MAX = FLOAT32_MAX / 8
 MAGNITUDE_MIN = 1e-15
-SEED_MAX = 2**32 - 1  # numpy's legacy seeding, torch's and the libraries' own seeds all take 32 bits
+SEED_MAX = 2**31 - 1  # faiss (int), annoy (int), hnswlib (size_t), numpy and torch all take it
 THREADS_MAX = 1024  # beyond this OpenMP (faiss) and std::thread pools (hnswlib) crash without a word
 
 
@@ -125,8 +125,8 @@ def as_vectors(X, what: str, *, dim: int | None = None, metric: str | None = Non
     try:
         X = np.asarray(X)
     except (ValueError, TypeError) as exc:  # ragged lists
-        raise InputError(f"{what} are not a rectangular array of numbers ({str(exc).splitlines()[0][:80]}); "
-                         "give a numeric array (n, d)") from None
+        raise InputError(f"{what} are not a rectangular array of numbers (rows of different lengths?); give a "
+                         "numeric array (n, d)") from None
     check_numeric(what, X)
     if X.ndim != 2:
         raise InputError(f"{what} must be 2-D (n, d), got shape {X.shape}; one vector is X[None, :]")
@@ -153,7 +153,8 @@ def check_seed(seed, option: str = "--seed") -> int:
     """``seed`` as an int in [0, 2^32 - 1]; InputError otherwise."""
     seed = _integer(seed, option)
     if not 0 <= seed <= SEED_MAX:
-        raise InputError(f"{option} must be in [0, {SEED_MAX}], got {seed}")
+        raise InputError(f"{option} must be in [0, {SEED_MAX}] (the range faiss, hnswlib, annoy, numpy and torch "
+                         f"all accept), got {seed}")
     return seed
 
 

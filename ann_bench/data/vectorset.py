@@ -74,7 +74,8 @@ class VectorSet:
             self.file.close()
             raise
         self._train: np.ndarray | None = None
-        self._hash: str | None = None
+        self._hash: str | None = None  # vectors_hash
+        self._content_hash: str | None = None
         self._gt_checked = -1  # the largest sample size check_groundtruth has passed on this open file
 
     def _check_structure(self, metric: str | None) -> None:
@@ -269,11 +270,9 @@ class VectorSet:
         digest.update(memoryview(Q).cast("B"))
         self._hash = digest.hexdigest()[:16]
 
-    def content_hash(self) -> str:
-        """16 hex digits of sha256 over metric, shapes, train and test vectors (float32): the resume key.
-
-        Two files with the same vectors and metric have the same hash whatever their name or ground truth.
-        """
+    def vectors_hash(self) -> str:
+        """16 hex digits of sha256 over metric, shapes, train and test vectors (float32): what a worker or a
+        Ray node's copy must hold to measure this set (the vectors only)."""
         if self._hash is None:
             if self._train is not None:
                 digest = self._hasher()
@@ -287,6 +286,24 @@ class VectorSet:
                     digest.update(memoryview(chunk).cast("B"))
             self._finish_hash(digest)
         return self._hash
+
+    def content_hash(self) -> str:
+        """16 hex digits of sha256 over everything a stored figure depends on: the vectors (:meth:`vectors_hash`),
+        the labels (label metrics), the item keys (``--exclude-self``, the keys a search returns) and the stored
+        ground truth (recall). The results store's dataset identity and resume key.
+
+        Two files with the same content have the same hash whatever their names; two sets with the same vectors
+        and different labels do not (issue 31: a run into a store holding the other's rows would otherwise
+        skip them and show the other's label figures)."""
+        if self._content_hash is None:
+            digest = hashlib.sha256(b"ann-bench dataset identity 2\0" + self.vectors_hash().encode())
+            for key in ("train_labels", "test_labels", "train_keys", "test_keys", "neighbors", "distances"):
+                if key not in self.file:
+                    continue
+                digest.update(f"\0{key}".encode())
+                digest.update(_canonical_bytes(key, self.file[key]))
+            self._content_hash = digest.hexdigest()[:16]
+        return self._content_hash
 
     def groundtruth(self, k: int, progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Exact (D, I) of depth k for the test vectors: the stored ones when deep enough, else computed."""
@@ -321,6 +338,19 @@ class VectorSet:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _canonical_bytes(key: str, ds) -> bytes:
+    """An array of a set (labels, keys, ground truth) as bytes that depend on its values, not on how it was
+    stored: numbers as int64 or float64 (little-endian), text (str, bytes, objects) as a JSON list of strings."""
+    data = ds[...]
+    if data.dtype.kind in "SUO":
+        values = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in data.reshape(-1)]
+        return json.dumps([list(data.shape), values], ensure_ascii=False).encode()
+    kind = "<f8" if data.dtype.kind == "f" else "<i8" if data.dtype.kind in "iub" else None
+    if kind is None:
+        return repr((data.dtype.str, data.shape)).encode() + data.tobytes()
+    return repr(data.shape).encode() + np.ascontiguousarray(data, dtype=kind).tobytes()
 
 
 def _keys_example(f) -> str:

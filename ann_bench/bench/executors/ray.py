@@ -182,13 +182,13 @@ def _node_copy(ray, data: SharedVectors, job: BuildJob) -> tuple[str, int]:
 
     root = cache_dir() / "ray-vectors"
     root.mkdir(parents=True, exist_ok=True)
-    path = root / f"{data.content_hash}.hdf5"
-    with open(root / f"{data.content_hash}.lock", "w") as lock:
+    path = root / f"{data.vectors_hash}.hdf5"
+    with open(root / f"{data.vectors_hash}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one writer per node; the others wait and then read its copy
         if path.exists():
             try:
                 with VectorSet(path, metric=data.metric) as vs:
-                    if vs.content_hash() == data.content_hash:
+                    if vs.vectors_hash() == data.vectors_hash:
                         return str(path), 0
             except Exception:  # noqa: BLE001 - a broken copy is made again
                 pass
@@ -196,13 +196,13 @@ def _node_copy(ray, data: SharedVectors, job: BuildJob) -> tuple[str, int]:
         train = _ChunkedRows(ray, data)
         test = ray.get(data.test)
         write_vectorset(path, train, test, data.metric, neighbors=np.asarray(job.gt_I),
-                        distances=np.asarray(job.gt_D, dtype=np.float32), attrs={"ray_copy_of": data.content_hash})
+                        distances=np.asarray(job.gt_D, dtype=np.float32), attrs={"ray_copy_of": data.vectors_hash})
         with VectorSet(path, metric=data.metric) as vs:
-            found = vs.content_hash()
-        if found != data.content_hash:
+            found = vs.vectors_hash()
+        if found != data.vectors_hash:
             path.unlink()
-            raise RuntimeError(f"the node's copy of the vectors has content hash {found}, not "
-                               f"{data.content_hash}: an object was corrupted in transit")
+            raise RuntimeError(f"the node's copy of the vectors has vectors hash {found}, not "
+                               f"{data.vectors_hash}: an object was corrupted in transit")
         return str(path), train.fetched + test.nbytes
 
 
@@ -259,7 +259,7 @@ def _shared_data(ray, vs: VectorSet, X: np.ndarray, Q: np.ndarray):
         return ray.put((X, Q))
     rows = max(1, CHUNK_BYTES // max(1, X.shape[1] * X.itemsize))
     train = [ray.put(np.ascontiguousarray(X[i : i + rows])) for i in range(0, X.shape[0], rows)]
-    return SharedVectors(vs.content_hash(), vs.metric, X.shape[0], X.shape[1], rows, train, ray.put(Q),
+    return SharedVectors(vs.vectors_hash(), vs.metric, X.shape[0], X.shape[1], rows, train, ray.put(Q),
                          X.nbytes + Q.nbytes)
 
 
@@ -268,7 +268,7 @@ class SharedVectors:
     """A large vector set in the object store: train in chunks of ``rows`` rows, test whole (references inside a
     dataclass are not resolved by Ray when the task starts: each node fetches them once, in :func:`_node_copy`)."""
 
-    content_hash: str
+    vectors_hash: str  # VectorSet.vectors_hash: what the node copy must hold
     metric: str
     n: int
     dim: int
@@ -291,7 +291,7 @@ class RaySession:
     def data_ref(self, vs: VectorSet, X: np.ndarray | None = None, Q: np.ndarray | None = None):
         """How the tasks get ``vs``'s vectors, put in the object store once per sweep (see
         :func:`_shared_data`): no task reads the dataset path, so the nodes need no shared file system."""
-        key = vs.content_hash()
+        key = vs.vectors_hash()
         if key not in self._data:
             self._data[key] = _shared_data(self.ray, vs, vs.load_train() if X is None else X,
                                            vs.load_test() if Q is None else Q)

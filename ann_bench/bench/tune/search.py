@@ -172,6 +172,7 @@ class _Data:
                               label_metrics(self.gt_I, self.train_labels, self.test_labels, k).items()}
                              if self.train_labels is not None else {})
         self.hash = vs.content_hash()
+        self.vectors_hash = vs.vectors_hash()
         self.fields = dict(dataset_hash=self.hash, dataset_name=vs.name, dataset_path=str(vs.path.resolve()),
                            metric=vs.metric, n_train=vs.n_train, n_test=vs.n_test, dim=vs.dim)
 
@@ -266,6 +267,7 @@ class _Tune:
         t = time.perf_counter()
         self.full = _Data(vs, self.k, self.reporter)
         self.times["loading"] += time.perf_counter() - t
+        self.store.register_dataset(self.full.hash, vs.name, str(vs.path.resolve()))
         self.tid = tune_id(self.full.hash, plans, options, ro)
         self.path = log_dir(self.store.path) / f"{self.tid}.json"
         self.log = read_log(self.path) if self.path.exists() else {
@@ -672,7 +674,8 @@ class _Tune:
                        threads=ro.threads, build_threads=ro.build_threads or ro.threads, seed=ro.seed,
                        gt_D=data.gt_D, gt_I=data.gt_I, train_labels=data.train_labels, test_labels=data.test_labels,
                        index_cache=str(index_cache_dir(data.hash)) if ro.index_cache else None,
-                       skip_saturated=True, dataset_hash=data.hash, build_limit_s=options.max_build_s, plan=plan)
+                       skip_saturated=True, dataset_hash=data.hash, vectors_hash=data.vectors_hash,
+                       build_limit_s=options.max_build_s, plan=plan)
         recorder = _TuneRecorder(job, _recorder_factory(b.cls, item.build, self.k, ro.threads, data.fields),
                                  self.store if full else None, SweepSummary(), self.reporter, lambda n=1: None,
                                  data.exact_labels)
