@@ -80,7 +80,7 @@ def read_queries(path: str | os.PathLike, *, split: str = "test", keys: str | os
         ds = vs.file[split]
         key_arr = vs.keys(split)
         if keys is not None:
-            key_arr = read_keys(keys, ds.shape[0], "--query-keys")
+            key_arr = read_keys(keys, ds.shape[0], "--query-keys", unique=False)
 
         check_numeric(f"queries {path.name} ({split})", ds)
 
@@ -95,7 +95,7 @@ def read_queries(path: str | os.PathLike, *, split: str = "test", keys: str | os
                          ".u8bin, .i8bin, IDX), or raw inputs with --model")
     X = read_vectors(path)  # memory-mapped where the format allows: read chunk by chunk
     check_numeric(f"queries {path.name}", X)
-    key_arr = read_keys(keys, X.shape[0], "--query-keys") if keys is not None else row_keys(range(X.shape[0]))
+    key_arr = read_keys(keys, X.shape[0], "--query-keys", unique=False) if keys is not None else row_keys(range(X.shape[0]))
 
     def read(start, stop):
         return np.asarray(X[start:stop])  # not cast here: a cast would hide complex or > float32 values
@@ -118,7 +118,7 @@ def _embedded_queries(path: Path, model: str, device: str, keys, reporter) -> Qu
             Q = embed_items(embedder, items, embedder.batch_size, normalize=embedder.normalize, progress=advance)
     else:
         Q = embed_items(embedder, items, embedder.batch_size, normalize=embedder.normalize)
-    key_arr = read_keys(keys, items.count, "--query-keys") if keys is not None else items.item_keys()
+    key_arr = read_keys(keys, items.count, "--query-keys", unique=False) if keys is not None else items.item_keys()
     return Queries(f"{path.name} (embedded by {embedder.name})", int(Q.shape[0]), int(Q.shape[1]), key_arr,
                    embedder.metric, lambda start, stop: Q[start:stop], keys_given=True)
 

@@ -61,7 +61,7 @@ CASES = {
                                                                     f["distances"][...]).astype(np.float32)),
                      "is not a finite number"),
     "NaN label": (lambda f: replace(f, "train_labels", np.where(np.arange(2000) == 9, np.nan, 1.0)),
-                  "holds nan at row 9"),
+                  "row 9 has no label (nan)"),
     "dimension attribute": (lambda f: f.attrs.__setitem__("dimension", 15), "attribute dimension=15"),
     "no distance attribute": (lambda f: f.attrs.__delitem__("distance"), "has no 'distance' attribute"),
     "approximate ground truth": (lambda f: (f["neighbors"].write_direct(np.roll(f["neighbors"][...], -1, axis=1)),

@@ -24,7 +24,7 @@ from ann_bench.atomic import free_space, is_disk_full, raise_if_terminated
 from ann_bench.bench.metrics import fmt_recall
 from ann_bench.bench.results import Record, ResultStore, short_params
 from ann_bench.data.arrays import SEED_MAX, check_seed, check_threads  # noqa: F401 (SEED_MAX: re-exported)
-from ann_bench.data.vectorset import VectorSet
+from ann_bench.data.vectorset import VectorSet, read_checked_labels
 from ann_bench.errors import InputError
 
 if TYPE_CHECKING:
@@ -156,20 +156,11 @@ def index_cache_dir(dataset_hash: str) -> Path:
 
 def check_labels(vs: VectorSet) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(train_labels (n,), test_labels (nq,)) of ``vs``, or (None, None) when it lacks either; InputError when
-    their shapes do not match the vectors."""
+    they do not fit the vectors or a label is missing — through the one check of labels
+    (:func:`ann_bench.data.vectorset.read_checked_labels`) that import, embed, combine and evaluate use too."""
     if not vs.has_labels:
         return None, None
-    train_labels, test_labels = vs.labels("train"), vs.labels("test")
-    for key, labels, n in (("train_labels", train_labels, vs.n_train), ("test_labels", test_labels, vs.n_test)):
-        if labels.shape != (n,):
-            raise InputError(f"{key!r} in {str(vs.path)!r} has shape {labels.shape}; expected ({n},). Fix or "
-                             f"delete the labels (label metrics need one label per vector)")
-        if labels.dtype.kind == "f" and not np.isfinite(labels).all():
-            row = int(np.flatnonzero(~np.isfinite(labels))[0])
-            raise InputError(f"{key!r} in {str(vs.path)!r} holds {labels[row].item()!r} at row {row}; a NaN label equals "
-                             "no other, so label metrics would silently count it as a miss. Give every vector a "
-                             "label, or delete the labels")
-    return train_labels, test_labels
+    return read_checked_labels(vs, "train"), read_checked_labels(vs, "test")
 
 
 # ---- from events to rows ----------------------------------------------------------------------------------

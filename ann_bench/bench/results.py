@@ -472,6 +472,13 @@ class ResultStore:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
     def close(self) -> None:
+        if not self.read_only:
+            # At rest the store is one file, out of WAL mode: a later read-only command (results, plot, best) then
+            # opens it without creating -wal/-shm beside it. Another connection still open (a concurrent run)
+            # keeps WAL on: that one switches it off when it closes.
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self.db.execute("PRAGMA journal_mode=DELETE")
         self.db.close()
 
     def __enter__(self) -> ResultStore:

@@ -3,6 +3,8 @@ library, render with rich. Expected failures (``InputError``) become one line an
 
 from __future__ import annotations
 
+import errno
+
 import click
 
 from ann_bench import __version__
@@ -19,6 +21,16 @@ class AnnBenchGroup(click.Group):
         except click.UsageError as exc:  # click's own parse errors: one line too, with where to look
             where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
             raise CliError(exc.format_message() + where) from None
+        except OSError as exc:
+            # A name the file system refuses, wherever it was given (an input, a folder, a name derived from one):
+            # the outputs are checked before any work, this catches the rest in one line.
+            if exc.errno not in (errno.ENAMETOOLONG, errno.EILSEQ):
+                raise
+            name = str(exc.filename or "")
+            shown = name if len(name) <= 60 else f"{name[:28]}...{name[-28:]}"
+            why = "too long" if exc.errno == errno.ENAMETOOLONG else "not valid on this file system"
+            raise CliError(f"file name {shown!r} ({len(name.encode())} bytes) is {why}: the file system allows "
+                           "255 bytes per name; choose a shorter name") from None
 
 
 @click.group(cls=AnnBenchGroup, context_settings={"help_option_names": ["-h", "--help"]})

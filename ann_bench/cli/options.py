@@ -16,8 +16,9 @@ THREADS = click.IntRange(1, THREADS_MAX)
 
 force_option = click.option(
     "--force", is_flag=True,
-    help="Replace an existing output file that is not of this command's kind (never an input of the command, "
-         "a results store or a dataset: those are always refused).")
+    help="Replace the named output file even when ann-bench did not write it (never an input of the command, a "
+         "results store, or an HDF5 file unless the command writes datasets; files written beside the output "
+         "are never replaced).")
 
 results_option = click.option(
     "--results", "results_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_RESULTS,

@@ -18,8 +18,8 @@ from ann_bench.bench.results import ResultStore
 from ann_bench.backends import get_backend
 from ann_bench.cli.tables import FitTable, short_params, short_value, varying
 from ann_bench.bench.runner import RunOptions, check_k, check_labels, parse_size, plan_sweep
-from ann_bench.bench.tune import (DEFAULT_BACKENDS, TIME_PARTS, TuneOptions, fmt_duration, parse_duration,
-                                  parse_targets, run_tune, split_queries)
+from ann_bench.bench.tune import (DEFAULT_BACKENDS, TIME_PARTS, TuneOptions, check_search_specs, fmt_duration,
+                                  parse_duration, parse_targets, run_tune, split_queries)
 
 
 @click.command()
@@ -33,7 +33,7 @@ from ann_bench.bench.tune import (DEFAULT_BACKENDS, TIME_PARTS, TuneOptions, fmt
               help="Fix a build parameter instead of searching it (repeatable).")
 @click.option("--search", "search_specs", multiple=True, metavar="[BACKEND:]NAME=V1,V2",
               help="Values of a search parameter other than the bisected effort one (e.g. ivfpq refine); the "
-                   "effort parameter (ef, nprobe, search_k, eps) is always bisected.")
+                   "effort parameter (ef, nprobe, search_k, eps) is always bisected, and a value for it is refused.")
 @click.option("--max-memory", default=None, metavar="SIZE",
               help="Constraint: serialized index size (index_bytes) at most SIZE, e.g. 2GB (MB = 10^6 bytes).")
 @click.option("--max-build-s", type=float, default=None,
@@ -116,7 +116,8 @@ def tune(dataset: Path | None, targets: str, backends, build_specs, search_specs
         check_k(vs, k)
         check_labels(vs)
         split_queries(vs.n_test, heldout, seed)
-        plan_sweep(options.backends, vs.n_train, vs.dim, vs.metric, build_specs, search_specs)
+        check_search_specs(plan_sweep(options.backends, vs.n_train, vs.dim, vs.metric, build_specs, search_specs),
+                           search_specs)
         X = vs.load_train()
         vs.load_test()
         check_groundtruth(vs, X, sample=GT_SAMPLE)

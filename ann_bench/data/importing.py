@@ -88,8 +88,9 @@ def _text_labels(path: Path, what: str) -> np.ndarray:
     return out
 
 
-def read_keys(path: str | os.PathLike, n: int, what: str) -> np.ndarray:
-    """Item keys for n vectors from a text file (one key a line, UTF-8) or a 1-D .npy of strings or numbers."""
+def read_keys(path: str | os.PathLike, n: int, what: str, unique: bool = True) -> np.ndarray:
+    """Item keys for n vectors from a text file (one key a line, UTF-8) or a 1-D .npy of strings or numbers.
+    ``unique=False``: keys that only label queries (``search --query-keys``) may repeat."""
     from ann_bench.data.vectorset import check_keys
 
     path = Path(path).expanduser()
@@ -113,7 +114,7 @@ def read_keys(path: str | os.PathLike, n: int, what: str) -> np.ndarray:
         keys = [k.rstrip("\r") for k in keys]
     if len(keys) != n:
         raise InputError(f"{what} file {str(path)!r} has {len(keys)} keys for {n} vectors; one key per vector")
-    return check_keys(keys, n, what)
+    return check_keys(keys, n, what, unique=unique)
 
 
 def row_keys(rows) -> np.ndarray:

@@ -364,8 +364,9 @@ def _keys_example(f) -> str:
     return f"yes ({shown}{more}){'' if 'test_keys' in f else '; test vectors have none'}"
 
 
-def check_keys(keys, count: int, what: str) -> np.ndarray:
-    """Item keys as an object array of str, checked to have ``count`` entries (InputError otherwise)."""
+def check_keys(keys, count: int, what: str, unique: bool = True) -> np.ndarray:
+    """Item keys as an object array of str, checked to have ``count`` entries and (``unique``) no repeats;
+    InputError otherwise."""
     arr = np.asarray(keys, dtype=object)
     if arr.ndim != 1:
         raise InputError(f"{what} keys must be 1-D (one str per vector), got shape {arr.shape}")
@@ -374,7 +375,7 @@ def check_keys(keys, count: int, what: str) -> np.ndarray:
     out = np.empty(len(arr), dtype=object)
     for i, k in enumerate(arr):
         out[i] = k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k)
-    dup = first_duplicate(out)
+    dup = first_duplicate(out) if unique else None
     if dup is not None:
         first, second = dup
         raise InputError(f"{what} key {out[second]!r} appears twice, at rows {first} and {second}; a key names one "

@@ -112,7 +112,40 @@ def read_log(path: Path) -> dict[str, Any]:
         raise InputError(f"cannot read the tune log {str(path)!r}: {exc}") from None
     if not isinstance(log, dict) or log.get("version") != TUNE_LOG_VERSION:
         raise InputError(f"{str(path)!r} is not a tune log of this version of ann-bench")
+    problem = _log_problem(log)
+    if problem:
+        raise InputError(f"the tune log {str(path)!r} is malformed ({problem}); it was edited or damaged: delete it "
+                         "and run the tune again")
     return log
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _log_problem(log: dict[str, Any]) -> str | None:
+    """What in a tune log does not have the shape ``plot --tune`` and a resumed tune read, or None."""
+    for name, kind in (("tune_id", str), ("dataset_hash", str), ("trials", list), ("targets", list)):
+        if not isinstance(log.get(name), kind):
+            return f"{name!r} is not a {kind.__name__}"
+    if not all(_is_number(t) for t in log["targets"]):
+        return "'targets' holds a value that is not a number"
+    for i, t in enumerate(log["trials"]):
+        if not isinstance(t, dict):
+            return f"trial {i} is not an object"
+        checks = (("row_keys", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
+                  ("build", lambda v: isinstance(v, dict)), ("state", lambda v: isinstance(v, str)),
+                  ("values", lambda v: v is None or (isinstance(v, list) and all(_is_number(x) for x in v))),
+                  ("number", _is_number), ("phase", lambda v: isinstance(v, str)))
+        for name, ok in checks:
+            if name in t and not ok(t[name]):
+                return f"trial {i}'s {name!r} has an unexpected value"
+    answers = log.get("answers", [])
+    if not isinstance(answers, list) or not all(
+            isinstance(a, dict) and _is_number(a.get("target")) and isinstance(a.get("row_key", ""), str)
+            for a in answers):
+        return "'answers' is not a list of answers with a target and a row key"
+    return None
 
 
 def tune_marks(log: dict[str, Any], records: list) -> tuple[list, dict[str, Any]]:

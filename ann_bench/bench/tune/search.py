@@ -33,6 +33,7 @@ import datetime as _dt
 import hashlib
 import json
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -225,6 +226,30 @@ class _Item:
     parent: str = ""  # promoted: the canon build it was promoted from
 
 
+def _file_identity(path) -> tuple | None:
+    """(device, inode, size, mtime) of the file at ``path``: a file replaced or rewritten changes it."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def check_search_specs(plans, search_specs) -> None:
+    """InputError when a ``--search`` spec names a backend's effort parameter: tune bisects that one for each
+    recall target, so a value given for it would be ignored — said in one line instead, with the command that
+    measures the value itself."""
+    from ann_bench.bench.runner import parse_param_specs
+
+    for backend, name, values in parse_param_specs(search_specs, "--search"):
+        for plan in plans:
+            if backend in (None, plan.cls.name) and name in plan.cls.effort_params:
+                raise InputError(f"--search {name}={','.join(values)}: {name} is {plan.cls.label()}'s effort "
+                                 "parameter, which tune bisects for each recall target, so the value would be "
+                                 f"ignored; drop it, or measure it with `ann-bench run --backend {plan.cls.name} "
+                                 f"--search {name}={','.join(values)}`")
+
+
 class _Tune:
     def __init__(self, vs, options: TuneOptions, run_options, store, reporter, executor):
         self.vs, self.options, self.ro, self.store, self.reporter = vs, options, run_options, store, reporter
@@ -242,6 +267,7 @@ class _Tune:
         from ann_bench.data.vectorset import check_groundtruth
 
         vs, options, ro = self.vs, self.options, self.ro
+        self.file_identity = _file_identity(vs.path)
         check_groundtruth(vs)
         check_k(vs, self.k)
         self.tune_rows, self.held_rows = split_queries(vs.n_test, options.heldout, ro.seed)
@@ -249,6 +275,7 @@ class _Tune:
             len(self.tune_rows))[:PROBE_QUERIES])]
         plans = plan_sweep(options.backends, vs.n_train, vs.dim, vs.metric, options.build_specs,
                            options.search_specs)
+        check_search_specs(plans, options.search_specs)
         default_plans = plan_sweep(options.backends, vs.n_train, vs.dim, vs.metric)
         if options.budget_s is not None:
             self.budget, why = options.budget_s, "--budget"
@@ -729,6 +756,11 @@ class _Tune:
         entry["values"], entry["constraints"] = values, _constraint_values(entry, self.options)
         if entry["state"] == "complete" and any(c > 0 for c in entry["constraints"].values()):
             entry["state"] = "pruned"
+        if entry["state"] == "failed" and _file_identity(self.vs.path) != self.file_identity:
+            self._finish(item, entry)  # logged with its reason, then the tune stops: nothing more can be measured
+            raise InputError(f"the dataset file {str(self.vs.path)!r} changed while tune ran, so trial "
+                             f"{len(self.entries)} measured nothing; the trials before it are logged in "
+                             f"{str(self.path)!r}. Run tune again on the file as it is now")
         self.times["builds"] += entry["build_s"] or 0.0
         self.times["probes"] += entry["probe_s"]
         self.times["verification"] += entry["verify_s"]
@@ -875,6 +907,8 @@ class _TuneRecorder(JobRecorder):
             return
         if kind == "note":
             self.notes.append(payload[0])
+        if kind == "build_failed" and not self.job.pending:  # a planned job has no rows to carry the reason
+            self.notes.append(f"build failed: {payload[0]}")
         super().on_event(kind, *payload)
 
     def finish(self, outcome) -> None:
