@@ -367,7 +367,8 @@ class ResultStore:
         """Remember that the set ``dataset_hash`` was run under ``name`` (and ``path``): `--dataset` accepts
         every name a set was given, whichever of them its rows were first measured under."""
         with self.db:
-            self.db.execute("INSERT OR IGNORE INTO dataset_names VALUES (?, ?, ?)", (dataset_hash, name, path))
+            for alias in dict.fromkeys((name, Path(path).name)):  # its name, and its file's name without a folder
+                self.db.execute("INSERT OR IGNORE INTO dataset_names VALUES (?, ?, ?)", (dataset_hash, alias, path))
 
     # ---- reading --------------------------------------------------------------------------------------
     def keys(self, dataset_hash: str, statuses: tuple[str, ...] = ("ok",),

@@ -133,7 +133,7 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
         err.print(f"[red]failed[/] {escape(r.label())} {escape(params_str(r.build_params))} "
                   f"{escape(params_str(r.search_params))}: "
                   f"{escape(r.error)}")
-    print_pareto(stored, k, new={r.key for r in summary.records}, wide=wide)
+    print_pareto(stored, k, new={r.key for r in summary.records if r.status == "ok"}, wide=wide)
     out.print(f"results: {escape(str(results_path))} ({len(summary.records)} new row(s)); plot them with "
               f"`ann-bench plot --results {escape(shlex.quote(str(results_path)))} -o plot.png`", soft_wrap=True)
     failed = len(summary.failed)
