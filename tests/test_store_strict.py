@@ -227,3 +227,54 @@ def test_any_results_and_dataset_name(tmp_path_factory, small_set, name):
         one_line(r)
         assert sorted(os.listdir(folder)) == ["mine.txt"]
     assert mine.read_text() == "the user's"
+
+
+# ---- tune's edges --------------------------------------------------------------------------------------------
+def test_tune_refuses_a_value_for_its_bisected_effort_parameter(tmp_path, small_set):
+    r = invoke("tune", "--dataset", small_set, "--backend", "ivf", "--search", "nprobe=3", "--results",
+               tmp_path / "r.sqlite", "--budget", "10")
+    one_line(r, "nprobe is ivf[faiss]'s effort parameter")
+    assert not (tmp_path / "r.sqlite").exists()
+
+
+def test_a_dataset_replaced_mid_tune_stops_it_in_one_line(tmp_path, small_set):
+    from ann_bench.bench.jobs import Reporter, RunOptions
+    from ann_bench.bench.tune import TuneOptions, run_tune
+    from ann_bench.data.vectorset import SynthSpec, synth
+    from ann_bench.errors import InputError
+
+    path, other = tmp_path / "m.hdf5", tmp_path / "other.hdf5"
+    path.write_bytes(small_set.read_bytes())
+    synth(other, SynthSpec(n=3000, dim=16, queries=100, clusters=10, seed=99))
+
+    class Swapper(Reporter):
+        def log(self, text):
+            if text.startswith("trial 1") and other.exists():
+                os.replace(other, path)  # the next trial's worker reads the other vectors
+
+    options = TuneOptions(backends=("hnsw",), trials=4, budget_s=600.0)
+    with VectorSet(path) as vs, ResultStore(tmp_path / "r.sqlite") as store:
+        with pytest.raises(InputError, match="changed while tune ran, so trial 2 measured nothing"):
+            run_tune(vs, options, RunOptions(runs=1), store, Swapper())
+    log = next((tmp_path / "r.sqlite.tunes").glob("*.json")).read_text()
+    assert "changed since the sweep started" in log  # the failed trial's reason is logged
+
+
+@pytest.mark.parametrize("edit", ['{"version": 3', "[1, 2]", "trial values", "answer target"])
+def test_a_malformed_tune_log_is_one_line(tmp_path, small_set, edit):
+    import json
+
+    store = tmp_path / "r.sqlite"
+    ok("tune", "--dataset", small_set, "--backend", "hnsw", "--trials", 2, "--results", store)
+    log = next((tmp_path / "r.sqlite.tunes").glob("*.json"))
+    data = json.loads(log.read_text())
+    if edit == "trial values":
+        data["trials"][0]["values"] = "x"
+        text = json.dumps(data)
+    elif edit == "answer target":
+        data["answers"] = [{"target": "high", "row_key": 3}]
+        text = json.dumps(data)
+    else:
+        text = edit
+    log.write_text(text)
+    one_line(invoke("plot", "--results", store, "--tune", log.stem, "-o", tmp_path / "t.png"), str(log.name))
