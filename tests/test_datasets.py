@@ -145,17 +145,22 @@ def test_validate_finds_nan_zero_vectors_and_bad_groundtruth(tmp_path, rng):
             assert any("disagree with the vectors" in p for p in validate(vs).problems)
 
 
-def test_content_hash_ignores_name_and_groundtruth(tmp_path, small_arrays):
-    train, test, _, _ = small_arrays
-    a = write_vectorset(tmp_path / "a.hdf5", train, test, "euclidean")
-    b = write_vectorset(tmp_path / "b.hdf5", train, test, "euclidean", k=10)
+def test_content_hash_ignores_the_name_and_covers_what_figures_depend_on(tmp_path, small_arrays):
+    train, test, train_labels, test_labels = small_arrays
+    a = write_vectorset(tmp_path / "a.hdf5", train, test, "euclidean", attrs={"name": "one"})
+    a2 = write_vectorset(tmp_path / "a2.hdf5", train, test, "euclidean", attrs={"name": "two"})
+    b = write_vectorset(tmp_path / "b.hdf5", train, test, "euclidean", k=10)  # other ground truth (depth)
     c = write_vectorset(tmp_path / "c.hdf5", train, test, "angular")
-    with VectorSet(a) as va, VectorSet(b) as vb, VectorSet(c) as vc:
-        assert va.content_hash() == vb.content_hash() != vc.content_hash()
-        h = va.content_hash()
-        va._hash = None
+    d = write_vectorset(tmp_path / "d.hdf5", train, test, "euclidean", train_labels=train_labels,
+                        test_labels=test_labels)
+    with VectorSet(a) as va, VectorSet(a2) as va2, VectorSet(b) as vb, VectorSet(c) as vc, VectorSet(d) as vd:
+        assert va.content_hash() == va2.content_hash()
+        assert len({va.content_hash(), vb.content_hash(), vc.content_hash(), vd.content_hash()}) == 4
+        assert va.vectors_hash() == vb.vectors_hash() == vd.vectors_hash() != vc.vectors_hash()
+        h, v = va.content_hash(), va.vectors_hash()
+        va._hash = va._content_hash = None
         va.load_train()
-        assert va.content_hash() == h  # same hash whether computed while loading or on its own
+        assert va.vectors_hash() == v and va.content_hash() == h  # the same whether hashed while loading or not
 
 
 def test_failed_write_leaves_nothing(tmp_path, small_arrays):
