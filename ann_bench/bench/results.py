@@ -478,6 +478,7 @@ class ResultStore:
             # opens it without creating -wal/-shm beside it. Another connection still open (a concurrent run)
             # keeps WAL on: that one switches it off when it closes.
             with contextlib.suppress(sqlite3.Error):
+                self.db.execute("PRAGMA busy_timeout = 0")  # never wait for the other connection
                 self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 self.db.execute("PRAGMA journal_mode=DELETE")
         self.db.close()
