@@ -78,12 +78,13 @@ def check_unique_keys(keys: np.ndarray, what: str) -> None:
     """InputError naming the first repeated key and its two rows (``what``: where the keys came from): an item
     key names one indexed vector (``key_of``, ``--exclude-self`` and every application mapping keys back rely on
     it)."""
-    seen: dict[str, int] = {}
-    for row, key in enumerate(keys):
-        first = seen.setdefault(key, row)
-        if first != row:
-            raise InputError(f"duplicate item key {key[:80]!r} in {what}, at rows {first} and {row}; item keys "
-                             "must be unique, one per indexed vector: give distinct keys or omit them (row numbers)")
+    from ann_bench.data.vectorset import first_duplicate
+
+    dup = first_duplicate(keys)
+    if dup is not None:
+        first, row = dup
+        raise InputError(f"duplicate item key {str(keys[row])[:80]!r} in {what}, at rows {first} and {row}; item "
+                         "keys must be unique, one per indexed vector: give distinct keys or omit them (row numbers)")
 
 
 def vectors_hash(X: np.ndarray, metric: str) -> str:
