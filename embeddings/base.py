@@ -29,6 +29,63 @@ from ann_bench.errors import EXTRAS, InputError, missing_extra
 INPUT_KINDS = ("image", "text", "array")
 
 
+@dataclass(frozen=True)
+class ModelOptions:
+    """How to run a user's model (``embed --layer/--pooling/--num-classes/--tokenizer/--preprocess``); None: the
+    model format's default. Each loader of a ``PREFIX:...`` model form reads the ones it understands and refuses
+    the rest in one line (:meth:`refuse_unused`), so an option is never silently ignored."""
+
+    layer: str | None = None  # which output is the embedding: "features" (penultimate), "logits", or a module name
+    pooling: str | None = None  # text encoders: "mean" or "cls"
+    num_classes: int | None = None  # the classifier width the user's weights were trained with
+    tokenizer: str | None = None  # a local tokenizer directory (onnx text models)
+    preprocess: dict[str, Any] | None = None  # image preprocessing overrides: resize, crop, mean, std
+
+    def given(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+    def refuse_unused(self, form: str, used: tuple[str, ...]) -> None:
+        """InputError when an option outside ``used`` was given for a model of ``form``."""
+        options = {"layer": "--layer", "pooling": "--pooling", "num_classes": "--num-classes",
+                   "tokenizer": "--tokenizer", "preprocess": "--preprocess"}
+        for name in self.given():
+            if name not in used:
+                takes = ", ".join(options[u] for u in used) or "none of them"
+                raise InputError(f"{options[name]} does not apply to --model {form} (it takes {takes})")
+
+
+def parse_preprocess(text: str | None) -> dict[str, Any] | None:
+    """``resize=256,crop=224,mean=0.485/0.456/0.406,std=0.229/0.224/0.225`` -> a dict; InputError otherwise."""
+    if text is None:
+        return None
+    out: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        try:
+            if not sep:
+                raise ValueError
+            if name in ("resize", "crop"):
+                sizes = [int(v) for v in value.split("x")]
+                if not 1 <= len(sizes) <= 2 or min(sizes) < 1 or max(sizes) > 8192:
+                    raise ValueError
+                out[name] = sizes[0] if len(sizes) == 1 else tuple(sizes)
+            elif name in ("mean", "std"):
+                values = tuple(float(v) for v in value.split("/"))
+                if len(values) not in (1, 3) or not all(np.isfinite(values)) or (name == "std" and min(values) <= 0):
+                    raise ValueError
+                out[name] = values
+            else:
+                raise KeyError(name)
+        except KeyError:
+            raise InputError(f"--preprocess: unknown setting {name!r}; settings: resize, crop, mean, std "
+                             "(e.g. resize=256,crop=224,mean=0.485/0.456/0.406,std=0.229/0.224/0.225)") from None
+        except ValueError:
+            raise InputError(f"--preprocess: {part!r} is not valid; resize/crop take N or HxW (1..8192), mean/std "
+                             "one or three numbers separated by '/' (std > 0)") from None
+    return out
+
+
 class Embedder(ABC):
     """Turns batches of items of kind ``input_kind`` into (b, dim) float32 vectors.
 

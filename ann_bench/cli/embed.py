@@ -46,6 +46,19 @@ from ann_bench.data.embed import EmbedOptions, embed_to_vectorset
 @click.option("--normalize/--no-normalize", default=None,
               help="L2-normalise the vectors [the embedder's default: on for trained models, off for identity].")
 @click.option("--batch-size", type=int, default=None, help="Items per forward pass [the embedder's default].")
+@click.option("--layer", default=None,
+              help="torchvision/timm: which output is the embedding: features (the penultimate layer, pooled), "
+                   "logits, or a module name (`model.named_modules()`) [features].")
+@click.option("--pooling", type=click.Choice(["mean", "cls"]), default=None,
+              help="hf:DIR: pool the token embeddings by their mean (attention-masked) or take the first (CLS) "
+                   "token [mean].")
+@click.option("--num-classes", type=click.IntRange(1), default=None,
+              help="torchvision/timm: the classifier width your weights were trained with [read from them].")
+@click.option("--tokenizer", default=None, type=click.Path(path_type=Path),
+              help="onnx: a local tokenizer directory (Hugging Face save_pretrained) for a text model.")
+@click.option("--preprocess", default=None, metavar="SETTINGS",
+              help="Image models: override the architecture's preprocessing, e.g. "
+                   "resize=256,crop=224,mean=0.485/0.456/0.406,std=0.229/0.224/0.225.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the train/test split.")
 @click.option("-k", "k", type=int, default=100, show_default=True, help="Ground-truth depth.")
@@ -53,15 +66,21 @@ from ann_bench.data.embed import EmbedOptions, embed_to_vectorset
 def embed(model: tuple[str, ...], input_path: Path, output: Path, queries: Path | None, test_size: int | None,
           labels: Path | None, queries_labels: Path | None, label_column: str | None, text_column: str | None,
           key_column: str | None, metric: str | None, weights: str | None, normalize: bool | None,
-          batch_size: int | None, device: str, seed: int, k: int, force: bool) -> None:
+          batch_size: int | None, layer: str | None, pooling: str | None, num_classes: int | None,
+          tokenizer: Path | None, preprocess: str | None, device: str, seed: int, k: int, force: bool) -> None:
     """Embed raw inputs with a trained model into a VectorSet: train/test vectors, exact ground truth, labels
     when the input has them, and provenance (model, checkpoint sha256, input, date, normalisation)."""
+    from embeddings.base import ModelOptions, parse_preprocess
+
     from ann_bench.data.combine import parse_weights
 
     parsed = parse_weights(weights)
+    model_options = ModelOptions(layer=layer, pooling=pooling, num_classes=num_classes,
+                                 tokenizer=str(tokenizer) if tokenizer is not None else None,
+                                 preprocess=parse_preprocess(preprocess))
     options = EmbedOptions(batch_size=batch_size, normalize=normalize, metric=metric, test_size=test_size,
                            seed=seed, k=k, device=device, force=force,
-                           weights=tuple(parsed) if parsed is not None else None)
+                           weights=tuple(parsed) if parsed is not None else None, model_options=model_options)
     models = list(model) if len(model) > 1 else (model[0] if model else None)
     with RichReporter() as rep:
         summary = embed_to_vectorset(models, input_path, output, queries=queries, labels=labels,
@@ -86,7 +105,7 @@ def embed(model: tuple[str, ...], input_path: Path, output: Path, queries: Path 
 def embedders() -> None:
     """List the registered embedders, what they take and whether they are installed."""
     from ann_bench.errors import EXTRAS
-    from embeddings import ARCHITECTURE_NAMES, missing_embedders, registry
+    from embeddings import ARCHITECTURE_NAMES, MODEL_FORMS, missing_embedders, registry
 
     table = Table(title="embedders (--model NAME)")
     for col in ("name", "input", "dim", "metric", "normalise", "batch", "available", "description"):
@@ -102,5 +121,31 @@ def embedders() -> None:
         hint = escape(f'needs {dist}: pip install -e ".[{extra}]"')
         table.add_row(name, "-", "-", "-", "-", "-", f"[red]no[/] ({hint})", "")
     out.print(table)
-    out.print(f"Also: --model PATH.pt (TorchScript; images or arrays) and --model ARCH:PATH.pt (a state_dict, "
-              f"loaded with weights_only=True; architectures: {', '.join(ARCHITECTURE_NAMES)}).", soft_wrap=True)
+    forms = Table(title="your own model (--model FORM)")
+    for col in ("form", "available"):
+        forms.add_column(col)
+    forms.add_row("PATH.pt — TorchScript (images or arrays)", _available(("torch",)))
+    forms.add_row(f"ARCH:PATH.pt — a state_dict of {', '.join(ARCHITECTURE_NAMES)}", _available(("torch",)))
+    for _, what, needs in MODEL_FORMS.values():
+        forms.add_row(escape(what), _available(needs))
+    out.print(forms)
+    out.print("Weights load with torch.load(weights_only=True); nothing is downloaded: a name that is not a local "
+              "file or directory is refused.", soft_wrap=True)
+
+
+def _available(modules: tuple[str, ...]) -> str:
+    """'yes', or 'no' with the install line of the first missing module."""
+    import importlib.util
+
+    from ann_bench.errors import EXTRAS
+
+    for module in modules:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            dist, extra = EXTRAS.get(module, (module, None))
+            return "[red]no[/] (" + escape(f'needs {dist}: pip install -e ".[{extra}]"' if extra else
+                                           f"needs {dist}: pip install {dist}") + ")"
+    return "yes"

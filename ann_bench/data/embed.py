@@ -51,6 +51,7 @@ class EmbedOptions:
     device: str = "cpu"
     force: bool = False  # replace an existing output that is not a dataset (never an input: see outputs.py)
     weights: tuple[float, ...] | None = None  # one per model when several are given [all 1]
+    model_options: Any = None  # embeddings.ModelOptions: --layer, --pooling, --num-classes, --tokenizer, --preprocess
 
     def check(self) -> None:
         if self.batch_size is not None and self.batch_size < 1:
@@ -288,7 +289,8 @@ def embed_to_vectorset(
             raise InputError(f"--model is required for {items.kind} input; see `ann-bench embedders`")
         models = ["identity"]
     with reporter.task(f"loading model{'s' if len(models) > 1 else ''} {' + '.join(models)}", None):
-        embedders = [load_embedder(m, device=options.device) for m in models]  # ~6 s for MiniLM: say so
+        embedders = [load_embedder(m, device=options.device, options=options.model_options)  # ~6 s for MiniLM
+                     for m in models]
     for e in embedders:
         e.bind(items.kind)
     embedder = embedders[0]
