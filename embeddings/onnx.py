@@ -187,6 +187,10 @@ class OnnxEmbedder(Embedder):
                          f"{', '.join(_arg_str(o) for o in outputs)}")
 
     def _setup_image(self, pre: dict[str, Any]) -> None:
+        try:  # images are resized in torch (images_to_tensor): imported now, before any work and not timed
+            import torch  # noqa: F401
+        except ModuleNotFoundError:
+            raise missing_extra("torch", f"--model {self.name} (an image model: resizing its images)") from None
         shape = self.inputs[0].shape
         channels, h, w = (_fixed(d) for d in shape[1:4])
         if channels not in (None, 1, 3):
@@ -281,10 +285,8 @@ class OnnxEmbedder(Embedder):
         return np.ascontiguousarray(y, dtype=np.float32)
 
     def _images(self, batch: Any) -> np.ndarray:
-        try:
-            import torch
-        except ModuleNotFoundError:
-            raise missing_extra("torch", f"--model {self.name} (resizing images)") from None
+        import torch
+
         from embeddings.base import images_to_tensor
 
         if isinstance(batch, np.ndarray) and batch.ndim in (3, 4):
@@ -386,10 +388,10 @@ class OnnxEmbedder(Embedder):
                              "cpu_count": os.cpu_count()},
         }
         if self.kind == "image":
-            out["preprocessing"] = {"size": list(self.final) if self.final else "native",
-                                    "resize": _size_str(self.resize) if self.resize is not None else None,
-                                    "crop": list(self.final) if self.final and self.resize is not None else None,
-                                    "channels": self.image.channels or "as decoded", "scale": "uint8 / 255",
+            pre: dict[str, Any] = {"size": list(self.final) if self.final else "native"}
+            if self.resize is not None:  # resized, then the size cropped from the centre
+                pre.update(resize=_size_str(self.resize), crop=list(self.final) if self.final else None)
+            out["preprocessing"] = {**pre, "channels": self.image.channels or "as decoded", "scale": "uint8 / 255",
                                     "mean": list(self.image.mean), "std": list(self.image.std)}
         if self.kind == "text":
             out.update(pooling=self.pooling or "none", tokenizer=str(self.tokenizer_dir.resolve()),
