@@ -35,6 +35,8 @@ from embeddings.base import Embedder, ImageSpec, ModelOptions, sha256_file
 FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# files of a tokenizer directory left out of its hashes: model weights that often share the directory
+WEIGHT_SUFFIXES = (".onnx", ".onnx_data", ".data", ".bin", ".safetensors", ".pt", ".pth", ".h5", ".msgpack", ".ot")
 MAX_TEXT_LENGTH = 512  # tokens, when neither the graph nor the tokenizer fixes a smaller one
 SIGNATURES = ("one float input (batch, C, H, W) for images, one float input (batch, d) for arrays, or int inputs "
               "input_ids[, attention_mask][, token_type_ids] for text")
@@ -397,5 +399,6 @@ class OnnxEmbedder(Embedder):
             out.update(pooling=self.pooling or "none", tokenizer=str(self.tokenizer_dir.resolve()),
                        tokenizer_max_length=self.max_length,
                        tokenizer_files={p.name: sha256_file(p) for p in sorted(self.tokenizer_dir.iterdir())
-                                        if p.is_file()})
+                                        if p.is_file() and p.suffix.lower() not in WEIGHT_SUFFIXES
+                                        and p.resolve() != self.path.resolve()})
         return out

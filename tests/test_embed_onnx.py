@@ -107,6 +107,7 @@ def models(tmp_path_factory):
     mlp = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 8)).eval()
     export(mlp, (torch.randn(2, 16),), root / "mlp.onnx", ["features"], {"features": {0: "batch"}})
     export(mlp, (torch.randn(1, 16),), root / "mlp_b1.onnx", ["features"], {})  # batch fixed to 1
+    export(mlp, (torch.randn(4, 16),), root / "mlp_b4.onnx", ["features"], {})  # to 4: the last chunk padded
     export(TwoInputs(), (torch.randn(2, 16), torch.randn(2, 16)), root / "two.onnx", ["a", "b"],
            {"a": {0: "batch"}, "b": {0: "batch"}})
     images = rng.integers(0, 256, size=(40, 28, 28), dtype=np.uint8)
@@ -181,7 +182,7 @@ def test_image_preprocess_resize_crop_mean_std(models, tmp_path):
     assert pre["resize"] == "36" and pre["crop"] == [32, 32] and pre["mean"] == [0.5, 0.4, 0.3]
 
 
-@pytest.mark.parametrize("name", ["mlp.onnx", "mlp_b1.onnx"])
+@pytest.mark.parametrize("name", ["mlp.onnx", "mlp_b1.onnx", "mlp_b4.onnx"])
 def test_array_model_matches_torch(models, tmp_path, name):
     root, out = models["root"], tmp_path / "arr.hdf5"
     r = invoke("embed", "--model", f"onnx:{root / name}", "--input", root / "x.npy", "--queries", root / "q.npy",
@@ -191,7 +192,8 @@ def test_array_model_matches_torch(models, tmp_path, name):
     with torch.no_grad():
         reference = models["mlp"](torch.from_numpy(models["X"])).numpy()
     assert_same_rows(np.concatenate([train, test]), reference)
-    assert attrs["onnx_kind"] == "array" and attrs["onnx_batch"] == (1 if name == "mlp_b1.onnx" else "dynamic")
+    assert attrs["onnx_kind"] == "array" and attrs["onnx_batch"] == {"mlp.onnx": "dynamic", "mlp_b1.onnx": 1,
+                                                                      "mlp_b4.onnx": 4}[name]
 
 
 @pytest.mark.parametrize("pooling", [None, "cls"])
