@@ -293,3 +293,40 @@ def test_refusals(models, images, tmp_path):
     one_line_error("embed", "--model", f"clip:{models['clip']}", "--input", npy, "-o", out,
                    expect="takes image or text input")
     assert not out.exists()
+
+
+def test_cross_modal_set_text_queries_against_images(models, images, tmp_path):
+    spec = f"clip:{models['clip']}"
+    img, txt, cross = tmp_path / "img.hdf5", tmp_path / "txt.hdf5", tmp_path / "cross.hdf5"
+    labelled = tmp_path / "imgs"  # the base images in two named classes
+    for i, f in enumerate(sorted(images[0].iterdir())):
+        (labelled / ("cats" if i % 2 else "cars")).mkdir(parents=True, exist_ok=True)
+        (labelled / ("cats" if i % 2 else "cars") / f.name).write_bytes(f.read_bytes())
+    assert invoke("embed", "--model", spec, "--input", labelled, "-o", img, "--test-size", 2).exit_code == 0
+    csv = tmp_path / "captions.csv"
+    csv.write_text("text,label\n" + "".join(f"{t},{'cats' if 'cat' in t else 'dogs'}\n" for t in TEXTS))
+    assert invoke("embed", "--model", spec, "--input", csv, "-o", txt, "--test-size", 5).exit_code == 0
+    r = invoke("data", "cross", img, txt, "-o", cross, "--base-part", "all")
+    assert r.exit_code == 0, r.output
+    assert "10 base vectors (img.hdf5 all) + 5 queries (txt.hdf5 test), 16-d, angular" in r.output
+    info = json.loads(invoke("data", "info", cross, "--json").output)
+    assert info["valid"], info["problems"]
+    b_train, b_test, b_attrs, b_keys = read_set(img)
+    _, q_test, q_attrs, q_keys = read_set(txt)
+    train, test, attrs, keys = read_set(cross)
+    np.testing.assert_array_equal(train, np.concatenate([b_train, b_test]))
+    np.testing.assert_array_equal(test, q_test)
+    assert keys["train"] == b_keys["train"] + b_keys["test"] and keys["test"] == q_keys["test"]
+    assert json.loads(attrs["label_names"]) == ["cars", "cats", "dogs"]  # the union of both sides' names
+    with h5py.File(cross, "r") as f:
+        names = json.loads(attrs["label_names"])
+        assert [names[i] for i in f["train_labels"][:2]] == [k.split("/")[0] for k in keys["train"][:2]]
+        D = 1 - (test / np.linalg.norm(test, axis=1)[:, None]) @ (train / np.linalg.norm(train, axis=1)[:, None]).T
+        np.testing.assert_array_equal(f["neighbors"][:, :3], np.argsort(D, axis=1, kind="stable")[:, :3])
+    base_set, queries_set = json.loads(attrs["base_set"]), json.loads(attrs["queries_set"])
+    assert base_set["modality"] == "image" and queries_set["modality"] == "text" and base_set["part"] == "all"
+    assert base_set["checkpoint_sha256"] == queries_set["checkpoint_sha256"] == b_attrs["checkpoint_sha256"]
+    assert attrs["source"] == "ann-bench data cross"
+    st_set = tmp_path / "st.hdf5"
+    embed_texts(models, f"st:{models['st']}", st_set)
+    one_line_error("data", "cross", img, st_set, "-o", tmp_path / "bad.hdf5", expect="is 16-d but")

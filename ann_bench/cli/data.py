@@ -164,6 +164,36 @@ def combine_cmd(parts: tuple[Path, ...], output: Path, weights: str | None, norm
                   f"{', keys' if vs.has_keys else ''}", soft_wrap=True)
 
 
+@data.command("cross")
+@click.argument("base", type=click.Path(path_type=Path))
+@click.argument("queries", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The VectorSet to write (.hdf5); never BASE or QUERIES.")
+@click.option("--base-part", type=click.Choice(["train", "test", "all"]), default="train", show_default=True,
+              help="Which vectors of BASE are the base (all: train then test).")
+@click.option("--queries-part", type=click.Choice(["train", "test", "all"]), default="test", show_default=True,
+              help="Which vectors of QUERIES are the queries (all: train then test).")
+@click.option("--metric", default=None, help=f"One of {', '.join(METRICS)} [the sets' common metric].")
+@click.option("-k", "k", type=int, default=100, show_default=True, help="Ground-truth depth.")
+@force_option
+def cross_cmd(base: Path, queries: Path, output: Path, base_part: str, queries_part: str, metric: str | None, k: int,
+              force: bool) -> None:
+    """Base vectors from one set, queries from another of the same dimension (text queries against images
+    that one CLIP model embedded): exact ground truth recomputed, keys and labels kept, both sources recorded."""
+    from ann_bench.data.combine import cross_sets
+
+    check_output(output, "dataset", inputs=(base, queries), force=force)
+    with RichReporter() as rep, rep.task("ground truth", None) as advance:
+        path, warnings = cross_sets(base, queries, output, base_part=base_part, queries_part=queries_part,
+                                    metric=metric, k=k, progress=advance, force=force)
+    for w in warnings:
+        err.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
+    with VectorSet(path) as vs:
+        out.print(f"wrote {escape(str(path))}: {vs.n_train:,} base vectors ({escape(base.name)} {base_part}) + "
+                  f"{vs.n_test:,} queries ({escape(queries.name)} {queries_part}), {vs.dim}-d, {vs.metric}, ground "
+                  f"truth depth {vs.gt_depth}{', labels' if vs.has_labels else ''}", soft_wrap=True)
+
+
 @data.command("fetch")
 @click.argument("name")
 @click.option("--mirror", default=None, help="Base URL to download from [$ANN_BENCH_MIRROR, else ann-benchmarks'].")

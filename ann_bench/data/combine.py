@@ -11,6 +11,10 @@ ground truth is recomputed; item keys and labels are kept (and checked to agree:
 differ do not hold the same items).
 
 Memory: the output's train and test plus one part at a time.
+
+:func:`cross_sets` (``ann-bench data cross``) joins two sets the other way: the base (train) vectors of one and
+the queries (test) of another of the same dimension and metric, e.g. text queries against image vectors that
+one CLIP model embedded.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import numpy as np
 
 from ann_bench.atomic import ensure_writable_dir
 from ann_bench.data.arrays import MAGNITUDE_MIN, SQUARED_NORM_MAX
-from ann_bench.data.vectorset import VectorSet, first_duplicate, read_checked_labels, write_vectorset
+from ann_bench.data.vectorset import (VectorSet, first_duplicate, label_names_of, read_checked_labels,
+                                      write_vectorset)
 from ann_bench.distances import canonical_metric
 from ann_bench.errors import InputError
 from ann_bench.data.groundtruth import DEFAULT_K
@@ -256,3 +261,105 @@ def combine_sets(
         attrs["label_names"] = train_labels[2]
     return write_vectorset(output, train, test, metric, train_labels=train_labels[0], test_labels=test_labels[0],
                            train_keys=train_keys[0], test_keys=test_keys[0], attrs=attrs, k=k, progress=progress)
+
+
+CROSS_SOURCE = "ann-bench data cross"
+CROSS_PARTS = ("train", "test", "all")
+# The attrs of each source set that say what produced its vectors, kept in the cross set's provenance.
+_CROSS_ATTRS = ("model", "model_format", "model_path", "checkpoint_sha256", "modality", "input", "input_kind",
+                "source")
+
+
+def _cross_part(vs: VectorSet, part: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(vectors, keys, labels as names or ints) of ``part`` ("train", "test" or "all" = train then test)."""
+    splits = ("train", "test") if part == "all" else (part,)
+    names = label_names_of(vs.attrs)
+    vectors, keys, labels = [], [], []
+    for split in splits:
+        vectors.append(vs.load_train() if split == "train" else vs.load_test())
+        keys.append(vs.keys(split))
+        lab = read_checked_labels(vs, split)
+        if lab is not None and names is not None:
+            lab = np.array([names[int(i)] for i in lab], dtype=object)
+        labels.append(lab)
+    X = np.concatenate(vectors) if len(vectors) > 1 else vectors[0]
+    K = None if any(k is None for k in keys) else np.concatenate(keys)
+    L = None if any(lab is None for lab in labels) else np.concatenate(labels)
+    return np.ascontiguousarray(X, dtype=np.float32), K, L
+
+
+def cross_sets(
+    base: str | os.PathLike,
+    queries: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    base_part: str = "train",
+    queries_part: str = "test",
+    metric: str | None = None,
+    k: int = DEFAULT_K,
+    progress: Callable[[int], None] | None = None,
+    force: bool = False,
+) -> tuple[Path, list[str]]:
+    """A VectorSet whose train vectors come from ``base`` and whose test vectors (queries) come from ``queries``:
+    a cross-modal set (text queries against image base vectors embedded by one CLIP model, say).
+
+    base_part / queries_part: which vectors of each set ("train", "test", or "all" = train then test). The sets
+    must have one dimension; the metric is their common one (or ``metric``). Exact ground truth is recomputed;
+    keys are kept per side; labels are kept when both sides have them and they are comparable (both named or
+    both integer; named labels are re-encoded over the union of names). Returns (path, warnings).
+    """
+    base, queries = Path(base).expanduser(), Path(queries).expanduser()
+    for name, part in (("--base-part", base_part), ("--queries-part", queries_part)):
+        if part not in CROSS_PARTS:
+            raise InputError(f"{name} {part!r}: use one of {', '.join(CROSS_PARTS)}")
+    output = check_output(output, "dataset", inputs=[base, queries], force=force)
+    ensure_writable_dir(output)
+    warnings: list[str] = []
+    sides = []
+    for path, part in ((base, base_part), (queries, queries_part)):
+        with VectorSet(path) as vs:
+            X, keys, labels = _cross_part(vs, part)
+            attrs = vs.attrs
+            info = {"path": str(path.resolve()), "name": vs.name, "content_hash": vs.content_hash(), "part": part,
+                    "count": int(len(X)), **{a: attrs[a] for a in _CROSS_ATTRS if a in attrs}}
+            sides.append((X, keys, labels, vs.metric, vs.dim, info))
+    (Xb, kb, lb, mb, db, ib), (Xq, kq, lq, mq, dq, iq) = sides
+    if db != dq:
+        raise InputError(f"{str(base)!r} is {db}-d but {str(queries)!r} is {dq}-d; base and queries must come from "
+                         "one embedding space (embed both with the same model)")
+    if metric is not None:
+        metric = canonical_metric(metric)
+    elif mb != mq:
+        raise InputError(f"the sets have different metrics ({base.name}: {mb}, {queries.name}: {mq}); choose the "
+                         "cross set's with --metric")
+    else:
+        metric = mb
+    if ib.get("checkpoint_sha256") != iq.get("checkpoint_sha256"):
+        warnings.append(f"{base.name} and {queries.name} were not embedded by the same model (checkpoint sha256 "
+                        "differs or is missing): their vectors may not share one space")
+    for kind, keys, path in (("base", kb, base), ("queries", kq, queries)):
+        dup = first_duplicate(keys) if keys is not None else None
+        if dup is not None:
+            raise InputError(f"the {kind} key {keys[dup[1]]!r} of {str(path)!r} appears twice (rows {dup[0]} and "
+                             f"{dup[1]}); keys must be unique")
+    train_labels = test_labels = None
+    label_names = None
+    if lb is not None and lq is not None:
+        named = (lb.dtype == object, lq.dtype == object)
+        if all(named):
+            label_names = sorted(set(lb) | set(lq))
+            index = {n: i for i, n in enumerate(label_names)}
+            train_labels = np.fromiter((index[x] for x in lb), dtype=np.int32, count=len(lb))
+            test_labels = np.fromiter((index[x] for x in lq), dtype=np.int32, count=len(lq))
+        elif not any(named):
+            train_labels, test_labels = lb.astype(np.int64), lq.astype(np.int64)
+        else:
+            warnings.append("one set has named labels and the other integer labels; the cross set has no labels")
+    elif (lb is None) != (lq is None):
+        warnings.append(f"{(queries if lq is None else base).name} has no labels, so the cross set has none")
+    attrs: dict[str, Any] = {"source": CROSS_SOURCE, "base_set": ib, "queries_set": iq}
+    if label_names is not None:
+        attrs["label_names"] = label_names
+    path = write_vectorset(output, Xb, Xq, metric, train_labels=train_labels, test_labels=test_labels,
+                           train_keys=kb, test_keys=kq, attrs=attrs, k=k, progress=progress)
+    return path, warnings
