@@ -192,9 +192,7 @@ def import_library(name: str, purpose: str):
                              f"index has CPU builds: --index-url {TORCH_CPU_INDEX})") from None
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise InputError(f"{purpose}: {name} {_version(name)} is installed but does not load with torch "
-                         f"{torch.__version__} ({first}); install the torchvision build made for this torch "
-                         f"({_matching_torchvision()}; CPU builds: pip install torchvision --index-url "
-                         f"{TORCH_CPU_INDEX})") from None
+                         f"{torch.__version__} ({first}); {_torchvision_hint(_version('torchvision'))}") from None
 
 
 def _version(dist: str) -> str:
@@ -204,11 +202,19 @@ def _version(dist: str) -> str:
         return "(unknown version)"
 
 
-def _matching_torchvision() -> str:
+def _torchvision_hint(installed: str) -> str:
+    """How to get the torchvision that loads with this torch: torch 2.N pairs with torchvision 0.(N + 15), and a
+    CUDA build of the right release still fails beside a CPU torch (and the other way round)."""
     major, minor = (int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
-    if major == 2:  # torch 2.N pairs with torchvision 0.(N + 15) since 2.0
-        return f"torch {major}.{minor} pairs with torchvision 0.{minor + 15}"
-    return f"the torchvision release paired with torch {major}.{minor}"
+    cpu = f"CPU builds: pip install torchvision --index-url {TORCH_CPU_INDEX}"
+    if major != 2:
+        return f"install the torchvision release made for torch {major}.{minor} ({cpu})"
+    paired = f"0.{minor + 15}"
+    if installed.split("+")[0].rsplit(".", 1)[0] == paired:
+        build = "CPU" if "+cpu" in torch.__version__ else "CUDA"
+        return (f"torchvision {paired} is the right release, so its build is not this torch's ({build}): reinstall "
+                f"it from the index this torch came from ({cpu})")
+    return f"install torchvision {paired}.*, the release made for torch {major}.{minor} ({cpu})"
 
 
 def state_dict_of(obj: dict, path: Path) -> dict[str, torch.Tensor]:
