@@ -28,6 +28,7 @@ import difflib
 import importlib
 import inspect
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
@@ -231,9 +232,17 @@ def state_dict_of(obj: dict, path: Path) -> dict[str, torch.Tensor]:
         raise InputError(f"{str(path)!r} is not a state_dict: its entry {str(other)!r} is a "
                          f"{type(obj[other]).__name__}, not a tensor (keys: {', '.join(map(str, list(obj)[:6]))}); "
                          "save model.state_dict(), or a dict whose 'state_dict' entry holds it")
+    # torch keeps each module's version in the state_dict's ``_metadata`` (MNASNet and BatchNorm read it): keep it
+    metadata = getattr(obj, "_metadata", None)
     if all(str(k).startswith("module.") for k in obj):
-        obj = {str(k)[len("module."):]: v for k, v in obj.items()}
-    return dict(obj)
+        obj = OrderedDict((str(k)[len("module."):], v) for k, v in obj.items())
+        if metadata is not None:
+            metadata = OrderedDict((k[len("module."):] if k.startswith("module.") else "" if k == "module" else k, v)
+                                   for k, v in metadata.items())
+    out = OrderedDict(obj)
+    if metadata is not None:
+        out._metadata = metadata
+    return out
 
 
 def classifier_name(model: nn.Module) -> str | None:

@@ -262,6 +262,24 @@ def test_wrapped_and_dataparallel_state_dicts_load_alike(weights, tmp_path):
     np.testing.assert_array_equal(V[0], V[2])
 
 
+@needs_vision
+def test_module_versions_kept_in_the_state_dict_survive_unwrapping(tmp_path):
+    """MNASNet refuses a state_dict without its version (``_metadata``), also once DataParallel's prefix is gone."""
+    torchvision, _ = VISION
+    from embeddings.vision import load
+
+    model = torchvision.models.mnasnet0_5(num_classes=3).eval()
+    torch.save(model.state_dict(), tmp_path / "plain.pt")
+    torch.save({"state_dict": torch.nn.DataParallel(model).state_dict()}, tmp_path / "dp.pt")
+    x = np.random.default_rng(1).integers(0, 256, (2, 40, 40, 3), dtype=np.uint8)
+    from embeddings.base import ModelOptions
+
+    opts = ModelOptions(preprocess={"resize": 40, "crop": 32})
+    V = [load("torchvision", f"mnasnet0_5:{tmp_path / p}", options=opts).embed(x) for p in ("plain.pt", "dp.pt")]
+    np.testing.assert_array_equal(V[0], V[1])
+    assert V[0].shape == (2, 1280)
+
+
 # ---- the architecture's own preprocessing -----------------------------------------------------------------
 @needs_vision
 def test_default_preprocessing_from_weights_enums_and_timm():
