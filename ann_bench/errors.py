@@ -27,6 +27,9 @@ def missing_extra(module: str, purpose: str) -> InputError:
     how = f'pip install -e ".[{extra}]"' if extra else f"pip install {dist}"
     if module == "torch":
         how += f" (for PyTorch's CPU build, first: {TORCH_CPU})"
+    elif module in ("torchvision", "timm"):
+        how += (" (torchvision's build must match the installed torch; for CPU torch: pip install torchvision "
+                "--index-url https://download.pytorch.org/whl/cpu)")
     return InputError(f"{purpose} needs {dist}, which is not installed: {how}")
 
 

@@ -24,7 +24,8 @@ Embedders: ``minilm`` (skipped when the ``embed`` extra is not installed) on gen
   ``AutoModel`` + masked mean pooling);
 - ``onnx:PATH``: that encoder and the digits CNN exported to ONNX here (bare: ``onnxruntime`` ``session.run``
   on the tokenised / normalised batches);
-- ``torchvision:resnet18:PATH`` (bare: the model with ``fc = Identity``), when torchvision loads here.
+- ``torchvision:resnet18:PATH`` at resize 64 / crop 56 (bare: the model with ``fc = Identity`` over
+  torchvision's own transforms), when torchvision loads with this torch.
 """
 
 from __future__ import annotations
@@ -266,8 +267,39 @@ def user_model_rows(args, cnn, image_items: Items) -> list[dict]:
                                                                                   "std": tuple(spec.std)}))
         rows.append(measure("onnx:digits-cnn", emb, image_items, bare_onnx_image(onnx_cnn, spec), args.runs))
     if usable("torchvision"):
-        print("torchvision: measured by tests/test_embed_vision.py's equality check only; no throughput row yet")
+        try:
+            import torchvision
+        except (ImportError, RuntimeError, OSError) as exc:  # a build of another torch
+            print(f"torchvision: skipped (it does not load with torch {torch.__version__}: {exc})")
+            return rows
+        model = torchvision.models.resnet18(num_classes=16)
+        weights = work / "resnet18.pt"
+        torch.save(model.state_dict(), weights)
+        emb = load_embedder(f"torchvision:resnet18:{weights}",
+                            options=ModelOptions(preprocess={"resize": 64, "crop": 56}))
+        rows.append(measure("torchvision:resnet18", emb, image_items, bare_torchvision(model), args.runs))
     return rows
+
+
+def bare_torchvision(model):
+    """resnet18 with fc = Identity over torchvision's own transforms: grey -> RGB, resize 64, crop 56, ImageNet
+    mean/std."""
+    from torchvision.transforms import v2
+
+    model.fc = torch.nn.Identity()
+    model.eval()
+    transform = v2.Compose([v2.Resize(64, antialias=True), v2.CenterCrop(56),
+                            v2.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+
+    def run(_, images: np.ndarray, batch_size: int) -> np.ndarray:
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(images), batch_size):
+                x = torch.from_numpy(images[start : start + batch_size]).float().div(255.0)
+                x = transform(x.unsqueeze(1).expand(-1, 3, -1, -1))
+                out.append(torch.nn.functional.normalize(model(x), dim=1).numpy())
+        return np.concatenate(out)
+    return run
 
 
 def main() -> int:
@@ -296,11 +328,11 @@ def main() -> int:
     rows += user_model_rows(args, emb, image_items)
 
     print(f"threads={args.threads}, best of {args.runs} interleaved runs, torch {torch.__version__}")
-    print(f"{'embedder':<16} {'items':>7} {'batch':>6} {'bare items/s':>13} {'ann-bench items/s':>18} "
+    print(f"{'embedder':<22} {'items':>7} {'batch':>6} {'bare items/s':>13} {'ann-bench items/s':>18} "
           f"{'ratio':>6} {'min cos':>8}")
     ok = True
     for r in rows:
-        print(f"{r['embedder']:<16} {r['items']:>7,} {r['batch_size']:>6} {r['bare_items_per_s']:>13,.0f} "
+        print(f"{r['embedder']:<22} {r['items']:>7,} {r['batch_size']:>6} {r['bare_items_per_s']:>13,.0f} "
               f"{r['ann_bench_items_per_s']:>18,.0f} {r['ratio']:>6.3f} {r['min_cos_vs_bare']:>8.5f}")
         ok &= r["ratio"] >= 0.9 and r["min_cos_vs_bare"] >= 0.999
     print("target (ratio >= 0.9, same vectors): " + ("met" if ok else "MISSED"))
