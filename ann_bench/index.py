@@ -539,7 +539,12 @@ def read_vectors_for_index(path: str | os.PathLike, *, metric: str | None = None
             elif key_arr is not None:
                 check_unique_keys(key_arr, f"the train keys of {str(path)!r}")
             gt = (vs.load_test(), vs.neighbors, vs.distances) if vs.has_groundtruth else None
+            from ann_bench.search import model_identity
+
             source = {"dataset": str(path.resolve()), "dataset_name": vs.name, "dataset_hash": vs.content_hash()}
+            identity = model_identity(vs.attrs)
+            if identity:  # what embedded these vectors: `search --model` embeds its queries the same way, or stops
+                source["model_identity"] = identity
             return Vectors(X, vs.metric, key_arr, source, vs.content_hash(), gt)
     if metric is None:
         raise InputError(f"--metric is required for a vector file ({str(path)!r} does not say its metric); "

@@ -48,6 +48,7 @@ class Queries:
     _read: Any  # (start, stop) -> the rows as stored (any dtype): check_vectors converts them, after its checks
     keys_given: bool = False  # keys that name items (a set's keys, --query-keys, embed's), not row numbers
     train_of: str | None = None  # content hash of the set whose train split these queries are
+    model_identity: dict[str, Any] | None = None  # queries embedded here: what made them (MODEL_IDENTITY keys)
 
     def chunks(self, size: int = CHUNK) -> Iterator[tuple[int, np.ndarray]]:
         for start in range(0, self.count, size):
@@ -55,7 +56,7 @@ class Queries:
 
 
 def read_queries(path: str | os.PathLike, *, split: str = "test", keys: str | os.PathLike | None = None,
-                 model: str | None = None, device: str = "cpu", reporter=None) -> Queries:
+                 model: str | None = None, device: str = "cpu", reporter=None, model_options=None) -> Queries:
     """Queries from an HDF5 set (its ``split``, with its keys), a vector file (.npy, .fvecs, .bvecs, .fbin,
     .u8bin, .i8bin, IDX; keys = row numbers or ``keys``), or raw inputs (images, texts) embedded with
     ``model`` (keys as ``embed`` gives them)."""
@@ -69,7 +70,10 @@ def read_queries(path: str | os.PathLike, *, split: str = "test", keys: str | os
     if split not in ("test", "train"):
         raise InputError(f"--split must be test or train, got {split!r}")
     if model is not None:
-        return _embedded_queries(path, model, device, keys, reporter)
+        return _embedded_queries(path, model, device, keys, reporter, model_options)
+    if model_options is not None and model_options.given():
+        raise InputError("--layer, --pooling, --num-classes, --tokenizer and --preprocess shape how --model embeds "
+                         "raw queries; pass --model too, or drop them")
     if path.is_dir():
         raise InputError(f"{str(path)!r} is a folder: raw inputs (images) need --model to be embedded")
     fmt = file_format(path)
@@ -103,7 +107,7 @@ def read_queries(path: str | os.PathLike, *, split: str = "test", keys: str | os
     return Queries(path.name, int(X.shape[0]), int(X.shape[1]), key_arr, None, read, keys_given=keys is not None)
 
 
-def _embedded_queries(path: Path, model: str, device: str, keys, reporter) -> Queries:
+def _embedded_queries(path: Path, model: str, device: str, keys, reporter, model_options=None) -> Queries:
     from embeddings import load_embedder
 
     from ann_bench.data.embed import embed_items
@@ -111,7 +115,7 @@ def _embedded_queries(path: Path, model: str, device: str, keys, reporter) -> Qu
     from ann_bench.data.inputs import read_input
 
     items = read_input(path)
-    embedder = load_embedder(model, device=device)
+    embedder = load_embedder(model, device=device, options=model_options)
     embedder.bind(items.kind)
     if reporter is not None:
         with reporter.task(f"embedding {path.name}", items.count) as advance:
@@ -119,8 +123,49 @@ def _embedded_queries(path: Path, model: str, device: str, keys, reporter) -> Qu
     else:
         Q = embed_items(embedder, items, embedder.batch_size, normalize=embedder.normalize)
     key_arr = read_keys(keys, items.count, "--query-keys", unique=False) if keys is not None else items.item_keys()
+    identity = model_identity(embedder.provenance())
     return Queries(f"{path.name} (embedded by {embedder.name})", int(Q.shape[0]), int(Q.shape[1]), key_arr,
-                   embedder.metric, lambda start, stop: Q[start:stop], keys_given=True)
+                   embedder.metric, lambda start, stop: Q[start:stop], keys_given=True, model_identity=identity)
+
+
+# What must agree between the model that embedded an index's vectors and the one embedding its queries: the
+# weights, and the choices that change the vector space (pooling, layer, ONNX output). Preprocessing and the input
+# modality may differ (a CLIP index of images searched with texts).
+MODEL_IDENTITY = ("checkpoint_sha256", "pooling", "model_layer", "onnx_output")
+
+
+def model_identity(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`MODEL_IDENTITY` entries of a set's attrs or an embedder's provenance, plus its model's name."""
+    out = {key: attrs[key] for key in MODEL_IDENTITY if attrs.get(key) is not None}
+    if attrs.get("model") is not None:
+        out["model"] = attrs["model"]
+    return out
+
+
+def check_query_model(index, queries: Queries) -> None:
+    """InputError when raw queries were embedded by another model (weights, pooling, layer) than the one that made
+    the index's vectors, as far as the index's manifest (or its source set) records it: such queries give
+    neighbours that mean nothing, with exit 0."""
+    if queries.model_identity is None:
+        return
+    source = index.manifest.get("source", {}) or {}
+    made = source.get("model_identity")
+    if made is None and source.get("dataset") and Path(source["dataset"]).is_file():
+        try:  # an index from before the manifest recorded it: its source set's attrs, if the set is still there
+            from ann_bench.data.vectorset import VectorSet
+
+            with VectorSet(source["dataset"]) as vs:
+                if vs.content_hash() == source.get("dataset_hash"):
+                    made = model_identity(vs.attrs)
+        except InputError:
+            made = None
+    if not made:
+        return
+    for key in MODEL_IDENTITY:
+        if key in made and made[key] != queries.model_identity.get(key):
+            raise InputError(f"queries {queries.source} were embedded with {key} {queries.model_identity.get(key)!r}, "
+                             f"but the index's vectors with {made[key]!r} (model {made.get('model', '?')}): their "
+                             "neighbours would mean nothing; embed the queries with the same model and options")
 
 
 # ---- searching ------------------------------------------------------------------------------------------
@@ -154,6 +199,7 @@ def search_to_file(index, queries: Queries, output: str | os.PathLike, *, k: int
     if queries.dim != index.dim:
         raise InputError(f"queries {queries.source} are {queries.dim}-d but the index holds {index.dim}-d vectors; "
                          "embed the queries with the model that made the index's vectors")
+    check_query_model(index, queries)
     if queries.metric is not None and queries.metric != index.metric:
         raise InputError(f"queries {queries.source} are in metric {queries.metric!r} but the index searches in "
                          f"{index.metric!r}: neighbours would be ranked by another distance than the queries' "

@@ -330,3 +330,23 @@ def test_cross_modal_set_text_queries_against_images(models, images, tmp_path):
     st_set = tmp_path / "st.hdf5"
     embed_texts(models, f"st:{models['st']}", st_set)
     one_line_error("data", "cross", img, st_set, "-o", tmp_path / "bad.hdf5", expect="is 16-d but")
+
+
+def test_search_embeds_queries_as_the_index_was_embedded_or_stops(models, tmp_path):
+    """search --model: queries embedded with another pooling (or other weights) than the index's vectors are
+    refused in one line; with the same options they are searched."""
+    out = tmp_path / "cls.hdf5"
+    embed_texts(models, f"hf:{models['bert']}", out, "--pooling", "cls")
+    r = invoke("index", "build", "--dataset", out, "--backend", "flat", "-o", tmp_path / "idx")
+    assert r.exit_code == 0, r.output
+    ask = ("search", tmp_path / "idx", "--queries", models["queries"], "--model", f"hf:{models['bert']}")
+    r = invoke(*ask, "-o", tmp_path / "mean.csv")
+    assert r.exit_code == 2 and "pooling 'mean'" in r.output and "'cls'" in r.output, r.output
+    assert not (tmp_path / "mean.csv").exists()
+    r = invoke(*ask, "--pooling", "cls", "-o", tmp_path / "cls.csv")
+    assert r.exit_code == 0, r.output
+    r = invoke("search", tmp_path / "idx", "--queries", models["queries"], "--model", f"st:{models['st']}",
+               "-o", tmp_path / "st.csv")
+    assert r.exit_code == 2 and "checkpoint_sha256" in r.output, r.output
+    r = invoke("search", tmp_path / "idx", "--queries", out, "--pooling", "cls", "-o", tmp_path / "x.csv")
+    assert r.exit_code == 2 and "pass --model too" in r.output, r.output

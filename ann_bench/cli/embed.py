@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ann_bench.cli.console import RichReporter, err, out
-from ann_bench.cli.options import SEED, force_option
+from ann_bench.cli.options import SEED, build_model_options, force_option, model_options
 from ann_bench.distances import METRICS
 from ann_bench.data.embed import EmbedOptions, embed_to_vectorset
 
@@ -46,19 +46,7 @@ from ann_bench.data.embed import EmbedOptions, embed_to_vectorset
 @click.option("--normalize/--no-normalize", default=None,
               help="L2-normalise the vectors [the embedder's default: on for trained models, off for identity].")
 @click.option("--batch-size", type=int, default=None, help="Items per forward pass [the embedder's default].")
-@click.option("--layer", default=None,
-              help="torchvision/timm: which output is the embedding: features (the penultimate layer, pooled), "
-                   "logits, or a module name (`model.named_modules()`) [features].")
-@click.option("--pooling", type=click.Choice(["mean", "cls"]), default=None,
-              help="hf:DIR: pool the token embeddings by their mean (attention-masked) or take the first (CLS) "
-                   "token [mean].")
-@click.option("--num-classes", type=click.IntRange(1), default=None,
-              help="torchvision/timm: the classifier width your weights were trained with [read from them].")
-@click.option("--tokenizer", default=None, type=click.Path(path_type=Path),
-              help="onnx: a local tokenizer directory (Hugging Face save_pretrained) for a text model.")
-@click.option("--preprocess", default=None, metavar="SETTINGS",
-              help="Image models: override the architecture's preprocessing, e.g. "
-                   "resize=256,crop=224,mean=0.485/0.456/0.406,std=0.229/0.224/0.225.")
+@model_options
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the train/test split.")
 @click.option("-k", "k", type=int, default=100, show_default=True, help="Ground-truth depth.")
@@ -70,14 +58,10 @@ def embed(model: tuple[str, ...], input_path: Path, output: Path, queries: Path 
           tokenizer: Path | None, preprocess: str | None, device: str, seed: int, k: int, force: bool) -> None:
     """Embed raw inputs with a trained model into a VectorSet: train/test vectors, exact ground truth, labels
     when the input has them, and provenance (model, checkpoint sha256, input, date, normalisation)."""
-    from embeddings.base import ModelOptions, parse_preprocess
-
     from ann_bench.data.combine import parse_weights
 
     parsed = parse_weights(weights)
-    model_options = ModelOptions(layer=layer, pooling=pooling, num_classes=num_classes,
-                                 tokenizer=str(tokenizer) if tokenizer is not None else None,
-                                 preprocess=parse_preprocess(preprocess))
+    model_options = build_model_options(layer, pooling, num_classes, tokenizer, preprocess)
     options = EmbedOptions(batch_size=batch_size, normalize=normalize, metric=metric, test_size=test_size,
                            seed=seed, k=k, device=device, force=force,
                            weights=tuple(parsed) if parsed is not None else None, model_options=model_options)

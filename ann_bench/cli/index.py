@@ -11,7 +11,7 @@ import click
 from rich.markup import escape
 
 from ann_bench.cli.console import RichReporter, err, out
-from ann_bench.cli.options import SEED, THREADS, force_option
+from ann_bench.cli.options import SEED, THREADS, build_model_options, force_option, model_options
 from ann_bench.distances import METRICS
 from ann_bench.errors import InputError
 from ann_bench.bench.metrics import fmt_recall
@@ -172,6 +172,7 @@ def info_cmd(directory: Path, as_json: bool) -> None:
               help="Keys of the queries (one per line, or a 1-D .npy).")
 @click.option("--model", default=None, help="Embed raw --queries with this embedder (as `ann-bench embed`).")
 @click.option("--device", default="cpu", show_default=True, help="With --model: cpu, cuda or cuda:N.")
+@model_options
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Neighbours per query.")
 @click.option("--search", "search_specs", multiple=True, metavar="NAME=VALUE",
               help="Override a search parameter of the index, e.g. --search ef=128 [the manifest's].")
@@ -186,7 +187,8 @@ def info_cmd(directory: Path, as_json: bool) -> None:
               help="Where the neighbours go; the extension picks the format: .csv, .tsv, .jsonl, .npy, .parquet.")
 @force_option
 def search(directory: Path, queries: Path, split: str, query_keys: Path | None, model: str | None, device: str,
-           k: int, search_specs: tuple[str, ...], exclude_self: bool, layout: str, threads: int, output: Path,
+           layer: str | None, pooling: str | None, num_classes: int | None, tokenizer: Path | None,
+           preprocess: str | None, k: int, search_specs: tuple[str, ...], exclude_self: bool, layout: str, threads: int, output: Path,
            force: bool) -> None:
     """Search an index directory (`ann-bench index build`) with a file of queries and write each query's key
     with its k neighbours' keys, ids and distances (in the index's metric), in chunks."""
@@ -199,7 +201,12 @@ def search(directory: Path, queries: Path, split: str, query_keys: Path | None, 
     with RichReporter() as rep:
         with rep.task("loading the index", None):
             saved = open_index(directory, threads=threads)
-        q = read_queries(queries, split=split, keys=query_keys, model=model, device=device, reporter=rep)
+        options = build_model_options(layer, pooling, num_classes, tokenizer, preprocess)
+        if model is None and options.given():
+            raise InputError("--layer, --pooling, --num-classes, --tokenizer and --preprocess shape how --model "
+                             "embeds raw queries; pass --model too, or drop them")
+        q = read_queries(queries, split=split, keys=query_keys, model=model, device=device, reporter=rep,
+                         model_options=options)
         with rep.task(f"searching {q.count:,} queries", q.count) as advance:
             summary = search_to_file(saved, q, output, k=k, search_params=single_params(search_specs, "--search"),
                                      exclude_self=exclude_self, layout=layout, progress=advance)

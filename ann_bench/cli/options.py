@@ -53,3 +53,38 @@ def stored_records(store, dataset: str | None, **filters) -> list:
                          + (f"{len(held)} set(s): {sets}; pass one's name, hash or file" if held else
                             "no results yet; run `ann-bench run` first"))
     return records
+
+
+
+_MODEL_OPTIONS = [
+    click.option("--layer", default=None,
+                 help="torchvision/timm: which output is the embedding: features (the penultimate layer, pooled), "
+                      "logits, or a module name (`model.named_modules()`) [features]; onnx: an output name."),
+    click.option("--pooling", type=click.Choice(["mean", "cls"]), default=None,
+                 help="hf:DIR and onnx text models: pool the token embeddings by their mean (attention-masked) or "
+                      "take the first (CLS) token [mean]."),
+    click.option("--num-classes", type=click.IntRange(1), default=None,
+                 help="torchvision/timm: the classifier width your weights were trained with [read from them]."),
+    click.option("--tokenizer", default=None, type=click.Path(path_type=Path),
+                 help="onnx: a local tokenizer directory (Hugging Face save_pretrained) for a text model."),
+    click.option("--preprocess", default=None, metavar="SETTINGS",
+                 help="Image models: override the architecture's preprocessing, e.g. "
+                      "resize=256,crop=224,mean=0.485/0.456/0.406,std=0.229/0.224/0.225."),
+]
+
+
+def model_options(f):
+    """The options that shape how a user's model runs: ``embed``'s, and ``search --model``'s for its queries
+    (which must be embedded exactly as the indexed vectors were)."""
+    for option in reversed(_MODEL_OPTIONS):
+        f = option(f)
+    return f
+
+
+def build_model_options(layer, pooling, num_classes, tokenizer, preprocess):
+    """An ``embeddings.ModelOptions`` from the values of :func:`model_options`."""
+    from embeddings.base import ModelOptions, parse_preprocess
+
+    return ModelOptions(layer=layer, pooling=pooling, num_classes=num_classes,
+                        tokenizer=str(tokenizer) if tokenizer is not None else None,
+                        preprocess=parse_preprocess(preprocess))
