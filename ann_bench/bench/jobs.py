@@ -295,4 +295,6 @@ def _line(rec: Record) -> str:
     precision = rec.label_metrics.get(f"precision_at_{rec.k}")
     if precision is not None:
         figures.append(f"P@{rec.k} {precision:.4f}")
+    if rec.contended:
+        figures.append(f"contended (CPU share {rec.cpu_share:.2f})")
     return f"{head}: {', '.join(figures)}"

@@ -83,6 +83,18 @@ class Record:
     recall_rule: str = ""  # the rule `recall` was computed by; "" on rows of ann-bench < 0.2 (ann-benchmarks')
     attempts: int = 1  # build attempts: > 1 when a Ray node died under an earlier one and the job ran again
     retry_reason: str = ""  # why it ran again (the infrastructure failure of the earlier attempt)
+    # What the machine gave the timed runs (issue 33): process CPU time / wall time per query thread of the run the
+    # figures come from (< CONTENDED_SHARE: another process had the core part of the time), the 1-minute load
+    # average when the runs ended, and the median run's search time beside the best one's (search_s).
+    cpu_share: float | None = None
+    load_avg: float | None = None
+    search_s_median: float | None = None
+
+    @property
+    def contended(self) -> bool:
+        """Whether the worker got less than 90 % of its query threads' time while it was timed: its QPS and
+        latencies are the machine's, not the library's."""
+        return self.status == "ok" and self.cpu_share is not None and self.cpu_share < 0.9
 
     @property
     def key(self) -> str:

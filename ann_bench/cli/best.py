@@ -104,6 +104,10 @@ def best(recall: float, max_memory: str | None, max_rss: str | None, metric: str
             out.print(f"winner: {escape(winner.group)} {escape(params_str(r.build_params))} "
                       f"{escape(params_str(r.search_params))}: {fig} at {x_metric} {fmt_recall(_x(r, x_metric))}, "
                       f"index {r.index_bytes / 1e6:,.1f} MB")
+            if r.contended:
+                err.print(f"[yellow]contended:[/] the winner was timed while another process had the CPU (CPU share "
+                          f"{r.cpu_share:.2f}): its QPS is the machine's, not the library's; re-measure it with "
+                          "`ann-bench run --force` on a quieter machine before choosing by it", soft_wrap=True)
     if winner is None:
         click.get_current_context().exit(1)  # an answer, not an error: exit 1, no 'error:' line
 

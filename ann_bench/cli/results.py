@@ -8,7 +8,7 @@ import click
 from rich.markup import escape
 
 from ann_bench.atomic import atomic_path
-from ann_bench.cli.console import out
+from ann_bench.cli.console import err, out
 from ann_bench.cli.options import stored_records, force_option, results_option
 from ann_bench.errors import InputError
 from ann_bench.bench.metrics import fmt_recall
@@ -50,6 +50,12 @@ def results(dataset: str | None, backend: str | None, where: tuple[str, ...], so
     records = sort_records(records, sort) if sort else records
     if fmt == "table":
         out.print(results_table(records, str(results_path)).render(out.width, wide=wide))
+        contended = [r for r in records if r.contended]
+        if contended:
+            err.print(f"[yellow]contended:[/] {len(contended)} of these row(s) were timed while another process had "
+                      "the CPU (CPU share below 0.9; the cpu_share column of --format csv/json): their QPS is the "
+                      "machine's, not the library's; re-measure them with `ann-bench run --force` on a quieter "
+                      "machine", soft_wrap=True)
         return
     text = to_csv(records) if fmt == "csv" else to_json(records)
     if output is None:

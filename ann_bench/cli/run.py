@@ -134,6 +134,13 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
                   f"{escape(params_str(r.search_params))}: "
                   f"{escape(r.error)}")
     print_pareto(stored, k, new={r.key for r in summary.records if r.status == "ok"}, wide=wide)
+    contended = [r for r in summary.records if r.contended]
+    if contended:
+        err.print(f"[yellow]contended:[/] {len(contended)} of {len(summary.records)} row(s) were timed while another "
+                  f"process had the CPU (the worker got {min(r.cpu_share for r in contended):.0%}–"
+                  f"{max(r.cpu_share for r in contended):.0%} of its query threads' time, load average up to "
+                  f"{max(r.load_avg or 0 for r in contended):.1f}): their QPS and latencies are the machine's, not the "
+                  "library's; re-measure them on a quieter machine with --force", soft_wrap=True)
     out.print(f"results: {escape(str(results_path))} ({len(summary.records)} new row(s)); plot them with "
               f"`ann-bench plot --results {escape(shlex.quote(str(results_path)))} -o plot.png`", soft_wrap=True)
     failed = len(summary.failed)
