@@ -33,8 +33,8 @@ def missing_extra(module: str, purpose: str) -> InputError:
     return InputError(f"{purpose} needs {dist}, which is not installed: {how}")
 
 
-def require(*modules: str, purpose: str) -> None:
-    """Raise :func:`missing_extra`'s InputError for the first of ``modules`` that cannot be imported."""
+def first_missing(*modules: str) -> str | None:
+    """The first of ``modules`` that is not installed (found without importing it), or None."""
     import importlib.util
 
     for module in modules:
@@ -43,4 +43,12 @@ def require(*modules: str, purpose: str) -> None:
         except (ImportError, ValueError):
             found = False
         if not found:
-            raise missing_extra(module, purpose)
+            return module
+    return None
+
+
+def require(*modules: str, purpose: str) -> None:
+    """Raise :func:`missing_extra`'s InputError for the first of ``modules`` that cannot be imported."""
+    missing = first_missing(*modules)
+    if missing is not None:
+        raise missing_extra(missing, purpose)

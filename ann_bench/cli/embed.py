@@ -119,17 +119,11 @@ def embedders() -> None:
 
 def _available(modules: tuple[str, ...]) -> str:
     """'yes', or 'no' with the install line of the first missing module."""
-    import importlib.util
+    from ann_bench.errors import EXTRAS, first_missing
 
-    from ann_bench.errors import EXTRAS
-
-    for module in modules:
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
-            dist, extra = EXTRAS.get(module, (module, None))
-            return "[red]no[/] (" + escape(f'needs {dist}: pip install -e ".[{extra}]"' if extra else
-                                           f"needs {dist}: pip install {dist}") + ")"
-    return "yes"
+    missing = first_missing(*modules)
+    if missing is None:
+        return "yes"
+    dist, extra = EXTRAS.get(missing, (missing, None))
+    return "[red]no[/] (" + escape(f'needs {dist}: pip install -e ".[{extra}]"' if extra else
+                                   f"needs {dist}: pip install {dist}") + ")"

@@ -69,8 +69,8 @@ def read_labels(path: str | os.PathLike, n: int, what: str) -> np.ndarray:
     return check_labels_array(labels, n, f"{what} file {str(path)!r}", row_name=row_name)
 
 
-def _text_labels(path: Path, what: str) -> np.ndarray:
-    """One label a line: int64 when every line is an integer, else str (a trailing newline ends the last)."""
+def _text_lines(path: Path, what: str) -> list[str]:
+    """The lines of a UTF-8 text file, one item a line (a trailing newline ends the last; CRLF accepted)."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -78,7 +78,12 @@ def _text_labels(path: Path, what: str) -> np.ndarray:
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    lines = [line.rstrip("\r") for line in lines]
+    return [line.rstrip("\r") for line in lines]
+
+
+def _text_labels(path: Path, what: str) -> np.ndarray:
+    """One label a line: int64 when every line is an integer, else str."""
+    lines = _text_lines(path, what)
     if lines and all(re.fullmatch(r"\s*[+-]?\d+\s*", line) for line in lines):
         values = [int(line) for line in lines]
         if all(-2**63 <= v < 2**63 for v in values):
@@ -104,14 +109,7 @@ def read_keys(path: str | os.PathLike, n: int, what: str, unique: bool = True) -
         if keys.ndim != 1:
             raise InputError(f"{what} file {str(path)!r} holds an array of shape {keys.shape}; expected (n,)")
     else:
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise InputError(f"{what} file {str(path)!r} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-        keys = text.split("\n")
-        if keys and keys[-1] == "":
-            keys.pop()
-        keys = [k.rstrip("\r") for k in keys]
+        keys = _text_lines(path, what)
     if len(keys) != n:
         raise InputError(f"{what} file {str(path)!r} has {len(keys)} keys for {n} vectors; one key per vector")
     return check_keys(keys, n, what, unique=unique)
