@@ -24,6 +24,7 @@ import io
 import json
 import os
 import sqlite3
+import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -246,6 +247,22 @@ def _create_store(path: Path) -> None:
             os.unlink(tmp)
 
 
+def _enter_wal(db: sqlite3.Connection, wait_s: float = 30.0) -> None:
+    """Switch ``db`` to WAL mode, waiting while another connection holds the lock the switch needs: SQLite
+    answers "database is locked" at once there, without calling the busy handler (seen when two runs create or
+    close one store at the same moment)."""
+    deadline, pause = time.monotonic() + wait_s, 0.005
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
+
+
 class ResultStore:
     """The store at ``path``. Use as a context manager or call :meth:`close`.
 
@@ -301,7 +318,7 @@ class ResultStore:
                     _create_store(self.path)
                 self.db = sqlite3.connect(self.path, timeout=30)
                 self.db.row_factory = sqlite3.Row
-                self.db.execute("PRAGMA journal_mode=WAL")
+                _enter_wal(self.db)
                 self.db.execute("PRAGMA synchronous=NORMAL")
                 self._migrate()
         except sqlite3.DatabaseError as exc:
