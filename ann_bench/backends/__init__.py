@@ -31,6 +31,10 @@ _MODULES = [
     ("ann_bench.backends.diskann", "DiskannVamana"),
     ("ann_bench.backends.faiss_factory", "FaissFactory"),
     ("ann_bench.backends.scann", "ScaNN"),
+    ("ann_bench.backends.lancedb", "LanceFlat"),
+    ("ann_bench.backends.lancedb", "LanceIVFFlat"),
+    ("ann_bench.backends.lancedb", "LanceIVFPQ"),
+    ("ann_bench.backends.lancedb", "LanceIVFHNSWSQ"),
 ]
 
 PLUGINS_ENV = "ANN_BENCH_PLUGINS"
