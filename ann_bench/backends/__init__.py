@@ -35,6 +35,7 @@ _MODULES = [
     ("ann_bench.backends.lancedb", "LanceIVFFlat"),
     ("ann_bench.backends.lancedb", "LanceIVFPQ"),
     ("ann_bench.backends.lancedb", "LanceIVFHNSWSQ"),
+    ("ann_bench.backends.chroma", "ChromaHNSW"),
 ]
 
 PLUGINS_ENV = "ANN_BENCH_PLUGINS"
