@@ -78,6 +78,8 @@ class RunOptions:
     index_cache: bool = False  # save each built index in the cache dir; reuse it when the same build recurs
     exhaustive: bool = False  # measure costlier searches even after one of the same index reached recall 1.0
     autoscaling: bool = False  # the Ray cluster can grow: wait for nodes instead of refusing tasks none can hold
+    pin_cpus: int | None = None  # the worker's timed searches run on this many of the least busy CPUs
+    remeasure_contended: bool = False  # a resumed sweep measures stored contended rows again
 
     def check(self) -> None:
         if self.k < 1:
@@ -106,6 +108,10 @@ class RunOptions:
             raise InputError("--address names a Ray cluster; add --executor ray")
         if self.autoscaling and self.executor != "ray":
             raise InputError("--autoscaling is about a Ray cluster that grows; add --executor ray")
+        if self.pin_cpus is not None:
+            from ann_bench.bench.worker import check_pin_cpus
+
+            check_pin_cpus(self.pin_cpus, self.threads, local=self.executor == "local")
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)

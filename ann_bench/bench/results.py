@@ -37,6 +37,7 @@ from ann_bench.atomic import _umask, atomic_path, ensure_writable_dir
 from ann_bench.errors import InputError
 
 SCHEMA_VERSION = 1
+CONTENDED_SHARE = 0.9  # a timed run that got less CPU than this share of its query threads' wall time
 
 
 @dataclass
@@ -90,12 +91,13 @@ class Record:
     cpu_share: float | None = None
     load_avg: float | None = None
     search_s_median: float | None = None
+    pinned_cpus: str | None = None  # "2" or "0,1": the CPUs the timed searches were pinned to (--pin-cpus)
 
     @property
     def contended(self) -> bool:
         """Whether the worker got less than 90 % of its query threads' time while it was timed: its QPS and
         latencies are the machine's, not the library's."""
-        return self.status == "ok" and self.cpu_share is not None and self.cpu_share < 0.9
+        return self.status == "ok" and self.cpu_share is not None and self.cpu_share < CONTENDED_SHARE
 
     @property
     def key(self) -> str:
@@ -401,10 +403,11 @@ class ResultStore:
 
     # ---- reading --------------------------------------------------------------------------------------
     def keys(self, dataset_hash: str, statuses: tuple[str, ...] = ("ok",),
-             bad_files: list[str] | None = None) -> set[str]:
+             bad_files: list[str] | None = None, contended: bool = True) -> set[str]:
         """Keys of the stored configurations of a dataset whose status is one of ``statuses`` and whose
         neighbour file (if they have one) is intact. Rows whose file is missing or altered are left out — so a
-        resumed sweep measures them again — and described in ``bad_files`` when a list is given."""
+        resumed sweep measures them again — and described in ``bad_files`` when a list is given; so are
+        contended rows when ``contended`` is False (``run --remeasure-contended``)."""
         marks = ", ".join("?" for _ in statuses)
         rows = self.db.execute(
             f"SELECT * FROM results WHERE dataset_hash = ? AND status IN ({marks})", (dataset_hash, *statuses)
@@ -414,6 +417,8 @@ class ResultStore:
             record = self._record(row)
             if record.status == "ok" and record.recall is None:
                 continue  # measured by an older recall rule: measure it again
+            if not contended and record.contended:
+                continue
             problem = self.neighbors_problem(record)
             if problem is None:
                 out.add(row["key"])

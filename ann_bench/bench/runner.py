@@ -204,7 +204,8 @@ def _sweep(vs, plans, options, store, reporter, executor: Executor) -> SweepSumm
     if store is not None:
         store.register_dataset(dataset["dataset_hash"], dataset["dataset_name"], dataset["dataset_path"])
     bad_files: list[str] = []
-    done = store.keys(dataset["dataset_hash"], bad_files=bad_files) if (store is not None and options.resume) else set()
+    done = (store.keys(dataset["dataset_hash"], bad_files=bad_files, contended=not options.remeasure_contended)
+            if (store is not None and options.resume) else set())
     for problem in bad_files:
         reporter.log(f"{problem}: measuring it again")
     # Stored rows make costlier settings redundant as the first pass's did: past recall 1.0, or past a levelled-off
@@ -255,7 +256,7 @@ def _sweep(vs, plans, options, store, reporter, executor: Executor) -> SweepSumm
                                index_cache=str(index_cache_dir(dataset["dataset_hash"])) if options.index_cache
                                else None, skip_saturated=not options.exhaustive,
                                dataset_hash=dataset["dataset_hash"], vectors_hash=vs.vectors_hash(),
-                               measured=stored)
+                               measured=stored, pin_cpus=options.pin_cpus)
                 recorder = JobRecorder(job, record, store, summary, reporter, advance_sweep, exact_labels)
                 queued.append((job, recorder, label))
         executor.run(queued, vs, X, Q)

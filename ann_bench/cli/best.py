@@ -64,7 +64,9 @@ def best(recall: float, max_memory: str | None, max_rss: str | None, metric: str
             "mode": answer.mode, "k": answer.k,
             "winner": None if winner is None else {"group": winner.group, **flat_dict(winner.best)},
             "per_backend": [{"group": b.group, "candidates": b.candidates, "max_recall": b.max_recall,
-                             "reason": b.reason, "best": None if b.best is None else flat_dict(b.best)}
+                             "reason": b.reason, "contended_left_out": b.contended_left_out,
+                             "contended_better": b.contended_better,
+                             "best": None if b.best is None else flat_dict(b.best)}
                             for b in answer.per_backend],
         }, indent=1))
     else:
@@ -107,7 +109,15 @@ def best(recall: float, max_memory: str | None, max_rss: str | None, metric: str
             if r.contended:
                 err.print(f"[yellow]contended:[/] the winner was timed while another process had the CPU (CPU share "
                           f"{r.cpu_share:.2f}): its QPS is the machine's, not the library's; re-measure it with "
-                          "`ann-bench run --force` on a quieter machine before choosing by it", soft_wrap=True)
+                          "`ann-bench run … --remeasure-contended` on a quieter machine before choosing by it",
+                          soft_wrap=True)
+        left_out = sum(b.contended_left_out for b in answer.per_backend)
+        if left_out:
+            better = sum(b.contended_better for b in answer.per_backend)
+            err.print(f"[yellow]contended:[/] {left_out} row(s) meeting the constraints were left out of the choice: "
+                      "they were timed while another process had the CPU"
+                      + (f", and {better} of them measured better even so" if better else "")
+                      + "; re-measure them with `ann-bench run … --remeasure-contended`", soft_wrap=True)
     if winner is None:
         click.get_current_context().exit(1)  # an answer, not an error: exit 1, no 'error:' line
 

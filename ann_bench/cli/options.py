@@ -20,6 +20,11 @@ force_option = click.option(
          "results store, or an HDF5 file unless the command writes datasets; files written beside the output "
          "are never replaced).")
 
+pin_cpus_option = click.option(
+    "--pin-cpus", type=click.IntRange(1, THREADS_MAX), default=None, metavar="N",
+    help="Pin the worker's timed searches to the N least busy CPUs (os.sched_setaffinity; N >= --threads): no "
+         "migrations between cores mid-measurement. The row records which CPUs.")
+
 results_option = click.option(
     "--results", "results_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_RESULTS,
     help=f"SQLite results store [{DEFAULT_RESULTS}].")  # one token: --help never splits the path across lines

@@ -54,7 +54,7 @@ def results(dataset: str | None, backend: str | None, where: tuple[str, ...], so
         if contended:
             err.print(f"[yellow]contended:[/] {len(contended)} of these row(s) were timed while another process had "
                       "the CPU (CPU share below 0.9; the cpu_share column of --format csv/json): their QPS is the "
-                      "machine's, not the library's; re-measure them with `ann-bench run --force` on a quieter "
+                      "machine's, not the library's; re-measure them with `ann-bench run … --remeasure-contended` on a quieter "
                       "machine", soft_wrap=True)
         return
     text = to_csv(records) if fmt == "csv" else to_json(records)

@@ -9,7 +9,7 @@ import click
 from rich.markup import escape
 
 from ann_bench.cli.console import RichReporter, err, out
-from ann_bench.cli.options import SEED, THREADS, results_option
+from ann_bench.cli.options import SEED, THREADS, pin_cpus_option, results_option
 from ann_bench.data.vectorset import DEFAULT_SPEC, GT_SAMPLE, VectorSet, check_groundtruth, default_dataset
 from ann_bench.bench.metrics import SATURATION, fmt_recall
 from ann_bench.report.plots import pareto_by_group
@@ -68,6 +68,10 @@ from ann_bench.bench.runner import RunOptions, check_k, check_labels, parse_size
                    f"equal) that each moved it by less than {SATURATION:g}.")
 @click.option("--quiet", "-q", is_flag=True, help="No line per configuration, only the final table.")
 @click.option("--wide", is_flag=True, help="The closing table with every column, however wide the terminal.")
+@pin_cpus_option
+@click.option("--remeasure-contended", is_flag=True,
+              help="Measure again the stored configurations whose row is contended (timed while another process "
+                   "had the CPU); the new row replaces it. Configurations measured uncontended are skipped.")
 @click.option("--strict", is_flag=True,
               help="Exit 1 when any configuration failed. Without it run exits 0 when at least one configuration "
                    "was measured, and 1 when every configuration of the run failed.")
@@ -75,7 +79,8 @@ from ann_bench.bench.runner import RunOptions, check_k, check_labels, parse_size
 def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_specs, k: int, runs: int, mode: str,
         threads: int, build_threads: int | None, seed: int, force: bool, timeout: float | None,
         memory_limit: str | None, in_process: bool, executor: str, address: str | None, autoscaling: bool,
-        index_cache: bool, exhaustive: bool, quiet: bool, wide: bool, strict: bool, results_path: Path) -> None:
+        index_cache: bool, exhaustive: bool, pin_cpus: int | None, remeasure_contended: bool, quiet: bool,
+        wide: bool, strict: bool, results_path: Path) -> None:
     """Build each configuration once, sweep its search parameters, measure recall@k, QPS, latency, build
     time and index size, and store every result. Ends with the recall/QPS Pareto-optimal configurations.
 
@@ -88,7 +93,7 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
                          isolate=not in_process, timeout=timeout,
                          memory_limit=parse_size(memory_limit) if memory_limit is not None else None,
                          executor=executor, address=address, autoscaling=autoscaling, index_cache=index_cache,
-                         exhaustive=exhaustive)
+                         exhaustive=exhaustive, pin_cpus=pin_cpus, remeasure_contended=remeasure_contended)
     options.check()
     if executor == "ray":
         require_ray()  # the install hint before any work
@@ -139,8 +144,9 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
         err.print(f"[yellow]contended:[/] {len(contended)} of {len(summary.records)} row(s) were timed while another "
                   f"process had the CPU (the worker got {min(r.cpu_share for r in contended):.0%}–"
                   f"{max(r.cpu_share for r in contended):.0%} of its query threads' time, load average up to "
-                  f"{max(r.load_avg or 0 for r in contended):.1f}): their QPS and latencies are the machine's, not the "
-                  "library's; re-measure them on a quieter machine with --force", soft_wrap=True)
+                  f"{max(r.load_avg or 0 for r in contended):.1f}, though up to 3 × --runs runs looked for a quiet "
+                  "one): their QPS and latencies are the machine's, not the library's; re-measure them on a quieter "
+                  "machine with --remeasure-contended", soft_wrap=True)
     out.print(f"results: {escape(str(results_path))} ({len(summary.records)} new row(s)); plot them with "
               f"`ann-bench plot --results {escape(shlex.quote(str(results_path)))} -o plot.png`", soft_wrap=True)
     failed = len(summary.failed)

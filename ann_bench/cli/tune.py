@@ -10,7 +10,7 @@ import click
 from rich.markup import escape
 
 from ann_bench.cli.console import RichReporter, err, out
-from ann_bench.cli.options import SEED, THREADS, results_option
+from ann_bench.cli.options import SEED, THREADS, pin_cpus_option, results_option
 from ann_bench.data.vectorset import DEFAULT_SPEC, GT_SAMPLE, VectorSet, check_groundtruth, default_dataset
 from ann_bench.bench.metrics import fmt_recall
 from ann_bench.bench.executors.ray import require_ray
@@ -72,6 +72,7 @@ from ann_bench.bench.tune import (DEFAULT_BACKENDS, TIME_PARTS, TuneOptions, che
                    "the autoscaler (and says so every 30 s) instead of being refused.")
 @click.option("--index-cache/--no-index-cache", default=False, show_default=True,
               help="Save built indices in the cache dir and reuse them (see `ann-bench run --help`).")
+@pin_cpus_option
 @click.option("--json", "as_json", is_flag=True, help="Print the answers as a JSON list (nothing else on stdout).")
 @click.option("--quiet", "-q", is_flag=True, help="No line per trial, only the answers.")
 @click.option("--wide", is_flag=True, help="Every column of the answer table, however wide the terminal.")
@@ -80,7 +81,8 @@ def tune(dataset: Path | None, targets: str, backends, build_specs, search_specs
          max_build_s: float | None, speed: str, budget: str | None, trials: int | None, per_backend: bool,
          subsample: float | None, heldout: float, k: int, runs: int,
          threads: int, build_threads: int | None, seed: int, timeout: float | None, memory_limit: str | None,
-         executor: str, address: str | None, autoscaling: bool, index_cache: bool, as_json: bool, quiet: bool,
+         executor: str, address: str | None, autoscaling: bool, index_cache: bool, pin_cpus: int | None,
+         as_json: bool, quiet: bool,
          wide: bool,
          results_path: Path) -> None:
     """Which index, with which settings, is fastest at recall@k >= each target on these vectors, within
@@ -103,7 +105,8 @@ def tune(dataset: Path | None, targets: str, backends, build_specs, search_specs
     run_options = RunOptions(k=k, runs=runs, modes=("single",) if speed == "p99" else ("batch",), threads=threads,
                              build_threads=build_threads, seed=seed, timeout=timeout,
                              memory_limit=parse_size(memory_limit) if memory_limit is not None else None,
-                             executor=executor, address=address, autoscaling=autoscaling, index_cache=index_cache)
+                             executor=executor, address=address, autoscaling=autoscaling, index_cache=index_cache,
+                             pin_cpus=pin_cpus)
     run_options.check()
     if executor == "ray":
         require_ray()
@@ -183,6 +186,14 @@ def print_answers(result, options: TuneOptions, k: int, wide: bool = False) -> N
     for name, values in cols.items():
         table.add(name, values, numeric=name in numeric, optional=optional.get(name))
     out.print(table.render(out.width, wide=wide))
+    contended = [a for a in measured if a.candidate.record.contended]
+    if contended:
+        shares = [a.candidate.record.cpu_share for a in contended]
+        err.print(f"[yellow]contended:[/] {len(contended)} answer(s) were timed while another process had the CPU "
+                  f"(CPU share {min(shares):.2f}–{max(shares):.2f}, though up to 3 × --runs runs looked for a quiet "
+                  "one, and uncontended candidates are always preferred): their QPS is the machine's; "
+                  "re-measure them with `ann-bench run … --remeasure-contended` on a quieter machine",
+                  soft_wrap=True)
 
 
 def _short_forms(measured) -> tuple[dict[int, tuple[str, str]], list[str]]:

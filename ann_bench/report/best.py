@@ -22,6 +22,10 @@ class BackendBest:
     candidates: int  # its configurations that meet the constraints
     max_recall: float  # its best recall, whatever the memory (to say how far off it is)
     reason: str = ""  # why none qualifies
+    # Rows meeting the constraints left out of the choice because they were timed contended (another process had
+    # the CPU) while an uncontended one qualifies; of those, how many measured a better figure even so.
+    contended_left_out: int = 0
+    contended_better: int = 0
 
 
 @dataclass
@@ -51,7 +55,9 @@ def best_configurations(records: list[Record], recall: float, *, max_memory: int
                         x_metric: str = "recall", max_rss: int | None = None) -> BestAnswer:
     """For each backend/impl, the ok configuration with ``x_metric`` >= ``recall`` and index size (serialized
     ``index_bytes``) <= ``max_memory`` that has the highest QPS (``metric`` "qps") or the lowest p99 latency
-    (``metric`` "p99", single mode only). Ties go to the higher recall, then the smaller index.
+    (``metric`` "p99", single mode only). Ties go to the higher recall, then the smaller index. Rows timed
+    contended (``Record.contended``) are chosen only where no uncontended row qualifies: their figure is the
+    machine's, not the library's.
 
     ``records`` must hold one dataset (InputError otherwise, naming --dataset); ``mode`` defaults to batch
     (single for p99), ``k`` to the only one stored. No configuration meeting the constraints is not an error:
@@ -90,9 +96,17 @@ def best_configurations(records: list[Record], recall: float, *, max_memory: int
             else:
                 reason = (f"least build peak RSS reaching {x_metric} {recall} within the limits is "
                           + (f"{min(peaks) / 1e6:,.1f} MB > --max-rss" if peaks else "not recorded"))
-        best = None
+        best, left_out, better = None, 0, 0
         if fits:
             sign = 1 if higher else -1
-            best = max(fits, key=lambda r: (sign * figure(r, metric), x_value(r, x_metric), -(r.index_bytes or 0)))
-        answer.per_backend.append(BackendBest(group, best, len(fits), top, reason))
+
+            def rank(r):
+                return sign * figure(r, metric), x_value(r, x_metric), -(r.index_bytes or 0)
+
+            quiet = [r for r in fits if not r.contended]
+            best = max(quiet or fits, key=rank)
+            if quiet:
+                left_out = len(fits) - len(quiet)
+                better = sum(1 for r in fits if r.contended and rank(r) > rank(best))
+        answer.per_backend.append(BackendBest(group, best, len(fits), top, reason, left_out, better))
     return answer

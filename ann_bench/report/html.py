@@ -66,6 +66,7 @@ figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; border: 1p
 div.plot { width: 100%; height: 500px; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 12.5px; }
 .note { color: #555; font-size: 12.5px; } code { background: #f5f5f5; padding: 0 3px; }
+.note.warning { color: #8a5300; }
 p.filter input { font: inherit; width: 26em; max-width: 100%; padding: 2px 6px; }
 dl.facts { display: grid; grid-template-columns: max-content auto; gap: 2px 14px; }
 dl.facts dt { font-weight: 600; } dl.facts dd { margin: 0; }
@@ -257,6 +258,14 @@ def _dataset_section(dataset_hash: str, rs: list[Record], static: bool) -> list[
     parts = [f'<h2 id="ds-{_e(anchor)}">Dataset {_e(first.dataset_name)}</h2>', '<dl class="facts">']
     parts += [f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts]
     parts.append("</dl>")
+    contended = [r for r in ok if r.contended]
+    if contended:
+        parts.append(f'<p class="note warning">Contended: {len(contended)} of {len(ok)} row(s) were timed while '
+                     f"another process had the CPU (CPU share {min(r.cpu_share for r in contended):.2f}–"
+                     f"{max(r.cpu_share for r in contended):.2f} of their query threads' time): their QPS and "
+                     "latencies are the machine's, not the library's; the best-configuration tables choose "
+                     "uncontended rows where one qualifies. Re-measure them with "
+                     "<code>ann-bench run … --remeasure-contended</code>.</p>")
     for mode, k in sorted({(r.mode, r.k) for r in ok}):
         sub = [r for r in ok if r.mode == mode and r.k == k]
         parts.append(f"<h3>{_e(mode)} mode, k={k}</h3>")

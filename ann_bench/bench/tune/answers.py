@@ -185,7 +185,8 @@ def choose_answers(candidates: list[Candidate], targets, seed: int | None, label
                    fits, why_none) -> list[Answer]:
     """Per target: the fastest candidate whose tuning recall reaches it within the constraints (``fits(record)``)
     and the fastest of another backend (runner-up); with ``per_backend``, the fastest of each backend of
-    ``labels``. ``why_none(label or None, target, within)`` says why a backend (None: any) has no answer.
+    ``labels``. A candidate timed contended (another process had the CPU) ranks after every uncontended one: its
+    speed is the machine's, not the library's. ``why_none(label or None, target, within)`` says why a backend (None: any) has no answer.
     ``seed``: of the held-out bootstrap intervals; None leaves them out (the running answer needs none)."""
     def ci(c: Candidate):
         return bootstrap_ci(c.heldout, seed) if seed is not None else None
@@ -196,9 +197,12 @@ def choose_answers(candidates: list[Candidate], targets, seed: int | None, label
     for target in targets:
         good = [c for c in within if c.tune_recall >= target]
         best: dict[str, Candidate] = {}
+        def rank(c: Candidate):
+            return not c.record.contended, c.speed, c.tune_recall
+
         for c in good:
             label = c.record.label()
-            if label not in best or (c.speed, c.tune_recall) > (best[label].speed, best[label].tune_recall):
+            if label not in best or rank(c) > rank(best[label]):
                 best[label] = c
         if per_backend:
             for label in labels:
@@ -206,7 +210,7 @@ def choose_answers(candidates: list[Candidate], targets, seed: int | None, label
                 out.append(Answer(target, label, c, ci(c) if c else None,
                                   "" if c else why_none(label, target, within), "backend"))
             continue
-        order = sorted(best.values(), key=lambda c: (-c.speed, -c.tune_recall))
+        order = sorted(best.values(), key=rank, reverse=True)
         if not order:
             out.append(Answer(target, "-", None, None, why_none(None, target, within)))
         for c, role in zip(order, ("winner", "runner-up")):

@@ -702,7 +702,7 @@ class _Tune:
                        gt_D=data.gt_D, gt_I=data.gt_I, train_labels=data.train_labels, test_labels=data.test_labels,
                        index_cache=str(index_cache_dir(data.hash)) if ro.index_cache else None,
                        skip_saturated=True, dataset_hash=data.hash, vectors_hash=data.vectors_hash,
-                       build_limit_s=options.max_build_s, plan=plan)
+                       build_limit_s=options.max_build_s, plan=plan, pin_cpus=ro.pin_cpus)
         recorder = _TuneRecorder(job, _recorder_factory(b.cls, item.build, self.k, ro.threads, data.fields),
                                  self.store if full else None, SweepSummary(), self.reporter, lambda n=1: None,
                                  data.exact_labels)
