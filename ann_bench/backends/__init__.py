@@ -36,6 +36,9 @@ _MODULES = [
     ("ann_bench.backends.lancedb", "LanceIVFPQ"),
     ("ann_bench.backends.lancedb", "LanceIVFHNSWSQ"),
     ("ann_bench.backends.chroma", "ChromaHNSW"),
+    ("ann_bench.backends.milvus", "MilvusFlat"),
+    ("ann_bench.backends.milvus", "MilvusIVFFlat"),
+    ("ann_bench.backends.milvus", "MilvusHNSW"),
 ]
 
 PLUGINS_ENV = "ANN_BENCH_PLUGINS"
