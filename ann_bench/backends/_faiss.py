@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ann_bench.backends.base import Index, SingleQuery, stack_results
+from ann_bench.backends.base import Index, copied_pairs
 from ann_bench.distances import from_inner_product, from_squared_l2, normalized
 
 
@@ -66,7 +66,7 @@ class FaissIndex(Index):
     def single_query(self, Q: np.ndarray, k: int):
         if self.metric == "angular":  # normalising each query is part of its search: query does it
             return super().single_query(Q, k)
-        return SingleQuery(partial(self._searching().search, k=k), stack_results)
+        return copied_pairs(partial(self._searching().search, k=k), Q.shape[0])
 
     def convert(self, D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.metric == "ip":

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ann_bench.backends.base import Index, Param, SingleQuery, stack_results
+from ann_bench.backends.base import Index, Param, copied_pairs
 from ann_bench.distances import from_squared_l2
 
 SPACES = {"euclidean": "l2", "angular": "cosine", "ip": "ip"}
@@ -72,8 +72,7 @@ class HnswlibHNSW(Index):
         return D, I
 
     def single_query(self, Q: np.ndarray, k: int):
-        return SingleQuery(partial(self.index.knn_query, k=k, num_threads=self.threads),
-                           partial(stack_results, swap=True))
+        return copied_pairs(partial(self.index.knn_query, k=k, num_threads=self.threads), Q.shape[0], swap=True)
 
     def convert(self, D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         I = I.astype(np.int64)

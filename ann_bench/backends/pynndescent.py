@@ -76,7 +76,7 @@ from typing import Any
 
 import numpy as np
 
-from ann_bench.backends.base import Capabilities, Index, Param, SingleQuery, stack_results
+from ann_bench.backends.base import Capabilities, Index, Param, copied_pairs
 from ann_bench.errors import InputError
 
 PYNND_METRICS = {"euclidean": "euclidean", "angular": "cosine", "ip": "inner_product"}
@@ -227,7 +227,7 @@ class PyNNDescent(Index):
             return super().single_query(Q, k)
         self.check_shape(Q, "nq")
         epsilon = self.search_config.get("epsilon", self.search_params[0].default)
-        return SingleQuery(partial(self.index.query, k=k, epsilon=epsilon), partial(stack_results, swap=True))
+        return copied_pairs(partial(self.index.query, k=k, epsilon=epsilon), Q.shape[0], swap=True)
 
     def convert(self, D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         I = np.array(I, dtype=np.int64, copy=True)
