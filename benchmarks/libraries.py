@@ -48,6 +48,14 @@ CONFIGS: dict[str, tuple[list[str], list[str]] | None] = {
     "onng:ngt": None,
     "vamana:diskannpy": None,
     "scann:scann": None,
+    # embedded vector databases (extra `dbs`), measured through their own Python clients
+    "flat:lancedb": None,
+    "ivf:lancedb": (["nlist=256"], ["nprobe=1,2,4,8,16,32,64"]),
+    "ivfpq:lancedb": None,
+    "ivfhnswsq:lancedb": (["nlist=1", "M=16", "ef_construction=200"], ["ef=10,20,40,80,160,320"]),
+    "hnsw:chroma": (["M=16", "ef_construction=200"], ["ef=10,20,40,80,160,320"]),
+    "ivf:milvus": None,  # Milvus Lite's nlist is fixed at 128 (pymilvus cannot pass build parameters)
+    "hnsw:milvus": ([], ["ef=10,20,40,80,160,320"]),  # M 16, efConstruction 200, fixed likewise
 }
 
 

@@ -168,8 +168,8 @@ def test_parameter_validation_lists_valid_values():
         index.set_search_params(nprobe=3)
     with pytest.raises(InputError, match="unknown backend 'hnws'; valid backends: flat, hnsw"):
         get_backend("hnws")
-    with pytest.raises(InputError, match="no implementation 'milvus'"):
-        get_backend("hnsw", "milvus")
+    with pytest.raises(InputError, match="no implementation 'qdrant'"):
+        get_backend("hnsw", "qdrant")
     with pytest.raises(InputError, match="metric 'manhattan'"):
         from ann_bench.distances import canonical_metric
 
