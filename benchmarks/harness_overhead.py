@@ -222,7 +222,9 @@ def worker_arm(path: Path, spec: str, index, build: dict, search: dict, args, gt
             elif kind in ("error", "build_failed"):
                 print(f"worker of {spec}: {payload[-1]}", flush=True)
 
-        run_in_process(job, on_event)
+        outcome = run_in_process(job, on_event)
+        if outcome is not None or set(got) != {"batch", "single"}:
+            raise SystemExit(f"the worker of {spec} measured {sorted(got)}: {outcome}")
         return got
 
     return run_worker
