@@ -68,6 +68,20 @@ class FaissIndex(Index):
             return super().single_query(Q, k)
         return copied_pairs(partial(self._searching().search, k=k), Q.shape[0])
 
+    filter_support = "faiss SearchParameters(sel=IDSelectorBitmap)"
+
+    def filtered_query(self, Q: np.ndarray, k: int, bitmap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        faiss = import_faiss()
+        if self.metric == "angular":
+            Q = normalized(Q)
+        sel = faiss.IDSelectorBitmap(self.index.ntotal, faiss.swig_ptr(bitmap))
+        return self._searching().search(Q, k, params=self._search_parameters(sel))
+
+    def _search_parameters(self, sel):
+        """faiss search parameters carrying ``sel`` and this index's current search settings (faiss ignores the
+        index's own nprobe/efSearch when parameters are passed)."""
+        return import_faiss().SearchParameters(sel=sel)
+
     def convert(self, D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.metric == "ip":
             D = from_inner_product(self.metric, D)

@@ -318,6 +318,15 @@ class Index(ABC):
     def query(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The library call, and nothing else: (D_native, I) for Q (nq, dim) float32. Timed by the runner."""
 
+    # The library's own filtered search (run --filter, strategy in-index), or "" where it has none: said, not faked.
+    filter_support: ClassVar[str] = ""
+
+    def filtered_query(self, Q: np.ndarray, k: int, bitmap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The library's filtered search of Q (nq, dim), every query restricted to the items whose bit is set in
+        ``bitmap`` (uint8, bit i of byte i // 8, least significant first): (D_native, I) as :meth:`query`, with
+        -1 ids where fewer than k allowed items were found. Timed like ``query``: only the library call(s)."""
+        raise NotImplementedError(f"{self.label()} has no filtered search of its own")
+
     @abstractmethod
     def convert(self, D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Native (D, I) -> (D, I) in the dataset's metric: D float32 (nq, k), +inf where I is -1 (int64)."""

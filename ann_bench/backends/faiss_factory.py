@@ -70,7 +70,7 @@ from typing import Any
 import numpy as np
 
 from ann_bench.backends._faiss import FaissIndex, import_faiss
-from ann_bench.backends.base import Capabilities, Param
+from ann_bench.backends.base import Capabilities, Index, Param
 from ann_bench.backends.ivf import pow2_lists
 from ann_bench.errors import InputError
 
@@ -348,6 +348,11 @@ class FaissFactory(FaissIndex):
                 layers[0].k_factor = float(params["k_factor"])
             else:
                 self._searcher = layers[1]  # the base index alone, no re-ranking
+
+    # A preset's searcher may be a wrapper (refine, pre-transform) whose search parameters differ per preset:
+    # no in-index filter is offered rather than one that silently drops the preset's own settings.
+    filter_support = ""
+    filtered_query = Index.filtered_query
 
     def _searching(self):
         return self._searcher

@@ -71,6 +71,34 @@ class HnswlibHNSW(Index):
         I, D = self.index.knn_query(Q, k=k, num_threads=self.threads)
         return D, I
 
+    filter_support = "hnswlib knn_query(filter=callable): a Python call per visited node"
+
+    def filtered_query(self, Q: np.ndarray, k: int, bitmap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        allowed = bitmap.tobytes()  # bytes indexing is the cheapest test a Python callable can make
+
+        def accept(i: int) -> bool:
+            return (allowed[i >> 3] >> (i & 7)) & 1 == 1
+
+        try:
+            I, D = self.index.knn_query(Q, k=k, num_threads=self.threads, filter=accept)
+        except RuntimeError:  # fewer than k allowed items reachable: hnswlib refuses the whole batch
+            return self._filtered_rows(Q, k, accept)
+        return D, I
+
+    def _filtered_rows(self, Q: np.ndarray, k: int, accept) -> tuple[np.ndarray, np.ndarray]:
+        """Row by row, each padded with -1 / inf where hnswlib found fewer than k allowed items (it raises)."""
+        D = np.full((Q.shape[0], k), np.inf, dtype=np.float32)
+        I = np.full((Q.shape[0], k), -1, dtype=np.int64)
+        for row in range(Q.shape[0]):
+            for kk in range(k, 0, -1):
+                try:
+                    ids, dist = self.index.knn_query(Q[row : row + 1], k=kk, num_threads=1, filter=accept)
+                except RuntimeError:
+                    continue
+                I[row, :kk], D[row, :kk] = ids[0], dist[0]
+                break
+        return D, I
+
     def single_query(self, Q: np.ndarray, k: int):
         return copied_pairs(partial(self.index.knn_query, k=k, num_threads=self.threads), Q.shape[0], swap=True)
 

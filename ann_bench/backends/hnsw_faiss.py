@@ -50,6 +50,9 @@ class FaissHNSW(FaissIndex):
         index.add(X)
         return index
 
+    def _search_parameters(self, sel):
+        return import_faiss().SearchParametersHNSW(sel=sel, efSearch=int(self.search_config["ef"]))
+
     def _apply_search_params(self, params: dict[str, Any]) -> None:
         if self.index is not None:
             self.index.hnsw.efSearch = params["ef"]

@@ -67,3 +67,6 @@ class FaissIVFFlat(FaissIndex):
     def _apply_search_params(self, params: dict[str, Any]) -> None:
         if self.index is not None:
             import_faiss().extract_index_ivf(self.index).nprobe = params["nprobe"]
+
+    def _search_parameters(self, sel):
+        return import_faiss().SearchParametersIVF(sel=sel, nprobe=int(self.search_config["nprobe"]))

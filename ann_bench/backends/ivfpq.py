@@ -101,6 +101,14 @@ class FaissIVFPQ(FaissIVFFlat):
         if self.index is not None and self.params["rerank"] and params["refine"] > 0:
             import_faiss().downcast_index(self.index).k_factor = float(params["refine"])
 
+    def _search_parameters(self, sel):
+        faiss = import_faiss()
+        ivf = faiss.SearchParametersIVF(sel=sel, nprobe=int(self.search_config["nprobe"]))
+        if self._searching() is self.index and self.params["rerank"]:  # the re-ranking wrapper: refine >= 1
+            return faiss.IndexRefineSearchParameters(k_factor=float(self.search_config["refine"]),
+                                                     base_index_params=ivf)
+        return ivf
+
     def _searching(self):
         """The PQ index alone for refine 0, the re-ranking wrapper for refine >= 1."""
         if self.params["rerank"] and self.search_config.get("refine", 0) == 0:

@@ -80,6 +80,8 @@ class RunOptions:
     autoscaling: bool = False  # the Ray cluster can grow: wait for nodes instead of refusing tasks none can hold
     pin_cpus: int | None = None  # the worker's timed searches run on this many of the least busy CPUs
     remeasure_contended: bool = False  # a resumed sweep measures stored contended rows again
+    filters: tuple[str, ...] = ()  # run --filter: filter names (ann_bench.bench.filters.parse_filters)
+    filter_strategies: tuple[str, ...] = ("in-index", "post:2", "post:8", "post:32")
 
     def check(self) -> None:
         if self.k < 1:

@@ -92,6 +92,12 @@ class Record:
     load_avg: float | None = None
     search_s_median: float | None = None
     pinned_cpus: str | None = None  # "2" or "0,1": the CPUs the timed searches were pinned to (--pin-cpus)
+    # Filtered search (run --filter, see ann_bench.bench.filters): the filter ("" for an unfiltered row), the
+    # strategy ("in-index", "post:8") and the mean allowed fraction of the base per query. Recall is against the
+    # exact *filtered* ground truth.
+    filter_spec: str = ""
+    filter_strategy: str = ""
+    filter_selectivity: float | None = None
 
     @property
     def contended(self) -> bool:
@@ -104,6 +110,8 @@ class Record:
         """The resume key: a hash of the configuration's identity."""
         ident = [self.dataset_hash, self.backend, self.impl, canon_params(self.build_params),
                  canon_params(self.search_params), int(self.k), self.mode, int(self.threads)]
+        if self.filter_spec:  # unfiltered rows keep the keys they always had
+            ident += [self.filter_spec, self.filter_strategy]
         return hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:24]
 
     def label(self) -> str:
@@ -448,8 +456,10 @@ class ResultStore:
         return None
 
     def records(self, dataset: str | None = None, backend: str | None = None, mode: str | None = None,
-                k: int | None = None) -> list[Record]:
-        """Stored records, oldest first, filtered by dataset (hash, hash prefix, name or path), backend, mode, k."""
+                k: int | None = None, filter_spec: str | None = "") -> list[Record]:
+        """Stored records, oldest first, filtered by dataset (hash, hash prefix, name or path), backend, mode, k,
+        and filter: by default the unfiltered rows only (a filtered row's recall and QPS answer another question),
+        ``filter_spec="label"`` the rows of that filter, None every row."""
         sql, args = "SELECT * FROM results WHERE 1=1", []
         if dataset:
             # a hash prefix compared as text (not LIKE: '%' and '_' in a name are not wildcards), or any name or path
@@ -471,7 +481,8 @@ class ResultStore:
             sql += " AND k = ?"
             args.append(int(k))
         sql += " ORDER BY rowid"
-        return [self._record(r) for r in self.db.execute(sql, args)]
+        rows = [self._record(r) for r in self.db.execute(sql, args)]
+        return rows if filter_spec is None else [r for r in rows if (r.filter_spec or "") == filter_spec]
 
     def datasets(self) -> list[dict[str, Any]]:
         rows = self.db.execute(

@@ -212,6 +212,10 @@ def _sweep(vs, plans, options, store, reporter, executor: Executor) -> SweepSumm
     # recall (the worker goes on judging the latter from these rows and its own measurements).
     stored_rows = _stored_rows(store, dataset["dataset_hash"], options) if done and not options.exhaustive else {}
     summary = SweepSummary()
+    cases = _filter_cases(vs, X, Q, options, train_labels, test_labels, dataset["dataset_hash"], reporter)
+    if cases:
+        return _filtered_sweep(vs, plans, options, store, reporter, executor, X, Q, gt_D, gt_I, dataset, done,
+                               summary, cases)
     total = sum(p.n_configs for p in plans) * len(options.modes)
     queued: list[tuple[BuildJob, JobRecorder, str]] = []  # planned, then handed to the executor
     with reporter.task("sweep", total) as advance_sweep:
@@ -258,6 +262,78 @@ def _sweep(vs, plans, options, store, reporter, executor: Executor) -> SweepSumm
                                dataset_hash=dataset["dataset_hash"], vectors_hash=vs.vectors_hash(),
                                measured=stored, pin_cpus=options.pin_cpus)
                 recorder = JobRecorder(job, record, store, summary, reporter, advance_sweep, exact_labels)
+                queued.append((job, recorder, label))
+        executor.run(queued, vs, X, Q)
+    return summary
+
+
+def _filter_cases(vs, X, Q, options: RunOptions, train_labels, test_labels, dataset_hash: str, reporter):
+    """The filters of ``options.filters`` with their exact filtered ground truth (cached), or []."""
+    if not options.filters:
+        return []
+    from ann_bench.bench.filters import FilteredCase, filtered_groundtruth, make_filter
+    from ann_bench.config import cache_dir
+
+    cases = []
+    for name in options.filters:
+        flt = make_filter(name, vs.n_train, vs.n_test, options.k, train_labels, test_labels, options.seed)
+        with reporter.task(f"filtered ground truth ({name})", None):
+            D, I = filtered_groundtruth(X, Q, vs.metric, flt, options.k, cache_dir() / "filters" / dataset_hash)
+        cases.append(FilteredCase(flt, D, I))
+    return cases
+
+
+def _filtered_sweep(vs, plans, options, store, reporter, executor, X, Q, gt_D, gt_I, dataset, done, summary,
+                    cases) -> SweepSummary:
+    """``run --filter``: each build configuration once, then every search setting x filter x strategy x mode
+    measured on it in the worker (:class:`~ann_bench.bench.filters.FilteredPlan`)."""
+    from ann_bench.bench.filters import FilteredPlan
+
+    strategies = list(options.filter_strategies)
+    per_search = len(options.modes) * len(cases) * len(strategies)
+    total = sum(p.n_configs for p in plans) * per_search
+    queued: list[tuple[BuildJob, JobRecorder, str]] = []
+    with reporter.task("sweep", total) as advance_sweep:
+        for plan in plans:
+            for build in plan.builds:
+                def record(search, mode, _cls=plan.cls, _build=build, **kw) -> Record:
+                    kw.setdefault("versions", versions())
+                    kw.setdefault("host", host())
+                    return Record(backend=_cls.name, impl=_cls.impl, build_params=_build,
+                                  search_params=search, k=options.k, mode=mode, threads=options.threads,
+                                  created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                                  **dataset, **kw)
+
+                label = short_label(plan.cls.label(), build)
+                probe = plan.cls(vs.metric, vs.dim, **build)
+                searches, stored = [], set()
+                for search in plan.searches:
+                    reason = probe.search_skip_reason(search, options.k)
+                    if reason is not None:
+                        summary.skip(label, short_label("", search, "+".join(options.modes)), reason)
+                        advance_sweep(per_search)
+                        continue
+                    searches.append(search)
+                    for case in cases:
+                        for strategy in strategies:
+                            for mode in options.modes:
+                                key = record(search, mode, filter_spec=case.flt.name, filter_strategy=strategy).key
+                                if key in done:
+                                    stored.add((canon_params(search), mode, case.flt.name, strategy))
+                                    summary.skipped_existing += 1
+                                    advance_sweep()
+                if len(stored) == len(searches) * per_search:
+                    continue
+                job = BuildJob(dataset_path=str(vs.path), metric=vs.metric, dim=vs.dim, backend=plan.cls.name,
+                               impl=plan.cls.impl, build=build, pending=[], k=options.k, runs=options.runs,
+                               threads=options.threads, build_threads=options.build_threads or options.threads,
+                               seed=options.seed, gt_D=gt_D, gt_I=gt_I,
+                               index_cache=str(index_cache_dir(dataset["dataset_hash"])) if options.index_cache
+                               else None, skip_saturated=False, dataset_hash=dataset["dataset_hash"],
+                               vectors_hash=vs.vectors_hash(), pin_cpus=options.pin_cpus,
+                               plan=FilteredPlan(searches, tuple(options.modes), cases, strategies,
+                                                 frozenset(stored)))
+                recorder = JobRecorder(job, record, store, summary, reporter, advance_sweep, {})
                 queued.append((job, recorder, label))
         executor.run(queued, vs, X, Q)
     return summary

@@ -12,7 +12,7 @@ from rich.markup import escape
 from ann_bench.report.best import best_configurations
 from ann_bench.report.plots import latest_dataset
 from ann_bench.cli.console import err, out
-from ann_bench.cli.options import stored_records, results_option
+from ann_bench.cli.options import by_strategy, filter_option, results_option, stored_records
 from ann_bench.bench.metrics import fmt_recall
 from ann_bench.bench.results import ResultStore, flat_dict, params_str, short_params
 from ann_bench.bench.runner import parse_size
@@ -38,9 +38,11 @@ from ann_bench.bench.runner import parse_size
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 @click.option("--wide", is_flag=True, help="Every column, however wide the terminal (the table otherwise leaves out "
                                            "p99, build time, index size and candidates, in that order, to fit).")
+@filter_option
 @results_option
 def best(recall: float, max_memory: str | None, max_rss: str | None, metric: str, dataset: str | None,
-         mode: str | None, k: int | None, x_metric: str, as_json: bool, wide: bool, results_path: Path) -> None:
+         mode: str | None, k: int | None, x_metric: str, as_json: bool, wide: bool, filter_spec: str | None,
+         results_path: Path) -> None:
     """For each backend, the configuration with recall >= --recall (and index size <= --max-memory) that has
     the highest QPS (or lowest p99 latency), and the overall winner.
 
@@ -49,7 +51,7 @@ def best(recall: float, max_memory: str | None, max_rss: str | None, metric: str
     limit = parse_size(max_memory) if max_memory is not None else None
     rss_limit = parse_size(max_rss) if max_rss is not None else None
     with ResultStore(results_path, create=False) as store:
-        records = stored_records(store, dataset)
+        records = by_strategy(stored_records(store, dataset, filter_spec=filter_spec or ""))
     if dataset is None:
         records, note = latest_dataset(records)
         if note:

@@ -43,6 +43,32 @@ def dataset_filter(value: str | None) -> str | None:
     return value
 
 
+filter_option = click.option(
+    "--filter", "filter_spec", default=None, metavar="SPEC",
+    help="The rows of a filtered search (`run --filter SPEC`), each strategy as its own line [default: the "
+         "unfiltered rows].")
+
+
+def by_strategy(records: list) -> list:
+    """Filtered rows with their strategy in the implementation's place ("hnswlib, post:8"), so that every table,
+    front and answer keeps each strategy apart; unfiltered rows unchanged."""
+    import dataclasses
+
+    return [dataclasses.replace(r, impl=f"{r.impl}, {r.filter_strategy}") if r.filter_spec else r for r in records]
+
+
+def filtered_note(store, dataset: str | None, filter_spec: str | None) -> str | None:
+    """One line naming the filters whose rows a command left out (it shows the unfiltered ones), or None."""
+    if filter_spec is not None:
+        return None
+    names = sorted({r.filter_spec for r in store.records(dataset=dataset_filter(dataset), filter_spec=None)
+                    if r.filter_spec})
+    if not names:
+        return None
+    return (f"rows of filtered searches are not shown (filters {', '.join(names)}): add --filter "
+            f"{names[0]} to see them")
+
+
 def stored_records(store, dataset: str | None, **filters) -> list:
     """``store.records`` for a --dataset value (a file, name or hash prefix) and other filters. A --dataset that
     matches no stored set is refused in one line naming the sets the store holds, rather than answered with an
@@ -51,7 +77,7 @@ def stored_records(store, dataset: str | None, **filters) -> list:
 
     key = dataset_filter(dataset)
     records = store.records(dataset=key, **filters)
-    if dataset is not None and not records and not store.records(dataset=key):
+    if dataset is not None and not records and not store.records(dataset=key, filter_spec=None):
         held = store.datasets()
         sets = "; ".join(f"{d['dataset_name']} ({d['dataset_hash'][:8]}, {d['rows']} row(s))" for d in held)
         raise InputError(f"no results for --dataset {dataset!r} in {str(store.path)!r}, which holds "

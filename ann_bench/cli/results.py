@@ -9,7 +9,8 @@ from rich.markup import escape
 
 from ann_bench.atomic import atomic_path
 from ann_bench.cli.console import err, out
-from ann_bench.cli.options import stored_records, force_option, results_option
+from ann_bench.cli.options import (by_strategy, filter_option, filtered_note, force_option, results_option,
+                                   stored_records)
 from ann_bench.errors import InputError
 from ann_bench.bench.metrics import fmt_recall
 from ann_bench.outputs import check_output
@@ -31,10 +32,11 @@ from ann_bench.bench.results import ResultStore, filter_records, params_str, sor
               help="Write to this file instead of stdout (csv/json).")
 @click.option("--wide", is_flag=True, help="Every column, however wide the terminal (the table otherwise leaves out "
               "columns in a stated order to fit, and says which).")
+@filter_option
 @force_option
 @results_option
 def results(dataset: str | None, backend: str | None, where: tuple[str, ...], sort: str | None, fmt: str,
-            output: Path | None, wide: bool, force: bool, results_path: Path) -> None:
+            output: Path | None, wide: bool, filter_spec: str | None, force: bool, results_path: Path) -> None:
     """Show stored results. CSV and JSON carry every field (pandas.read_csv / read_json read them directly).
 
     For sets with labels the table adds P@k (label-aware precision@k of the configuration) and exact P@k
@@ -45,7 +47,10 @@ def results(dataset: str | None, backend: str | None, where: tuple[str, ...], so
                              f"terminal), or drop -o {str(output)!r}")
         check_output(output, "export", inputs=(results_path,), force=force)
     with ResultStore(results_path, create=False) as store:
-        records = stored_records(store, dataset, backend=backend)
+        records = stored_records(store, dataset, backend=backend, filter_spec=filter_spec or "")
+        note = filtered_note(store, dataset, filter_spec)
+    if fmt == "table":
+        records = by_strategy(records)
     records = filter_records(records, where) if where else records
     records = sort_records(records, sort) if sort else records
     if fmt == "table":
@@ -56,6 +61,8 @@ def results(dataset: str | None, backend: str | None, where: tuple[str, ...], so
                       "the CPU (CPU share below 0.9; the cpu_share column of --format csv/json): their QPS is the "
                       "machine's, not the library's; re-measure them with `ann-bench run … --remeasure-contended` on a quieter "
                       "machine", soft_wrap=True)
+        if note:
+            err.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
         return
     text = to_csv(records) if fmt == "csv" else to_json(records)
     if output is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from ann_bench.bench.executors import open_executor
 from ann_bench.bench.executors.ray import require_ray
 from ann_bench.bench.results import Record, ResultStore, params_str
 from ann_bench.bench.runner import RunOptions, check_k, check_labels, parse_size, plan_sweep, run_sweep
+from ann_bench.bench.filters import make_filter, parse_filters, parse_strategies
+from ann_bench.errors import InputError
 
 
 @click.command()
@@ -68,6 +71,13 @@ from ann_bench.bench.runner import RunOptions, check_k, check_labels, parse_size
                    f"equal) that each moved it by less than {SATURATION:g}.")
 @click.option("--quiet", "-q", is_flag=True, help="No line per configuration, only the final table.")
 @click.option("--wide", is_flag=True, help="The closing table with every column, however wide the terminal.")
+@click.option("--filter", "filters", multiple=True, metavar="SPEC",
+              help="Filtered search: label (each query restricted to its own label), label:other (another label), "
+                   "selectivity=S[,S...] (a seeded random subset of that fraction of the items). Repeatable. Recall "
+                   "is against the exact filtered ground truth; rows are stored with their filter.")
+@click.option("--filter-strategy", "filter_strategies", multiple=True, metavar="in-index|post|post:F",
+              help="With --filter: in-index (the library's own filtered search; flat's is the exact pre-filter) and "
+                   "post:F (search F*k, keep the allowed) [default: in-index, post:2, post:8, post:32].")
 @pin_cpus_option
 @click.option("--remeasure-contended", is_flag=True,
               help="Measure again the stored configurations whose row is contended (timed while another process "
@@ -79,7 +89,8 @@ from ann_bench.bench.runner import RunOptions, check_k, check_labels, parse_size
 def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_specs, k: int, runs: int, mode: str,
         threads: int, build_threads: int | None, seed: int, force: bool, timeout: float | None,
         memory_limit: str | None, in_process: bool, executor: str, address: str | None, autoscaling: bool,
-        index_cache: bool, exhaustive: bool, pin_cpus: int | None, remeasure_contended: bool, quiet: bool,
+        index_cache: bool, exhaustive: bool, filters: tuple[str, ...], filter_strategies: tuple[str, ...],
+        pin_cpus: int | None, remeasure_contended: bool, quiet: bool,
         wide: bool, strict: bool, results_path: Path) -> None:
     """Build each configuration once, sweep its search parameters, measure recall@k, QPS, latency, build
     time and index size, and store every result. Ends with the recall/QPS Pareto-optimal configurations.
@@ -93,7 +104,11 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
                          isolate=not in_process, timeout=timeout,
                          memory_limit=parse_size(memory_limit) if memory_limit is not None else None,
                          executor=executor, address=address, autoscaling=autoscaling, index_cache=index_cache,
-                         exhaustive=exhaustive, pin_cpus=pin_cpus, remeasure_contended=remeasure_contended)
+                         exhaustive=exhaustive, pin_cpus=pin_cpus, remeasure_contended=remeasure_contended,
+                         filters=tuple(parse_filters(filters)),
+                         filter_strategies=tuple(parse_strategies(filter_strategies)))
+    if filter_strategies and not filters:
+        raise InputError("--filter-strategy chooses how filtered searches run; add --filter SPEC")
     options.check()
     if executor == "ray":
         require_ray()  # the install hint before any work
@@ -110,7 +125,9 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
         # Everything that can be wrong with the input is found here, before any output file is created.
         check_groundtruth(vs)
         check_k(vs, k)
-        check_labels(vs)
+        labels = check_labels(vs)
+        for name in options.filters:  # a filter the set cannot have is refused before any file is created
+            make_filter(name, vs.n_train, vs.n_test, k, *labels, seed)
         plans = plan_sweep(backends, vs.n_train, vs.dim, vs.metric, build_specs, search_specs)
         X = vs.load_train()
         vs.load_test()
@@ -129,6 +146,11 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
             # a resumed run's new rows alone would hide faster stored ones.
             stored = [r for r in store.records(dataset=vs.content_hash(), k=k)
                       if r.threads == threads and r.recall is not None]
+            # Per filter, each strategy its own line on the front: "hnsw [hnswlib, post:8]"
+            filtered = {name: [(dataclasses.replace(r, impl=f"{r.impl}, {r.filter_strategy}"), r.key)
+                               for r in store.records(dataset=vs.content_hash(), k=k, filter_spec=name)
+                               if r.threads == threads and r.recall is not None]
+                        for name in options.filters}
     if summary.skipped_existing and not quiet:
         err.print(f"skipped {summary.skipped_existing} configuration(s) already in {escape(str(results_path))} "
                   "(--force re-runs them)")
@@ -138,7 +160,12 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
         err.print(f"[red]failed[/] {escape(r.label())} {escape(params_str(r.build_params))} "
                   f"{escape(params_str(r.search_params))}: "
                   f"{escape(r.error)}")
-    print_pareto(stored, k, new={r.key for r in summary.records if r.status == "ok"}, wide=wide)
+    new = {r.key for r in summary.records if r.status == "ok"}
+    if not options.filters:
+        print_pareto(stored, k, new=new, wide=wide)
+    for name, pairs in filtered.items():
+        print_pareto([r for r, _ in pairs], k, new={r.key for r, key in pairs if key in new}, wide=wide,
+                     what=f"filter {name}, ")
     contended = [r for r in summary.records if r.contended]
     if contended:
         err.print(f"[yellow]contended:[/] {len(contended)} of {len(summary.records)} row(s) were timed while another "
@@ -147,8 +174,14 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
                   f"{max(r.load_avg or 0 for r in contended):.1f}, though up to 3 × --runs runs looked for a quiet "
                   "one): their QPS and latencies are the machine's, not the library's; re-measure them on a quieter "
                   "machine with --remeasure-contended", soft_wrap=True)
-    out.print(f"results: {escape(str(results_path))} ({len(summary.records)} new row(s)); plot them with "
-              f"`ann-bench plot --results {escape(shlex.quote(str(results_path)))} -o plot.png`", soft_wrap=True)
+    store_arg = escape(shlex.quote(str(results_path)))
+    if options.filters:
+        out.print(f"results: {escape(str(results_path))} ({len(summary.records)} new row(s)); list them with "
+                  f"`ann-bench results --results {store_arg} --filter {escape(shlex.quote(options.filters[0]))}`",
+                  soft_wrap=True)
+    else:
+        out.print(f"results: {escape(str(results_path))} ({len(summary.records)} new row(s)); plot them with "
+                  f"`ann-bench plot --results {store_arg} -o plot.png`", soft_wrap=True)
     failed = len(summary.failed)
     if summary.records and failed == len(summary.records):
         err.print(f"[red]nothing was measured:[/] all {failed} configuration(s) of this run failed (errors above)",
@@ -159,7 +192,8 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
         raise SystemExit(1)
 
 
-def print_pareto(records: list[Record], k: int, new: set[str] | None = None, wide: bool = False) -> None:
+def print_pareto(records: list[Record], k: int, new: set[str] | None = None, wide: bool = False,
+                 what: str = "") -> None:
     """The recall/QPS front per backend of ``records``, one table per mode; rows whose key is in ``new`` (measured
     by this run) are marked with *. Fitted to the terminal (see :mod:`ann_bench.cli.tables`): p99, index MB,
     build s and P@k are left out in that order when it is too narrow."""
@@ -173,7 +207,8 @@ def print_pareto(records: list[Record], k: int, new: set[str] | None = None, wid
         exact = next((r.label_metrics[f"exact_{key}"] for r in chosen if f"exact_{key}" in r.label_metrics), None)
         front = [(group, r) for group, rs in pareto_by_group(chosen).items() for r in rs]
         rows = [r for _, r in front]
-        table = FitTable(f"Pareto-optimal configurations (recall@{k} vs QPS, {mode} mode, threads={chosen[0].threads}; "
+        table = FitTable(f"Pareto-optimal configurations ({what}recall@{k} vs QPS, {mode} mode, "
+                         f"threads={chosen[0].threads}; "
                          "every stored row of this dataset, * = measured now)")
         build, search, captions = params_columns(rows, lambda r: r.label())
         table.caption_lines += captions

@@ -1,0 +1,166 @@
+"""Issue 34, filtered search: filters, their exact ground truth, each library's own filtered call, post-filtering,
+and `run --filter` / `results --filter` / `best --filter` end to end."""
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from ann_bench.backends import get_backend
+from ann_bench.bench.filters import (Filter, _keep_allowed, check_allowed, filtered_groundtruth, make_filter,
+                                     parse_filters, parse_strategies)
+from ann_bench.bench.results import ResultStore
+from ann_bench.cli import cli
+from ann_bench.distances import pairwise
+from ann_bench.errors import InputError
+
+
+def brute_filtered(X, Q, metric, flt: Filter, k):
+    D = pairwise(metric, Q, X)
+    allowed = np.unpackbits(flt.bitmaps, axis=1, count=flt.n, bitorder="little").astype(bool)
+    D = np.where(allowed[flt.query_group], D, np.inf)
+    I = np.argsort(D, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(D, I, axis=1), I
+
+
+@pytest.fixture
+def labelled(small_arrays):
+    X, Q, yx, yq = small_arrays
+    return X, Q, yx, yq
+
+
+def test_filters_parse_and_refuse_in_one_line():
+    assert parse_filters(["label", "selectivity=0.01,0.1", "label:other", "label"]) == [
+        "label", "selectivity=0.01", "selectivity=0.1", "label:other"]
+    assert parse_strategies([]) == ["in-index", "post:2", "post:8", "post:32"]
+    assert parse_strategies(["post:4,in-index"]) == ["post:4", "in-index"]
+    for bad in ("price<20", "selectivity=0", "selectivity=1.5", "label:mine"):
+        with pytest.raises(InputError, match="--filter"):
+            parse_filters([bad])
+    with pytest.raises(InputError, match="--filter-strategy 'pre'"):
+        parse_strategies(["pre"])
+
+
+def test_label_filters_allow_exactly_the_labelled_items(labelled):
+    X, Q, yx, yq = labelled
+    own = make_filter("label", len(X), len(Q), 10, yx, yq, seed=0)
+    for q in range(len(Q)):
+        assert set(own.allowed_ids(own.query_group[q])) == set(np.flatnonzero(yx == yq[q]))
+    other = make_filter("label:other", len(X), len(Q), 10, yx, yq, seed=0)
+    for q in range(len(Q)):
+        ids = other.allowed_ids(other.query_group[q])
+        assert len(set(yx[ids])) == 1 and yx[ids[0]] != yq[q]
+    assert make_filter("label:other", len(X), len(Q), 10, yx, yq, seed=0).query_group.tolist() == \
+        other.query_group.tolist()  # seeded
+    synth = make_filter("selectivity=0.1", len(X), len(Q), 10, None, None, seed=3)
+    assert (synth.sizes == 300).all() and synth.selectivity == pytest.approx(0.1)
+    assert len(np.unique(synth.query_group)) == 16
+
+
+def test_a_filter_the_set_cannot_have_is_refused(labelled):
+    X, Q, yx, yq = labelled
+    with pytest.raises(InputError, match="needs labels"):
+        make_filter("label", len(X), len(Q), 10, None, None, 0)
+    with pytest.raises(InputError, match="fewer than k=10"):
+        make_filter("selectivity=0.001", len(X), len(Q), 10, None, None, 0)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "angular", "ip"])
+def test_filtered_ground_truth_is_the_exact_filtered_neighbours(labelled, metric, tmp_path):
+    X, Q, yx, yq = labelled
+    for name in ("label:other", "selectivity=0.05"):
+        flt = make_filter(name, len(X), len(Q), 10, yx, yq, seed=1)
+        D, I = filtered_groundtruth(X, Q, metric, flt, 10, cache=tmp_path)
+        bD, bI = brute_filtered(X, Q, metric, flt, 10)
+        np.testing.assert_allclose(D, bD, rtol=1e-4, atol=1e-4)
+        assert check_allowed(I, flt) == 0
+        again = filtered_groundtruth(X, Q, metric, flt, 10, cache=tmp_path)  # from the cache
+        np.testing.assert_array_equal(again[1], I)
+
+
+@pytest.mark.parametrize("spec,build,search,floor", [
+    ("flat", {}, {}, 1.0),
+    ("ivf", {"nlist": 16}, {"nprobe": 16}, 1.0),
+    ("ivfpq", {"nlist": 16, "m": 4, "rerank": True}, {"nprobe": 16, "refine": 8}, 0.9),
+    ("hnsw", {"M": 16}, {"ef": 200}, 0.9),
+    ("hnsw:faiss", {"M": 16}, {"ef": 200}, 0.85),
+])
+@pytest.mark.parametrize("metric", ["euclidean", "angular", "ip"])
+def test_in_index_filtering_returns_only_allowed_items(labelled, spec, build, search, floor, metric):
+    X, Q, yx, yq = labelled
+    name, _, impl = spec.partition(":")
+    index = get_backend(name, impl or None)(metric, X.shape[1], **build)
+    index.build(X)
+    index.set_search_params(**search)
+    flt = make_filter("selectivity=0.05", len(X), len(Q), 10, None, None, seed=2)
+    _, gt = filtered_groundtruth(X, Q, metric, flt, 10)
+    I = np.full((len(Q), 10), -1)
+    for g, rows in flt.groups():
+        _, I[rows] = index.convert(*index.filtered_query(Q[rows], 10, flt.bitmaps[g]))
+    assert check_allowed(I, flt) == 0
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(I, gt)])
+    assert recall >= floor, recall
+
+
+def test_libraries_without_a_filter_say_so():
+    assert get_backend("annoy").filter_support == ""
+    assert get_backend("faiss").filter_support == ""
+    assert "IDSelectorBitmap" in get_backend("ivf").filter_support
+    assert "filter" in get_backend("hnsw").filter_support
+
+
+def test_post_filter_keeps_the_first_allowed_in_the_library_order():
+    flt = Filter("t", 16, np.packbits(np.array([[i % 2 == 0 for i in range(16)]]), axis=1, bitorder="little"),
+                 np.array([8]), np.zeros(2, dtype=np.int64))
+    I = np.array([[3, 4, 1, 6, 8], [1, 3, 5, 7, 2]])
+    D = np.arange(10, dtype=np.float32).reshape(2, 5)
+    kD, kI = _keep_allowed(D, I, flt, flt.query_group, 2)
+    assert kI.tolist() == [[4, 6], [2, -1]]
+    assert kD[0].tolist() == [1.0, 3.0]
+
+
+def _run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_run_filter_end_to_end(tmp_path, small_set):
+    store = tmp_path / "r.sqlite"
+    args = ["run", "--dataset", small_set, "--backend", "flat", "--backend", "hnsw", "--backend", "annoy",
+            "--build", "hnsw:M=16", "--build", "annoy:n_trees=10", "--search", "hnsw:ef=64",
+            "--search", "annoy:search_k=2000", "--filter", "label:other", "--filter-strategy", "in-index,post:8",
+            "--runs", "1", "--mode", "both", "--results", store]
+    r = _run(*args)
+    assert r.exit_code == 0, r.output
+    assert "filter label:other" in r.output and "no filtered search of its own" in r.output
+    with ResultStore(store, create=False) as s:
+        assert s.records() == []  # unfiltered consumers never see a filtered row
+        rows = s.records(filter_spec="label:other")
+    ok = [r for r in rows if r.status == "ok"]
+    assert {(r.backend, r.filter_strategy, r.mode) for r in ok} == {
+        (b, st, m) for b in ("flat", "hnsw") for st in ("in-index", "post:8") for m in ("batch", "single")} | {
+        ("annoy", "post:8", m) for m in ("batch", "single")}
+    exact = [r for r in ok if r.backend == "flat" and r.filter_strategy == "in-index"]
+    assert all(r.recall == 1.0 for r in exact)  # the pre-filter baseline: exact among the allowed items
+    assert all(0 < r.filter_selectivity < 0.5 for r in ok)
+    r = _run(*args)  # resumed: nothing measured again
+    assert r.exit_code == 0 and "skipped" in r.output
+    r = _run("results", "--results", store)
+    assert r.exit_code == 0 and "add --filter label:other" in r.output
+    r = _run("results", "--results", store, "--filter", "label:other")
+    assert r.exit_code == 0 and "post:8" in r.output
+    r = _run("best", "--results", store, "--filter", "label:other", "--recall", "0.9")
+    assert r.exit_code == 0 and "winner:" in r.output, r.output
+
+
+def test_run_filter_needs_what_the_set_has(tmp_path):
+    from ann_bench.data.vectorset import SynthSpec, synth
+
+    path = tmp_path / "s.hdf5"
+    synth(path, SynthSpec(n=500, dim=8, queries=20, clusters=4, seed=1))
+    store = tmp_path / "r.sqlite"
+    r = CliRunner().invoke(cli, ["run", "--dataset", str(path), "--backend", "flat", "--filter", "selectivity=0.001",
+                                 "--results", str(store)])
+    assert r.exit_code == 2 and "fewer than k=10" in r.output and "Traceback" not in r.output, r.output
+    assert not store.exists()
+    r = CliRunner().invoke(cli, ["run", "--dataset", str(path), "--backend", "flat", "--filter-strategy", "post",
+                                 "--results", str(store)])
+    assert r.exit_code == 2 and "add --filter" in r.output
