@@ -32,6 +32,14 @@ SETTINGS = [
     ("onng", "ngt", {"edge_size": 20, "outdegree": 8, "indegree": 20}, {"epsilon": 0.1}),
     ("vamana", "diskannpy", {"graph_degree": 16, "build_complexity": 32}, {"complexity": 32}),
     ("scann", "scann", {"num_leaves": 8, "train_sample": 600}, {"num_leaves_to_search": 3, "reorder": 40}),
+    ("flat", "lancedb", {}, {}),
+    ("ivf", "lancedb", {"nlist": 4}, {"nprobe": 2}),
+    ("ivfpq", "lancedb", {"nlist": 4, "m": 2}, {"nprobe": 2, "refine": 2}),
+    ("ivfhnswsq", "lancedb", {"nlist": 4, "M": 8, "ef_construction": 50}, {"nprobe": 2, "ef": 40}),
+    ("hnsw", "chroma", {"M": 8, "ef_construction": 50}, {"ef": 40}),
+    ("flat", "milvus", {}, {}),
+    ("ivf", "milvus", {}, {"nprobe": 3}),
+    ("hnsw", "milvus", {}, {"ef": 40}),
 ]
 CASES = [(s, metric) for s in SETTINGS for metric in ("euclidean", "angular", "ip")
          if metric in get_backend(s[0], s[1]).capabilities.metrics]

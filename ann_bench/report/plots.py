@@ -30,7 +30,7 @@ from ann_bench.bench.results import Record, short_params, varying
 
 # Fixed colour/marker slots for the backends ann-bench ships, so a backend looks the same in every plot
 # whatever else is plotted with it: tab10's colours first, then darker ones, every shipped backend a colour of its
-# own (a plot of all 17 has no two alike). Plugins hash into tab20's light shades, which no shipped backend uses.
+# own (a plot of all 25 has no two alike). Plugins hash into tab20's light shades, which no shipped backend uses.
 _KNOWN = (
     ("hnsw[hnswlib]", "#1f77b4", "o"), ("hnsw[faiss]", "#ff7f0e", "s"), ("ivf[faiss]", "#2ca02c", "D"),
     ("ivfpq[faiss]", "#d62728", "^"), ("flat[faiss]", "#9467bd", "v"), ("annoy[annoy]", "#8c564b", "P"),
@@ -38,6 +38,10 @@ _KNOWN = (
     ("hnsw[usearch]", "#17becf", "p"), ("hnsw[voyager]", "#393b79", "h"), ("hnsw[nmslib]", "#bcbd22", "<"),
     ("nsw[nmslib]", "#7b4173", ">"), ("nndescent[pynndescent]", "#843c39", "d"), ("onng[ngt]", "#637939", "H"),
     ("vamana[diskannpy]", "#8c6d31", "8"), ("scann[scann]", "#000000", "X"), ("faiss[faiss]", "#e7ba52", "o"),
+    # the embedded databases (dbs extra): tab20b's darker shades, which neither the libraries nor plugins use
+    ("flat[lancedb]", "#5254a3", "v"), ("ivf[lancedb]", "#6b6ecf", "D"), ("ivfpq[lancedb]", "#8ca252", "^"),
+    ("ivfhnswsq[lancedb]", "#bd9e39", "s"), ("hnsw[chroma]", "#ad494a", "o"), ("flat[milvus]", "#d6616b", "v"),
+    ("ivf[milvus]", "#a55194", "D"), ("hnsw[milvus]", "#ce6dbd", "o"),
 )
 KNOWN_LABELS = tuple(label for label, _, _ in _KNOWN)
 _KNOWN_STYLE = {label: (color, marker) for label, color, marker in _KNOWN}
