@@ -204,7 +204,8 @@ def worker_arm(path: Path, spec: str, index, build: dict, search: dict, args, gt
     job = BuildJob(dataset_path=str(path), metric="euclidean", dim=args.dim, backend=index.name, impl=index.impl,
                    build=build, pending=[(search, "batch"), (search, "single")], k=K, runs=1,
                    threads=args.threads, build_threads=args.threads, seed=0, gt_D=gt[0], gt_I=gt[1],
-                   index_cache=str(path.parent / "cache"), skip_saturated=False, vectors_hash=gt[2])
+                   index_cache=str(path.parent / "cache"), skip_saturated=False, vectors_hash=gt[2],
+                   pin_cpus=args.pin_cpus)
     paths = cache_paths(job)
     if paths is None:
         return None  # not saveable: the worker would search an index of its own
@@ -292,6 +293,7 @@ def main() -> int:
     ap.add_argument("--load-placement", choices=["pinned", "free"], default="pinned",
                     help="pinned: busy process i on the i-th CPU; free: wherever the scheduler puts them")
     ap.add_argument("--load-max-s", type=float, default=3600.0, help="busy processes stop after this long anyway")
+    ap.add_argument("--pin-cpus", type=int, default=None, help="the worker arm pins its searches (run --pin-cpus)")
     ap.add_argument("--out", type=Path, default=Path("results/harness_overhead.json"))
     args = ap.parse_args()
 
@@ -354,7 +356,8 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"n": args.n, "dim": args.dim, "queries": args.queries, "rounds": args.rounds,
                                     "threads": args.threads, "load": args.load,
-                                    "load_placement": args.load_placement, "rows": rows}, indent=2))
+                                    "load_placement": args.load_placement, "pin_cpus": args.pin_cpus,
+                                    "rows": rows}, indent=2))
     print(f"wrote {args.out}")
     return 0 if ok else 1
 
