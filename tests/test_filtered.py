@@ -149,6 +149,17 @@ def test_run_filter_end_to_end(tmp_path, small_set):
     assert r.exit_code == 0 and "post:8" in r.output
     r = _run("best", "--results", store, "--filter", "label:other", "--recall", "0.9")
     assert r.exit_code == 0 and "winner:" in r.output, r.output
+    r = _run("plot", "--results", store, "--filter", "label:other", "-o", tmp_path / "f.png")
+    assert r.exit_code == 0 and (tmp_path / "f.png").stat().st_size > 10_000, r.output
+
+
+def test_a_strategy_keeps_its_backends_colour_and_gets_its_own_marker():
+    from ann_bench.report.plots import style
+
+    color, marker = style("hnsw", "hnswlib")
+    assert style("hnsw", "hnswlib, post:8")[0] == color
+    markers = {style("hnsw", f"hnswlib, {s}")[1] for s in ("in-index", "post:2", "post:8", "post:32")}
+    assert len(markers) == 4
 
 
 def test_run_filter_needs_what_the_set_has(tmp_path):

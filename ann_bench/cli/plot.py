@@ -9,7 +9,7 @@ import click
 from rich.markup import escape
 
 from ann_bench.cli.console import err, out
-from ann_bench.cli.options import stored_records, force_option, results_option
+from ann_bench.cli.options import by_strategy, filter_option, force_option, results_option, stored_records
 from ann_bench.outputs import check_output
 from ann_bench.report.plots import Y_METRICS, latest_dataset, plot_recall_qps
 from ann_bench.bench.results import ResultStore
@@ -42,11 +42,12 @@ from ann_bench.bench.results import ResultStore
 @click.option("--tune", "tune_log", default=None, metavar="ID|latest|PATH",
               help="Draw the trials of one `ann-bench tune` (its id, 'latest', or its log file): every setting "
                    "it measured, the fronts, and its answers starred at their targets.")
+@filter_option
 @force_option
 @results_option
 def plot(dataset: str | None, output: Path, y_metric: str, mode: str | None, k: int | None, x_scale: str | None,
          raw: bool, backend: str | None, x_metric: str, annotate: bool | None, fronts: str, tune_log: str | None,
-         force: bool, results_path: Path) -> None:
+         filter_spec: str | None, force: bool, results_path: Path) -> None:
     """Recall@k (or --x-metric) on x against queries per second (or --y-metric) with each backend's Pareto
     frontier bold and every configuration faint. For a label metric the exact neighbours' value is dashed."""
     check_output(output, "plot", inputs=(results_path,), force=force)
@@ -60,7 +61,7 @@ def plot(dataset: str | None, output: Path, y_metric: str, mode: str | None, k: 
             if mode is None:
                 mode = log.get("mode")
         else:
-            records = stored_records(store, dataset, backend=backend)
+            records = by_strategy(stored_records(store, dataset, backend=backend, filter_spec=filter_spec or ""))
             if dataset is None:
                 records, note = latest_dataset(records)
                 if note:

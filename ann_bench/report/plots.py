@@ -51,8 +51,18 @@ _EXTRA_MARKERS = "ph<>*"
 _LINESTYLES = ("-", "--", ":", "-.")
 
 
+_STRATEGY_MARKERS = {"in-index": "o", "post:2": "v", "post:8": "^", "post:32": "s"}
+
+
 def style(backend: str, impl: str) -> tuple[str, str]:
-    """(colour, marker) of a backend/impl: fixed for the shipped backends, a stable hash for plugins."""
+    """(colour, marker) of a backend/impl: fixed for the shipped backends, a stable hash for plugins. A filtered
+    row's impl carries its strategy ("hnswlib, post:8", see ``cli.options.by_strategy``): the backend's colour,
+    a marker per strategy."""
+    if ", " in impl:
+        base, strategy = impl.split(", ", 1)
+        color = style(backend, base)[0]
+        h = int.from_bytes(hashlib.sha256(strategy.encode()).digest()[:8], "big")
+        return color, _STRATEGY_MARKERS.get(strategy, _EXTRA_MARKERS[h % len(_EXTRA_MARKERS)])
     label = f"{backend}[{impl}]"
     if label in _KNOWN_STYLE:
         return _KNOWN_STYLE[label]
@@ -413,8 +423,14 @@ def _plot_figure(records: list[Record], *, mode: str | None = None, k: int | Non
     else:
         ylabel = f"{y.label} (log) — {better}"
     first = chosen[0]
+    filters = sorted({r.filter_spec for r in chosen if r.filter_spec})
+    filtered = ""
+    if len(filters) == 1:
+        filtered = f", filter {filters[0]}"
+        if not filters[0].startswith("selectivity="):
+            filtered += f" (mean selectivity {np.mean([r.filter_selectivity or 0 for r in chosen]):.3g})"
     heading = (f"{first.dataset_name}: {first.n_train:,} × {first.dim}-d vectors, {first.n_test:,} queries, "
-               f"{first.metric}\n{_y_title(y)} vs {_x_title(x_metric, k)}: k={k}, {mode} mode, {thr}"
+               f"{first.metric}{filtered}\n{_y_title(y)} vs {_x_title(x_metric, k)}: k={k}, {mode} mode, {thr}"
                + ("" if y.name not in ("build_s", "index_mb") else "\n(each build is one row of faint points: "
                   f"its search sweep; the staircase is the least {_y_title(y)} that reaches a recall)")
                + ("" if not lacking else f"\n(not plotted, no stored {x_metric}: {', '.join(lacking)})")
