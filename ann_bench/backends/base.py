@@ -36,6 +36,10 @@ import numpy as np
 from ann_bench.distances import METRICS
 from ann_bench.errors import InputError
 
+UPDATES_BOTH = "insert+delete"
+UPDATES_INSERT = "insert only (deletions as a filter)"
+UPDATES_NONE = "none: rebuilt each step"
+
 
 class SingleQuery(NamedTuple):
     """Single mode's timed call and how its results come back (see :meth:`Index.single_query`).
@@ -326,6 +330,51 @@ class Index(ABC):
         ``bitmap`` (uint8, bit i of byte i // 8, least significant first): (D_native, I) as :meth:`query`, with
         -1 ids where fewer than k allowed items were found. Timed like ``query``: only the library call(s)."""
         raise NotImplementedError(f"{self.label()} has no filtered search of its own")
+
+    # The engine under a database's Python client (issue 35): the lowest public layer that searches the same index,
+    # named here, or "" where there is none. ``query`` stays the figure users get (qps); the worker also times
+    # ``engine_query`` on the same queries (qps_engine), so the client's share is visible. ``no_engine`` says why a
+    # database has none; a library without a client (hnswlib, faiss) has none to split off.
+    engine: ClassVar[str] = ""
+    no_engine: ClassVar[str] = "the library call is the engine: no client to split off"
+
+    def engine_unavailable(self) -> str | None:
+        """Why this index cannot time its engine apart from its client (None: it can, through ``engine_query``).
+        Called before the engine is timed, outside the timed region: a backend opens its engine's handle here."""
+        return None if self.engine else self.no_engine
+
+    def engine_query(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The engine's own search of Q (nq, dim) under the current search parameters: (D_native, I) as ``query``
+        returns them, the same ids (tested). Timed like ``query``."""
+        raise NotImplementedError(f"{self.label()}: {self.no_engine}")
+
+    def engine_single_query(self, Q: np.ndarray, k: int) -> SingleQuery:
+        """Single mode's :class:`SingleQuery` for ``engine_query``, as :meth:`single_query` is for ``query``."""
+        return SingleQuery(partial(self.engine_query, k=k), stack_results)
+
+    # ---- a collection that changes (ann-bench stream) -------------------------------------------------------
+    # How the index follows inserts and deletes, declared, never probed: UPDATES_BOTH (add and remove),
+    # UPDATES_INSERT (add; remove hides the items from searches by a filter, their memory stays) or UPDATES_NONE
+    # (add/remove raise: `stream` rebuilds the index from scratch at each step). ``update_notes``: how, in words.
+    updates: ClassVar[str] = UPDATES_NONE
+    update_notes: ClassVar[str] = ""
+
+    @classmethod
+    def update_support(cls, build: dict[str, Any]) -> str:
+        """:attr:`updates` for a build configuration (validated build parameters): a subclass whose support
+        depends on them (IVF-PQ with exact re-ranking has none) says so here."""
+        return cls.updates
+
+    def add(self, X: np.ndarray, ids: np.ndarray) -> None:
+        """Insert the vectors X (n, dim) float32 into the built index under the labels ``ids`` (n,) int64, which
+        searches then return. ``stream`` passes consecutive labels, never reused: after a build over m vectors
+        (labels 0..m-1), m, m+1, ... Only where :attr:`updates` is not UPDATES_NONE."""
+        raise NotImplementedError(f"{self.label()} cannot insert into a built index ({self.updates})")
+
+    def remove(self, ids: np.ndarray) -> None:
+        """Remove the items labelled ``ids`` (n,) int64: searches never return them again. Only where
+        :attr:`updates` is not UPDATES_NONE."""
+        raise NotImplementedError(f"{self.label()} cannot remove from a built index ({self.updates})")
 
     @abstractmethod
     def convert(self, D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ann_bench.backends.base import Index, Param, copied_pairs
+from ann_bench.backends.base import UPDATES_BOTH, Index, Param, copied_pairs
 from ann_bench.distances import from_squared_l2
 
 SPACES = {"euclidean": "l2", "angular": "cosine", "ip": "ip"}
@@ -52,6 +52,23 @@ class HnswlibHNSW(Index):
         index.add_items(X, np.arange(n), num_threads=self.threads)
         self.index = index
         self._built = True
+
+    updates = UPDATES_BOTH
+    update_notes = ("add_items (the index resized to twice its capacity when full); mark_deleted: a deleted item "
+                    "stays in the graph as a tombstone searches pass through and never return; replace_deleted is "
+                    "not used (it needs allow_replace_deleted at init, which the static build does not set), so a "
+                    "deleted item's memory is not reused")
+
+    def add(self, X: np.ndarray, ids: np.ndarray) -> None:
+        self.check_shape(X)
+        need = self.index.get_current_count() + X.shape[0]  # the count includes deleted items
+        if need > self.index.get_max_elements():
+            self.index.resize_index(max(need, 2 * self.index.get_max_elements()))
+        self.index.add_items(X, np.asarray(ids, dtype=np.int64), num_threads=self.threads)
+
+    def remove(self, ids: np.ndarray) -> None:
+        for label in np.asarray(ids, dtype=np.int64).tolist():
+            self.index.mark_deleted(label)
 
     def search_skip_reason(self, search: dict[str, Any], k: int) -> str | None:
         if search["ef"] < k:

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from ann_bench.backends._faiss import FaissIndex, import_faiss
-from ann_bench.backends.base import Capabilities, Param
+from ann_bench.backends.base import UPDATES_INSERT, Capabilities, Index, Param
+from ann_bench.distances import normalized
 
 
 class FaissHNSW(FaissIndex):
@@ -56,3 +57,54 @@ class FaissHNSW(FaissIndex):
     def _apply_search_params(self, params: dict[str, Any]) -> None:
         if self.index is not None:
             self.index.hnsw.efSearch = params["ef"]
+        self._live_params = None
+
+    # ---- updates: add, and deletions as a search-time filter ---------------------------------------------------
+    updates = UPDATES_INSERT
+    update_notes = ("add (faiss numbers items in insertion order: labels must be consecutive); IndexHNSWFlat has no "
+                    "remove_ids, so a deleted item stays in the graph and every later search passes an "
+                    "IDSelectorBitmap of the live items (SearchParametersHNSW(sel=...)): the deleted item's memory "
+                    "stays")
+    _live: np.ndarray | None = None  # (ntotal,) bool once something was removed
+    _live_params = None  # the search parameters carrying the live items' bitmap (kept alive with it)
+
+    def add(self, X: np.ndarray, ids: np.ndarray) -> None:
+        self.check_shape(X)
+        ids = np.asarray(ids, dtype=np.int64)
+        n0 = self.index.ntotal
+        if not np.array_equal(ids, np.arange(n0, n0 + X.shape[0])):
+            raise ValueError(f"{self.label()} numbers items in insertion order: labels must be {n0}.."
+                             f"{n0 + X.shape[0] - 1}")
+        self.index.add(self.prepare(X))
+        if self._live is not None:
+            self._live = np.concatenate([self._live, np.ones(X.shape[0], dtype=bool)])
+            self._live_params = None
+
+    def remove(self, ids: np.ndarray) -> None:
+        if self._live is None:
+            self._live = np.ones(self.index.ntotal, dtype=bool)
+        self._live[np.asarray(ids, dtype=np.int64)] = False
+        self._live_params = None
+
+    def _filter_params(self):
+        """SearchParametersHNSW with the live items' bitmap, made once per change (outside the timed region's
+        loop: a user keeps it too)."""
+        if self._live_params is None:
+            faiss = import_faiss()
+            self._bitmap = np.packbits(self._live, bitorder="little")
+            sel = faiss.IDSelectorBitmap(self.index.ntotal, faiss.swig_ptr(self._bitmap))
+            self._live_params = (sel, self._search_parameters(sel))
+        return self._live_params[1]
+
+    def query(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._live is None:
+            return super().query(Q, k)
+        if self.metric == "angular":
+            Q = normalized(Q)
+        return self.index.search(Q, k, params=self._filter_params())
+
+    def single_query(self, Q: np.ndarray, k: int):
+        if self._live is None:
+            return super().single_query(Q, k)
+        self._filter_params()
+        return Index.single_query(self, Q, k)  # query itself: it carries the filter

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ann_bench.backends._faiss import FaissIndex, import_faiss
-from ann_bench.backends.base import Param
+from ann_bench.backends.base import UPDATES_BOTH, Param
 from ann_bench.errors import InputError
 
 
@@ -52,6 +52,17 @@ class FaissIVFFlat(FaissIndex):
         if search["nprobe"] > self.params["nlist"]:
             return f"nprobe={search['nprobe']} > nlist={self.params['nlist']} visits nothing more"
         return None
+
+    updates = UPDATES_BOTH
+    update_notes = ("add_with_ids into the lists of the centroids trained at the build (never retrained); "
+                    "remove_ids deletes the entries from their lists")
+
+    def add(self, X: np.ndarray, ids: np.ndarray) -> None:
+        self.check_shape(X)
+        self.index.add_with_ids(self.prepare(X), np.ascontiguousarray(ids, dtype=np.int64))
+
+    def remove(self, ids: np.ndarray) -> None:
+        self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
 
     def _make_index(self, X: np.ndarray):
         faiss = import_faiss()

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ann_bench.backends._faiss import import_faiss
-from ann_bench.backends.base import Param
+from ann_bench.backends.base import UPDATES_NONE, Param
 from ann_bench.backends.ivf import FaissIVFFlat, pow2_lists
 from ann_bench.errors import InputError
 
@@ -76,6 +76,24 @@ class FaissIVFPQ(FaissIVFFlat):
         if search["refine"] == 0 and self.params["rerank"]:
             return "refine=0 on a rerank=true build measures the rerank=false build again"
         return super().search_skip_reason(search, k)
+
+    update_notes = ("add_with_ids / remove_ids on the IVF-PQ index (codes of the build's trained quantizers); a "
+                    "rerank=true build (IndexRefineFlat, which numbers its raw vectors in order and has no "
+                    "remove_ids) has no updates: rebuilt each step")
+
+    @classmethod
+    def update_support(cls, build: dict[str, Any]) -> str:
+        return UPDATES_NONE if build.get("rerank") else cls.updates
+
+    def add(self, X: np.ndarray, ids: np.ndarray) -> None:
+        if self.params["rerank"]:
+            raise NotImplementedError(f"{self.label()} rerank=true cannot insert ({UPDATES_NONE})")
+        super().add(X, ids)
+
+    def remove(self, ids: np.ndarray) -> None:
+        if self.params["rerank"]:
+            raise NotImplementedError(f"{self.label()} rerank=true cannot remove ({UPDATES_NONE})")
+        super().remove(ids)
 
     def factory_string(self) -> str:
         p = self.params

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from ann_bench.backends.base import Capabilities, Index, Param
+from ann_bench.backends.base import UPDATES_BOTH, Capabilities, Index, Param
 from ann_bench.distances import from_squared_l2, normalized
 from ann_bench.errors import InputError
 
@@ -247,6 +247,11 @@ class NumbaNSW(Index):
         Q = self._prepare(Q)
         ef = self.search_config.get("ef", 10)
         m = self.search_config.get("m", 1)
+        if self._dead is not None:  # tombstones: the whole list, live entries kept
+            return self._drop_dead(*self._query(Q, max(ef, k), ef, m), k)
+        return self._query(Q, k, ef, m)
+
+    def _query(self, Q: np.ndarray, k: int, ef: int, m: int) -> tuple[np.ndarray, np.ndarray]:
         nq = Q.shape[0]
         workers = min(self.threads, nq)
         if workers <= 1:
@@ -260,6 +265,63 @@ class NumbaNSW(Index):
             job.result()
         return D, I
 
+    # ---- updates: insertion as in the build; deletion by tombstones, not repaired ------------------------------
+    updates = UPDATES_BOTH
+    update_notes = ("insert: each new point is searched for in the graph and linked both ways to the f nearest found, "
+                    "one by one, as the paper's build (new points are appended to the graph order, which is not "
+                    "re-sorted); delete: tombstones, not repaired: a deleted node keeps its links and vector, searches "
+                    "pass through it and drop it from their list of max(ef, k) at the end, so many tombstones near a "
+                    "query can leave fewer than k results at a small ef")
+    _dead: np.ndarray | None = None  # (labels,) bool: tombstoned labels, once something was removed
+
+    def add(self, X: np.ndarray, ids: np.ndarray) -> None:
+        K = self._bind()
+        Xp = self._prepare(X)
+        p = self.params
+        n0, n1 = self._X.shape[0], self._X.shape[0] + Xp.shape[0]
+        X_all = np.concatenate([self._X, Xp])
+        pool, start, cap, deg, used = self._growable(n1)
+        U = np.random.default_rng([self.seed, n0]).random((n1, p["w"]))  # rows n0.. are used
+        visited = np.zeros(n1, dtype=np.int32)
+        pool, used = K.insert_range(X_all, self._kind, p["f"], p["w"], p["ef_construction"], p["entry"] == "first",
+                                    U, pool, used, start, cap, deg, visited, n0, n1)
+        indptr, adj = K.to_csr(pool, start, deg)
+        labels = np.concatenate([self._ids, np.asarray(ids, dtype=np.int64)])
+        self._set_graph(X_all, indptr, adj, labels)
+        if self._dead is not None and labels.max() >= self._dead.shape[0]:
+            self._dead = np.concatenate([self._dead, np.zeros(labels.max() + 1 - self._dead.shape[0], dtype=bool)])
+
+    def _growable(self, n: int):
+        """The CSR graph as the build kernels' growable pool, with room for nodes up to ``n``: (pool, start, cap,
+        deg, used); each existing list in a block of capacity max(2, its degree) (full: the next link moves it)."""
+        deg = np.zeros(n, dtype=np.int32)
+        deg[: self._deg.shape[0]] = self._deg
+        cap = np.zeros(n, dtype=np.int32)
+        cap[: self._deg.shape[0]] = np.maximum(self._deg, 2)
+        start = np.zeros(n, dtype=np.int64)
+        start[1:] = np.cumsum(cap[:-1])
+        used = int(cap.sum())
+        pool = np.empty(max(16, 2 * used + (n - self._deg.shape[0]) * 2 * self.params["f"]), dtype=np.int32)
+        owner = np.repeat(np.arange(self._deg.shape[0]), self._deg)
+        offset = np.arange(self._adj.shape[0]) - np.repeat(self._indptr[:-1], self._deg)
+        pool[start[owner] + offset] = self._adj
+        return pool, start, cap, deg, used
+
+    def remove(self, ids: np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        if self._dead is None:
+            self._dead = np.zeros(int(self._ids.max()) + 1, dtype=bool)
+        self._dead[ids] = True
+
+    def _drop_dead(self, D: np.ndarray, I: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The first k live entries of each row of (D, I) (nq, max(ef, k)), padded with -1 / +inf."""
+        ok = (I >= 0) & ~self._dead[np.maximum(I, 0)]
+        order = np.argsort(~ok, axis=1, kind="stable")[:, :k]
+        keep = np.take_along_axis(ok, order, axis=1)
+        I = np.where(keep, np.take_along_axis(I, order, axis=1), -1)
+        D = np.where(keep, np.take_along_axis(D, order, axis=1), np.inf).astype(np.float32)
+        return D, I
+
     def convert(self, D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.metric != "ip":
             D = from_squared_l2(self.metric, D)  # sqrt for euclidean, /2 for angular
@@ -267,6 +329,8 @@ class NumbaNSW(Index):
 
     # ---- persistence ------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
+        if self._dead is not None:
+            raise InputError(f"{self.label()}: an index with deleted items (tombstones) cannot be saved")
         p = self.params
         with open(path, "wb") as fh:  # a file object: np.savez would append ".npz" to a bare path
             np.savez(

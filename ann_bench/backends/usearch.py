@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from ann_bench.backends.base import Capabilities, Index, Param, SingleQuery
+from ann_bench.backends.base import UPDATES_BOTH, Capabilities, Index, Param, SingleQuery
 from ann_bench.distances import from_squared_l2
 from ann_bench.errors import InputError
 
@@ -137,6 +137,19 @@ class USearchHNSW(Index):
         self.index = index
         self._built = True
         self._apply_search_params(self.search_config or self.validate_search_params({}))
+
+    updates = UPDATES_BOTH
+    update_notes = ("Index.add (capacity grows on its own); Index.remove(compact=False): the item is marked "
+                    "removed, its links stay (compact=True, which removes them, is not used), and searches never "
+                    "return it")
+
+    def add(self, X: np.ndarray, ids: np.ndarray) -> None:
+        self.check_shape(X)
+        self.index.add(np.asarray(ids, dtype=np.uint64), np.ascontiguousarray(X, dtype=np.float32), copy=True,
+                       threads=self.threads)
+
+    def remove(self, ids: np.ndarray) -> None:
+        self.index.remove(np.asarray(ids, dtype=np.uint64), threads=self.threads)
 
     def search_skip_reason(self, search: dict[str, Any], k: int) -> str | None:
         if search["ef"] < k:

@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from ann_bench.backends.base import Capabilities, Index, Param, SingleQuery
+from ann_bench.backends.base import UPDATES_BOTH, Capabilities, Index, Param, SingleQuery
 from ann_bench.distances import from_squared_l2
 from ann_bench.errors import InputError
 
@@ -107,6 +107,22 @@ class VoyagerHNSW(Index):
         self.index = index
         self.n = X.shape[0]
         self._built = True
+
+    updates = UPDATES_BOTH
+    update_notes = ("add_items with ids (the index grows on its own); mark_deleted: the item stays in the graph, "
+                    "takes its memory and is never returned (Voyager has no replace of deleted slots in its Python "
+                    "API)")
+
+    def add(self, X: np.ndarray, ids: np.ndarray) -> None:
+        self.check_shape(X)
+        self.index.add_items(np.ascontiguousarray(X, dtype=np.float32),
+                             ids=np.asarray(ids, dtype=np.int64).tolist(), num_threads=self.threads)
+        self.n += X.shape[0]
+
+    def remove(self, ids: np.ndarray) -> None:
+        for label in np.asarray(ids, dtype=np.int64).tolist():
+            self.index.mark_deleted(label)
+        self.n -= len(ids)
 
     def search_skip_reason(self, search: dict[str, Any], k: int) -> str | None:
         if search["ef"] < k:
