@@ -5,7 +5,9 @@ A filter (``run --filter SPEC``) gives every query an allowed subset of the base
 - ``label``: the query's own label (its test label; the base items of that label);
 - ``label:other``: another label than its own, drawn per query from the labels of the set (seeded);
 - ``selectivity=S``: a seeded random subset of round(S * n) items; the queries are spread over
-  :data:`SYNTH_GROUPS` such subsets (query i uses subset i mod 16), so that neighbouring queries differ.
+  :data:`SYNTH_GROUPS` such subsets (query i uses subset i mod 16), so that neighbouring queries differ;
+- ``NAME in V1,V2``, ``NAME<X`` (also ``<=``, ``>``, ``>=``, ``=``, ``!=``): the items whose attribute NAME (a
+  numeric column stored with the set, ``data import --attributes``) matches; the same subset for every query.
 
 Queries that share a subset form a *group*: a group's subset is one bitmap (bit i of byte i // 8, least
 significant bit first: faiss's ``IDSelectorBitmap`` layout), searched with one library call per group in batch
@@ -74,6 +76,25 @@ class Filter:
 
 
 _SPEC = re.compile(r"^(label(?::other)?|selectivity=([0-9.eE+-]+(?:,[0-9.eE+-]+)*))$")
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_ATTR_IN = re.compile(rf"^([A-Za-z_]\w*)\s+in\s+({_NUMBER}(?:\s*,\s*{_NUMBER})*)$")
+_ATTR_CMP = re.compile(rf"^([A-Za-z_]\w*)\s*(<=|>=|!=|==|<|>|=)\s*({_NUMBER})$")
+
+
+def _attribute_filter(text: str) -> str | None:
+    """The canonical name of an attribute filter ("tag in 3,7", "price<20"), or None when ``text`` is not one."""
+    if m := _ATTR_IN.match(text):
+        values = [_number(v) for v in m.group(2).split(",")]
+        return f"{m.group(1)} in {','.join(values)}"
+    if m := _ATTR_CMP.match(text):
+        op = "=" if m.group(2) == "==" else m.group(2)
+        return f"{m.group(1)}{op}{_number(m.group(3))}"
+    return None
+
+
+def _number(text: str) -> str:
+    value = float(text.strip())
+    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
 
 
 def parse_filters(specs: tuple[str, ...] | list[str]) -> list[str]:
@@ -84,9 +105,14 @@ def parse_filters(specs: tuple[str, ...] | list[str]) -> list[str]:
         text = spec.strip()
         m = _SPEC.match(text)
         if not m:
+            attribute = _attribute_filter(text)
+            if attribute is not None:
+                names.append(attribute)
+                continue
             raise InputError(f"--filter {spec!r} is not a filter: use label (each query's own label), label:other "
-                             "(another label, seeded), or selectivity=S[,S...] (a seeded random subset of that "
-                             "fraction of the items, 0 < S <= 1)")
+                             "(another label, seeded), selectivity=S[,S...] (a seeded random subset of that "
+                             "fraction of the items, 0 < S <= 1), or an item attribute: \"tag in 3,7\", "
+                             "\"price<20\" (<, <=, >, >=, =, !=)")
         if m.group(2) is None:
             names.append(text)
             continue
@@ -124,12 +150,31 @@ def post_factor(strategy: str) -> int | None:
 
 
 def make_filter(name: str, n: int, nq: int, k: int, train_labels: np.ndarray | None,
-                test_labels: np.ndarray | None, seed: int) -> Filter:
+                test_labels: np.ndarray | None, seed: int, attribute=None) -> Filter:
     """The filter ``name`` (from :func:`parse_filters`) over n base items and nq queries. InputError when it needs
-    labels the set lacks, or leaves some query fewer than k allowed items."""
+    labels the set lacks, or leaves some query fewer than k allowed items. ``attribute(name)``: the base items'
+    attribute column (``VectorSet.attribute``), for attribute filters."""
     rng = np.random.default_rng([seed, 0x46494C54])  # "FILT": independent of the builds' seed streams
     nbytes = (n + 7) // 8
-    if name.startswith("label"):
+    m = c = None
+    if not _SPEC.match(name):  # label, label:other and selectivity=S first: those names are reserved
+        m = _ATTR_IN.match(name)
+        c = None if m else _ATTR_CMP.match(name)
+    if m or c:
+        column_name = (m or c).group(1)
+        if attribute is None:
+            raise InputError(f"--filter {name!r} filters on the item attribute {column_name!r}, and this set has "
+                             "no attributes: import them with `ann-bench data import --attributes FILE`")
+        column = np.asarray(attribute(column_name))
+        if m:
+            mask = np.isin(column, [float(v) for v in m.group(2).split(",")])
+        else:
+            value, op = float(c.group(3)), c.group(2)
+            mask = {"<": column < value, "<=": column <= value, ">": column > value, ">=": column >= value,
+                    "=": column == value, "!=": column != value}[op]
+        masks = mask[None, :]
+        query_group = np.zeros(nq, dtype=np.int64)
+    elif name.startswith("label"):
         if train_labels is None or test_labels is None:
             raise InputError(f"--filter {name} needs labels, and this set has none: import them with "
                              "`ann-bench data import --labels`, or use --filter selectivity=S")
@@ -162,7 +207,7 @@ def make_filter(name: str, n: int, nq: int, k: int, train_labels: np.ndarray | N
     if small:
         g = small[0]
         raise InputError(f"--filter {name} leaves {int(sizes[g])} allowed item(s) for some queries, fewer than "
-                         f"k={k}: recall@{k} would be undefined; use a larger selectivity or a smaller -k")
+                         f"k={k}: recall@{k} would be undefined; use a filter that allows more items, or a smaller -k")
     bitmaps = np.packbits(masks, axis=1, bitorder="little")
     assert bitmaps.shape == (len(masks), nbytes)
     return Filter(name, n, bitmaps, sizes, np.asarray(query_group, dtype=np.int64))

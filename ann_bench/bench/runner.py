@@ -276,7 +276,8 @@ def _filter_cases(vs, X, Q, options: RunOptions, train_labels, test_labels, data
 
     cases = []
     for name in options.filters:
-        flt = make_filter(name, vs.n_train, vs.n_test, options.k, train_labels, test_labels, options.seed)
+        flt = make_filter(name, vs.n_train, vs.n_test, options.k, train_labels, test_labels, options.seed,
+                          attribute=vs.attribute)
         with reporter.task(f"filtered ground truth ({name})", None):
             D, I = filtered_groundtruth(X, Q, vs.metric, flt, options.k, cache_dir() / "filters" / dataset_hash)
         cases.append(FilteredCase(flt, D, I))

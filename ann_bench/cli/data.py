@@ -75,8 +75,10 @@ def info_cmd(file: Path, as_json: bool, sample: int) -> None:
     else:
         table = info_table()
         for key in ("path", "name", "metric", "dimension", "train", "test", "train_dtype", "groundtruth_depth",
-                    "labels", "n_classes", "keys", "size_mb", "content_hash"):
+                    "labels", "n_classes", "keys", "attributes", "size_mb", "content_hash"):
             value = facts[key]
+            if key == "attributes":
+                value = ", ".join(value) or "none"
             table.add_row(key, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else escape(str(value)))
         for key, value in facts["attrs"].items():
             table.add_row(f"attr {key}", escape(str(value)))  # wrapped by the table, never cut
@@ -107,6 +109,9 @@ def info_cmd(file: Path, as_json: bool, sample: int) -> None:
               help="Item keys of the base (one per line, or a 1-D .npy) [each vector's row number, 0-based].")
 @click.option("--query-keys", type=click.Path(path_type=Path), default=None,
               help="Item keys of --queries [row numbers].")
+@click.option("--attributes", type=click.Path(path_type=Path), default=None,
+              help="Numeric attributes of the base items, for `run --filter \"price<20\"`: a .npz (one array per "
+                   "attribute) or a .csv with a header (one column per attribute), one row per base vector.")
 @click.option("--test-size", type=int, default=10_000, show_default=True, help="Queries split off the base.")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the split.")
 @click.option("-k", "k", type=int, default=100, show_default=True, help="Ground-truth depth.")
@@ -117,22 +122,23 @@ def info_cmd(file: Path, as_json: bool, sample: int) -> None:
 @click.option("--key-column", default=None, help="Parquet: the item-key column [id, when present; else row numbers].")
 @force_option
 def import_cmd(base: Path, output: Path, metric: str, queries, groundtruth, labels, query_labels, keys, query_keys,
-               test_size: int, seed: int, k: int, vector_column: str | None, label_column: str | None,
+               attributes, test_size: int, seed: int, k: int, vector_column: str | None, label_column: str | None,
                key_column: str | None, force: bool) -> None:
     """Import .fvecs/.bvecs/.ivecs, .fbin/.u8bin/.i8bin/.ibin, .npy, IDX, .parquet (pyarrow) or ann-benchmarks
     HDF5 files."""
     from ann_bench.data.importing import import_dataset
 
-    check_output(output, "dataset", inputs=(base, queries, groundtruth, labels, query_labels, keys, query_keys),
-                 force=force)
+    check_output(output, "dataset", inputs=(base, queries, groundtruth, labels, query_labels, keys, query_keys,
+                                            attributes), force=force)
     with RichReporter() as rep, rep.task("ground truth", None) as advance:
         path = import_dataset(base, output, metric, queries=queries, groundtruth=groundtruth, labels=labels,
                               query_labels=query_labels, keys=keys, query_keys=query_keys, test_size=test_size,
                               seed=seed, k=k, progress=advance, vector_column=vector_column,
-                              label_column=label_column, key_column=key_column)
+                              label_column=label_column, key_column=key_column, attributes=attributes)
     with VectorSet(path) as vs:
         out.print(f"wrote {escape(str(path))}: {vs.n_train:,} train + {vs.n_test:,} test vectors, {vs.dim}-d, {vs.metric}, "
-                  f"ground truth depth {vs.gt_depth}{', labels' if vs.has_labels else ''}")
+                  f"ground truth depth {vs.gt_depth}{', labels' if vs.has_labels else ''}"
+                  + (f", attributes {', '.join(vs.attribute_names)}" if vs.attribute_names else ""))
 
 
 @data.command("combine")

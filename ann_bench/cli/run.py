@@ -73,8 +73,9 @@ from ann_bench.errors import InputError
 @click.option("--wide", is_flag=True, help="The closing table with every column, however wide the terminal.")
 @click.option("--filter", "filters", multiple=True, metavar="SPEC",
               help="Filtered search: label (each query restricted to its own label), label:other (another label), "
-                   "selectivity=S[,S...] (a seeded random subset of that fraction of the items). Repeatable. Recall "
-                   "is against the exact filtered ground truth; rows are stored with their filter.")
+                   "selectivity=S[,S...] (a seeded random subset of that fraction of the items), or an item "
+                   "attribute: \"tag in 3,7\", \"price<20\". Repeatable. Recall is against the exact filtered "
+                   "ground truth; rows are stored with their filter.")
 @click.option("--filter-strategy", "filter_strategies", multiple=True, metavar="in-index|post|post:F",
               help="With --filter: in-index (the library's own filtered search; flat's is the exact pre-filter) and "
                    "post:F (search F*k, keep the allowed) [default: in-index, post:2, post:8, post:32].")
@@ -127,7 +128,7 @@ def run(dataset: Path | None, backends: tuple[str, ...], build_specs, search_spe
         check_k(vs, k)
         labels = check_labels(vs)
         for name in options.filters:  # a filter the set cannot have is refused before any file is created
-            make_filter(name, vs.n_train, vs.n_test, k, *labels, seed)
+            make_filter(name, vs.n_train, vs.n_test, k, *labels, seed, attribute=vs.attribute)
         plans = plan_sweep(backends, vs.n_train, vs.dim, vs.metric, build_specs, search_specs)
         X = vs.load_train()
         vs.load_test()

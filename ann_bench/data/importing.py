@@ -148,6 +148,7 @@ def import_dataset(
     query_labels: str | os.PathLike | None = None,
     keys: str | os.PathLike | None = None,
     query_keys: str | os.PathLike | None = None,
+    attributes: str | os.PathLike | None = None,
     test_size: int = 10_000,
     seed: int = 0,
     k: int = DEFAULT_K,
@@ -183,6 +184,8 @@ def import_dataset(
     base_labels = _one_of(labels, file_labels, n, "--labels", base)
     base_keys = _one_of(keys, file_keys, n, "--keys", base)
     base_keys = base_keys if base_keys is not None else row_keys(range(n))
+    base_attributes = read_attributes(attributes, n) if attributes is not None else None
+    train_attributes = base_attributes
     if queries is not None:
         Q_raw, q_file_labels, q_file_keys = _read_table_or_vectors(queries, columns)
         check_float32_source("query", Q_raw, 0, f" in {str(queries)!r}")
@@ -208,6 +211,8 @@ def import_dataset(
         train_labels = base_labels[keep] if base_labels is not None else None
         test_labels = base_labels[test_rows] if base_labels is not None else None
         train_keys, test_keys = base_keys[keep], base_keys[test_rows]
+        if base_attributes is not None:  # the base rows that stay base keep theirs; queries have none
+            train_attributes = {name: column[keep] for name, column in base_attributes.items()}
     neighbors = distances = None
     if groundtruth is not None:
         if queries is None:
@@ -233,7 +238,61 @@ def import_dataset(
                                    "test_size": None if queries else test_size, "seed": seed})}
     return write_vectorset(out, train, Q, metric, neighbors=neighbors, distances=distances,
                            train_labels=train_labels, test_labels=test_labels, train_keys=train_keys,
-                           test_keys=test_keys, attrs=attrs, k=k, progress=progress)
+                           test_keys=test_keys, attrs=attrs, k=k, progress=progress,
+                           train_attributes=train_attributes)
+
+
+def read_attributes(path: str | os.PathLike, n: int) -> dict[str, np.ndarray]:
+    """Item attributes from a .npz (one array per attribute) or a .csv with a header row (one column per
+    attribute), checked (:func:`~ann_bench.data.vectorset.check_attributes`) for ``n`` base vectors."""
+    from ann_bench.data.vectorset import check_attributes
+
+    p = Path(path)
+    try:
+        if p.suffix.lower() == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                columns = {name: z[name] for name in z.files}
+        elif p.suffix.lower() == ".csv":
+            import csv
+
+            with open(p, newline="", encoding="utf-8") as fh:
+                rows = list(csv.reader(fh))
+            if not rows:
+                raise InputError(f"--attributes {str(p)!r} is empty; expected a header row of attribute names")
+            header, body = rows[0], rows[1:]
+            bad = next((i for i, r in enumerate(body) if len(r) != len(header)), None)
+            if bad is not None:
+                raise InputError(f"--attributes {str(p)!r}: row {bad + 2} has {len(body[bad])} value(s) for "
+                                 f"{len(header)} column(s)")
+            columns = {}
+            for j, name in enumerate(header):
+                try:
+                    values = [float(r[j]) for r in body]
+                except ValueError:
+                    row = next(i for i, r in enumerate(body) if not _is_number(r[j]))
+                    raise InputError(f"--attributes {str(p)!r}: column {name!r} row {row + 2} is "
+                                     f"{body[row][j][:40]!r}, not a number") from None
+                arr = np.asarray(values)
+                columns[name] = arr.astype(np.int64) if np.all(arr == np.round(arr)) and np.all(
+                    np.abs(arr) < 2**53) else arr
+        else:
+            raise InputError(f"--attributes {str(p)!r}: use a .npz (one array per attribute) or a .csv with a "
+                             "header row")
+    except OSError as exc:
+        raise InputError(f"cannot read --attributes {str(p)!r}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # a damaged .npz, pickled objects
+        raise InputError(f"--attributes {str(p)!r} is not a readable .npz of numeric arrays ({exc})") from None
+    if not columns:
+        raise InputError(f"--attributes {str(p)!r} holds no column")
+    return check_attributes(columns, n)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def _read_table_or_vectors(path, columns: dict[str, str | None]):

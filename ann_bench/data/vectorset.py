@@ -20,6 +20,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,6 +200,19 @@ class VectorSet:
         return "train_keys" in self.file
 
     @property
+    def attribute_names(self) -> list[str]:
+        """Names of the base items' attribute columns (``train_attributes``), sorted; [] without any."""
+        return sorted(self.file[ATTRIBUTES]) if ATTRIBUTES in self.file else []
+
+    def attribute(self, name: str) -> np.ndarray:
+        """The base items' attribute ``name`` (n,); InputError naming the ones the set has."""
+        if name not in self.attribute_names:
+            have = ", ".join(self.attribute_names) or "none"
+            raise InputError(f"this set has no item attribute {name!r} (it has: {have}); import attributes with "
+                             "`ann-bench data import --attributes FILE`")
+        return self.file[ATTRIBUTES][name][...]
+
+    @property
     def has_labels(self) -> bool:
         return "train_labels" in self.file and "test_labels" in self.file
 
@@ -302,6 +316,9 @@ class VectorSet:
                     continue
                 digest.update(f"\0{key}".encode())
                 digest.update(_canonical_bytes(key, self.file[key]))
+            for name in self.attribute_names:  # filters read them: sets without any keep their hash
+                digest.update(f"\0{ATTRIBUTES}/{name}".encode())
+                digest.update(_canonical_bytes(name, self.file[ATTRIBUTES][name]))
             self._content_hash = digest.hexdigest()[:16]
         return self._content_hash
 
@@ -324,6 +341,7 @@ class VectorSet:
             "train_dtype": str(self.file["train"].dtype),
             "groundtruth_depth": self.gt_depth,
             "labels": self.has_labels,
+            "attributes": self.attribute_names,
             "keys": _keys_example(self.file),
             "n_classes": int(len(np.unique(self.labels("train")))) if self.has_labels else 0,
             "size_mb": round(self.path.stat().st_size / 1e6, 2),
@@ -709,6 +727,7 @@ def write_vectorset(
     attrs: dict[str, Any] | None = None,
     k: int = DEFAULT_K,
     progress: Callable[[int], None] | None = None,
+    train_attributes: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Write a VectorSet atomically (temporary file, then rename) and return its path.
 
@@ -717,6 +736,9 @@ def write_vectorset(
     depth ``min(k, n)`` is computed with :func:`ann_bench.data.groundtruth.exact_knn` (over the written train in
     chunks when train is not an in-memory array) unless ``neighbors``/``distances`` (nq, depth) are given.
     ``train_keys``/``test_keys``: optional item keys (one str per vector), stored as ``train_keys``/``test_keys``.
+    ``train_attributes``: optional numeric columns of the base items ({name: (n,)}), what `run --filter
+    "tag in 3,7"` / `"price<20"` filter on; stored in the group ``train_attributes`` (see
+    :func:`check_attributes`).
     """
     metric = canonical_metric(metric)
     check_depth(k)
@@ -736,6 +758,7 @@ def write_vectorset(
                          "check the input (an empty feature column? a model that returns nothing?)")
     check_rows("test", test, 0, metric)
     train_keys = check_keys(train_keys, n, "train") if train_keys is not None else None
+    train_attributes = check_attributes(train_attributes, n) if train_attributes else None
     test_keys = check_keys(test_keys, len(test), "test") if test_keys is not None else None
     h5py = _h5py()
     with atomic_path(path, ".hdf5") as tmp:
@@ -772,7 +795,47 @@ def write_vectorset(
                 write_keys(f, "train_keys", train_keys)
             if test_keys is not None:
                 write_keys(f, "test_keys", test_keys)
+            if train_attributes:
+                group = f.create_group(ATTRIBUTES)
+                for name, column in train_attributes.items():
+                    group.create_dataset(name, data=column)
     return Path(path)
+
+
+ATTRIBUTES = "train_attributes"  # not "attrs": h5py's .attrs is the file's own metadata, a different thing
+_ATTRIBUTE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def check_attributes(columns: dict[str, Any], n: int) -> dict[str, np.ndarray]:
+    """Item attributes as {name: (n,) int64 or float64}; InputError naming the column and what is wrong: a name
+    that is not an identifier, a length other than n, text or other non-numbers, NaN or inf."""
+    out = {}
+    for name, values in columns.items():
+        if str(name) in ("label", "selectivity"):
+            raise InputError(f"attribute name {name!r} is reserved (--filter {name}... means the set's labels or a "
+                             "random subset): rename the column")
+        if not _ATTRIBUTE_NAME.match(str(name)):
+            raise InputError(f"attribute name {str(name)[:70]!r} is not an identifier (letters, digits, _; at most "
+                             "64): filters name it, e.g. --filter \"price<20\"")
+        arr = np.asarray(values)
+        if arr.ndim != 1 or len(arr) != n:
+            raise InputError(f"attribute {name!r} has shape {arr.shape}; expected one value per base vector ({n},)")
+        if arr.dtype.kind == "b":
+            arr = arr.astype(np.int64)
+        if arr.dtype.kind not in "iuf":
+            raise InputError(f"attribute {name!r} holds {arr.dtype} values; attributes are numbers (integer tags "
+                             "or a numeric column): encode text as integer codes")
+        if arr.dtype.kind == "f":
+            bad = np.flatnonzero(~np.isfinite(arr))
+            if bad.size:
+                raise InputError(f"attribute {name!r} of item {int(bad[0])} is {arr[bad[0]]}; attributes must be "
+                                 "finite numbers")
+            out[name] = arr.astype(np.float64)
+        else:
+            if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+                raise InputError(f"attribute {name!r} holds integers beyond int64")
+            out[name] = arr.astype(np.int64)
+    return out
 
 
 def check_depth(k: int) -> None:
