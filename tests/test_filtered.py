@@ -253,3 +253,22 @@ def test_run_filters_on_attributes(tmp_path):
     r = CliRunner().invoke(cli, ["run", "--dataset", str(path), "--backend", "flat", "--filter", "price<-1",
                                  "--results", str(tmp_path / "x.sqlite")])
     assert r.exit_code == 2 and "leaves 0 allowed item(s)" in r.output
+
+
+def test_partitioned_indices_search_each_category_in_its_own_index(tmp_path, small_set):
+    store = tmp_path / "p.sqlite"
+    r = _run("run", "--dataset", small_set, "--backend", "flat", "--backend", "hnsw", "--build", "hnsw:M=16",
+             "--search", "hnsw:ef=64", "--filter", "label", "--filter", "selectivity=0.2", "--filter-strategy",
+             "partitioned,in-index", "--runs", 1, "--mode", "both", "--results", store)
+    assert r.exit_code == 0, r.output
+    assert "not per random subset" in r.output
+    with ResultStore(store, create=False) as s:
+        rows = [r for r in s.records(filter_spec=None) if r.status == "ok"]
+    part = {(r.backend, r.mode): r for r in rows if r.filter_strategy == "partitioned"}
+    inindex = {(r.backend, r.mode): r for r in rows if r.filter_strategy == "in-index" and r.filter_spec == "label"}
+    assert set(part) == {(b, m) for b in ("flat", "hnsw") for m in ("batch", "single")}
+    assert all(r.filter_spec == "label" for r in part.values())
+    assert part[("flat", "batch")].recall == 1.0 and part[("flat", "single")].recall == 1.0
+    assert part[("hnsw", "batch")].recall >= 0.95
+    # the partitions' own build figures, not the whole index's
+    assert part[("hnsw", "batch")].build_s != inindex[("hnsw", "batch")].build_s

@@ -20,7 +20,11 @@ Strategies, each measured as its own configuration (the row's ``strategy``):
   ``SearchParameters(sel=IDSelectorBitmap)`` for flat, IVF, IVF-PQ and HNSW; hnswlib's ``filter`` callable).
   ``flat`` with ``in-index`` is the pre-filter baseline: an exact scan of the allowed items only;
 - ``post:F``: the unfiltered search for F * k neighbours, then the first k allowed ones kept (the mask check is
-  timed: a user pays it); fewer than k allowed among them leave -1 / inf, and recall says so.
+  timed: a user pays it); fewer than k allowed among them leave -1 / inf, and recall says so;
+- ``partitioned``: one index of the same backend and build per category (each label, or the one subset of an
+  attribute filter), each query searched in its category's index; the row's build time and index size are the
+  partitions' (built in the worker after the main index, each timed). Not for ``selectivity=S``, whose random
+  subsets are no categories anyone would partition by.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from ann_bench.errors import InputError
 
 SYNTH_GROUPS = 16
 POST_FACTORS = (2, 8, 32)  # post:F swept by default
-STRATEGIES = ("in-index", "post")
+STRATEGIES = ("in-index", "post", "partitioned")
 
 
 @dataclass
@@ -133,14 +137,14 @@ def parse_strategies(specs: tuple[str, ...] | list[str]) -> list[str]:
     out: list[str] = []
     for spec in specs or ("in-index", "post"):
         for part in filter(None, (p.strip() for p in spec.split(","))):
-            if part == "in-index":
+            if part in ("in-index", "partitioned"):
                 out.append(part)
             elif part == "post":
                 out += [f"post:{f}" for f in POST_FACTORS]
             elif (m := re.fullmatch(r"post:(\d+)", part)) and 1 <= int(m.group(1)) <= 1024:
                 out.append(f"post:{int(m.group(1))}")
             else:
-                raise InputError(f"--filter-strategy {part!r}: use in-index, post (factors "
+                raise InputError(f"--filter-strategy {part!r}: use in-index, partitioned, post (factors "
                                  f"{', '.join(map(str, POST_FACTORS))}) or post:F with 1 <= F <= 1024")
     return list(dict.fromkeys(out))
 
@@ -280,6 +284,7 @@ class FilteredPlan:
             flt = case.flt
             groups = [(g, rows, np.ascontiguousarray(Q[rows])) for g, rows in flt.groups()]  # outside timing
             true_D = _true_distances(job.metric, Q, X, case.gt_I)
+            parts: dict | None = None  # per-category indices, built at the first partitioned row that needs them
             for search in self.searches:
                 for strategy in self.strategies:
                     for mode in self.modes:
@@ -292,9 +297,22 @@ class FilteredPlan:
                             emit("skipped", i, f"{cls.label()} has no filtered search of its own; post-filtering "
                                                "(strategy post:F) is measured instead")
                             continue
+                        if strategy == "partitioned" and flt.name.startswith("selectivity="):
+                            emit("skipped", i, "partitioned indices are per category (a label, an attribute "
+                                               "filter), not per random subset")
+                            continue
                         try:
+                            extra: dict = {}
+                            if strategy == "partitioned":
+                                if parts is None:
+                                    parts = build_partitions(cls, job, X, flt, groups)
+                                extra = parts["figures"]
+                                for part, _ in parts["indices"].values():
+                                    part.set_search_params(**search)
                             index.set_search_params(**search)
-                            figures, I = measure_filtered(index, Q, groups, flt, job.k, mode, strategy, job.runs)
+                            figures, I = measure_filtered(index, Q, groups, flt, job.k, mode, strategy, job.runs,
+                                                          parts["indices"] if extra else None)
+                            figures.update(extra)
                             outside = check_allowed(I, flt)
                             if outside:
                                 raise ValueError(f"{outside} returned id(s) are outside their query's filter "
@@ -314,12 +332,32 @@ def _true_distances(metric: str, Q: np.ndarray, X: np.ndarray, gt_I: np.ndarray)
     return distances_to(metric, Q, X, np.maximum(gt_I, 0))
 
 
+def build_partitions(cls, job, X: np.ndarray, flt: Filter, groups) -> dict:
+    """One index of ``cls`` with ``job``'s build parameters over each queried group's allowed items: {"indices":
+    {group: (index, its item ids)}, "figures": build_s (sum of the timed builds), index_bytes (sum)}."""
+    import time
+
+    indices, build_s, size = {}, 0.0, 0
+    for g, _, _ in groups:
+        ids = flt.allowed_ids(g)
+        part = cls(job.metric, job.dim, threads=job.build_threads, seed=job.seed, **job.build)
+        part.warm_up()
+        t0 = time.perf_counter()
+        part.build(np.ascontiguousarray(X[ids]))
+        build_s += time.perf_counter() - t0
+        part.set_threads(job.threads)
+        size += int(part.index_bytes())
+        indices[g] = (part, ids)
+    return {"indices": indices, "figures": {"build_s": build_s, "index_bytes": size}}
+
+
 def measure_filtered(index, Q: np.ndarray, groups, flt: Filter, k: int, mode: str, strategy: str,
-                     runs: int) -> tuple[dict, np.ndarray]:
+                     runs: int, parts: dict | None = None) -> tuple[dict, np.ndarray]:
     """Time ``runs`` runs of the filtered search of Q by ``strategy``; the best run's figures and its ids (nq, k)
-    in the dataset's metric. Batch: one call per group of queries sharing a subset (in-index) or one call for all
-    (post); single: one call per query, each timed. Only the library call(s) and, for post-filtering, the mask
-    check and selection are timed."""
+    in the dataset's metric. Batch: one call per group of queries sharing a subset (in-index, partitioned: in
+    the group's own index, ``parts[group] = (index, ids)``) or one call for all (post); single: one call per
+    query, each timed. Only the library call(s) and, for post-filtering, the mask check and selection are
+    timed; distances are converted and partition ids mapped back after the run."""
     import gc
     import time
 
@@ -337,32 +375,40 @@ def measure_filtered(index, Q: np.ndarray, groups, flt: Filter, k: int, mode: st
             D = np.full((nq, k), np.inf, dtype=np.float64)
             I = np.full((nq, k), -1, dtype=np.int64)
             lat = np.zeros(nq)
+            raw: list = []  # (rows, native D, I, index that answered, partition ids or None), converted after the run
             c0, w0 = cpu(), perf()
             if mode == "batch":
-                if factor is None:
+                if parts is not None:
                     for g, rows, Qg in groups:
-                        d, ids = index.convert(*index.filtered_query(Qg, k, flt.bitmaps[g]))
-                        D[rows], I[rows] = d, ids
+                        part, ids = parts[g]
+                        raw.append((rows, *part.query(Qg, k), part, ids))
+                elif factor is None:
+                    for g, rows, Qg in groups:
+                        raw.append((rows, *index.filtered_query(Qg, k, flt.bitmaps[g]), index, None))
                 else:
-                    t0 = perf()
-                    d, ids = index.query(Q, factor * k)
-                    kept_D, kept_I = _keep_allowed(d, ids, flt, flt.query_group, k)
-                    lat[:] = (perf() - t0) / nq
-                    D, I = index.convert(kept_D, kept_I)
+                    raw.append((slice(None), *_keep_allowed(*index.query(Q, factor * k), flt, flt.query_group, k),
+                                index, None))
             else:
                 for g, rows, Qg in groups:
                     bitmap, group = flt.bitmaps[g], np.array([g])
+                    part, part_ids = parts[g] if parts is not None else (index, None)
                     for j, row in enumerate(rows):
                         q = Qg[j : j + 1]
                         t0 = perf()
-                        if factor is None:
+                        if parts is not None:
+                            d, ids = part.query(q, k)
+                        elif factor is None:
                             d, ids = index.filtered_query(q, k, bitmap)
                         else:
-                            d, ids = index.query(q, factor * k)
-                            d, ids = _keep_allowed(d, ids, flt, group, k)
+                            d, ids = _keep_allowed(*index.query(q, factor * k), flt, group, k)
                         lat[row] = perf() - t0
-                        D[row], I[row] = index.convert(d, ids)
+                        raw.append(([row], d, ids, part, part_ids))
             wall = perf() - w0
+            for rows, d, ids, answered, part_ids in raw:
+                d, ids = answered.convert(d, ids)
+                if part_ids is not None:
+                    ids = np.where(ids >= 0, part_ids[np.maximum(ids, 0)], -1)
+                D[rows], I[rows] = d, ids
             walls.append(wall if mode == "batch" else float(lat.sum()))
             cpus.append(cpu() - c0)
             results.append((D, I, lat))

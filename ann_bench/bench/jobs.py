@@ -211,7 +211,9 @@ class JobRecorder:
     def save(self, i: int, I=None, **fields) -> None:
         raise_if_terminated()
         search, mode = self.job.pending[i]
-        rec = self.record(search, mode, **self.node, **self.build_info, **self.retried, **fields)
+        # A result's own figures win over the build's: a filtered row searched in per-label partitions reports
+        # the partitions' build time and size, not the whole index's.
+        rec = self.record(search, mode, **{**self.node, **self.build_info, **self.retried, **fields})
         kept = False
         if self.store is not None:
             try:

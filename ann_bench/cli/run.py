@@ -76,9 +76,10 @@ from ann_bench.errors import InputError
                    "selectivity=S[,S...] (a seeded random subset of that fraction of the items), or an item "
                    "attribute: \"tag in 3,7\", \"price<20\". Repeatable. Recall is against the exact filtered "
                    "ground truth; rows are stored with their filter.")
-@click.option("--filter-strategy", "filter_strategies", multiple=True, metavar="in-index|post|post:F",
-              help="With --filter: in-index (the library's own filtered search; flat's is the exact pre-filter) and "
-                   "post:F (search F*k, keep the allowed) [default: in-index, post:2, post:8, post:32].")
+@click.option("--filter-strategy", "filter_strategies", multiple=True, metavar="in-index|post|post:F|partitioned",
+              help="With --filter: in-index (the library's own filtered search; flat's is the exact pre-filter), "
+                   "post:F (search F*k, keep the allowed), partitioned (an index per category) [default: in-index, "
+                   "post:2, post:8, post:32].")
 @pin_cpus_option
 @click.option("--remeasure-contended", is_flag=True,
               help="Measure again the stored configurations whose row is contended (timed while another process "
