@@ -146,7 +146,9 @@ def test_run_filter_end_to_end(tmp_path, small_set):
     r = _run(*args)  # resumed: nothing measured again
     assert r.exit_code == 0 and "skipped" in r.output
     r = _run("results", "--results", store)
-    assert r.exit_code == 0 and "add --filter label:other" in r.output
+    assert r.exit_code == 0 and "results --filter label:other" in r.output
+    r = CliRunner().invoke(cli, ["report", "--results", str(store), "-o", str(tmp_path / "r.html"), "--static"])
+    assert r.exit_code == 2 and "results --filter label:other" in r.output, r.output
     r = _run("results", "--results", store, "--filter", "label:other")
     assert r.exit_code == 0 and "post:8" in r.output
     r = _run("best", "--results", store, "--filter", "label:other", "--recall", "0.9")

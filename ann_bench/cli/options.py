@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
@@ -65,8 +66,8 @@ def filtered_note(store, dataset: str | None, filter_spec: str | None) -> str | 
                     if r.filter_spec})
     if not names:
         return None
-    return (f"rows of filtered searches are not shown (filters {', '.join(names)}): add --filter "
-            f"{names[0]} to see them")
+    return (f"rows of filtered searches are kept apart (filters {', '.join(names)}): list them with "
+            f"`ann-bench results --filter {shlex.quote(names[0])}`")
 
 
 def stored_records(store, dataset: str | None, **filters) -> list:
