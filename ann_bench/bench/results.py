@@ -98,6 +98,21 @@ class Record:
     filter_spec: str = ""
     filter_strategy: str = ""
     filter_selectivity: float | None = None
+    # An embedded database's engine timed without its Python client (Index.engine_query), right after the client on
+    # the same queries and mode, best of the same runs: qps stays the client's figure, the one users get (issue 35).
+    qps_engine: float | None = None
+    # A collection that changes (ann-bench stream, see ann_bench.bench.stream): the runbook (NAME@DIGEST; "" for a
+    # static row), the step's position in it and its operation (build, insert, delete, search; rebuild: the index
+    # built from scratch on the final live set), the live items after it, the throughput of an update step
+    # (items / update_s), the process RSS after it, and how the backend followed the changes (Index.updates).
+    stream_runbook: str = ""
+    stream_step: int | None = None
+    stream_op: str = ""
+    live_n: int | None = None
+    items_per_s: float | None = None
+    update_s: float | None = None
+    rss_bytes: int | None = None
+    stream_updates: str = ""
 
     @property
     def contended(self) -> bool:
@@ -112,10 +127,23 @@ class Record:
                  canon_params(self.search_params), int(self.k), self.mode, int(self.threads)]
         if self.filter_spec:  # unfiltered rows keep the keys they always had
             ident += [self.filter_spec, self.filter_strategy]
+        if self.stream_runbook:  # so do static rows
+            ident += [self.stream_runbook, self.stream_step]
         return hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:24]
 
     def label(self) -> str:
         return f"{self.backend}[{self.impl}]"
+
+
+def _runbook_matches(stored: str, wanted: str) -> bool:
+    """Whether a row's runbook ``stored`` (NAME@DIGEST, "" for static rows) is the ``wanted`` one: "" for static
+    rows; else NAME@DIGEST, NAME, or @DIGEST-prefix."""
+    if not wanted or not stored:
+        return stored == wanted
+    name, _, digest = stored.partition("@")
+    if wanted.startswith("@"):
+        return digest.startswith(wanted[1:])
+    return wanted in (stored, name)
 
 
 _JSON_FIELDS = ("build_params", "search_params", "label_metrics", "versions", "host")
@@ -456,10 +484,12 @@ class ResultStore:
         return None
 
     def records(self, dataset: str | None = None, backend: str | None = None, mode: str | None = None,
-                k: int | None = None, filter_spec: str | None = "") -> list[Record]:
+                k: int | None = None, filter_spec: str | None = "", stream: str | None = "") -> list[Record]:
         """Stored records, oldest first, filtered by dataset (hash, hash prefix, name or path), backend, mode, k,
         and filter: by default the unfiltered rows only (a filtered row's recall and QPS answer another question),
-        ``filter_spec="label"`` the rows of that filter, None every row."""
+        ``filter_spec="label"`` the rows of that filter, None every row; and runbook: by default the static rows
+        only (a stream row measures an index after updates), ``stream="NAME@DIGEST"`` (or a NAME, or a digest
+        prefix) the rows of that runbook, None every row."""
         sql, args = "SELECT * FROM results WHERE 1=1", []
         if dataset:
             # a hash prefix compared as text (not LIKE: '%' and '_' in a name are not wildcards), or any name or path
@@ -482,7 +512,13 @@ class ResultStore:
             args.append(int(k))
         sql += " ORDER BY rowid"
         rows = [self._record(r) for r in self.db.execute(sql, args)]
-        return rows if filter_spec is None else [r for r in rows if (r.filter_spec or "") == filter_spec]
+        rows = rows if filter_spec is None else [r for r in rows if (r.filter_spec or "") == filter_spec]
+        return rows if stream is None else [r for r in rows if _runbook_matches(r.stream_runbook or "", stream)]
+
+    def runbooks(self, dataset: str | None = None) -> list[str]:
+        """The runbooks (NAME@DIGEST) of the stored stream rows, in the order first stored."""
+        return list(dict.fromkeys(r.stream_runbook for r in self.records(dataset, filter_spec=None, stream=None)
+                                  if r.stream_runbook))
 
     def datasets(self) -> list[dict[str, Any]]:
         rows = self.db.execute(

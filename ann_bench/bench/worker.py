@@ -91,6 +91,7 @@ class BuildJob:
     # and those of an earlier attempt. Where the recall levelled off is judged from them and the new measurements.
     measured: list[tuple[dict[str, Any], str, float]] = field(default_factory=list)
     pin_cpus: int | None = None  # the timed searches run on this many of the least busy CPUs (--pin-cpus)
+    build_rows: Any = None  # rows of the train vectors the build uses (ndarray), None: all (stream's initial build)
 
 
 # ---- measuring --------------------------------------------------------------------------------------------
@@ -157,6 +158,7 @@ def _measure(index, Q: np.ndarray, k: int, mode: str, runs: int) -> tuple[dict[s
         _, I = index.convert(*best_res)
         figures = {"qps": nq / best, "search_s": best, "runs": len(walls)}
         figures.update(cpu_figures(index, walls, cpus, best_i))
+        figures.update(_engine_figures(index, Q, k, mode, runs))
         return figures, I
     rows = [Q[i : i + 1] for i in range(nq)]  # views prepared outside the timed loop
     lat = np.empty(nq, dtype=np.float64)
@@ -190,7 +192,35 @@ def _measure(index, Q: np.ndarray, k: int, mode: str, runs: int) -> tuple[dict[s
     figures.update(search_s=float(best_total), runs=len(walls))
     figures.update(cpu_figures(index, walls, cpus, best_i))
     figures["search_s_median"] = float(np.median(totals))
+    figures.update(_engine_figures(index, Q, k, mode, runs))
     return figures, I
+
+
+def _engine_figures(index, Q: np.ndarray, k: int, mode: str, runs: int) -> dict[str, float]:
+    """``qps_engine``: the QPS of the engine under a database's client (:meth:`Index.engine_query`), timed right after
+    the client on the same queries in the same mode, best of ``runs`` runs; {} where the index has no such engine."""
+    if index.engine_unavailable() is not None:
+        return {}
+    perf = time.perf_counter
+    best = np.inf
+    for _ in range(runs):
+        if mode == "batch":
+            t0 = perf()
+            index.engine_query(Q, k)
+            best = min(best, perf() - t0)
+            continue
+        query, _, keep = index.engine_single_query(Q, k)
+        total = 0.0
+        for i in range(Q.shape[0]):
+            q = Q[i : i + 1]
+            t0 = perf()
+            res = query(q)
+            total += perf() - t0
+            if keep is not None:
+                keep(i, res)
+            res = None
+        best = min(best, total)
+    return {"qps_engine": Q.shape[0] / best}
 
 
 def accuracy(metric: str, Q: np.ndarray, X: np.ndarray, I: np.ndarray, gt_D: np.ndarray, gt_I: np.ndarray,
@@ -269,7 +299,7 @@ def execute_build(job: BuildJob, X: np.ndarray, Q: np.ndarray, emit: Callable[..
             emit("building")
             rss0 = _rss()
             t0 = time.perf_counter()
-            index.build(X)
+            index.build(X if job.build_rows is None else X[job.build_rows])
             info["build_s"] = time.perf_counter() - t0
             info["rss_delta_bytes"] = _rss() - rss0
             info["peak_rss_bytes"] = _peak_rss()
