@@ -249,7 +249,7 @@ def test_invalid_search_parameters(key, params, match):
 
 def test_registry_keeps_hnswlib_the_default_hnsw():
     assert list(implementations("hnsw"))[:2] == ["hnswlib", "faiss"]
-    assert set(implementations("hnsw")) == {"hnswlib", "faiss", "usearch", "voyager", "nmslib"}
+    assert set(implementations("hnsw")) == {"hnswlib", "faiss", "usearch", "voyager", "nmslib", "chroma", "milvus"}
     assert get_backend("hnsw").impl == "hnswlib"
     assert [get_backend(n).impl for n in ("nsw", "annoy", "kdtree")] == ["numba", "annoy", "scipy"]
 
