@@ -104,6 +104,13 @@ def _is_report(path: Path) -> bool:
     return b'<meta name="generator" content="ann-bench ' in _read(path, 8192)
 
 
+RUNBOOK_MARKER = b"# ann-bench runbook"  # the first line of a runbook `stream make-runbook` writes
+
+
+def _is_runbook(path: Path) -> bool:
+    return _read(path, len(RUNBOOK_MARKER)) == RUNBOOK_MARKER
+
+
 def _is_export(path: Path) -> bool:
     head = _read(path, 1 << 16)
     if head.lstrip()[:1] == b"[":  # a JSON export: a list of rows, each carrying the marker key
@@ -165,6 +172,7 @@ KINDS: dict[str, tuple[str, Callable[[Path], bool]]] = {
     "checkpoint": ("a checkpoint written by `ann-bench train`", _is_checkpoint),
     "train-metrics": ("a metrics file written by `ann-bench train`", lambda p: _json_kind(p, "train-metrics")),
     "neighbours": ("a neighbours file of `ann-bench search`", _is_neighbours),
+    "runbook": ("a runbook written by `ann-bench stream make-runbook`", _is_runbook),
 }
 OLDER = "files of ann-bench versions before this marker count as foreign"
 

@@ -306,7 +306,8 @@ def step_line(rec) -> str:
     """One step's line: ``hnsw[hnswlib] step 3 insert: 10,000 live, 52,311 items/s, index 5.1 MB``."""
     from ann_bench.bench.metrics import fmt_recall
 
-    head = f"{rec.label()} step {rec.stream_step} {rec.stream_op}" + ("" if rec.mode == "batch" else f" {rec.mode}")
+    measured = rec.stream_op in ("search", "rebuild") and rec.mode != "batch"
+    head = f"{rec.label()} step {rec.stream_step} {rec.stream_op}" + (f" {rec.mode}" if measured else "")
     if rec.status != "ok":
         return f"{head}: {rec.status}: {rec.error}"
     parts = [f"{rec.live_n:,} live"] if rec.live_n is not None else []

@@ -40,7 +40,8 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from ann_bench.cli import backends, best, data, embed, evaluate, index, plot, report, results, run, train, tune
+    from ann_bench.cli import (backends, best, data, embed, evaluate, index, plot, report, results, run, stream, train,
+                               tune)
 
     cli.add_command(data.data)
     cli.add_command(embed.embed)
@@ -53,6 +54,7 @@ def _register() -> None:
     cli.add_command(report.report)
     cli.add_command(best.best)
     cli.add_command(tune.tune)
+    cli.add_command(stream.stream)
     cli.add_command(evaluate.evaluate)
     cli.add_command(index.index)
     cli.add_command(index.search)

@@ -78,7 +78,7 @@ def stored_records(store, dataset: str | None, **filters) -> list:
 
     key = dataset_filter(dataset)
     records = store.records(dataset=key, **filters)
-    if dataset is not None and not records and not store.records(dataset=key, filter_spec=None):
+    if dataset is not None and not records and not store.records(dataset=key, filter_spec=None, stream=None):
         held = store.datasets()
         sets = "; ".join(f"{d['dataset_name']} ({d['dataset_hash'][:8]}, {d['rows']} row(s))" for d in held)
         raise InputError(f"no results for --dataset {dataset!r} in {str(store.path)!r}, which holds "

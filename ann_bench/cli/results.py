@@ -9,8 +9,8 @@ from rich.markup import escape
 
 from ann_bench.atomic import atomic_path
 from ann_bench.cli.console import err, out
-from ann_bench.cli.options import (by_strategy, filter_option, filtered_note, force_option, results_option,
-                                   stored_records)
+from ann_bench.cli.options import (by_strategy, dataset_filter, filter_option, filtered_note, force_option,
+                                   results_option, stored_records)
 from ann_bench.errors import InputError
 from ann_bench.bench.metrics import fmt_recall
 from ann_bench.outputs import check_output
@@ -33,10 +33,14 @@ from ann_bench.bench.results import ResultStore, filter_records, params_str, sor
 @click.option("--wide", is_flag=True, help="Every column, however wide the terminal (the table otherwise leaves out "
               "columns in a stated order to fit, and says which).")
 @filter_option
+@click.option("--stream", "stream", default=None, metavar="RUNBOOK",
+              help="The rows of `ann-bench stream` runs of this runbook (NAME, NAME@DIGEST, or @DIGEST prefix; "
+                   "'all': every runbook), step by step [default: the static rows].")
 @force_option
 @results_option
 def results(dataset: str | None, backend: str | None, where: tuple[str, ...], sort: str | None, fmt: str,
-            output: Path | None, wide: bool, filter_spec: str | None, force: bool, results_path: Path) -> None:
+            output: Path | None, wide: bool, filter_spec: str | None, stream: str | None, force: bool,
+            results_path: Path) -> None:
     """Show stored results. CSV and JSON carry every field (pandas.read_csv / read_json read them directly).
 
     For sets with labels the table adds P@k (label-aware precision@k of the configuration) and exact P@k
@@ -47,8 +51,24 @@ def results(dataset: str | None, backend: str | None, where: tuple[str, ...], so
                              f"terminal), or drop -o {str(output)!r}")
         check_output(output, "export", inputs=(results_path,), force=force)
     with ResultStore(results_path, create=False) as store:
-        records = stored_records(store, dataset, backend=backend, filter_spec=filter_spec or "")
-        note = filtered_note(store, dataset, filter_spec)
+        if stream is not None:
+            records = _stream_records(store, dataset, backend, stream)
+            note = None
+        else:
+            records = stored_records(store, dataset, backend=backend, filter_spec=filter_spec or "")
+            note = filtered_note(store, dataset, filter_spec)
+            runbooks = store.runbooks(dataset_filter(dataset))
+            if runbooks:
+                note = ((note + "; ") if note else "") + (
+                    f"rows of stream runbooks are not shown ({', '.join(runbooks)}): add --stream "
+                    f"{runbooks[0].partition('@')[0]} to see them")
+    if stream is not None and fmt == "table":
+        from ann_bench.cli.stream import stream_table
+
+        records = filter_records(records, where) if where else records
+        records = sort_records(records, sort) if sort else records
+        out.print(stream_table(records, str(results_path)).render(out.width, wide=wide))
+        return
     if fmt == "table":
         records = by_strategy(records)
     records = filter_records(records, where) if where else records
@@ -71,6 +91,20 @@ def results(dataset: str | None, backend: str | None, where: tuple[str, ...], so
         with atomic_path(output) as tmp:
             tmp.write_text(marked_export(text, fmt), encoding="utf-8")
         out.print(f"wrote {len(records)} result(s) to {escape(str(output))}")
+
+
+def _stream_records(store, dataset: str | None, backend: str | None, stream: str) -> list:
+    """The stored rows of runbook ``stream`` ('all': every runbook); InputError naming the stored runbooks when
+    none matches."""
+    key = dataset_filter(dataset)
+    wanted = None if stream == "all" else stream
+    records = [r for r in store.records(dataset=key, backend=backend, filter_spec=None, stream=wanted)
+               if r.stream_runbook]
+    if not records:
+        held = store.runbooks(key)
+        raise InputError(f"no stream rows of runbook {stream!r} in {str(store.path)!r}; "
+                         + (f"it holds {', '.join(held)}" if held else "run `ann-bench stream --runbook FILE` first"))
+    return records
 
 
 def marked_export(text: str, fmt: str) -> str:
