@@ -163,6 +163,8 @@ def check_command(args: tuple[str, ...] | list[str]) -> str | None:
                     return None
                 # A group keeps its subcommand and the arguments after it (click < 9: in _protected_args).
                 rest = [*getattr(ctx, "_protected_args", ()), *ctx.args]
+                if not rest and cmd.invoke_without_command:  # a group that is a command too (`stream --runbook`)
+                    return None
                 if not rest:
                     return f"{ctx.command_path}: no subcommand (one of: {', '.join(sorted(cmd.commands))})"
                 sub_name, sub, rest = cmd.resolve_command(ctx, rest)
@@ -201,6 +203,8 @@ def check_synopsis(words: tuple[str, ...] | list[str]) -> str | None:
     cmd: click.Command = cli
     path, rest = ["ann-bench"], list(words)
     while isinstance(cmd, click.Group):
+        if cmd.invoke_without_command and (not rest or rest[0] not in cmd.commands):
+            break  # a group that is a command too: its own options follow
         if not rest or rest[0] not in cmd.commands:
             return f"{' '.join(path)}: no subcommand {rest[:1]} (one of: {', '.join(sorted(cmd.commands))})"
         path.append(rest[0])
