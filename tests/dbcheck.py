@@ -20,7 +20,7 @@ def _build_and_wait(name, impl, build, X, conn):
     conn.recv()  # killed while waiting here
 
 
-def assert_dir_goes_with_the_index(name, impl, build, X, Q, collected=True):
+def assert_dir_goes_with_the_index(name, impl, build, X, Q):
     """Built, searched, saved size measured: the directory exists; after close() it is gone, and so is the
     directory of an index that is only dropped (garbage collection)."""
     index = get_backend(name, impl)("euclidean", X.shape[1], **build)
@@ -31,8 +31,6 @@ def assert_dir_goes_with_the_index(name, impl, build, X, Q, collected=True):
     index.search(Q, 10)
     index.close()
     assert not path.exists()
-    if not collected:  # the library keeps a reference to the index: removed at exit or at the next run
-        return
     dropped = get_backend(name, impl)("euclidean", X.shape[1], **build)
     dropped.build(X)
     path = dropped.dir.path

@@ -91,9 +91,8 @@ def test_save_load_gives_identical_results(data, tmp_path):
 
 def test_directory_and_server_threads_go_with_the_index(data):
     X, Q = data
-    # pymilvus keeps the frames of the build's calls alive (measured with gc.get_referrers), and with them the
-    # index: an index dropped without close() goes at exit or at the next run, not at garbage collection
-    assert_dir_goes_with_the_index("hnsw", "milvus", CONFIGS["hnsw"][0], X, Q, collected=False)
+    # closed, and dropped without close() (garbage collection): the directory goes, and the server with it
+    assert_dir_goes_with_the_index("hnsw", "milvus", CONFIGS["hnsw"][0], X, Q)
     left = [t.name for t in threading.enumerate() if t.name.startswith("milvus_lite") or "_serve" in t.name]
     assert not left  # the in-process server's threads (its pool, one a collection) are stopped
 
