@@ -78,3 +78,27 @@ def assert_single_equals_batch(index, Q, k=10):
     Ds, Is = index.convert(*single.finish(kept))
     np.testing.assert_array_equal(Is, I)
     np.testing.assert_allclose(Ds, D, rtol=1e-6, atol=1e-6)
+
+
+def assert_engine_matches_client(index, Q, k=10):
+    """The engine under the client (``engine_query``), in batch and single mode, returns the client's own ids and
+    distances; and the worker times it beside the client (``qps_engine``)."""
+    from ann_bench.bench.worker import measure
+
+    assert index.engine and index.engine_unavailable() is None
+    D, I = index.query(Q, k)
+    De, Ie = index.engine_query(Q, k)
+    np.testing.assert_array_equal(Ie, I)
+    np.testing.assert_allclose(De, D, rtol=1e-6, atol=1e-6)
+    single = index.engine_single_query(Q, k)
+    kept = []
+    for i in range(len(Q)):
+        res = single.call(Q[i : i + 1])
+        kept.append(res if single.keep is None else single.keep(i, res))
+    Ds, Is = single.finish(kept)
+    np.testing.assert_array_equal(Is, I)
+    np.testing.assert_allclose(Ds, D, rtol=1e-6, atol=1e-6)
+    for mode in ("batch", "single"):
+        figures, ids = measure(index, Q, k, mode, runs=2)
+        assert figures["qps_engine"] > 0 and figures["qps"] > 0
+        np.testing.assert_array_equal(ids, index.convert(D, I)[1])

@@ -68,6 +68,19 @@ def test_single_mode_equals_batch(data):
     assert_single_equals_batch(built("angular", X, ef=40), Q[:20])
 
 
+def test_no_engine_figure_and_why(data):
+    """Chroma has no public layer under Collection.query: no qps_engine, and the reason is given."""
+    from ann_bench.bench.worker import measure
+
+    X, Q = data
+    index = built("euclidean", X, ef=40)
+    assert not index.engine and "no public layer" in index.engine_unavailable()
+    with pytest.raises(NotImplementedError, match="no public layer"):
+        index.engine_query(Q, 10)
+    assert "qps_engine" not in measure(index, Q[:10], 10, "batch", 1)[0]
+    index.close()
+
+
 def test_padding_when_k_exceeds_n(data):
     X, Q = data
     index = built("euclidean", X[:50])

@@ -7,8 +7,8 @@ pytest.importorskip("lancedb")
 
 from ann_bench.backends import get_backend, implementations  # noqa: E402
 from ann_bench.errors import InputError  # noqa: E402
-from dbcheck import (assert_dir_goes_with_the_index, assert_killed_process_dir_swept,  # noqa: E402
-                     assert_save_load_identical, assert_single_equals_batch)
+from dbcheck import (assert_dir_goes_with_the_index, assert_engine_matches_client,  # noqa: E402
+                     assert_killed_process_dir_swept, assert_save_load_identical, assert_single_equals_batch)
 from oracle import assert_matches_oracle  # noqa: E402
 
 CONFIGS = {  # name: (build, most accurate search, recall@10 floor)
@@ -75,6 +75,19 @@ def test_single_mode_equals_batch(name, data):
     X, Q = data
     index = built(name, "angular", X, {**CONFIGS[name][1], "refine": 0} if "refine" in CONFIGS[name][1] else None)
     assert_single_equals_batch(index, Q[:20])
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "angular", "ip"])
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_lance_dataset_under_the_client_returns_its_results(name, metric, data):
+    """The engine figure (qps_engine) times the table's Lance dataset searched by pylance: the client's ids and
+    distances exactly, at a setting short of exact (PQ codes, no refine) as well."""
+    pytest.importorskip("lance")
+    X, Q = data
+    search = {"ivf": {"nprobe": 2}, "ivfpq": {"nprobe": 2, "refine": 0}, "ivfhnswsq": {"ef": 10, "refine": 0}}
+    index = built(name, metric, X, search.get(name))
+    assert_engine_matches_client(index, Q[:30])
+    index.close()
 
 
 def test_padding_when_k_exceeds_n(data):

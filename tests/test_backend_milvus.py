@@ -10,8 +10,8 @@ pytest.importorskip("pymilvus")
 
 from ann_bench.backends import get_backend, implementations  # noqa: E402
 from ann_bench.errors import InputError  # noqa: E402
-from dbcheck import (assert_dir_goes_with_the_index, assert_killed_process_dir_swept,  # noqa: E402
-                     assert_save_load_identical, assert_single_equals_batch)
+from dbcheck import (assert_dir_goes_with_the_index, assert_engine_matches_client,  # noqa: E402
+                     assert_killed_process_dir_swept, assert_save_load_identical, assert_single_equals_batch)
 from oracle import assert_matches_oracle  # noqa: E402
 
 CONFIGS = {  # name: (build, most accurate search, recall@10 floor)
@@ -81,6 +81,16 @@ def test_single_mode_equals_batch(data):
     X, Q = data
     index = built("hnsw", "angular", X, ef=40)
     assert_single_equals_batch(index, Q[:20])
+    index.close()
+
+
+@pytest.mark.parametrize("name,metric", [("flat", "euclidean"), ("ivf", "angular"), ("hnsw", "ip")])
+def test_engine_under_the_client_returns_its_results(name, metric, data):
+    """The engine figure (qps_engine) times milvus-lite's own Collection.search on the server's engine: the
+    client's ids and distances exactly, at settings short of exact too."""
+    X, Q = data
+    index = built(name, metric, X, **{"flat": {}, "ivf": {"nprobe": 2}, "hnsw": {"ef": 10}}[name])
+    assert_engine_matches_client(index, Q[:30])
     index.close()
 
 

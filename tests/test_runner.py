@@ -256,6 +256,7 @@ def test_measure_times_with_the_garbage_collector_off_and_restores_it():
             return D, I
 
         single_query = Index.single_query  # single mode's default: query itself
+        engine, no_engine, engine_unavailable = Index.engine, Index.no_engine, Index.engine_unavailable  # none
 
     probe = Probe()
     assert gc.isenabled()

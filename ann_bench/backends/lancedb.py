@@ -31,6 +31,12 @@ Measured with lancedb 0.40.0 (tests/test_backend_lancedb.py checks each):
   daemon shared by every connection in the process); it cannot be stopped per index without breaking later
   connections, so ``close`` drops the connection and removes the files, and the thread ends with the worker.
 
+Engine alone (``engine_query``, the worker's ``qps_engine``): the same table's Lance dataset (``table.to_lance()``,
+the ``pylance`` package at the Lance version LanceDB embeds, 13.0.0 for lancedb 0.40) searched by its own
+``to_table(nearest={column, q, k, metric, nprobes, refine_factor, ef}, columns=["id", "_distance"])``, a batch as
+one 2-d ``q``: the layer under LanceDB's query builder and its background asyncio loop. It returns the client's
+ids and distances exactly (tested, every index type and metric).
+
 Build = the table's creation with every vector (``insert_s``) + ``create_index`` (``index_s``; none for flat), in
 ``build_times``. ``index_bytes`` is the database directory's size on disk (the table keeps the raw vectors, so
 every index type's size includes them). Save/load: the directory as one tar (see :mod:`._dbdir`).
@@ -72,14 +78,17 @@ class LanceFlat(DatabaseIndex):
         "runs through LanceDB's client; its own thread pools (--threads not honoured)",
         "build = insert + index creation (build_times); index size = the database directory on disk"])
 
+    engine = "the table's Lance dataset (pylance): LanceDataset.to_table(nearest=...)"
+
     def __init__(self, metric: str, dim: int, threads: int = 1, seed: int = 0, **build_params: Any):
         super().__init__(metric, dim, threads, seed, **build_params)
-        self.db = self.table = None
+        self.db = self.table = self._dataset = None
 
     def _connect(self) -> None:
         import lancedb
 
         self.db = lancedb.connect(str(self.dir.path))
+        self._dataset = None
 
     def _insert(self, X: np.ndarray) -> None:
         import pyarrow as pa
@@ -122,6 +131,37 @@ class LanceFlat(DatabaseIndex):
     def single_query(self, Q: np.ndarray, k: int) -> SingleQuery:
         """Each query's builder and ``to_arrow`` timed; the Arrow tables turned into arrays afterwards."""
         return SingleQuery(lambda q: self._builder(q[0], k).to_arrow(),
+                           lambda kept: stack_results([_rows(t, 1, k) for t in kept]))
+
+    def engine_unavailable(self) -> str | None:
+        import importlib.util
+
+        if importlib.util.find_spec("lance") is None:
+            return "the Lance dataset needs the pylance package (pip install pylance==13.0.0, in the dbs extra)"
+        if self._dataset is None:
+            self._dataset = self.table.to_lance()  # opened once, outside the timed region
+        return None
+
+    def _nearest(self, q: np.ndarray, k: int) -> dict[str, Any]:
+        """The Lance scanner's ``nearest`` for ``_builder``'s query: the same metric, k and search settings."""
+        nearest = {"column": "vector", "q": q, "k": k, "metric": LANCE_METRICS[self.metric]}
+        p = self.search_config
+        if "nprobe" in p:
+            nearest["nprobes"] = p["nprobe"]
+        if p.get("refine"):
+            nearest["refine_factor"] = p["refine"]
+        if "ef" in p:
+            nearest["ef"] = p["ef"]
+        return nearest
+
+    def engine_query(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``query`` through the Lance dataset itself (see the module's docstring), converted the same way."""
+        table = self._dataset.to_table(nearest=self._nearest(Q if len(Q) > 1 else Q[0], k), columns=["id", "_distance"])
+        return _rows(table, len(Q), k)
+
+    def engine_single_query(self, Q: np.ndarray, k: int) -> SingleQuery:
+        """Each query's ``to_table`` timed; the Arrow tables turned into arrays afterwards, as ``single_query``."""
+        return SingleQuery(lambda q: self._dataset.to_table(nearest=self._nearest(q[0], k), columns=["id", "_distance"]),
                            lambda kept: stack_results([_rows(t, 1, k) for t in kept]))
 
     def convert(self, D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -28,9 +28,18 @@ Measured with milvus-lite 3.2.2 and pymilvus 3.0.2 (tests/test_backend_milvus.py
   0.82 / 1.0).
 - An index dropped without ``close()`` is garbage-collected like the others (its server stopped, its directory
   removed, tested): nothing pymilvus or milvus-lite keeps refers to it (``gc.get_referrers`` after a build, flush,
-  batch and single searches, a save, and a build that raised: only the caller's name).
+  batch and single searches, the engine's, a save, and a build that raised: only the caller's name).
 - Threads: the engine's faiss calls use faiss's OpenMP pool; the client takes no thread count: ``--threads``
   is not honoured. No seed.
+
+Engine alone (``engine_query``, the worker's ``qps_engine``): milvus-lite's own public Python API, ``MilvusLite``
+and its ``Collection.search(query_vectors, top_k, metric_type, anns_field, output_fields, search_params)``, called on
+the very engine the in-process server runs, with the list of lists of floats the server decodes a request into.
+That removes pymilvus, protobuf and the localhost gRPC round trip. milvus-lite offers no public way to reach the
+server's engine: its ``MilvusLite`` instance is taken from ``server_manager_instance._servers`` (a private dict;
+where it is missing, e.g. another milvus-lite, the engine is not timed and the reason is given). A second
+``MilvusLite`` on the directory is refused (it holds a ``flock`` on ``LOCK``). Same ids and distances as the client
+(tested).
 
 Build = insert of every vector and the flush (``insert_s``) + ``create_index`` and ``load_collection``
 (``index_s``), in ``build_times``. ``index_bytes`` is the database directory on disk (the stored vectors,
@@ -39,6 +48,7 @@ the index files, Milvus Lite's manifest and write-ahead log). Save/load: the dir
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from typing import Any
 
@@ -63,16 +73,18 @@ class MilvusFlat(DatabaseIndex):
         "runs through pymilvus and Milvus Lite's in-process gRPC server (--threads not honoured)",
         "build = insert + index creation (build_times); index size = the database directory on disk"])
     index_type = "FLAT"
+    engine = "milvus-lite's own Collection.search, on the engine its in-process gRPC server runs"
 
     def __init__(self, metric: str, dim: int, threads: int = 1, seed: int = 0, **build_params: Any):
         super().__init__(metric, dim, threads, seed, **build_params)
-        self.client = None
+        self.client = self._engine = None
 
     def _connect(self) -> None:
         from milvus_lite.server_manager import server_manager_instance
         from pymilvus import MilvusClient
 
         uri = str(self.dir.path / "milvus.db")
+        self._engine = None
         self.dir.on_close(partial(server_manager_instance.release_server, uri))  # runs last: the server
         self.client = MilvusClient(uri)
         self.dir.on_close(self.client.close)
@@ -118,11 +130,29 @@ class MilvusFlat(DatabaseIndex):
 
     def single_query(self, Q: np.ndarray, k: int) -> SingleQuery:
         """Each ``client.search`` timed; its hits turned into arrays afterwards."""
-        def finish(kept):
-            rows = [_rows(r, k) for r in kept]
-            return np.concatenate([r[0] for r in rows]), np.concatenate([r[1] for r in rows])
+        return SingleQuery(partial(self._call, k=k), partial(_stacked, k=k))
 
-        return SingleQuery(partial(self._call, k=k), finish)
+    def engine_unavailable(self) -> str | None:
+        if self._engine is None:
+            from milvus_lite.server_manager import server_manager_instance
+
+            served = getattr(server_manager_instance, "_servers", {}).get(os.path.abspath(self.dir.path / "milvus.db"))
+            if served is None:
+                return "milvus-lite's server manager has no _servers entry for this database (not milvus-lite 3.2's)"
+            self._engine = served[1].get_collection(COLLECTION)
+        return None
+
+    def engine_query(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``query`` through milvus-lite's engine itself (see the module's docstring), converted the same way."""
+        return _rows(self._engine_call(Q, k), k)
+
+    def _engine_call(self, Q: np.ndarray, k: int):
+        return self._engine.search(query_vectors=Q.tolist(), top_k=k, metric_type=MILVUS_METRICS[self.metric],
+                                   anns_field="vector", output_fields=[], search_params=self._search["params"])
+
+    def engine_single_query(self, Q: np.ndarray, k: int) -> SingleQuery:
+        """Each engine search timed; its hits turned into arrays afterwards, as ``single_query``."""
+        return SingleQuery(partial(self._engine_call, k=k), partial(_stacked, k=k))
 
     def convert(self, D: np.ndarray, I: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         D = np.where(I < 0, 0, D)
@@ -159,6 +189,12 @@ class MilvusHNSW(MilvusFlat):
     search_params = (Param("ef", int, 64, "candidate list size while searching", min=1, max=1_000_000),)
     search_grid = {"ef": [10, 20, 40, 80, 160, 320, 640]}
     effort_params = {"ef": +1}
+
+
+def _stacked(kept: list, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Single mode's kept hits, one search a query, into (D, I) (nq, k)."""
+    rows = [_rows(r, k) for r in kept]
+    return np.concatenate([r[0] for r in rows]), np.concatenate([r[1] for r in rows])
 
 
 def _rows(hits, k: int) -> tuple[np.ndarray, np.ndarray]:
