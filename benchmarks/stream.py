@@ -72,9 +72,11 @@ def main() -> None:
         mine = [r for r in rows if (r["backend"], r["impl"]) == backend and r["status"] == "ok"]
         last = max((r for r in mine if r["stream_op"] == "search"), key=lambda r: r["stream_step"], default=None)
         fresh = next((r for r in mine if r["stream_op"] == "rebuild"), None)
+        update = max((r for r in mine if r["stream_op"] in ("insert", "delete")), key=lambda r: r["stream_step"],
+                     default={})  # the index's size is recorded on update steps, not on searches
         if last and fresh:
             print(f"  {backend[0]}[{backend[1]}]: updated recall {last['recall']:.4f} at {last['qps']:,.0f} QPS "
-                  f"({(last.get('index_bytes') or 0) / 1e6:.0f} MB at its last update); rebuilt {fresh['recall']:.4f}"
+                  f"({(update.get('index_bytes') or 0) / 1e6:.0f} MB at its last update); rebuilt {fresh['recall']:.4f}"
                   f" at {fresh['qps']:,.0f} QPS ({(fresh.get('index_bytes') or 0) / 1e6:.0f} MB)")
 
 

@@ -135,3 +135,22 @@ def test_parameters_checked_before_any_work():
         cls("euclidean", 16, num_partitions=16)  # the name every ivf implementation takes is nlist
     assert cls.default_build_grid(100_000, 128) == {"nlist": [1024], "train_per_list": [64], "m": [32]}
     assert get_backend("ivf", "lancedb")("euclidean", 16, nlist=4).search_skip_reason({"nprobe": 8}, 10)
+
+
+def test_a_run_stores_the_build_split_into_insert_and_index_creation(tmp_path, small_set):
+    from click.testing import CliRunner
+
+    from ann_bench.bench.results import ResultStore
+    from ann_bench.cli import cli
+
+    store = tmp_path / "r.sqlite"
+    r = CliRunner().invoke(cli, ["run", "--dataset", str(small_set), "--backend", "ivf:lancedb", "--backend", "flat",
+                                 "--build", "ivf:nlist=16", "--search", "ivf:nprobe=4", "--runs", "1",
+                                 "--results", str(store)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    with ResultStore(store, create=False) as s:
+        rows = {r.impl: r for r in s.records() if r.status == "ok"}
+    db = rows["lancedb"]
+    assert db.build_insert_s > 0 and db.build_index_s > 0
+    assert db.build_insert_s + db.build_index_s == pytest.approx(db.build_s, rel=0.05, abs=0.01)
+    assert rows["faiss"].build_insert_s is None and rows["faiss"].build_index_s is None

@@ -304,6 +304,9 @@ def execute_build(job: BuildJob, X: np.ndarray, Q: np.ndarray, emit: Callable[..
             info["rss_delta_bytes"] = _rss() - rss0
             info["peak_rss_bytes"] = _peak_rss()
             info["index_bytes"] = int(index.index_bytes())
+            split = getattr(index, "build_times", None) or {}  # a database: insert, then index creation
+            if "insert_s" in split and "index_s" in split:
+                info["build_insert_s"], info["build_index_s"] = split["insert_s"], split["index_s"]
             if cached is not None:
                 save_cached(index, info, *cached)
         index.set_threads(job.threads)
