@@ -226,15 +226,18 @@ def test_item_attributes_are_imported_split_with_the_base_and_part_of_the_identi
     ("tag,price\n1\n", "row 2 has 1 value(s)"),
     ("tag,price\n1,2\n", "one value per base vector"),
     ("1x,price\n1,2\n", "not an identifier"),
+    (None, "--attributes '"),
 ])
 def test_bad_attributes_are_refused_in_one_line(tmp_path, body, message):
     np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
             if "one value" in message else np.random.default_rng(0).standard_normal((1, 4)).astype(np.float32))
-    (tmp_path / "a.csv").write_text(body)
+    attributes = tmp_path / ("a.csv" if body is not None else "a.txt")
+    attributes.write_text(body if body is not None else "tag\n1\n")
     r = CliRunner().invoke(cli, ["data", "import", str(tmp_path / "x.npy"), "-o", str(tmp_path / "o.hdf5"),
-                                 "--metric", "euclidean", "--attributes", str(tmp_path / "a.csv"),
+                                 "--metric", "euclidean", "--attributes", str(attributes),
                                  "--queries", str(tmp_path / "x.npy")])
     assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, r.output
+    assert r.output.count("\n") == 1 and "(--attributes" not in r.output, r.output  # one line, not nested
     assert not (tmp_path / "o.hdf5").exists()
 
 

@@ -278,6 +278,8 @@ def read_attributes(path: str | os.PathLike, n: int) -> dict[str, np.ndarray]:
         else:
             raise InputError(f"--attributes {str(p)!r}: use a .npz (one array per attribute) or a .csv with a "
                              "header row")
+    except InputError:
+        raise
     except OSError as exc:
         raise InputError(f"cannot read --attributes {str(p)!r}: {exc.strerror or exc}") from None
     except ValueError as exc:  # a damaged .npz, pickled objects
