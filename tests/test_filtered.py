@@ -148,7 +148,9 @@ def test_run_filter_end_to_end(tmp_path, small_set):
     r = _run("results", "--results", store)
     assert r.exit_code == 0 and "results --filter label:other" in r.output
     r = CliRunner().invoke(cli, ["report", "--results", str(store), "-o", str(tmp_path / "r.html"), "--static"])
-    assert r.exit_code == 2 and "results --filter label:other" in r.output, r.output
+    assert r.exit_code == 0, r.output  # filtered rows in a section of their own: panels and the winner per filter
+    text = (tmp_path / "r.html").read_text()
+    assert "<h3>Filtered search (" in text and "fastest at recall@10 ≥ 0.95" in text and "label:other" in text
     r = _run("results", "--results", store, "--filter", "label:other")
     assert r.exit_code == 0 and "post:8" in r.output
     r = _run("best", "--results", store, "--filter", "label:other", "--recall", "0.9")
@@ -277,3 +279,44 @@ def test_partitioned_indices_search_each_category_in_its_own_index(tmp_path, sma
     assert part[("hnsw", "batch")].recall >= 0.95
     # the partitions' own build figures, not the whole index's
     assert part[("hnsw", "batch")].build_s != inindex[("hnsw", "batch")].build_s
+
+
+def test_several_selectivities_one_panel_each_and_the_winner_per_filter(tmp_path, small_set):
+    """plot --filter selectivity=A,B: one panel per selectivity on one QPS scale, each naming its fastest
+    configuration; best --filter A,B: one answer per filter and the winner per filter (the crossover)."""
+    import json
+
+    from ann_bench.bench.results import ResultStore
+    from ann_bench.cli.options import filtered_records
+    from ann_bench.report.panels import _filter_figure
+
+    store = tmp_path / "r.sqlite"
+    r = _run("run", "--dataset", small_set, "--backend", "flat", "--backend", "ivf", "--build", "ivf:nlist=16",
+             "--search", "ivf:nprobe=2,16", "--filter", "selectivity=0.5,0.02", "--filter-strategy", "in-index,post:8",
+             "--runs", "1", "--results", store)
+    assert r.exit_code == 0, r.output
+    with ResultStore(store, create=False) as s:
+        rows = filtered_records(s, None, "selectivity=0.5,0.02")
+        assert {r.filter_spec for r in rows} == {"selectivity=0.5", "selectivity=0.02"}
+        assert {r.impl for r in rows} == {"faiss, in-index", "faiss, post:8"}
+    fig = _filter_figure(rows, mode=None, k=None, raw=True, target=0.9)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    titles = [ax.get_title() for ax in panels]
+    assert len(panels) == 2 and titles[0].startswith("selectivity=0.5") and "selectivity=0.02" in titles[1]
+    assert all("fastest at recall ≥ 0.9" in t or "nothing reached" in t for t in titles)
+    assert panels[0].get_ylim() == panels[1].get_ylim()  # one QPS scale: a crossover reads across panels
+    __import__("matplotlib.pyplot").pyplot.close(fig)
+    r = _run("plot", "--results", store, "--filter", "selectivity=0.5,0.02", "-o", tmp_path / "p.png")
+    assert r.exit_code == 0 and (tmp_path / "p.png").stat().st_size > 10_000, r.output
+    r = _run("best", "--results", store, "--filter", "selectivity=0.5,0.02", "--recall", "0.9")
+    assert r.exit_code == 0, r.output
+    assert "winner per filter" in r.output and "selectivity=0.02: " in r.output and "filter selectivity=0.5)" in r.output
+    r = _run("best", "--results", store, "--filter", "selectivity=0.5,0.02", "--recall", "0.9", "--json")
+    doc = json.loads(r.output)
+    assert [f["filter"] for f in doc["filters"]] == ["selectivity=0.5", "selectivity=0.02"]
+    assert doc["filters"][1]["winner"]["filter_selectivity"] < 0.05
+    r = _run("results", "--results", store, "--filter", "selectivity=0.5,0.02", "--format", "json")
+    assert {row["filter_spec"] for row in json.loads(r.output)} == {"selectivity=0.5", "selectivity=0.02"}
+    r = CliRunner().invoke(cli, ["best", "--results", str(store), "--filter", "selectivity=0.3", "--recall", "0.9"])
+    assert r.exit_code == 2 and "no rows of filter 'selectivity=0.3'" in r.output
+    assert "selectivity=0.02, selectivity=0.5" in r.output and len(r.output.strip().splitlines()) == 1

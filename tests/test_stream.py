@@ -163,3 +163,41 @@ def test_stream_rows_and_resume(tmp_path, small_set):
     assert r.exit_code == 0 and "(0 new row(s))" in r.output, r.output
     r = runner.invoke(cli, ["results", "--results", str(store), "--stream", "slide"])
     assert r.exit_code == 0 and "rebuild" in r.output and "kdtree" in r.output
+
+
+def test_plot_stream_draws_every_step(tmp_path, small_set):
+    """plot --stream: recall and QPS per search step, index size per update step, the live items, the rebuild."""
+    from ann_bench.bench.results import ResultStore
+    from ann_bench.report.panels import _stream_figure
+
+    runner = CliRunner()
+    rb, store = tmp_path / "grow.yaml", tmp_path / "r.sqlite"
+    assert runner.invoke(cli, ["stream", "make-runbook", "--dataset", str(small_set), "--shape", "grow", "--steps",
+                               "3", "-o", str(rb)]).exit_code == 0
+    r = runner.invoke(cli, ["stream", "--runbook", str(rb), "--dataset", str(small_set), "--backend", "hnsw",
+                            "--backend", "ivf", "--search", "ef=40", "--search", "nprobe=8", "--runs", "1",
+                            "--in-process", "-q", "--results", str(store)])
+    assert r.exit_code == 0, r.output
+    with ResultStore(store, create=False) as s:
+        rows = s.records(stream="grow")
+    fig = _stream_figure(rows, None)
+    ax_r, ax_q, ax_m, ax_live = fig.axes
+    searches = sorted({r.stream_step for r in rows if r.stream_op == "search"})
+    for line in ax_r.get_lines():  # one recall line per backend, a point per search step
+        assert list(line.get_xdata()) == searches
+    assert len(ax_r.get_lines()) == 2 and len(ax_q.get_lines()) == 2
+    assert ax_live.get_lines()[0].get_ydata()[-1] == 3000  # grown to the whole set
+    assert len(ax_r.collections) == 2  # the rebuild of each backend, starred
+    assert "single mode" in ax_q.get_ylabel()
+    __import__("matplotlib.pyplot").pyplot.close(fig)
+    r = runner.invoke(cli, ["plot", "--results", str(store), "--stream", "grow", "-o", str(tmp_path / "s.png")])
+    assert r.exit_code == 0 and (tmp_path / "s.png").stat().st_size > 10_000, r.output
+    r = runner.invoke(cli, ["report", "--results", str(store), "--static", "-o", str(tmp_path / "r.html")])
+    assert r.exit_code == 0, r.output  # only stream rows: the report is their section
+    text = (tmp_path / "r.html").read_text()
+    assert "<h3>Runbook grow@" in text and "rebuilt on the final live set" in text and "hnsw [hnswlib]" in text
+    r = runner.invoke(cli, ["plot", "--results", str(store), "--stream", "nope", "-o", str(tmp_path / "t.png")])
+    assert r.exit_code == 2 and "no stream rows of runbook 'nope'" in r.output and not (tmp_path / "t.png").exists()
+    r = runner.invoke(cli, ["plot", "--results", str(store), "--stream", "grow", "--filter", "label", "-o",
+                            str(tmp_path / "t.png")])
+    assert r.exit_code == 2 and "neither --filter nor --tune" in r.output

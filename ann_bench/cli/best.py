@@ -12,7 +12,8 @@ from rich.markup import escape
 from ann_bench.report.best import best_configurations
 from ann_bench.report.plots import latest_dataset
 from ann_bench.cli.console import err, out
-from ann_bench.cli.options import by_strategy, filter_option, results_option, stored_records
+from ann_bench.cli.options import filter_option, filtered_records, results_option, stored_records
+from ann_bench.report.panels import filter_order
 from ann_bench.bench.metrics import fmt_recall
 from ann_bench.bench.results import ResultStore, flat_dict, params_str, short_params
 from ann_bench.bench.runner import parse_size
@@ -51,77 +52,103 @@ def best(recall: float, max_memory: str | None, max_rss: str | None, metric: str
     limit = parse_size(max_memory) if max_memory is not None else None
     rss_limit = parse_size(max_rss) if max_rss is not None else None
     with ResultStore(results_path, create=False) as store:
-        records = by_strategy(stored_records(store, dataset, filter_spec=filter_spec or ""))
+        if filter_spec is not None:
+            records = filtered_records(store, dataset, filter_spec)
+        else:
+            records = stored_records(store, dataset)
     if dataset is None:
         records, note = latest_dataset(records)
         if note:
             err.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
-    answer = best_configurations(records, recall, max_memory=limit, metric=metric, mode=mode, k=k, x_metric=x_metric,
-                                 max_rss=rss_limit)
-    winner = answer.winner
+    names = [None] if filter_spec is None else sorted({r.filter_spec for r in records}, key=filter_order)
+    answers = []
+    for name in names:
+        mine = records if name is None else [r for r in records if r.filter_spec == name]
+        answers.append((name, best_configurations(mine, recall, max_memory=limit, metric=metric, mode=mode, k=k,
+                                                  x_metric=x_metric, max_rss=rss_limit)))
     if as_json:
-        click.echo(json.dumps({
-            "recall": recall, "x_metric": x_metric, "max_memory_bytes": limit, "max_rss_bytes": rss_limit,
-            "metric": metric,
-            "mode": answer.mode, "k": answer.k,
+        docs = [dict(_json(answer), **({} if name is None else {"filter": name})) for name, answer in answers]
+        head = {"recall": recall, "x_metric": x_metric, "max_memory_bytes": limit, "max_rss_bytes": rss_limit,
+                "metric": metric}
+        click.echo(json.dumps(dict(head, **docs[0]) if len(docs) == 1 else dict(head, filters=docs), indent=1))
+    else:
+        for name, answer in answers:
+            _print_answer(answer, name, recall, x_metric, metric, max_memory, limit, rss_limit, wide,
+                          several=len(answers) > 1)
+        if len(answers) > 1:  # the crossover: which backend and strategy wins at each filter
+            out.print("winner per filter (where the strategy changes is the crossover):")
+            for name, a in answers:
+                out.print(f"  {escape(name)}: " + (f"{escape(a.winner.group)}, {a.winner.best.qps:,.0f} QPS"
+                                                   if a.winner else "none meets it"))
+    if all(answer.winner is None for _, answer in answers):
+        click.get_current_context().exit(1)  # an answer, not an error: exit 1, no 'error:' line
+
+
+def _json(answer) -> dict:
+    winner = answer.winner
+    return {"mode": answer.mode, "k": answer.k,
             "winner": None if winner is None else {"group": winner.group, **flat_dict(winner.best)},
             "per_backend": [{"group": b.group, "candidates": b.candidates, "max_recall": b.max_recall,
                              "reason": b.reason, "contended_left_out": b.contended_left_out,
                              "contended_better": b.contended_better,
                              "best": None if b.best is None else flat_dict(b.best)}
-                            for b in answer.per_backend],
-        }, indent=1))
-    else:
-        constraint = f"{x_metric}@{answer.k} ≥ {recall}" if x_metric == "recall" else f"{x_metric} ≥ {recall}"
-        if limit is not None:
-            constraint += f", index ≤ {max_memory} ({limit / 1e6:,.1f} MB)"
-        if rss_limit is not None:
-            constraint += f", build peak RSS ≤ {rss_limit / 1e6:,.1f} MB"
-        goal = "highest QPS" if metric == "qps" else "lowest p99 latency"
-        from ann_bench.cli.tables import FitTable
+                            for b in answer.per_backend]}
 
-        rows = sorted(answer.per_backend, key=lambda b: b.best is None)
-        table = FitTable(f"Best configuration per backend: {constraint}, {goal} ({answer.mode} mode, k={answer.k})")
 
-        def col(f):
-            return [f(b.best) if b.best is not None else "" for b in rows]
+def _print_answer(answer, name: str | None, recall: float, x_metric: str, metric: str, max_memory: str | None,
+                  limit: int | None, rss_limit: int | None, wide: bool, several: bool = False) -> None:
+    """One answer's table, its winner line and its contention notes (``name``: the filter it answers for)."""
+    from ann_bench.cli.tables import FitTable
 
-        table.add("backend", [("[bold green]★ [/]" if b is winner else "") + escape(b.group) for b in rows],
-                  markup=True)
-        table.add("build", [short_params(b.best.build_params, None) if b.best is not None else
-                            f"none: {b.reason}" for b in rows])
-        table.add("search", col(lambda r: short_params(r.search_params, None)))
-        table.add(x_metric, col(lambda r: fmt_recall(_x(r, x_metric))), numeric=True)
-        table.add("QPS", col(lambda r: f"{r.qps:,.0f}"), numeric=True)
-        table.add("p99 ms", col(lambda r: f"{r.p99_ms:.3f}" if r.p99_ms else "-"), numeric=True, optional=1)
-        table.add("index MB", col(lambda r: f"{r.index_bytes / 1e6:,.1f}" if r.index_bytes is not None else "-"),
-                  numeric=True, optional=3)
-        table.add("build s", col(lambda r: f"{r.build_s:.2f}" if r.build_s is not None else "-"), numeric=True,
-                  optional=2)
-        table.add("meeting", [str(b.candidates) for b in rows], numeric=True, optional=4)
-        out.print(table.render(out.width, wide=wide))
-        if winner is None:
-            out.print(f"no configuration meets {constraint}")
-        else:
-            r = winner.best
-            fig = f"{r.qps:,.0f} QPS" if metric == "qps" else f"p99 {r.p99_ms:.3f} ms"
-            out.print(f"winner: {escape(winner.group)} {escape(params_str(r.build_params))} "
-                      f"{escape(params_str(r.search_params))}: {fig} at {x_metric} {fmt_recall(_x(r, x_metric))}, "
-                      f"index {r.index_bytes / 1e6:,.1f} MB")
-            if r.contended:
-                err.print(f"[yellow]contended:[/] the winner was timed while another process had the CPU (CPU share "
-                          f"{r.cpu_share:.2f}): its QPS is the machine's, not the library's; re-measure it with "
-                          "`ann-bench run … --remeasure-contended` on a quieter machine before choosing by it",
-                          soft_wrap=True)
-        left_out = sum(b.contended_left_out for b in answer.per_backend)
-        if left_out:
-            better = sum(b.contended_better for b in answer.per_backend)
-            err.print(f"[yellow]contended:[/] {left_out} row(s) meeting the constraints were left out of the choice: "
-                      "they were timed while another process had the CPU"
-                      + (f", and {better} of them measured better even so" if better else "")
-                      + "; re-measure them with `ann-bench run … --remeasure-contended`", soft_wrap=True)
+    winner = answer.winner
+    constraint = f"{x_metric}@{answer.k} ≥ {recall}" if x_metric == "recall" else f"{x_metric} ≥ {recall}"
+    if limit is not None:
+        constraint += f", index ≤ {max_memory} ({limit / 1e6:,.1f} MB)"
+    if rss_limit is not None:
+        constraint += f", build peak RSS ≤ {rss_limit / 1e6:,.1f} MB"
+    goal = "highest QPS" if metric == "qps" else "lowest p99 latency"
+    rows = sorted(answer.per_backend, key=lambda b: b.best is None)
+    where = "" if name is None else f", filter {name}"
+    table = FitTable(f"Best configuration per backend: {constraint}, {goal} ({answer.mode} mode, k={answer.k}"
+                     f"{where})")
+
+    def col(f):
+        return [f(b.best) if b.best is not None else "" for b in rows]
+
+    table.add("backend", [("[bold green]★ [/]" if b is winner else "") + escape(b.group) for b in rows],
+              markup=True)
+    table.add("build", [short_params(b.best.build_params, None) if b.best is not None else
+                        f"none: {b.reason}" for b in rows])
+    table.add("search", col(lambda r: short_params(r.search_params, None)))
+    table.add(x_metric, col(lambda r: fmt_recall(_x(r, x_metric))), numeric=True)
+    table.add("QPS", col(lambda r: f"{r.qps:,.0f}"), numeric=True)
+    table.add("p99 ms", col(lambda r: f"{r.p99_ms:.3f}" if r.p99_ms else "-"), numeric=True, optional=1)
+    table.add("index MB", col(lambda r: f"{r.index_bytes / 1e6:,.1f}" if r.index_bytes is not None else "-"),
+              numeric=True, optional=3)
+    table.add("build s", col(lambda r: f"{r.build_s:.2f}" if r.build_s is not None else "-"), numeric=True,
+              optional=2)
+    table.add("meeting", [str(b.candidates) for b in rows], numeric=True, optional=4)
+    out.print(table.render(out.width, wide=wide))
     if winner is None:
-        click.get_current_context().exit(1)  # an answer, not an error: exit 1, no 'error:' line
+        out.print(f"no configuration meets {constraint}{where}")
+    else:
+        r = winner.best
+        fig = f"{r.qps:,.0f} QPS" if metric == "qps" else f"p99 {r.p99_ms:.3f} ms"
+        out.print(f"winner{where if several else ''}: {escape(winner.group)} {escape(params_str(r.build_params))} "
+                  f"{escape(params_str(r.search_params))}: {fig} at {x_metric} {fmt_recall(_x(r, x_metric))}, "
+                  f"index {r.index_bytes / 1e6:,.1f} MB")
+        if r.contended:
+            err.print(f"[yellow]contended:[/] the winner was timed while another process had the CPU (CPU share "
+                      f"{r.cpu_share:.2f}): its QPS is the machine's, not the library's; re-measure it with "
+                      "`ann-bench run … --remeasure-contended` on a quieter machine before choosing by it",
+                      soft_wrap=True)
+    left_out = sum(b.contended_left_out for b in answer.per_backend)
+    if left_out:
+        better = sum(b.contended_better for b in answer.per_backend)
+        err.print(f"[yellow]contended:[/] {left_out} row(s) meeting the constraints were left out of the choice: "
+                  "they were timed while another process had the CPU"
+                  + (f", and {better} of them measured better even so" if better else "")
+                  + "; re-measure them with `ann-bench run … --remeasure-contended`", soft_wrap=True)
 
 
 def _x(r, x_metric: str) -> float:

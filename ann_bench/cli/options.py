@@ -58,6 +58,28 @@ def by_strategy(records: list) -> list:
     return [dataclasses.replace(r, impl=f"{r.impl}, {r.filter_strategy}") if r.filter_spec else r for r in records]
 
 
+def filtered_records(store, dataset: str | None, filter_spec: str, backend: str | None = None,
+                     apart: bool = True) -> list:
+    """The stored rows of every filter ``filter_spec`` names (``selectivity=0.5,0.1`` names two; ``run --filter``'s
+    forms), with ``apart`` each strategy apart (:func:`by_strategy`); InputError naming the stored filters when a
+    named one has no rows."""
+    from ann_bench.bench.filters import parse_filters
+    from ann_bench.errors import InputError
+
+    names = parse_filters([filter_spec])
+    records = []
+    for name in names:
+        rows = stored_records(store, dataset, backend=backend, filter_spec=name)
+        if not rows:
+            held = sorted({r.filter_spec for r in store.records(dataset=dataset_filter(dataset), filter_spec=None)
+                           if r.filter_spec})
+            raise InputError(f"no rows of filter {name!r} in {str(store.path)!r}"
+                             + (f"; it holds filters {', '.join(held)}" if held else
+                                "; it holds no filtered rows: run `ann-bench run --filter SPEC` first"))
+        records += rows
+    return by_strategy(records) if apart else records
+
+
 def filtered_note(store, dataset: str | None, filter_spec: str | None) -> str | None:
     """One line naming the filters whose rows a command left out (it shows the unfiltered ones), or None."""
     if filter_spec is not None:

@@ -9,8 +9,8 @@ import click
 
 from rich.markup import escape
 
-from ann_bench.cli.console import err, out
-from ann_bench.cli.options import dataset_filter, filtered_note, force_option, results_option
+from ann_bench.cli.console import out
+from ann_bench.cli.options import dataset_filter, force_option, results_option
 from ann_bench.outputs import check_output
 from ann_bench.report.html import build_report
 from ann_bench.bench.results import ResultStore
@@ -36,12 +36,7 @@ def report(dataset: str | None, backend: str | None, output: Path, static: bool,
     check_output(output, "report", inputs=(results_path,), force=force)
     with ResultStore(results_path, create=False) as store:
         records = store.records(dataset=dataset_filter(dataset), backend=backend)
-        note = filtered_note(store, dataset, None)
-    if not records and note:
-        from ann_bench.errors import InputError
-
-        raise InputError(f"no results of unfiltered searches to report; {note}")
-    build_report(records, output, source=str(results_path), static=static)
+        apart = [r for r in store.records(dataset=dataset_filter(dataset), backend=backend, filter_spec=None,
+                                          stream=None) if r.filter_spec or r.stream_runbook]
+    build_report(records, output, source=str(results_path), static=static, apart=apart)
     out.print(f"wrote {escape(str(output))} ({output.stat().st_size / 1e6:.1f} MB)")
-    if note:  # the report is of unfiltered searches; filtered rows answer another question
-        err.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)

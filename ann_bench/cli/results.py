@@ -9,7 +9,7 @@ from rich.markup import escape
 
 from ann_bench.atomic import atomic_path
 from ann_bench.cli.console import err, out
-from ann_bench.cli.options import (by_strategy, dataset_filter, filter_option, filtered_note, force_option,
+from ann_bench.cli.options import (by_strategy, filtered_records, dataset_filter, filter_option, filtered_note, force_option,
                                    results_option, stored_records)
 from ann_bench.errors import InputError
 from ann_bench.bench.metrics import fmt_recall
@@ -55,7 +55,8 @@ def results(dataset: str | None, backend: str | None, where: tuple[str, ...], so
             records = _stream_records(store, dataset, backend, stream)
             note = None
         else:
-            records = stored_records(store, dataset, backend=backend, filter_spec=filter_spec or "")
+            records = (stored_records(store, dataset, backend=backend) if filter_spec is None else
+                       filtered_records(store, dataset, filter_spec, backend, apart=False))
             note = filtered_note(store, dataset, filter_spec)
             runbooks = store.runbooks(dataset_filter(dataset))
             if runbooks:

@@ -11,6 +11,7 @@ images instead (:func:`ann_bench.report.plots.render_plot`), a light file for pr
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as _dt
 import hashlib
 import html
@@ -191,37 +192,46 @@ def mb(n: int | None) -> float | None:
     return None if n is None else n / 1e6
 
 
-def build_report(records: list[Record], out: str | os.PathLike, *, source: str = "", static: bool = False) -> Path:
+def build_report(records: list[Record], out: str | os.PathLike, *, source: str = "", static: bool = False,
+                 apart: list[Record] | None = None) -> Path:
     """Write the HTML report of ``records`` (one section per dataset) to ``out`` atomically. ``source`` names
     the results store in the header; ``static`` draws PNG plots instead of interactive ones (no plotly.js: a
-    file of some hundred kB instead of about 5 MB). InputError if there are no records."""
-    if not records:
+    file of some hundred kB instead of about 5 MB). ``apart``: rows of filtered searches and of stream runbooks,
+    each dataset's in sections of their own (one panel per filter and the winner per filter; each runbook's
+    steps), never mixed into the static figures. InputError if there are no records."""
+    apart = [r for r in apart or () if r.filter_spec or r.stream_runbook]
+    if not records and not apart:
         raise InputError("no stored results to report; run `ann-bench run` first (or check --dataset/--results)")
     plotly_js = None if static else _plotly_js()
     by_dataset: dict[str, list[Record]] = defaultdict(list)
+    apart_by: dict[str, list[Record]] = defaultdict(list)
     for r in records:
         by_dataset[r.dataset_hash].append(r)
+    for r in apart:
+        by_dataset.setdefault(r.dataset_hash, [])
+        apart_by[r.dataset_hash].append(r)
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = ["<h1>ann-bench report</h1>",
-            f'<p class="note">{len(records)} stored result(s) for {len(by_dataset)} dataset(s)'
+            f'<p class="note">{len(records) + len(apart)} stored result(s) for {len(by_dataset)} dataset(s)'
             + (f" from <code>{_e(source)}</code>" if source else "")
             + f"; generated {_e(now)} by ann-bench {_e(__version__)}."
             + (" Plots: hover a point for its configuration; click a legend entry to hide a backend, "
                "double-click to show it alone; drag to zoom, double-click to zoom out." if not static else "")
             + "</p>"]
     if len(by_dataset) > 1:
-        body.append("<ul>" + "".join(f'<li><a href="#ds-{_e(h[:12])}">{_e(rs[0].dataset_name)}</a></li>'
-                                     for h, rs in by_dataset.items()) + "</ul>")
+        body.append("<ul>" + "".join(f'<li><a href="#ds-{_e(h[:12])}">{_e((rs or apart_by[h])[0].dataset_name)}'
+                                     "</a></li>" for h, rs in by_dataset.items()) + "</ul>")
     for dataset_hash, rs in by_dataset.items():
-        body += _dataset_section(dataset_hash, rs, static)
-    body += _environment_section(records)
+        body += _dataset_section(dataset_hash, rs, static, apart_by[dataset_hash])
+    body += _environment_section(records + apart)
     scripts = [_TABLE_JS] if static else [_TABLE_JS, plotly_js, _PLOT_JS]
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f'<meta http-equiv="Content-Security-Policy" content="{_e(_csp(scripts, static))}">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f'<meta name="generator" content="{_e(SOFTWARE)}">',  # the marker `report` recognises (outputs.py)
-        f"<title>ann-bench report: {_e(', '.join(rs[0].dataset_name for rs in by_dataset.values()))}</title>",
+        f"<title>ann-bench report: {_e(', '.join((rs or apart_by[h])[0].dataset_name for h, rs in by_dataset.items()))}"
+        "</title>",
         f"<style>{_CSS}</style></head><body>", *body,
         *(f"<script>{s}</script>" for s in scripts), "</body></html>",
     ]
@@ -243,17 +253,18 @@ def _plotly_js() -> str:
     return js
 
 
-def _dataset_section(dataset_hash: str, rs: list[Record], static: bool) -> list[str]:
-    first = rs[0]
+def _dataset_section(dataset_hash: str, rs: list[Record], static: bool, apart: list[Record]) -> list[str]:
+    first = (rs or apart)[0]
     ok = [r for r in rs if r.status == "ok" and r.recall is not None and r.qps]
-    statuses = Counter(r.status for r in rs)
+    statuses = Counter(r.status for r in rs + apart)
     label_keys = sorted({m for r in ok for m in r.label_metrics if not m.startswith("exact_")})
     facts = [("name", first.dataset_name), ("content hash", dataset_hash), ("file", first.dataset_path or "-"),
              ("train vectors", f"{first.n_train:,}"), ("queries", f"{first.n_test:,}"), ("dimension", first.dim),
              ("metric", first.metric), ("labels", "yes: " + ", ".join(label_keys) if label_keys else "no"),
              ("results", ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))),
-             ("backends", ", ".join(sorted({r.label() for r in rs}))),
-             ("modes, k, threads", "; ".join(sorted({f"{r.mode}, k={r.k}, {r.threads} thread(s)" for r in rs})))]
+             ("backends", ", ".join(sorted({r.label() for r in rs + apart}))),
+             ("modes, k, threads", "; ".join(sorted({f"{r.mode}, k={r.k}, {r.threads} thread(s)"
+                                                     for r in rs + apart})))]
     anchor = dataset_hash[:12]
     parts = [f'<h2 id="ds-{_e(anchor)}">Dataset {_e(first.dataset_name)}</h2>', '<dl class="facts">']
     parts += [f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts]
@@ -273,10 +284,90 @@ def _dataset_section(dataset_hash: str, rs: list[Record], static: bool) -> list[
         forms = _ShortForms(sub)
         parts += _best_table(sub, mode, k, forms)
         parts += _pareto_table(sub, k, forms)
-    if not ok:
+    if not ok and rs:
         parts.append('<p class="note">No successful result to plot.</p>')
-    parts.append(f"<h3>Every result ({len(rs)})</h3>")
-    parts += _results_table(rs, f"results-{anchor}")
+    if rs:
+        parts.append(f"<h3>Every result ({len(rs)})</h3>")
+        parts += _results_table(rs, f"results-{anchor}")
+    parts += _filtered_section([r for r in apart if r.filter_spec and not r.stream_runbook])
+    parts += _stream_sections([r for r in apart if r.stream_runbook])
+    return parts
+
+
+def _png_figure(png: bytes, alt: str, caption: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return (f'<figure><img class="plot" alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{_e(caption)}</figcaption></figure>")
+
+
+def _filtered_section(rows: list[Record]) -> list[str]:
+    """Filtered searches: per mode and k, one panel per filter (a PNG in either report) and the fastest
+    backend x strategy per filter and recall target — where it changes is the crossover."""
+    from ann_bench.report.panels import render_figure, winners_per_filter
+
+    if not rows:
+        return []
+    rows = [dataclasses.replace(r, impl=f"{r.impl}, {r.filter_strategy}") for r in rows]
+    parts = [f"<h3>Filtered search ({len(rows)} row(s): {_e(', '.join(sorted({r.filter_spec for r in rows})))})"
+             "</h3>"]
+    ok = [r for r in rows if r.status == "ok" and r.recall is not None and r.qps]
+    for mode, k in sorted({(r.mode, r.k) for r in ok}):
+        sub = [r for r in ok if r.mode == mode and r.k == k]
+        try:
+            png = render_figure("filter", sub, mode=mode, k=k)
+        except InputError as exc:
+            parts.append(f'<p class="note">No filtered plot: {_e(exc)}</p>')
+            continue
+        parts.append(_png_figure(png, f"filtered search, {mode} mode, k={k}",
+                                 f"{mode} mode, k={k}: one panel per filter, one QPS scale; each backend x strategy's "
+                                 "Pareto front bold, every configuration faint."))
+        targets = (0.9, 0.95, 0.99)
+        head = "".join(f"<th>fastest at recall@{k} ≥ {t:g}</th>" for t in targets)
+        body = []
+        for name, sel, best in winners_per_filter(sub, targets):
+            cells = "".join(f"<td>{_e(f'{b.backend} [{b.impl}]')}<br>{b.qps:,.0f} QPS, "
+                            f"{_e(params_str(b.search_params))}</td>" if b else "<td>none reached it</td>"
+                            for b in best)
+            body.append(f"<tr><td>{_e(name)}</td><td class=\"num\">{sel:.3g}</td>{cells}</tr>")
+        parts.append(f"<table><thead><tr><th>filter</th><th>mean selectivity</th>{head}</tr></thead>"
+                     f"<tbody>{''.join(body)}</tbody></table>")
+    parts += _results_table(rows, f"filtered-{rows[0].dataset_hash[:12]}")
+    return parts
+
+
+def _stream_sections(rows: list[Record]) -> list[str]:
+    """Each runbook: its steps drawn (recall, QPS, size, live items; the rebuild starred) and one line per
+    backend: first and last search, median insert items/s, index size at the end, the rebuild."""
+    from ann_bench.report.panels import render_figure, stream_summary
+
+    parts = []
+    for runbook in sorted({r.stream_runbook for r in rows}):
+        mine = [r for r in rows if r.stream_runbook == runbook]
+        parts.append(f"<h3>Runbook {_e(runbook)} ({len(mine)} row(s))</h3>")
+        modes = sorted({r.mode for r in mine if r.stream_op in ("search", "rebuild")})
+        mode = "single" if "single" in modes or not modes else modes[0]
+        try:
+            png = render_figure("stream", mine, mode=mode)
+            parts.append(_png_figure(png, f"runbook {runbook}", "Recall and QPS at every search step, the index's "
+                                     "size and the live items at every step; a star: the backend rebuilt from "
+                                     "scratch on the final live set."))
+        except InputError as exc:
+            parts.append(f'<p class="note">No stream plot: {_e(exc)}</p>')
+
+        def fig(r):
+            return f"{fmt_recall(r.recall)}, {r.qps:,.0f} QPS" if r is not None else "-"
+
+        body = "".join(
+            f"<tr><td>{_e(s['group'])}</td><td>{_e(s['updates'] or '-')}</td><td>{fig(s['first'])}</td>"
+            f"<td>{fig(s['last'])}</td><td class=\"num\">"
+            + (f"{s['insert_items_per_s']:,.0f}" if s["insert_items_per_s"] else "-")
+            + "</td><td class=\"num\">" + (f"{s['index_bytes'] / 1e6:,.1f}" if s["index_bytes"] else "-")
+            + f"</td><td>{fig(s['rebuild'])}</td><td>"
+            + (_e(f"{s['failed'].status} at step {s['failed'].stream_step}: {s['failed'].error}") if s["failed"]
+               else "") + "</td></tr>" for s in stream_summary(mine, mode))
+        parts.append("<table><thead><tr><th>backend</th><th>updates</th><th>first search</th><th>last search</th>"
+                     "<th>median insert items/s</th><th>index MB at the end</th><th>rebuilt on the final live set"
+                     f"</th><th>failed</th></tr></thead><tbody>{body}</tbody></table>")
     return parts
 
 
@@ -576,7 +667,8 @@ def _results_table(rs: list[Record], table_id: str) -> list[str]:
     forms = _ShortForms(rs, Record.label)
     label_keys = sorted({m for r in rs for m in r.label_metrics if m.startswith("precision_at_")})
     columns = [
-        _Column("backend", lambda r: _txt(r.label()), lambda r: True), *_param_columns(forms),
+        _Column("backend", lambda r: _txt(r.label()), lambda r: True),
+        _Column("filter", lambda r: _txt(r.filter_spec), lambda r: bool(r.filter_spec)), *_param_columns(forms),
         _number_column("k", lambda r: r.k, "d"), _Column("mode", lambda r: _txt(r.mode), lambda r: True),
         _number_column("threads", lambda r: r.threads, "d"),
         _Column("status", lambda r: _txt(r.status), lambda r: True),

@@ -484,9 +484,9 @@ def _drawn_points(ax, step: float = 3.0) -> np.ndarray:
     return xy[np.isfinite(xy).all(axis=1)]
 
 
-def _set_scales(ax, xs: list[float], x_scale: str, x_metric: str, top: float, right: float) -> None:
-    """Log y, logit or linear x, and plain tick labels on both (never matplotlib's mathtext formatters)."""
-    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
+def log_y_axis(ax) -> None:
+    """A log y axis with plain tick labels (:func:`tick_label`), minor ones too when few decades are on view."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
 
     ax.set_yscale("log")
     ax.yaxis.set_minor_locator(LogLocator(subs=(2, 3, 4, 5, 6, 7, 8, 9)))
@@ -498,6 +498,13 @@ def _set_scales(ax, xs: list[float], x_scale: str, x_metric: str, top: float, ri
         return tick_label(v) if hi < 10 * lo or (hi < 100 * lo and digit in (2, 5)) else ""
 
     ax.yaxis.set_minor_formatter(FuncFormatter(minor))
+
+
+def _set_scales(ax, xs: list[float], x_scale: str, x_metric: str, top: float, right: float) -> None:
+    """Log y, logit or linear x, and plain tick labels on both (never matplotlib's mathtext formatters)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    log_y_axis(ax)
     ax.xaxis.set_minor_formatter(NullFormatter())
     if x_scale == "logit":
         ax.set_xscale("logit")
