@@ -176,10 +176,13 @@ def test_plot_stream_draws_every_step(tmp_path, small_set):
                                "3", "-o", str(rb)]).exit_code == 0
     r = runner.invoke(cli, ["stream", "--runbook", str(rb), "--dataset", str(small_set), "--backend", "hnsw",
                             "--backend", "ivf", "--search", "ef=40", "--search", "nprobe=8", "--runs", "1",
-                            "--in-process", "-q", "--results", str(store)])
+                            "--build-threads", "2", "--in-process", "-q", "--results", str(store)])
     assert r.exit_code == 0, r.output
     with ResultStore(store, create=False) as s:
         rows = s.records(stream="grow")
+    # updates with the build's threads, searches with --threads; each row says which
+    assert {r.update_threads for r in rows if r.stream_op in ("build", "insert", "rebuild")} == {2}
+    assert {r.threads for r in rows} == {1}
     fig = _stream_figure(rows, None)
     ax_r, ax_q, ax_m, ax_live = fig.axes
     searches = sorted({r.stream_step for r in rows if r.stream_op == "search"})

@@ -113,6 +113,7 @@ class Record:
     update_s: float | None = None
     rss_bytes: int | None = None
     stream_updates: str = ""
+    update_threads: int | None = None  # threads of the build, inserts and deletes (stream --build-threads)
     # An embedded database's build, split (issue 35): inserting the rows, then creating the index (their sum is
     # build_s); None for libraries, whose build is one call.
     build_insert_s: float | None = None

@@ -7,7 +7,8 @@ worker builds over the runbook's initial rows (``BuildJob.build_rows``) and the 
 that index, reporting one row per step:
 
 - ``build``: build_s, items/s, index_bytes and RSS after it;
-- ``insert`` / ``delete``: the update's wall time (``update_s``), items/s, index_bytes and RSS after it. A backend
+- ``insert`` / ``delete``: the update's wall time (``update_s``), items/s, index_bytes and RSS after it, with the
+  build's threads (``BuildJob.build_threads``, recorded as ``update_threads``; searches use ``threads``). A backend
   without updates (``Index.updates`` = none) is rebuilt from scratch on the live items instead, and the row says so;
 - ``search``: recall@k (both rules, and id recall) against the exact top-k of the live set, QPS and, in single
   mode, latency percentiles, timed by :func:`ann_bench.bench.worker.measure`; a returned id that is not live
@@ -119,7 +120,7 @@ class StreamPlan:
         if (0, self.modes[0]) not in self.done:
             self._row(emit, 0, "build", n0, support, build_s=info.get("build_s"),
                       index_bytes=info.get("index_bytes"), items_per_s=_rate(n0, info.get("build_s")),
-                      rss_bytes=_rss())
+                      rss_bytes=_rss(), update_threads=job.build_threads)
         try:
             index.set_search_params(**self.search)
         except Exception as exc:
@@ -140,6 +141,8 @@ class StreamPlan:
                     elapsed = time.perf_counter() - t0
                     labels = np.flatnonzero(live)
                 else:
+                    if job.build_threads != job.threads:  # updates with the build's threads, searches with --threads
+                        index.set_threads(job.build_threads)
                     if step.op == "insert":
                         new = np.arange(labels.size, labels.size + step.ids.size, dtype=np.int64)
                         rows = np.ascontiguousarray(X[step.ids])
@@ -154,6 +157,8 @@ class StreamPlan:
                         index.remove(gone)
                         elapsed = time.perf_counter() - t0
                         slot[step.ids] = -1
+                    if job.build_threads != job.threads:
+                        index.set_threads(job.threads)
                     live[step.ids] = step.op == "insert"
             except Exception as exc:  # the library failed: this step's row says how, and the runbook stops here
                 self._row(emit, i, step.op, int(live.sum()), support, error=error_text(exc))
@@ -161,7 +166,7 @@ class StreamPlan:
             if (i, self.modes[0]) not in self.done:
                 self._row(emit, i, step.op, int(live.sum()), support, update_s=elapsed,
                           items_per_s=_rate(step.ids.size, elapsed), index_bytes=_index_bytes(index),
-                          rss_bytes=_rss())
+                          rss_bytes=_rss(), update_threads=job.build_threads)
         if not self.rebuild:
             return
         end = len(rb.steps)
@@ -176,7 +181,7 @@ class StreamPlan:
             self._row(emit, end, "rebuild", int(rows.size), support, error=error_text(exc))
             return
         extra = dict(build_s=build_s, index_bytes=_index_bytes(fresh), items_per_s=_rate(rows.size, build_s),
-                     rss_bytes=_rss())
+                     rss_bytes=_rss(), update_threads=job.build_threads)
         D_gt, I_gt = self.final_groundtruth
         for mode in self.modes:
             if (end, mode) not in self.done:

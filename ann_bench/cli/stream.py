@@ -32,8 +32,9 @@ from ann_bench.errors import InputError
 @click.option("--runs", type=int, default=3, show_default=True, help="Timed runs per search step; best kept.")
 @click.option("--mode", type=click.Choice(["batch", "single", "both"]), default="single", show_default=True,
               help="single: one query per call (QPS and p99 latency); batch: all queries in one call.")
-@click.option("--threads", type=THREADS, default=1, show_default=True, help="Threads for queries and updates.")
-@click.option("--build-threads", type=THREADS, default=None, help="Threads for builds [default: --threads].")
+@click.option("--threads", type=THREADS, default=1, show_default=True, help="Threads for queries.")
+@click.option("--build-threads", type=THREADS, default=None,
+              help="Threads for builds, inserts and deletes (each row records them) [default: --threads].")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for index construction.")
 @click.option("--force", is_flag=True, help="Measure again the steps already stored for this runbook.")
 @click.option("--timeout", type=float, default=None,
@@ -174,6 +175,9 @@ def stream_table(records, source: str):
     table.add("index MB", [f"{r.index_bytes / 1e6:.1f}" if r.index_bytes else "-" for r in records], numeric=True,
               optional=4)
     table.add("updates", [r.stream_updates or "-" for r in records], optional=5)
+    update_threads = sorted({r.update_threads for r in records if r.update_threads})
     table.caption_lines.append("items/s: of the build, the insert or delete (\"none: rebuilt each step\": of the "
-                               "rebuild from scratch); rebuild: the backend built anew on the final live set")
+                               "rebuild from scratch)"
+                               + (f", with {','.join(map(str, update_threads))} thread(s)" if update_threads else "")
+                               + "; rebuild: the backend built anew on the final live set")
     return table
