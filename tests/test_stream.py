@@ -204,3 +204,48 @@ def test_plot_stream_draws_every_step(tmp_path, small_set):
     r = runner.invoke(cli, ["plot", "--results", str(store), "--stream", "grow", "--filter", "label", "-o",
                             str(tmp_path / "t.png")])
     assert r.exit_code == 2 and "neither --filter nor --tune" in r.output
+
+
+def test_resume_starts_from_the_checkpoint_not_the_start(tmp_path, small_set, monkeypatch):
+    """A runbook stopped by a failure mid-way resumes from its last checkpoint: only the later inserts are played,
+    and every step's recall equals an uninterrupted run's; the checkpoint is gone once the runbook ends."""
+    from ann_bench.backends.ivf import FaissIVFFlat as IVFIndex
+    from ann_bench.bench.results import ResultStore
+    from ann_bench.config import cache_dir
+
+    runner = CliRunner()
+    rb = tmp_path / "slide.yaml"
+    assert runner.invoke(cli, ["stream", "make-runbook", "--dataset", str(small_set), "--shape", "slide", "--steps",
+                               "5", "--start", "0.2", "-o", str(rb)]).exit_code == 0
+
+    def run(store):
+        return runner.invoke(cli, ["stream", "--runbook", str(rb), "--dataset", str(small_set), "--backend", "ivf",
+                                   "--build", "nlist=16", "--search", "nprobe=4", "--runs", "1", "--mode", "batch",
+                                   "--checkpoint-every", "0", "--in-process", "--results", str(store)])
+
+    def recalls(store):
+        with ResultStore(store, create=False) as s:
+            return {r.stream_step: r.recall for r in s.records(stream="slide") if r.status == "ok"
+                    and r.stream_op in ("search", "rebuild")}
+
+    assert run(tmp_path / "a.sqlite").exit_code == 0
+    assert not list((cache_dir() / "stream").iterdir())  # the runbook ended: no checkpoint left
+    add, calls, failed = IVFIndex.add, [], []
+
+    def failing_add(self, X, ids):  # the third insert fails, once
+        calls.append(len(ids))
+        if len(calls) == 3 and not failed:
+            failed.append(True)
+            raise RuntimeError("disk on fire")
+        return add(self, X, ids)
+
+    monkeypatch.setattr(IVFIndex, "add", failing_add)
+    r = run(tmp_path / "b.sqlite")
+    assert "disk on fire" in r.output and len(list((cache_dir() / "stream").iterdir())) == 1
+    calls.clear()
+    r = run(tmp_path / "b.sqlite")
+    assert r.exit_code == 0 and "resumed after step" in r.output, r.output
+    steps = parse_runbook(__import__("yaml").safe_load(rb.read_text()), "x").steps
+    assert len(calls) == sum(s.op == "insert" for s in steps) - 2  # the two inserts before the failure: not replayed
+    assert recalls(tmp_path / "b.sqlite") == recalls(tmp_path / "a.sqlite"), r.output
+    assert not list((cache_dir() / "stream").iterdir())

@@ -17,8 +17,12 @@ that index, reporting one row per step:
   the same setting, for comparison.
 
 Labels: the index knows items by consecutive labels (0..m-1 for the build, then m, m+1, ... per insert, never
-reused); the plan maps them back to train rows outside the timed region. Resume: a re-run plays the whole runbook
-again (the index must reach the same state) but measures and stores only the steps not already stored.
+reused); the plan maps them back to train rows outside the timed region. Resume: a re-run measures and stores
+only the steps not already stored. To get there it starts from the last checkpoint — the index and its label
+maps saved after an update step, at most every ``checkpoint_every`` seconds, in a folder of the cache
+(:func:`checkpoint_folder`), removed when the runbook is played to its end — when every row up to it is stored;
+without one (a backend that cannot save its updated index, or none written yet) it plays the runbook again from the
+start, since the index must reach the same state.
 """
 
 from __future__ import annotations
@@ -105,6 +109,11 @@ class StreamPlan:
     final_groundtruth: tuple[np.ndarray, np.ndarray] = field(repr=False)
     done: frozenset = frozenset()
     rebuild: bool = True  # end with the backend built from scratch on the final live set
+    # Resume: the index and its label maps after an update step, saved here (a folder of the cache) at most every
+    # checkpoint_every seconds of the runbook; a re-run whose stored rows cover every step up to it starts there
+    # instead of replaying the runbook. None: never.
+    checkpoint_dir: str | None = None
+    checkpoint_every: float = 300.0
 
     def execute(self, job, cls, index, X: np.ndarray, Q: np.ndarray, info: dict, emit) -> None:
         from ann_bench.bench.worker import error_text
@@ -117,7 +126,13 @@ class StreamPlan:
         live = np.zeros(X.shape[0], dtype=bool)
         live[labels] = True
         n0 = int(labels.size)
-        if (0, self.modes[0]) not in self.done:
+        first = 1
+        resumed = self._resume(job, cls, emit)
+        if resumed is not None:
+            step, index, labels, slot, live = resumed
+            first = step + 1
+        last_saved = time.perf_counter()
+        if resumed is None and (0, self.modes[0]) not in self.done:
             self._row(emit, 0, "build", n0, support, build_s=info.get("build_s"),
                       index_bytes=info.get("index_bytes"), items_per_s=_rate(n0, info.get("build_s")),
                       rss_bytes=_rss(), update_threads=job.build_threads)
@@ -126,7 +141,7 @@ class StreamPlan:
         except Exception as exc:
             self._row(emit, 1, "search", n0, support, error=error_text(exc))
             return
-        for i, step in list(enumerate(rb.steps))[1:]:
+        for i, step in list(enumerate(rb.steps))[first:]:
             if step.op == "search":
                 D_gt, I_gt = self.groundtruth[i]
                 for mode in self.modes:
@@ -167,6 +182,10 @@ class StreamPlan:
                 self._row(emit, i, step.op, int(live.sum()), support, update_s=elapsed,
                           items_per_s=_rate(step.ids.size, elapsed), index_bytes=_index_bytes(index),
                           rss_bytes=_rss(), update_threads=job.build_threads)
+            if self.checkpoint_dir is not None and time.perf_counter() - last_saved >= self.checkpoint_every:
+                self._checkpoint(i, index, labels, slot, live, emit)
+                last_saved = time.perf_counter()
+        self._drop_checkpoint()  # every step played: a re-run measures from the stored rows alone
         if not self.rebuild:
             return
         end = len(rb.steps)
@@ -186,6 +205,74 @@ class StreamPlan:
         for mode in self.modes:
             if (end, mode) not in self.done:
                 self._search(emit, job, fresh, X, Q, end, "rebuild", mode, rows, live, D_gt, I_gt, support, extra)
+
+    def _needed(self, upto: int) -> set:
+        """The (step, mode) rows of steps 0..upto that a run measures."""
+        modes = self.modes
+        return {(i, m) for i, s in enumerate(self.runbook.steps[: upto + 1])
+                for m in (modes if s.op == "search" else modes[:1])}
+
+    def _checkpoint(self, step: int, index, labels, slot, live, emit) -> None:
+        """Save the index and the label maps after ``step`` into :attr:`checkpoint_dir`, replacing the last one
+        (written beside it, then renamed). A backend that cannot save its updated index (our NSW with tombstones)
+        gets no checkpoint, said once; a re-run then replays the runbook."""
+        import json
+        import os
+        import shutil
+        from pathlib import Path
+
+        from ann_bench.bench.worker import _sha256, error_text
+
+        final = Path(self.checkpoint_dir)
+        tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            index.save(tmp / "index")
+            np.savez(tmp / "state.npz", labels=labels, slot=slot, live=live)
+            (tmp / "checkpoint.json").write_text(json.dumps({"step": step, "runbook": self.runbook.ident,
+                                                             "index_sha256": _sha256(tmp / "index")}))
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+        except Exception as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            emit("note", f"no checkpoint to resume from (saving the updated index failed: {error_text(exc)}); a "
+                         "re-run replays the runbook")
+            self.checkpoint_dir = None
+
+    def _resume(self, job, cls, emit):
+        """(step, index, labels, slot, live) from the checkpoint when every row up to its step is stored, else
+        None (no checkpoint, a stale or damaged one, or rows missing before it: the runbook is replayed)."""
+        import json
+        from pathlib import Path
+
+        from ann_bench.bench.worker import _sha256, error_text
+
+        if self.checkpoint_dir is None or not (Path(self.checkpoint_dir) / "checkpoint.json").is_file():
+            return None
+        folder = Path(self.checkpoint_dir)
+        try:
+            meta = json.loads((folder / "checkpoint.json").read_text())
+            step = int(meta["step"])
+            if meta.get("runbook") != self.runbook.ident or not self._needed(step) <= set(self.done):
+                return None
+            if _sha256(folder / "index") != meta["index_sha256"]:
+                raise ValueError("its index's sha256 differs from the one recorded when it was saved")
+            state = np.load(folder / "state.npz")
+            index = cls(job.metric, job.dim, threads=job.threads, seed=job.seed, **job.build)
+            index.load(folder / "index")
+            index.set_threads(job.threads)
+        except Exception as exc:
+            emit("note", f"checkpoint {str(folder)!r} is unusable ({error_text(exc)}); replaying the runbook")
+            return None
+        emit("note", f"resumed after step {step} from its checkpoint (steps 0-{step} are stored)")
+        return step, index, state["labels"], state["slot"], state["live"]
+
+    def _drop_checkpoint(self) -> None:
+        import shutil
+
+        if self.checkpoint_dir is not None:
+            shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
 
     def _row(self, emit, step: int, op: str, live_n: int, support: str, mode: str | None = None,
              error: str | None = None, I=None, **figures) -> None:
@@ -359,8 +446,20 @@ def plan_stream(backends, n0: int, dim: int, metric: str, build_specs=(), search
     return out
 
 
+def checkpoint_folder(dataset_hash: str, rb: Runbook, c: StreamConfig, seed: int):
+    """Where a backend's runbook keeps its checkpoint: a folder of the cache named by the set, the runbook, the
+    backend and its build (never beside the user's files)."""
+    import hashlib
+    import json
+
+    from ann_bench.config import cache_dir
+
+    key = json.dumps([dataset_hash, rb.ident, c.cls.name, c.cls.impl, c.build, seed], sort_keys=True, default=str)
+    return cache_dir() / "stream" / hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
 def run_stream(vs, rb: Runbook, configs: list[StreamConfig], options, store=None, reporter=None,
-               force: bool = False):
+               force: bool = False, checkpoint_every: float | None = 300.0):
     """Run ``rb`` on ``vs`` for every configuration, each in its own worker (``options.isolate``), storing a row per
     step as it is measured; steps already stored are played but not measured again (unless ``force``). Returns the
     :class:`~ann_bench.bench.jobs.SweepSummary` of the new rows."""
@@ -401,7 +500,10 @@ def run_stream(vs, rb: Runbook, configs: list[StreamConfig], options, store=None
         if len(done) == len(measured_steps):
             summary.skipped_existing += len(done)
             continue
-        plan = StreamPlan(rb, c.search, tuple(options.modes), gts, final, frozenset(done))
+        plan = StreamPlan(rb, c.search, tuple(options.modes), gts, final, frozenset(done),
+                          checkpoint_dir=None if store is None or checkpoint_every is None else
+                          str(checkpoint_folder(dataset["dataset_hash"], rb, c, options.seed)),
+                          checkpoint_every=checkpoint_every or 0.0)
         job = BuildJob(dataset_path=str(vs.path), metric=vs.metric, dim=vs.dim, backend=c.cls.name, impl=c.cls.impl,
                        build=c.build, pending=[], k=options.k, runs=options.runs, threads=options.threads,
                        build_threads=options.build_threads or options.threads, seed=options.seed,

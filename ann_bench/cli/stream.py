@@ -41,18 +41,23 @@ from ann_bench.errors import InputError
               help="Seconds one backend's whole runbook may take; then its worker is killed and the step it was in "
                    "is recorded as timeout.")
 @click.option("--memory-limit", default=None, metavar="SIZE", help="Kill a worker whose RSS passes SIZE (e.g. 8GB).")
+@click.option("--checkpoint-every", type=click.FloatRange(min=0), default=300, show_default=True, metavar="SECONDS",
+              help="Save each backend's updated index (in the cache) at most this often, after an update step: a "
+                   "re-run after a crash or a kill starts from it instead of replaying the runbook (0: after every "
+                   "update step). Removed when the runbook ends.")
 @click.option("--in-process", is_flag=True, help="Run in this process (debugging; no crash isolation).")
 @click.option("--quiet", "-q", is_flag=True, help="No line per step.")
 @results_option
 @click.pass_context
 def stream(ctx: click.Context, runbook: Path | None, dataset: Path | None, backends: tuple[str, ...], build_specs,
            search_specs, k: int, runs: int, mode: str, threads: int, build_threads: int | None, seed: int,
-           force: bool, timeout: float | None, memory_limit: str | None, in_process: bool, quiet: bool,
-           results_path: Path) -> None:
+           force: bool, timeout: float | None, memory_limit: str | None, checkpoint_every: float, in_process: bool,
+           quiet: bool, results_path: Path) -> None:
     """Run a runbook (a collection that grows and loses items) on each backend, each in its own worker: at every
     search step recall@k against the exact top-k of the live items, QPS and p99; at every insert/delete step the
     items/s and the index's memory; at the end the backend rebuilt from scratch on the final live set. A re-run
-    measures only the steps not stored yet. List the rows with `ann-bench results --stream NAME`."""
+    measures only the steps not stored yet, from the last checkpoint where one was saved. List the rows with
+    `ann-bench results --stream NAME`, draw them with `ann-bench plot --stream NAME`."""
     if ctx.invoked_subcommand is not None:
         if runbook is not None or backends:
             raise InputError(f"--runbook/--backend belong to `ann-bench stream`, not to `stream "
@@ -82,7 +87,8 @@ def stream(ctx: click.Context, runbook: Path | None, dataset: Path | None, backe
             if not quiet:
                 err.print(f"stream {escape(rb.ident)} on {escape(vs.name)}: {len(rb.steps)} steps, "
                           f"{vs.n_test:,} queries, k={k}, {mode} mode, {threads} thread(s)", soft_wrap=True)
-            summary = run_stream(vs, rb, configs, options, store, reporter, force=force)
+            summary = run_stream(vs, rb, configs, options, store, reporter, force=force,
+                                 checkpoint_every=checkpoint_every)
     if summary.skipped_existing and not quiet:
         err.print(f"skipped {summary.skipped_existing} step row(s) already stored (--force measures them again)")
     for c in configs:
