@@ -93,7 +93,8 @@ def test_incremental_groundtruth_equals_from_scratch_at_every_step(metric):
 
 
 # ---- each backend's add/remove -----------------------------------------------------------------------------------
-UPDATABLE = [("hnsw", "hnswlib", {}, {"ef": 100}), ("ivf", "faiss", {"nlist": 8}, {"nprobe": 8}),
+UPDATABLE = [("hnsw", "hnswlib", {}, {"ef": 100}), ("hnsw", "hnswlib", {"replace_deleted": True}, {"ef": 100}),
+             ("ivf", "faiss", {"nlist": 8}, {"nprobe": 8}),
              ("ivfpq", "faiss", {"nlist": 8, "m": 4, "nbits": 4}, {"nprobe": 8}),
              ("hnsw", "faiss", {}, {"ef": 100}), ("hnsw", "usearch", {}, {"ef": 100}),
              ("hnsw", "voyager", {}, {"ef": 100}), ("nsw", "numba", {}, {"ef": 100})]
@@ -123,6 +124,24 @@ def test_add_remove_against_exact(name, impl, build, search):
     ok = I >= 0
     np.testing.assert_allclose(D[ok], np.linalg.norm(X[I[ok]] - np.repeat(Q, 10, axis=0)[ok.ravel()], axis=1),
                                rtol=1e-3 if name != "ivfpq" else 1.0, atol=1e-3 if name != "ivfpq" else 10)
+
+
+def test_hnswlib_replace_deleted_reuses_the_deleted_slots():
+    """replace_deleted=true: inserts after deletions take the deleted items' slots, so the index does not grow."""
+    cls = get_backend("hnsw", "hnswlib")
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((1000, 8)).astype(np.float32)
+    sizes = {}
+    for reuse in (False, True):
+        index = cls("euclidean", 8, replace_deleted=reuse)
+        index.build(X[:500])
+        index.remove(np.arange(0, 400))
+        index.add(X[500:900], np.arange(500, 900))
+        sizes[reuse] = index.index.get_current_count()
+        index.set_search_params(ef=50)
+        _, I = index.search(X[500:510], 1)
+        assert (I[:, 0] == np.arange(500, 510)).all()  # the new items are found under their own labels
+    assert sizes == {False: 900, True: 500}
 
 
 def test_declared_support():

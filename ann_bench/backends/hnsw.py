@@ -28,6 +28,8 @@ class HnswlibHNSW(Index):
     build_params = (
         Param("M", int, 16, "graph degree (links per node per layer; 2*M on layer 0)", min=2, max=512),
         Param("ef_construction", int, 200, "candidate list size while inserting", min=1, max=100_000),
+        Param("replace_deleted", bool, False, "updates: an insert reuses a deleted item's slot (hnswlib's "
+              "allow_replace_deleted / replace_deleted) instead of growing the index"),
     )
     search_params = (Param("ef", int, 10, "candidate list size while searching", min=1, max=1_000_000),)
     build_grid = {"M": [16, 32], "ef_construction": [200]}
@@ -37,6 +39,7 @@ class HnswlibHNSW(Index):
     def __init__(self, metric: str, dim: int, threads: int = 1, seed: int = 0, **build_params: Any):
         super().__init__(metric, dim, threads, seed, **build_params)
         self.index = None
+        self._free = 0  # deleted slots an insert may take (replace_deleted); unknown after a load: none
 
     def build(self, X: np.ndarray) -> None:
         import hnswlib
@@ -45,7 +48,7 @@ class HnswlibHNSW(Index):
         index = hnswlib.Index(space=SPACES[self.metric], dim=self.dim)
         index.init_index(
             max_elements=n, M=self.params["M"], ef_construction=self.params["ef_construction"],
-            random_seed=self.seed,
+            random_seed=self.seed, allow_replace_deleted=self.params["replace_deleted"],
         )
         index.set_num_threads(self.threads)
         # One thread inserts in id order, which makes the graph deterministic for a seed.
@@ -55,20 +58,26 @@ class HnswlibHNSW(Index):
 
     updates = UPDATES_BOTH
     update_notes = ("add_items (the index resized to twice its capacity when full); mark_deleted: a deleted item "
-                    "stays in the graph as a tombstone searches pass through and never return; replace_deleted is "
-                    "not used (it needs allow_replace_deleted at init, which the static build does not set), so a "
-                    "deleted item's memory is not reused")
+                    "stays in the graph as a tombstone searches pass through and never return; with build "
+                    "replace_deleted=true an insert takes a deleted item's slot (replace_deleted), so the index "
+                    "stops growing once deletions keep pace, else deleted memory is never reused")
 
     def add(self, X: np.ndarray, ids: np.ndarray) -> None:
         self.check_shape(X)
-        need = self.index.get_current_count() + X.shape[0]  # the count includes deleted items
+        reuse = self.params["replace_deleted"]
+        # the count includes deleted items; with reuse, each deleted slot takes one new item
+        free = self._free if reuse else 0
+        need = self.index.get_current_count() + max(0, X.shape[0] - free)
         if need > self.index.get_max_elements():
             self.index.resize_index(max(need, 2 * self.index.get_max_elements()))
-        self.index.add_items(X, np.asarray(ids, dtype=np.int64), num_threads=self.threads)
+        self.index.add_items(X, np.asarray(ids, dtype=np.int64), num_threads=self.threads, replace_deleted=reuse)
+        self._free = max(0, free - X.shape[0])
 
     def remove(self, ids: np.ndarray) -> None:
-        for label in np.asarray(ids, dtype=np.int64).tolist():
+        ids = np.asarray(ids, dtype=np.int64).tolist()
+        for label in ids:
             self.index.mark_deleted(label)
+        self._free += len(ids)
 
     def search_skip_reason(self, search: dict[str, Any], k: int) -> str | None:
         if search["ef"] < k:
@@ -134,7 +143,7 @@ class HnswlibHNSW(Index):
         import hnswlib
 
         index = hnswlib.Index(space=SPACES[self.metric], dim=self.dim)
-        index.load_index(os.fspath(path))
+        index.load_index(os.fspath(path), allow_replace_deleted=self.params["replace_deleted"])
         index.set_num_threads(self.threads)
         self.index = index
         self._built = True
