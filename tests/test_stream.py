@@ -268,3 +268,22 @@ def test_resume_starts_from_the_checkpoint_not_the_start(tmp_path, small_set, mo
     assert len(calls) == sum(s.op == "insert" for s in steps) - 2  # the two inserts before the failure: not replayed
     assert recalls(tmp_path / "b.sqlite") == recalls(tmp_path / "a.sqlite"), r.output
     assert not list((cache_dir() / "stream").iterdir())
+
+
+def test_a_wrong_incremental_ground_truth_stops_the_run():
+    """Every search step's exact top-k is checked on a sample against a from-scratch computation."""
+    from ann_bench.bench import stream as st
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((400, 8)).astype(np.float32)
+    Q = rng.standard_normal((20, 8)).astype(np.float32)
+    rb = parse_runbook({"name": "t", "steps": [{"build": "0-199"}, "search", {"insert": "200-399"},
+                                               {"delete": "0-99"}, "search"]}, "x")
+    st.live_groundtruth(rb, X, Q, "euclidean", 5)  # right: passes
+    broken = st.LiveGroundTruth.delete
+    try:
+        st.LiveGroundTruth.delete = lambda self, ids: self.live.__setitem__(np.asarray(ids), False)  # forgets to recompute
+        with pytest.raises(InputError, match="differs from a from-scratch computation"):
+            st.live_groundtruth(rb, X, Q, "euclidean", 5)
+    finally:
+        st.LiveGroundTruth.delete = broken

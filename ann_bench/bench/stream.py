@@ -84,16 +84,40 @@ class LiveGroundTruth:
             self.delete(ids)
 
 
+CHECKED_QUERIES = 8  # per search step, the queries whose incremental top-k is checked against a from-scratch one
+
+
 def live_groundtruth(rb: Runbook, X: np.ndarray, Q: np.ndarray, metric: str, k: int
                      ) -> tuple[dict[int, tuple[np.ndarray, np.ndarray]], tuple[np.ndarray, np.ndarray]]:
-    """({search step: (D, I)}, (D, I) of the final live set): the exact top-k at every search step of ``rb``."""
+    """({search step: (D, I)}, (D, I) of the final live set): the exact top-k at every search step of ``rb``, each
+    step's checked on a seeded sample of :data:`CHECKED_QUERIES` queries against the top-k computed from scratch
+    over the live items (:func:`check_sample`)."""
     gt = LiveGroundTruth(X, Q, metric, k)
+    rng = np.random.default_rng(0)
     out = {}
     for i, step in enumerate(rb.steps):
         gt.apply(step.op, step.ids)
         if step.op == "search":
+            check_sample(gt, rng.choice(Q.shape[0], min(CHECKED_QUERIES, Q.shape[0]), replace=False), i)
             out[i] = (gt.D.copy(), gt.I.copy())
     return out, (gt.D.copy(), gt.I.copy())
+
+
+def check_sample(gt: LiveGroundTruth, queries: np.ndarray, step: int) -> None:
+    """Stop (one line) when the incremental top-k distances of ``queries`` differ from those computed from scratch
+    over the live items: a recall against a wrong ground truth must never be stored."""
+    from ann_bench.data.groundtruth import exact_knn
+
+    rows = np.flatnonzero(gt.live)
+    D, _ = exact_knn(gt.X[rows], gt.Q[queries], gt.metric, gt.k)
+    mine = gt.D[queries]
+    scale = max(float(np.max(np.abs(D[np.isfinite(D)]), initial=0.0)), 1e-30)
+    bad = ~np.isclose(mine, D, rtol=1e-5, atol=1e-6 * scale) & ~(np.isinf(mine) & np.isinf(D))
+    if bad.any():
+        q, j = np.argwhere(bad)[0]
+        raise InputError(f"the live set's exact top-{gt.k} at step {step} differs from a from-scratch computation "
+                         f"(query {int(queries[q])}, neighbour {int(j) + 1}: {mine[q, j]!r} vs {D[q, j]!r}); nothing "
+                         "was measured — this is a bug in ann-bench, please report it with the runbook")
 
 
 # ---- the worker's plan -------------------------------------------------------------------------------------
