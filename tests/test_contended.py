@@ -176,3 +176,34 @@ def test_tune_ranks_a_contended_candidate_after_every_uncontended_one():
     answers = choose_answers([fast, slow], [0.95], None, ["hnsw[hnswlib]"], False, lambda r: True,
                              lambda *a: "none")
     assert answers[0].candidate is slow
+
+
+@pytest.mark.parametrize("mode", ["batch", "single"])
+def test_a_databases_engine_figure_is_retimed_while_contended(mode):
+    """The engine figure (qps_engine) gets the client's protection: while every run so far got under 0.9 of the
+    CPU (here an engine that waits instead of computing) up to 3 x runs are timed, and the share is kept."""
+    import time
+
+    import numpy as np
+
+    from ann_bench.bench import worker
+
+    class Waiting:
+        threads = 1
+        calls = 0
+
+        def engine_unavailable(self):
+            return None
+
+        def engine_query(self, Q, k):
+            Waiting.calls += 1
+            time.sleep(0.01)
+
+        def engine_single_query(self, Q, k):
+            Waiting.calls += 1
+            return (lambda q: time.sleep(0.002)), None, None
+
+    Q = np.zeros((5, 4), dtype=np.float32)
+    figures = worker._engine_figures(Waiting(), Q, 10, mode, 2)
+    assert Waiting.calls == 2 * (1 + worker.EXTRA_RUNS)  # every run waited: all of them timed
+    assert figures["cpu_share_engine"] < 0.5 and figures["qps_engine"] > 0

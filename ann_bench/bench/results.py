@@ -101,6 +101,7 @@ class Record:
     # An embedded database's engine timed without its Python client (Index.engine_query), right after the client on
     # the same queries and mode, best of the same runs: qps stays the client's figure, the one users get (issue 35).
     qps_engine: float | None = None
+    cpu_share_engine: float | None = None  # the engine's timed run's CPU share (see cpu_share); < 0.9: contended
     # A collection that changes (ann-bench stream, see ann_bench.bench.stream): the runbook (NAME@DIGEST; "" for a
     # static row), the step's position in it and its operation (build, insert, delete, search; rebuild: the index
     # built from scratch on the final live set), the live items after it, the throughput of an update step
