@@ -56,6 +56,8 @@ CONFIGS: dict[str, tuple[list[str], list[str]] | None] = {
     "hnsw:chroma": (["M=16", "ef_construction=200"], ["ef=10,20,40,80,160,320"]),
     "ivf:milvus": None,  # Milvus Lite's nlist is fixed at 128 (pymilvus cannot pass build parameters)
     "hnsw:milvus": ([], ["ef=10,20,40,80,160,320"]),  # M 16, efConstruction 200, fixed likewise
+    "ivfsq:milvus": None,  # IVF_SQ8: 8-bit codes in the lists, nlist 128 likewise
+    "hnswsq:milvus": ([], ["ef=10,20,40,80,160,320"]),  # HNSW_SQ: the graph over 8-bit codes
 }
 
 

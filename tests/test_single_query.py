@@ -40,6 +40,8 @@ SETTINGS = [
     ("flat", "milvus", {}, {}),
     ("ivf", "milvus", {}, {"nprobe": 3}),
     ("hnsw", "milvus", {}, {"ef": 40}),
+    ("ivfsq", "milvus", {}, {"nprobe": 3}),
+    ("hnswsq", "milvus", {}, {"ef": 40}),
 ]
 CASES = [(s, metric) for s in SETTINGS for metric in ("euclidean", "angular", "ip")
          if metric in get_backend(s[0], s[1]).capabilities.metrics]

@@ -39,6 +39,8 @@ _MODULES = [
     ("ann_bench.backends.milvus", "MilvusFlat"),
     ("ann_bench.backends.milvus", "MilvusIVFFlat"),
     ("ann_bench.backends.milvus", "MilvusHNSW"),
+    ("ann_bench.backends.milvus", "MilvusIVFSQ8"),
+    ("ann_bench.backends.milvus", "MilvusHNSWSQ"),
 ]
 
 PLUGINS_ENV = "ANN_BENCH_PLUGINS"

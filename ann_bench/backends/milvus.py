@@ -194,6 +194,20 @@ class MilvusHNSW(MilvusFlat):
     effort_params = {"ef": +1}
 
 
+class MilvusIVFSQ8(MilvusIVFFlat):
+    name = "ivfsq"
+    description = ("Milvus Lite IVF_SQ8 (lists of 8-bit scalar-quantised vectors; nlist 128: fixed, see docs) through "
+                   "pymilvus' MilvusClient (embedded database)")
+    index_type = "IVF_SQ8"
+
+
+class MilvusHNSWSQ(MilvusHNSW):
+    name = "hnswsq"
+    description = ("Milvus Lite HNSW_SQ (an HNSW graph over scalar-quantised vectors; M 16, efConstruction 200: "
+                   "fixed, see docs) through pymilvus' MilvusClient (embedded database)")
+    index_type = "HNSW_SQ"
+
+
 def _stacked(kept: list, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Single mode's kept hits, one search a query, into (D, I) (nq, k)."""
     rows = [_rows(r, k) for r in kept]

@@ -41,7 +41,8 @@ _KNOWN = (
     # the embedded databases (dbs extra): tab20b's darker shades, which neither the libraries nor plugins use
     ("flat[lancedb]", "#5254a3", "v"), ("ivf[lancedb]", "#6b6ecf", "D"), ("ivfpq[lancedb]", "#8ca252", "^"),
     ("ivfhnswsq[lancedb]", "#bd9e39", "s"), ("hnsw[chroma]", "#ad494a", "o"), ("flat[milvus]", "#d6616b", "v"),
-    ("ivf[milvus]", "#a55194", "D"), ("hnsw[milvus]", "#ce6dbd", "o"),
+    ("ivf[milvus]", "#a55194", "D"), ("hnsw[milvus]", "#ce6dbd", "o"), ("ivfsq[milvus]", "#9c9ede", "P"),
+    ("hnswsq[milvus]", "#de9ed6", "s"),
 )
 KNOWN_LABELS = tuple(label for label, _, _ in _KNOWN)
 _KNOWN_STYLE = {label: (color, marker) for label, color, marker in _KNOWN}
