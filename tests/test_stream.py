@@ -287,3 +287,21 @@ def test_a_wrong_incremental_ground_truth_stops_the_run():
             st.live_groundtruth(rb, X, Q, "euclidean", 5)
     finally:
         st.LiveGroundTruth.delete = broken
+
+
+def test_nsw_inserts_in_parallel_batches_and_the_graph_does_not_depend_on_threads():
+    """Our NSW's insert runs the build's batches on every thread; the graph is the same for 1 and 2 threads."""
+    cls = get_backend("nsw")
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((6000, 8)).astype(np.float32)
+    graphs = []
+    for threads in (1, 2):
+        index = cls("euclidean", 8, threads=threads)
+        index.build(X[:2000])
+        index.add(X[2000:], np.arange(2000, 6000))
+        graphs.append((index._indptr.copy(), index._adj.copy()))
+        index.set_search_params(ef=64)
+        _, I = index.search(X[2000:2100], 1)
+        assert np.mean(I[:, 0] == np.arange(2000, 2100)) >= 0.99  # inserted points are found
+    np.testing.assert_array_equal(graphs[0][0], graphs[1][0])
+    np.testing.assert_array_equal(graphs[0][1], graphs[1][1])

@@ -171,11 +171,22 @@ class NumbaNSW(Index):
         p = self.params
         n, f = X.shape[0], p["f"]
         pool, start, cap, deg = K.new_graph(n, f)
-        workers = max(1, self.threads)
-        visited = np.zeros((workers, n), dtype=np.int32)
+        visited = np.zeros(n, dtype=np.int32)
         done = min(n, SEQUENTIAL_PREFIX)
         args = (X, self._kind, f, p["w"], p["ef_construction"], first, U)
-        pool, used = K.insert_range(*args, pool, 0, start, cap, deg, visited[0], 0, done)
+        pool, used = K.insert_range(*args, pool, 0, start, cap, deg, visited, 0, done)
+        pool, used = self._batches(K, X, U, first, pool, used, start, cap, deg, done, n, self.progress)
+        return K.to_csr(pool, start, deg)
+
+    def _batches(self, K, X: np.ndarray, U: np.ndarray, first: bool, pool, used: int, start, cap, deg, done: int,
+                 n: int, progress=None):
+        """Insert nodes done..n-1 in batches (:data:`SCHEDULE`): each batch's insertion searches run on the
+        threads at once among the nodes before it, then its links are made in id order. Returns (pool, used)."""
+        p = self.params
+        f = p["f"]
+        workers = max(1, self.threads)
+        visited = np.zeros((workers, n), dtype=np.int32)
+        args = (X, self._kind, f, p["w"], p["ef_construction"], first, U)
         out = np.empty((MAX_BATCH, f), dtype=np.int32)
         out_n = np.empty(MAX_BATCH, dtype=np.int32)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nsw-build") as threads:
@@ -189,9 +200,9 @@ class NumbaNSW(Index):
                     job.result()
                 pool, used = K.link_range(pool, used, start, cap, deg, f, done, stop, out, out_n, done)
                 done = stop
-                if self.progress is not None:
-                    self.progress(done, n)
-        return K.to_csr(pool, start, deg)
+                if progress is not None:
+                    progress(done, n)
+        return pool, used
 
     def _set_graph(self, X: np.ndarray, indptr: np.ndarray, adj: np.ndarray, ids: np.ndarray) -> None:
         """Install a graph (graph-order vectors X (n, dim) float32, CSR indptr/adj, original ids), then
@@ -268,8 +279,9 @@ class NumbaNSW(Index):
     # ---- updates: insertion as in the build; deletion by tombstones, not repaired ------------------------------
     updates = UPDATES_BOTH
     update_notes = ("insert: each new point is searched for in the graph and linked both ways to the f nearest found, "
-                    "one by one, as the paper's build (new points are appended to the graph order, which is not "
-                    "re-sorted); delete: tombstones, not repaired: a deleted node keeps its links and vector, searches "
+                    "as the build does it: in batches searched on every thread at once (parallel=true; the graph is "
+                    "the same for any thread count) or one by one (parallel=false); new points are appended to the "
+                    "graph order, which is not re-sorted; delete: tombstones, not repaired: a deleted node keeps its links and vector, searches "
                     "pass through it and drop it from their list of max(ef, k) at the end, so many tombstones near a "
                     "query can leave fewer than k results at a small ef")
     _dead: np.ndarray | None = None  # (labels,) bool: tombstoned labels, once something was removed
@@ -282,9 +294,13 @@ class NumbaNSW(Index):
         X_all = np.concatenate([self._X, Xp])
         pool, start, cap, deg, used = self._growable(n1)
         U = np.random.default_rng([self.seed, n0]).random((n1, p["w"]))  # rows n0.. are used
-        visited = np.zeros(n1, dtype=np.int32)
-        pool, used = K.insert_range(X_all, self._kind, p["f"], p["w"], p["ef_construction"], p["entry"] == "first",
-                                    U, pool, used, start, cap, deg, visited, n0, n1)
+        first = p["entry"] == "first"
+        if p["parallel"]:  # as the build: batches searched on every thread at once, linked in id order
+            pool, used = self._batches(K, X_all, U, first, pool, used, start, cap, deg, n0, n1)
+        else:
+            visited = np.zeros(n1, dtype=np.int32)
+            pool, used = K.insert_range(X_all, self._kind, p["f"], p["w"], p["ef_construction"], first, U, pool,
+                                        used, start, cap, deg, visited, n0, n1)
         indptr, adj = K.to_csr(pool, start, deg)
         labels = np.concatenate([self._ids, np.asarray(ids, dtype=np.int64)])
         self._set_graph(X_all, indptr, adj, labels)
