@@ -305,3 +305,11 @@ def test_nsw_inserts_in_parallel_batches_and_the_graph_does_not_depend_on_thread
         assert np.mean(I[:, 0] == np.arange(2000, 2100)) >= 0.99  # inserted points are found
     np.testing.assert_array_equal(graphs[0][0], graphs[1][0])
     np.testing.assert_array_equal(graphs[0][1], graphs[1][1])
+
+
+def test_a_parameter_added_later_keeps_the_stored_rows_keys():
+    """hnswlib's replace_deleted came after rows were stored: at its default it is not part of a row's identity."""
+    cls = get_backend("hnsw", "hnswlib")
+    assert cls.validate_build_params({"M": 16}) == {"M": 16, "ef_construction": 200}
+    assert cls.validate_build_params({"replace_deleted": "false"}) == {"M": 16, "ef_construction": 200}
+    assert cls.validate_build_params({"replace_deleted": "true"})["replace_deleted"] is True

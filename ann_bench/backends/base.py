@@ -92,6 +92,9 @@ class Param:
     choices: tuple | None = None
     min: float | None = None
     max: float | None = None
+    # Left out of the validated parameters at its default (read it with params.get(name, default)): a parameter
+    # added to a backend later keeps the identity, hence the resume keys, of the rows measured before it.
+    implicit: bool = False
 
     def coerce(self, value: Any, backend: str) -> Any:
         """Return ``value`` converted to this parameter's type; raise InputError saying what is allowed."""
@@ -238,6 +241,9 @@ class Index(ABC):
         out = {p.name: p.default for p in declared}
         for key, value in given.items():
             out[key] = by_name[key].coerce(value, cls.label())
+        for p in declared:
+            if p.implicit and out[p.name] == p.default:
+                del out[p.name]
         return out
 
     @classmethod

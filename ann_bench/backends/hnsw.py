@@ -29,7 +29,7 @@ class HnswlibHNSW(Index):
         Param("M", int, 16, "graph degree (links per node per layer; 2*M on layer 0)", min=2, max=512),
         Param("ef_construction", int, 200, "candidate list size while inserting", min=1, max=100_000),
         Param("replace_deleted", bool, False, "updates: an insert reuses a deleted item's slot (hnswlib's "
-              "allow_replace_deleted / replace_deleted) instead of growing the index"),
+              "allow_replace_deleted / replace_deleted) instead of growing the index", implicit=True),
     )
     search_params = (Param("ef", int, 10, "candidate list size while searching", min=1, max=1_000_000),)
     build_grid = {"M": [16, 32], "ef_construction": [200]}
@@ -48,7 +48,7 @@ class HnswlibHNSW(Index):
         index = hnswlib.Index(space=SPACES[self.metric], dim=self.dim)
         index.init_index(
             max_elements=n, M=self.params["M"], ef_construction=self.params["ef_construction"],
-            random_seed=self.seed, allow_replace_deleted=self.params["replace_deleted"],
+            random_seed=self.seed, allow_replace_deleted=self.params.get("replace_deleted", False),
         )
         index.set_num_threads(self.threads)
         # One thread inserts in id order, which makes the graph deterministic for a seed.
@@ -64,7 +64,7 @@ class HnswlibHNSW(Index):
 
     def add(self, X: np.ndarray, ids: np.ndarray) -> None:
         self.check_shape(X)
-        reuse = self.params["replace_deleted"]
+        reuse = self.params.get("replace_deleted", False)
         # the count includes deleted items; with reuse, each deleted slot takes one new item
         free = self._free if reuse else 0
         need = self.index.get_current_count() + max(0, X.shape[0] - free)
@@ -143,7 +143,7 @@ class HnswlibHNSW(Index):
         import hnswlib
 
         index = hnswlib.Index(space=SPACES[self.metric], dim=self.dim)
-        index.load_index(os.fspath(path), allow_replace_deleted=self.params["replace_deleted"])
+        index.load_index(os.fspath(path), allow_replace_deleted=self.params.get("replace_deleted", False))
         index.set_num_threads(self.threads)
         self.index = index
         self._built = True
