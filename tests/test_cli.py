@@ -68,7 +68,7 @@ def test_backends_lists_parameters_and_defaults(runner):
     r = invoke(runner, "backends", "--json")
     rows = json.loads(r.output)
     hnsw = next(x for x in rows if x["backend"] == "hnsw" and x["impl"] == "hnswlib")
-    assert [p["name"] for p in hnsw["build"]] == ["M", "ef_construction"]
+    assert [p["name"] for p in hnsw["build"]] == ["M", "ef_construction", "replace_deleted"]
     assert hnsw["search"][0]["grid"] == [10, 20, 40, 80, 160, 320, 640]
     r = invoke(runner, "backends")
     assert r.exit_code == 0 and "ivfpq" in r.output
