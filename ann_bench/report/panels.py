@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ann_bench.atomic import atomic_path
 from ann_bench.bench.results import Record
 from ann_bench.errors import InputError
-from ann_bench.report.plots import (_metadata, _set_scales, groups_of, log_y_axis, pareto_by_group, select, style,
-                                    tick_label, wrap_to, x_value)
+from ann_bench.report.plots import (_metadata, _set_scales, check_plot_output, groups_of, log_y_axis,
+                                    pareto_by_group, save_figure, select, style, tick_label, wrap_to, x_value)
 
 PANEL_TARGET = 0.9  # the recall at which each filter panel names its fastest configuration
 
@@ -91,24 +90,6 @@ def stream_summary(records: list[Record], mode: str) -> list[dict]:
     return out
 
 
-def _save(fig, out: str | os.PathLike) -> Path:
-    import matplotlib.pyplot as plt
-
-    out = Path(out)
-    fmt = out.suffix.lstrip(".").lower()
-    try:
-        with atomic_path(out, "." + fmt) as tmp:
-            fig.savefig(tmp, format=fmt, metadata=_metadata(fmt))
-    finally:
-        plt.close(fig)
-    return out
-
-
-def _check_format(out) -> None:
-    if Path(out).suffix.lstrip(".").lower() not in ("png", "svg", "pdf"):
-        raise InputError(f"output {str(out)!r} must end in .png, .svg or .pdf")
-
-
 def _fitter(fig, size: float):
     from matplotlib.font_manager import FontProperties
 
@@ -149,12 +130,12 @@ def plot_filter_panels(records: list[Record], out: str | os.PathLike, *, mode: s
     (filtered rows whose impl carries the strategy, see ``cli.options.by_strategy``): each backend x strategy's
     Pareto front bold, every configuration faint; each panel's title says its filter, the mean fraction of items
     a query may return, and the fastest configuration reaching recall ``target`` there."""
-    _check_format(out)
+    check_plot_output(out)
     import matplotlib
 
     matplotlib.use("Agg")
     with matplotlib.rc_context({"text.parse_math": False}):
-        return _save(_filter_figure(records, mode=mode, k=k, raw=raw, target=target), out)
+        return save_figure(_filter_figure(records, mode=mode, k=k, raw=raw, target=target), out)
 
 
 def _filter_figure(records: list[Record], *, mode, k, raw, target):
@@ -238,12 +219,12 @@ def plot_stream(records: list[Record], out: str | os.PathLike, *, mode: str | No
     scratch on the final live set a star one step past the last), QPS (log) likewise, and the index's serialized
     size at each build/insert/delete step with the live items (grey, right axis). ``records``: the stream rows
     of one runbook on one dataset (``results --stream``'s); ``mode``: of the search rows [single if stored]."""
-    _check_format(out)
+    check_plot_output(out)
     import matplotlib
 
     matplotlib.use("Agg")
     with matplotlib.rc_context({"text.parse_math": False}):
-        return _save(_stream_figure(records, mode), out)
+        return save_figure(_stream_figure(records, mode), out)
 
 
 def _stream_figure(records: list[Record], mode: str | None):

@@ -710,14 +710,23 @@ def plot_recall_qps(records: list[Record], out: str | os.PathLike, *, mode: str 
     ``y_metric`` p99_ms picks single mode (the only one with per-query latency). ``marks``: highlights, targets
     and title (a tune's answers), ``annotate`` (search values on the front points) and ``fronts`` (per
     ``backend`` or per ``build`` configuration) of :func:`_plot_figure`."""
+    check_plot_output(out)
+    return save_figure(plot_figure(records, mode=mode, k=k, x_scale=x_scale, raw=raw, x_metric=x_metric,
+                                   y_metric=y_metric, **marks), out)
+
+
+def check_plot_output(out: str | os.PathLike) -> None:
+    """InputError unless ``out`` ends in .png, .svg or .pdf (checked before anything is drawn)."""
+    if Path(out).suffix.lstrip(".").lower() not in ("png", "svg", "pdf"):
+        raise InputError(f"output {str(out)!r} must end in .png, .svg or .pdf")
+
+
+def save_figure(fig, out: str | os.PathLike) -> Path:
+    """Write ``fig`` to ``out`` in its suffix's format, atomically (a temporary file renamed), and close it."""
     import matplotlib.pyplot as plt
 
     out = Path(out)
     fmt = out.suffix.lstrip(".").lower()
-    if fmt not in ("png", "svg", "pdf"):
-        raise InputError(f"output {str(out)!r} must end in .png, .svg or .pdf")
-    fig = plot_figure(records, mode=mode, k=k, x_scale=x_scale, raw=raw, x_metric=x_metric, y_metric=y_metric,
-                      **marks)
     try:
         with atomic_path(out, "." + fmt) as tmp:
             fig.savefig(tmp, format=fmt, metadata=_metadata(fmt))
