@@ -100,6 +100,25 @@ def test_one_content_under_two_names_is_one_dataset_chosen_by_any_name(tmp_path,
     ok("plot", "--results", store, "-o", tmp_path / "p.png", "--dataset", "b")
 
 
+def test_rows_measured_under_two_names_of_one_content_are_one_dataset(tmp_path, small_set):
+    # The second name adds rows of its own (another backend): best/plot/report/index --from-best saw two
+    # datasets, "a (hash)" and "b (hash)", and refused even with --dataset a.
+    with h5py.File(small_set) as f:
+        train_labels, test_labels = f["train_labels"][...], f["test_labels"][...]
+    a, b = tmp_path / "a.hdf5", tmp_path / "b.hdf5"
+    _copy_with_labels(small_set, a, train_labels, test_labels)
+    _copy_with_labels(small_set, b, train_labels, test_labels)
+    store = tmp_path / "r.sqlite"
+    run(a, store)
+    assert "0 new row(s)" not in run(b, store, "--backend", "hnsw", "--build", "M=8", "--search", "ef=40")
+    for choice in (None, a, "b"):
+        extra = () if choice is None else ("--dataset", choice)
+        assert "winner" in ok("best", "--results", store, "--recall", "0.9", *extra)
+        ok("plot", "--results", store, "-o", tmp_path / "p.png", "--force", *extra)
+    ok("report", "--results", store, "-o", tmp_path / "r.html")
+    ok("index", "build", "--from-best", "--results", store, "--recall", "0.9", "-o", tmp_path / "idx")
+
+
 def test_dataset_filter_is_not_an_sql_pattern(tmp_path, small_set):
     store = tmp_path / "r.sqlite"
     run(small_set, store)

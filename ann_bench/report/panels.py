@@ -23,7 +23,7 @@ import numpy as np
 
 from ann_bench.bench.results import Record
 from ann_bench.errors import InputError
-from ann_bench.report.plots import (_metadata, _set_scales, check_plot_output, groups_of, log_y_axis,
+from ann_bench.report.plots import (_metadata, _set_scales, check_plot_output, dataset_choices, groups_of, log_y_axis,
                                     pareto_by_group, save_figure, select, style, tick_label, wrap_to, x_value)
 
 PANEL_TARGET = 0.9  # the recall at which each filter panel names its fastest configuration
@@ -239,7 +239,7 @@ def _stream_figure(records: list[Record], mode: str | None):
     if len(runbooks) > 1:
         raise InputError(f"stream rows of {len(runbooks)} runbooks ({', '.join(runbooks)}); pick one with --stream "
                          "NAME@DIGEST")
-    datasets = sorted({f"{r.dataset_name} ({r.dataset_hash[:8]})" for r in rows})
+    datasets = dataset_choices(rows)
     if len(datasets) > 1:
         raise InputError(f"stream rows of {len(datasets)} datasets ({', '.join(datasets)}); pick one with --dataset")
     searched = [r for r in rows if r.stream_op in ("search", "rebuild") and r.status == "ok" and r.recall is not None]

@@ -121,13 +121,22 @@ def latest_dataset(records: list[Record]) -> tuple[list[Record], str | None]:
     return [r for r in records if r.dataset_hash == latest.dataset_hash], note
 
 
+def dataset_choices(records: list[Record]) -> list[str]:
+    """One entry per dataset the records hold, by content hash ("a/b (0ae1b2ad)" for one content stored under
+    two names): a set is its content, whatever file it was run from."""
+    names: dict[str, set[str]] = {}
+    for r in records:
+        names.setdefault(r.dataset_hash, set()).add(r.dataset_name)
+    return sorted(f"{'/'.join(sorted(n))} ({h[:8]})" for h, n in names.items())
+
+
 def select(records: list[Record], mode: str | None = None, k: int | None = None) -> tuple[list[Record], str, int]:
     """The ok records of one dataset, one mode and one k; InputError saying which option to pass otherwise."""
     ok = [r for r in records if r.status == "ok" and (r.recall is not None or r.recall_ab is not None) and r.qps]
     if not ok:
         raise InputError("no successful results stored; run `ann-bench run` first "
                          "(or check --dataset/--backend/--results)")
-    datasets = sorted({r.dataset_name + " (" + r.dataset_hash[:8] + ")" for r in ok})
+    datasets = dataset_choices(ok)  # by content: one set stored under several names is one dataset
     if len(datasets) > 1:
         raise InputError(f"results hold {len(datasets)} datasets ({', '.join(datasets)}); pick one with --dataset")
     modes = sorted({r.mode for r in ok})
