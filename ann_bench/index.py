@@ -331,8 +331,11 @@ def check_index_output(directory: str | os.PathLike, *, force: bool = False,
     Never over a file, never over a directory ann-bench did not write (whatever ``force``), and over an index
     directory only with ``force`` and only when it is verified (its manifest's digest, its files' sizes and the
     keys' sha256) and holds nothing but the index's own files: a file of the user's in it is never deleted.
-    Never where an input lives (an input file inside it would be deleted)."""
-    target = Path(directory).expanduser()
+    Never where an input lives (an input file inside it would be deleted). A name the file system cannot hold is
+    refused here, naming it, before any build (not after it, as the temporary directory's rename)."""
+    from ann_bench.outputs import check_name
+
+    target = check_name(directory, "-o")
     for source in inputs:
         if source is None:
             continue

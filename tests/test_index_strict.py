@@ -231,6 +231,26 @@ def test_force_refuses_a_directory_it_cannot_verify(tmp_path, data):
     assert (idx / "index.bin").read_bytes() == b"my own file"
 
 
+def test_an_output_name_too_long_is_one_line_naming_it_before_the_build(tmp_path, data, monkeypatch):
+    # It was refused only after the build, at the rename of the temporary directory, naming that directory
+    # (".xxx….tmp", with a byte count of that name) instead of -o.
+    import ann_bench.index as index_module
+
+    def no_build(*a, **kw):
+        raise AssertionError("built before the output name was checked")
+
+    long_name = tmp_path / ("x" * 300)
+    with monkeypatch.context() as m:
+        m.setattr(index_module, "build_index", no_build)
+        r = invoke("index", "build", "--dataset", data["set"], "--backend", "flat", "-o", long_name)
+    one_line_error(r, "error: -o '", "the file name is 300 bytes long")
+    one_line_error(invoke("index", "build", "--dataset", data["set"], "--backend", "flat", "-o", long_name / "sub"),
+                   "a folder name in the path is 300 bytes long")
+    with pytest.raises(InputError, match="300 bytes long"):
+        ann_bench.build_index(data["X"], backend="flat", metric="euclidean").save(long_name)
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---- 5. item keys are unique ------------------------------------------------------------------------------
 def test_duplicate_keys_refused_at_build(tmp_path, data):
     keys = list(data["keys"])
