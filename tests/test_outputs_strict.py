@@ -233,6 +233,23 @@ def test_a_300_byte_name_is_one_line(tmp_path, store, command):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "cache") == []
 
 
+def test_a_300_byte_labels_name_in_train_is_one_line_before_the_progress_bar(tmp_path):
+    # train opened --labels under its epoch progress bar: the refusal came after a blank line the bar left
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x.npy", rng.standard_normal((40, 8)).astype(np.float32))
+    r = invoke("train", "--data", tmp_path / "x.npy", "--labels", tmp_path / ("x" * 296 + ".npy"), "--arch", "mlp",
+               "--epochs", 1, "-o", tmp_path / "m.pt")
+    assert r.output.startswith("error: --labels "), repr(r.output)
+    refused(r, "the file name is 300 bytes long")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
+
+
+def test_an_input_name_too_long_gives_its_own_byte_count_not_the_whole_paths(tmp_path):
+    name = tmp_path / ("x" * 295 + ".hdf5")  # 300 bytes, in a folder: the path is longer
+    text = refused(invoke("data", "info", name), "(300 bytes) is too long")
+    assert "255 bytes per name" in text
+
+
 def test_a_path_longer_than_path_max_is_one_line(tmp_path, store):
     deep = tmp_path / "/".join(["d" * 200] * 22) / "e.csv"
     refused(invoke("results", "--results", store, "--format", "csv", "-o", deep), "the path is")

@@ -4,6 +4,7 @@ library, render with rich. Expected failures (``InputError``) become one line an
 from __future__ import annotations
 
 import errno
+import os
 
 import click
 
@@ -29,7 +30,9 @@ class AnnBenchGroup(click.Group):
             name = str(exc.filename or "")
             shown = name if len(name) <= 60 else f"{name[:28]}...{name[-28:]}"
             why = "too long" if exc.errno == errno.ENAMETOOLONG else "not valid on this file system"
-            raise CliError(f"file name {shown!r} ({len(name.encode())} bytes) is {why}: the file system allows "
+            # the byte count of its longest component (the one over the limit), not of the whole path
+            longest = max((len(c) for c in os.fsencode(name).split(b"/")), default=0)
+            raise CliError(f"file name {shown!r} ({longest} bytes) is {why}: the file system allows "
                            "255 bytes per name; choose a shorter name") from None
 
 

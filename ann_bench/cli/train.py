@@ -146,7 +146,8 @@ def train(data: str, arch: str, loss: str, miner: str | None, dim: int, epochs: 
     if output.is_dir():
         raise InputError(f"output {str(output)!r} is a directory; give a file name such as model.pt")
     data_file = Path(data).expanduser() if Path(data).expanduser().is_file() else None
-    labels_path = Path(labels_file).expanduser() if labels_file is not None else None
+    # --labels is first opened under the epoch progress bar: a name the file system refuses is one line here
+    labels_path = check_name(labels_file, "--labels") if labels_file is not None else None
     check_output(output, "checkpoint", inputs=(data_file, labels_path), force=force)
     # NAME.metrics.json: a file the user did not name, so never over one ann-bench did not write (even with --force)
     check_derived(metrics_path(output), "train-metrics", output, inputs=(data_file, labels_path))
