@@ -135,7 +135,9 @@ def load_embedder(spec: str, device: str = "cpu", options: ModelOptions | None =
             raise InputError(f"unknown architecture {arch!r} in --model {spec}: a TorchScript file takes no "
                              f"prefix, pass the file itself: --model {rest}")
         raise InputError(f"unknown architecture {arch!r} in --model {spec}; architectures: "
-                         f"{', '.join(ARCHITECTURE_NAMES)} (a TorchScript file takes no prefix: --model PATH.pt)")
+                         f"{', '.join(ARCHITECTURE_NAMES)} (a TorchScript file takes no prefix: --model PATH.pt); "
+                         f"a torchvision or timm network's state_dict: --model torchvision:{arch}:{rest} or "
+                         f"timm:{arch}:{rest}")
     raise InputError(f"unknown model {spec!r}: not a registered embedder nor an existing file; "
                      f"--model takes {describe_model_forms()}")
 

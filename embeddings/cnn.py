@@ -123,6 +123,16 @@ def malformed_checkpoint(path: str | Path):
                          "`ann-bench train`, or export the model as TorchScript") from None
 
 
+def foreign_state_dict_hint(path: Path, state_dict: dict, arch: str | None = None) -> str | None:
+    """For a state_dict in none of ann-bench's layouts (a torchvision or timm network's: its classifier is
+    ``classifier.N``, ``fc``, ``head.fc``, ...): the ``--model`` forms that load it (issue 32); else None."""
+    if any(str(k) in ("head.weight", "net.0.weight") or str(k).startswith("stages.") for k in state_dict):
+        return None  # ann-bench's own layouts (small_cnn, mobilenet_v2, mlp)
+    name = arch if arch and arch not in ("small_cnn", "mlp") else "ARCH"
+    return (f"a torchvision or timm network's state_dict loads in its architecture with --model "
+            f'torchvision:{name}:{path} or timm:{name}:{path} (pip install -e ".[vision]")')
+
+
 def _architecture(arch: str) -> type[nn.Module]:
     if arch not in ARCHITECTURES:
         raise InputError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
@@ -175,11 +185,19 @@ class CheckpointEmbedder(TorchEmbedder):
                 self.meta = dict(ckpt.get("meta") or {})
         elif all(isinstance(v, torch.Tensor) for v in ckpt.values()):
             if arch is None:
+                hint = foreign_state_dict_hint(self.path, ckpt)
                 raise InputError(f"{str(self.path)!r} is a bare state_dict: name its architecture, "
-                                 f"--model ARCH:{self.path} (architectures: {', '.join(ARCHITECTURES)})")
+                                 f"--model ARCH:{self.path} (architectures: {', '.join(ARCHITECTURES)})"
+                                 + (f"; {hint}" if hint else ""))
             cls = _architecture(arch)
             state_dict = ckpt
-            config = cls.config_from_state_dict(state_dict)
+            try:
+                config = cls.config_from_state_dict(state_dict)
+            except InputError as exc:
+                hint = foreign_state_dict_hint(self.path, state_dict, arch)
+                if hint is None:
+                    raise
+                raise InputError(f"{str(self.path)!r} is not ann-bench's {arch}: {hint}; else: {exc}") from None
             self.image = ImageSpec(size=None, channels=config["in_channels"])
             self.metric, self.normalize, self.meta = "angular", True, {}
         else:

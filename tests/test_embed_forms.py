@@ -66,3 +66,39 @@ def test_a_model_file_is_an_input_the_output_may_not_name(tmp_path, features):
     r = invoke("embed", "--model", f"onnx:{onnx}", "--input", features, "-o", onnx, "--force")
     one_line(r, "is also an input of this command")
     assert onnx.read_bytes() == b"not yet a model"
+
+
+def _torchvision_like_state_dict():
+    """A few tensors of torchvision.models.mobilenet_v2(num_classes=64).state_dict(): its stem and classifier."""
+    import torch
+
+    return {"features.0.0.weight": torch.zeros(32, 3, 3, 3), "features.0.1.weight": torch.ones(32),
+            "classifier.1.weight": torch.zeros(64, 1280), "classifier.1.bias": torch.zeros(64)}
+
+
+@pytest.mark.parametrize("spec, expect", [
+    ("mobilenet_v2:{p}", "--model torchvision:mobilenet_v2:{p} or timm:mobilenet_v2:{p}"),  # the issue's first try
+    ("small_cnn:{p}", "--model torchvision:ARCH:{p} or timm:ARCH:{p}"),
+    ("resnet18:{p}", "--model torchvision:resnet18:{p} or timm:resnet18:{p}"),
+    ("{p}", "--model torchvision:ARCH:{p} or timm:ARCH:{p}"),
+])
+def test_a_torchvision_state_dict_named_the_old_way_is_pointed_at_the_new_forms(tmp_path, features, spec, expect):
+    """Issue 32's reproducer, `--model mobilenet_v2:m.pt` with torchvision's state_dict, names the form that
+    loads it (torchvision:ARCH:PATH.pt) instead of only telling the user to convert to TorchScript."""
+    import torch
+
+    path = tmp_path / "m.pt"
+    torch.save(_torchvision_like_state_dict(), path)
+    r = invoke("embed", "--model", spec.format(p=path), "--input", features, "-o", tmp_path / "o.hdf5")
+    one_line(r, expect.format(p=path))
+    assert not (tmp_path / "o.hdf5").exists()
+
+
+def test_ann_bench_own_state_dicts_get_no_torchvision_hint(tmp_path):
+    from embeddings.cnn import SmallCNN, foreign_state_dict_hint
+    from embeddings.mlp import MLPHead
+    from embeddings.mobilenet import MobileNetV2
+
+    for module in (SmallCNN(), MobileNetV2(), MLPHead(in_dim=8, dim=4)):
+        assert foreign_state_dict_hint(tmp_path / "m.pt", module.state_dict()) is None
+    assert "torchvision:ARCH:" in foreign_state_dict_hint(tmp_path / "m.pt", _torchvision_like_state_dict())

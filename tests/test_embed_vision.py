@@ -227,6 +227,20 @@ def test_mobilenet_v2_features_before_classifier(images, weights, tmp_path):
 
 
 @needs_vision
+def test_the_issue_reproducer_is_pointed_at_the_form_that_loads_it(images, weights, tmp_path):
+    """`--model mobilenet_v2:m.pt` with torchvision's mobilenet_v2 state_dict (issue 32's first try): the one line
+    names `--model torchvision:mobilenet_v2:m.pt`, and that form embeds."""
+    import re
+
+    text = one_line_error("embed", "--model", f"mobilenet_v2:{weights['mobilenet_v2']}", "--input", images, "-o",
+                          tmp_path / "x.hdf5", expect=f"--model torchvision:mobilenet_v2:{weights['mobilenet_v2']}")
+    assert not (tmp_path / "x.hdf5").exists()
+    suggested = re.search(r"--model (torchvision:\S+)", text).group(1)
+    V, _, attrs, _ = _embed(images, tmp_path / "mv2.hdf5", "--model", suggested, *SMALL)
+    assert V.shape == (20, 1280) and attrs["model_form"] == "torchvision"
+
+
+@needs_vision
 @pytest.mark.parametrize("layer", ["features", "logits"])
 def test_timm_pre_logits_and_logits(images, weights, tmp_path, layer):
     _, timm = VISION
