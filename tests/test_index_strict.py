@@ -199,6 +199,42 @@ def test_threads_out_of_range_refused_in_api_and_cli(tmp_path, data):
     assert not out.exists()
 
 
+def _commands(group, path=()):
+    import click
+
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from _commands(command, path + (name,))
+        else:
+            yield path + (name,), command
+
+
+def test_every_commands_seed_and_threads_are_range_checked_before_work(tmp_path):
+    # Issue 31: --seed -1 / 2**64 were tracebacks in synth, import, embed, evaluate and train, and --threads
+    # 100000 segfaulted search/evaluate; every command's option is an IntRange now, answered by click in one line.
+    import click
+
+    seen = set()
+    for path, command in _commands(cli):
+        for param in command.params:
+            name = param.name
+            if name in ("seed", "threads", "build_threads"):
+                seen.add((path, name))
+                assert isinstance(param.type, click.IntRange), (path, name)
+                bad = (-1, 2**31, 2**64) if name == "seed" else (0, 1025, 100_000)
+                for value in bad:
+                    with pytest.raises(click.BadParameter):
+                        param.type.convert(value, param, None)
+    commands_with_seed = {p[-1] for p, n in seen if n == "seed"}
+    assert {"synth", "import", "embed", "evaluate", "train", "run", "tune", "build"} <= commands_with_seed
+    assert {"search", "evaluate", "tune", "run", "build"} <= {p[-1] for p, n in seen if n == "threads"}
+    for args in (("data", "synth", tmp_path / "s.hdf5", "--n", 50, "--dim", 4, "--queries", 5, "--seed", -1),
+                 ("evaluate", tmp_path / "s.hdf5", "--seed", 2**64),
+                 ("evaluate", tmp_path / "s.hdf5", "--threads", 100_000)):
+        one_line_error(invoke(*args), "is not in the range")
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---- 4. --force replaces only ann-bench's own, verified directory ------------------------------------------
 def test_force_never_deletes_a_file_of_the_users(tmp_path, data):
     idx = copy_index(data, tmp_path)
