@@ -26,6 +26,18 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     return parent
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` is running (someone else's live process counts): the test a sweep of files named
+    after their owning process uses, so that only a dead owner's leftovers are removed."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _terminated: list[int] = []  # exit codes of termination requests (SIGTERM) not yet honoured
 

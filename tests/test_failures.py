@@ -5,13 +5,16 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
 from ann_bench.data.vectorset import VectorSet
 from ann_bench.bench.results import ResultStore
 from ann_bench.bench.runner import RunOptions, plan_sweep, run_sweep
+from ann_bench.bench.worker import WORKER_LOG, sweep_worker_logs
 
 
 def sweep(path, backend, build=(), search=(), store=None, **options):
@@ -72,8 +75,10 @@ def test_kill_9_mid_sweep_then_resume(small_set, faulty_backends, tmp_path):
     import psutil
 
     workers = psutil.Process(proc.pid).children(recursive=True)
+    logs = list(Path(tempfile.gettempdir()).glob(f"{WORKER_LOG}{proc.pid}-*.log"))
     os.kill(proc.pid, signal.SIGKILL)  # the CLI, mid-write or not; its worker is left to notice
     proc.wait()
+    assert logs and all(p.exists() for p in logs)  # a parent killed outright cannot remove its worker's log
     assert 4 <= rows < 16, rows
     with ResultStore(store_path) as store:
         assert store.integrity_ok()
@@ -88,3 +93,19 @@ def test_kill_9_mid_sweep_then_resume(small_set, faulty_backends, tmp_path):
         assert summary.skipped_existing == len(before)
         assert {r.search_params["step"] for r in summary.records} == set(range(16)) - before
         assert len(store.records()) == 16 and store.integrity_ok()
+    assert not any(p.exists() for p in logs)  # the next run's first worker swept the dead parent's log
+
+
+def test_only_a_dead_parents_worker_logs_are_swept():
+    live = Path(tempfile.gettempdir()) / f"{WORKER_LOG}{os.getppid()}-test.log"  # our parent: alive
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = Path(tempfile.gettempdir()) / f"{WORKER_LOG}{int(child.stdout)}-test.log"  # exited
+    other = Path(tempfile.gettempdir()) / f"{WORKER_LOG}x-test.log"  # not a pid: not ours to judge
+    for p in (live, dead, other):
+        p.write_text("")
+    try:
+        assert dead.name in sweep_worker_logs()
+        assert live.exists() and other.exists() and not dead.exists()
+    finally:
+        for p in (live, dead, other):
+            p.unlink(missing_ok=True)

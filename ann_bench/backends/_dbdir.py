@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ann_bench.atomic import pid_alive
 from ann_bench.backends.base import Index
 from ann_bench.config import cache_dir
 from ann_bench.errors import InputError
@@ -48,16 +49,6 @@ def _owner_pid(name: str) -> int | None:
     return int(parts[1]) if len(parts) >= 3 and parts[1].isdigit() else None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
 def sweep_stale() -> list[str]:
     """Remove the database directories whose owning process is no longer running; return their names."""
     base = root()
@@ -66,7 +57,7 @@ def sweep_stale() -> list[str]:
     removed = []
     for entry in base.iterdir():
         pid = _owner_pid(entry.name)
-        if pid is not None and pid != os.getpid() and not _alive(pid):
+        if pid is not None and pid != os.getpid() and not pid_alive(pid):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry.name)
     return removed

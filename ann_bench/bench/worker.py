@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from ann_bench.atomic import pid_alive
 from ann_bench.distances import distances_to
 from ann_bench.bench.metrics import (RECALL_RULE, SATURATION, DuplicateIdsError, check_no_duplicates, distance_recall,
                                     fmt_recall, id_recall, label_metrics, latency_summary, tie_recall)
@@ -616,7 +617,8 @@ def run_in_process(job: BuildJob, on_event: Callable[..., None], timeout: float 
     recv, send = ctx.Pipe(duplex=False)
     # The worker's stdout and stderr go to a file read when it ends: a library's own prints would otherwise cut
     # through the progress display and wrap at the terminal's edge. They are reported as notes.
-    fd, output = tempfile.mkstemp(prefix="ann-bench-worker-", suffix=".log")
+    sweep_worker_logs()
+    fd, output = tempfile.mkstemp(prefix=f"{WORKER_LOG}{os.getpid()}-", suffix=".log")
     os.close(fd)
     proc = ctx.Process(target=_worker_main, args=(job, send, os.getpid(), data, output), daemon=True)
     with _environ(_thread_env(max(job.threads, job.build_threads))):
@@ -687,6 +689,21 @@ def run_in_process(job: BuildJob, on_event: Callable[..., None], timeout: float 
 
 
 MAX_OUTPUT_LINES = 5
+WORKER_LOG = "ann-bench-worker-"  # <temp dir>/ann-bench-worker-<parent pid>-<random>.log while a worker runs
+
+
+def sweep_worker_logs() -> list[str]:
+    """Remove the worker logs whose parent process is gone: a parent killed outright (SIGKILL, the out-of-memory
+    killer) cannot remove its worker's log, so the next run does. Returns the names removed."""
+    removed = []
+    base = Path(tempfile.gettempdir())
+    for path in base.glob(f"{WORKER_LOG}*-*.log"):
+        pid = path.name[len(WORKER_LOG):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path.name)
+    return removed
 
 
 def _worker_output(path: str, limit: int = 1 << 16) -> list[str]:
