@@ -353,8 +353,10 @@ def check_index_output(directory: str | os.PathLike, *, force: bool = False,
         if not any(target.iterdir()):
             raise InputError(f"-o {str(target)!r} is an existing empty directory; remove it or choose a new path "
                              "(the index directory is created by the command)")
-        raise InputError(f"-o {str(target)!r} is a directory ann-bench did not write (no {MANIFEST}); ann-bench "
-                         "never replaces it: choose another path")
+        why = (f"its {MANIFEST} is not an ann-bench index manifest" if (target / MANIFEST).exists()
+               else f"no {MANIFEST}")
+        raise InputError(f"-o {str(target)!r} is a directory ann-bench did not write ({why}); ann-bench never "
+                         "replaces it: choose another path")
     if not force:
         raise InputError(f"-o {str(target)!r} already holds an index; pass --force to replace it, or choose "
                          "another path")

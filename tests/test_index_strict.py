@@ -267,6 +267,17 @@ def test_force_refuses_a_directory_it_cannot_verify(tmp_path, data):
     assert (idx / "index.bin").read_bytes() == b"my own file"
 
 
+def test_a_directory_with_a_foreign_manifest_says_so(tmp_path, data):
+    # It said "(no manifest.json)" beside the manifest.json it had just read.
+    idx = tmp_path / "theirs"
+    idx.mkdir()
+    (idx / "manifest.json").write_text('{"name": "my project"}')
+    for force in ((), ("--force",)):
+        r = invoke("index", "build", "--dataset", data["set"], "--backend", "flat", "-o", idx, *force)
+        one_line_error(r, "its manifest.json is not an ann-bench index manifest", "never replaces it")
+    assert (idx / "manifest.json").read_text() == '{"name": "my project"}'
+
+
 def test_an_output_name_too_long_is_one_line_naming_it_before_the_build(tmp_path, data, monkeypatch):
     # It was refused only after the build, at the rename of the temporary directory, naming that directory
     # (".xxx….tmp", with a byte count of that name) instead of -o.
