@@ -155,12 +155,9 @@ def _is_checkpoint(path: Path) -> bool:
     return strings == ["ann_bench", "kind", "checkpoint"]
 
 
-def _is_neighbours(path: Path) -> bool:
-    # `search` writes no marker of its own yet (ann_bench/search.py): its exact header line or record layout
-    head = _read(path, 512)
-    return (head.startswith((b"query_key,rank,key,id,distance\n", b"query_key\trank\tkey\tid\tdistance\n",
-                             b"query_key,key_1,", b"query_key\tkey_1\t", b'{"query_key": '))
-            or (head.startswith(b"\x93NUMPY") and b"'query_key'" in head))
+def _never(path: Path) -> bool:
+    """For a kind of output whose formats have no room for a marker: never recognised as ann-bench's."""
+    return False
 
 
 # kind -> (description, True when ann-bench wrote the existing file as an output of that kind)
@@ -171,7 +168,10 @@ KINDS: dict[str, tuple[str, Callable[[Path], bool]]] = {
     "export": ("a results export (CSV/JSON) written by ann-bench", _is_export),
     "checkpoint": ("a checkpoint written by `ann-bench train`", _is_checkpoint),
     "train-metrics": ("a metrics file written by `ann-bench train`", lambda p: _json_kind(p, "train-metrics")),
-    "neighbours": ("a neighbours file of `ann-bench search`", _is_neighbours),
+    # `search` writes CSV/TSV/JSON lines/.npy/Parquet for other programs to read: a marker would be a column or
+    # field of their own data, and a header that looks like ours is a guess, so an existing file is replaced only
+    # with --force (as `index build` replaces its own directory).
+    "neighbours": ("a neighbours file of `ann-bench search`", _never),
     "runbook": ("a runbook written by `ann-bench stream make-runbook`", _is_runbook),
 }
 OLDER = "files of ann-bench versions before this marker count as foreign"
@@ -250,6 +250,10 @@ def check_output(output: str | os.PathLike, kind: str, inputs: Iterable[str | os
     if kind != "dataset" and _read(out, 8).startswith(HDF5_MAGIC):
         raise InputError(f"{option} {str(out)!r} is an HDF5 file (a dataset?); ann-bench never writes over one "
                          f"with {KINDS[kind][0].split(' written')[0]}: choose another output path")
+    if not force and KINDS[kind][1] is _never:
+        raise InputError(f"{option} {str(out)!r} already exists; {KINDS[kind][0].split(' of ')[-1]} replaces a file "
+                         "only with --force (its outputs carry no ann-bench marker to tell an earlier one from a file "
+                         "of yours): pass --force to replace it, or choose another output path")
     if not force and not KINDS[kind][1](out):
         raise InputError(f"{option} {str(out)!r} exists and is not {KINDS[kind][0]} (no ann-bench marker; "
                          f"{OLDER}); pass --force to replace it, or choose another output path")

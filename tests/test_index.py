@@ -228,6 +228,16 @@ def test_index_directory_safety(tmp_path, keyed_set):
     other.write_text("a,b\n1,2\n")
     one_line_error(invoke("search", idx, "--queries", keyed_set, "-o", other), "--force")
     assert other.read_text() == "a,b\n1,2\n"
+    # A file of the user's with search's own header is still the user's: search replaces nothing without --force,
+    # its own earlier output included (no format it writes has room for a marker).
+    mine = tmp_path / "mine.csv"
+    mine.write_text("query_key,rank,key,id,distance\nq,1,a,0,0.5\n")
+    one_line_error(invoke("search", idx, "--queries", keyed_set, "-o", mine), "already exists; `ann-bench search` replaces a file only with --force")
+    assert mine.read_text() == "query_key,rank,key,id,distance\nq,1,a,0,0.5\n"
+    out = tmp_path / "nn.csv"
+    assert invoke("search", idx, "--queries", keyed_set, "-o", out).exit_code == 0
+    one_line_error(invoke("search", idx, "--queries", keyed_set, "-o", out), "already exists; `ann-bench search` replaces a file only with --force")
+    assert invoke("search", idx, "--queries", keyed_set, "-o", out, "--force").exit_code == 0
 
 
 def test_tampered_or_wrong_inputs_one_line(tmp_path, keyed_set, rng):
