@@ -28,7 +28,8 @@ def missing_extra(module: str, purpose: str) -> InputError:
     if module == "torch":
         how += f" (for PyTorch's CPU build, first: {TORCH_CPU})"
     elif module in ("torchvision", "timm"):
-        how += (" (torchvision's build must match the installed torch; for CPU torch: pip install torchvision "
+        whose = "timm brings torchvision, whose" if module == "timm" else "torchvision's"
+        how += (f" ({whose} build must match the installed torch; for CPU torch, first: pip install torchvision "
                 "--index-url https://download.pytorch.org/whl/cpu)")
     return InputError(f"{purpose} needs {dist}, which is not installed: {how}")
 
