@@ -257,7 +257,7 @@ def make_clip(root: Path, texts: list[str]) -> str:
                                          eos_token_id=1, pad_token_id=1, **tower),
                         vision_config=dict(image_size=64, patch_size=16, **tower), projection_dim=128)
     CLIPModel(config).save_pretrained(path)
-    tokenizer = CLIPTokenizer(str(path / "vocab.json"), str(path / "merges.txt"))
+    tokenizer = CLIPTokenizer(str(path / "vocab.json"), str(path / "merges.txt"), model_max_length=77)
     processor = CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64})
     CLIPProcessor(image_processor=processor, tokenizer=tokenizer).save_pretrained(path)
     return str(path)
