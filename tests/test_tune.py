@@ -87,6 +87,24 @@ def test_a_target_that_cannot_beat_the_best_so_far_is_pruned():
     assert bisect_targets(Ladder(1, 100), probe, [0.9], bars=[1.0]) == {0.9: 80}
 
 
+def test_a_contended_probe_prunes_nothing():
+    """A probe whose best run was still contended steers with +inf: its slow speed was the machine's, so the
+    target the same figures would prune is bisected to the end."""
+    from ann_bench.bench.tune.plan import speed_of, steering_speed
+
+    assert steering_speed({"qps": 500.0, "cpu_share": 0.95}, "qps") == 500.0
+    assert steering_speed({"qps": 500.0, "cpu_share": None}, "qps") == 500.0  # share unknown: as measured
+    assert steering_speed({"qps": 500.0, "cpu_share": 0.5}, "qps") == math.inf
+    assert steering_speed({"p99_ms": 4.0, "cpu_share": 0.5}, "p99") == math.inf
+    assert speed_of({"p99_ms": 4.0, "cpu_share": 0.5}, "p99") == 250.0
+    curve = np.linspace(0.5, 1.0, 100)
+
+    def probe(i):  # every probe as slow as the pruned one above, but contended
+        return float(curve[i]), steering_speed({"qps": 1000.0 / (i + 1), "cpu_share": 0.5}, "qps")
+
+    assert bisect_targets(Ladder(1, 100), probe, [0.9], bars=[700.0]) == {0.9: 80}
+
+
 def test_durations_targets_and_splits():
     assert parse_duration("20m") == 1200 and parse_duration("1h30m") == 5400 and parse_duration("45") == 45
     assert parse_duration("90s") == 90

@@ -39,6 +39,16 @@ def speed_of(figures: dict[str, Any], speed: str) -> float:
     return 1000.0 / p99 if p99 else 0.0
 
 
+def steering_speed(figures: dict[str, Any], speed: str) -> float:
+    """The speed a probe steers the search with: :func:`speed_of`, or +inf when the probe's best run was still
+    contended after the re-timing :func:`~ann_bench.bench.worker.measure` does (another process had the CPU): a
+    speed the machine took away must not prune a target or skip a verification, so such a probe prunes nothing."""
+    from ann_bench.bench.results import CONTENDED_SHARE
+
+    share = figures.get("cpu_share")
+    return math.inf if share is not None and share < CONTENDED_SHARE else speed_of(figures, speed)
+
+
 def tuning_recall(metric: str, Q, X, I, true_D, k: int, rows: np.ndarray) -> np.ndarray:
     """Per-query recall (the primary, tie-aware rule) of ids I (len(rows), k) of the queries ``rows``."""
     from ann_bench.bench.metrics import tie_recall
@@ -180,8 +190,11 @@ class EffortPlan:
         finally:
             self._probe_s += time.perf_counter() - t0
         got = (float(tuning_recall(job.metric, Q, X, I, true_D, job.k, self.probe_rows).mean()),
-               speed_of(figures, self.speed))
-        emit("probe", search, got[0], got[1])
+               steering_speed(figures, self.speed))
+        emit("probe", search, got[0], speed_of(figures, self.speed))  # the log keeps the speed as measured
+        if math.isinf(got[1]):
+            emit("note", f"probe {search}: contended (CPU share {figures['cpu_share']:.2f}), so its speed prunes "
+                         "nothing")
         return got
 
     def _raised(self, i: int) -> int:
