@@ -161,6 +161,7 @@ class EffortPlan:
         emit("times", {"probe_s": self._probe_s, "verify_s": verify_s})
 
     _probe_s = 0.0
+    _told_contended = False
 
     def _probe(self, i, fixed, setting, job, index, Q, Qp, X, true_D, emit) -> tuple[float, float] | None:
         """Setting i on the probe queries, one timed run: (recall on them, speed), or None where it cannot be
@@ -192,9 +193,10 @@ class EffortPlan:
         got = (float(tuning_recall(job.metric, Q, X, I, true_D, job.k, self.probe_rows).mean()),
                steering_speed(figures, self.speed))
         emit("probe", search, got[0], speed_of(figures, self.speed))  # the log keeps the speed as measured
-        if math.isinf(got[1]):
+        if math.isinf(got[1]) and not self._told_contended:  # once per build: a busy machine is busy for all
+            self._told_contended = True
             emit("note", f"probe {search}: contended (CPU share {figures['cpu_share']:.2f}), so its speed prunes "
-                         "nothing")
+                         "nothing (nor does any later contended probe of this build)")
         return got
 
     def _raised(self, i: int) -> int:
