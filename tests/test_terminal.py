@@ -143,3 +143,14 @@ def test_an_unknown_dataset_is_refused_with_the_sets_the_store_holds(workdir):
         assert len(lines) == 1 and "no results for --dataset 'nosuch'" in lines[0], r.output
         assert "synth-3000x16" in lines[0]  # the set it does hold, by name
     assert not (workdir / "p.png").exists()
+
+
+def test_embedders_reads_at_80_columns(workdir):
+    # The descriptions were a table column squeezed to 8 characters at 80 columns: one word per line. In a
+    # narrow terminal they follow the table as lines of their own, whole phrases on a line.
+    code, text = in_pty(["embedders"], 80, workdir)
+    assert code == 0, text[-2000:]
+    assert not too_wide(text, 80)
+    lines = _ESCAPES.sub("", text).splitlines()
+    assert any(line.startswith("identity: features already computed") for line in lines), lines
+    assert any("onnx:PATH.onnx — an ONNX model run by" in line for line in lines), lines

@@ -91,23 +91,33 @@ def embedders() -> None:
     from ann_bench.errors import EXTRAS
     from embeddings import ARCHITECTURE_NAMES, MODEL_FORMS, missing_embedders, registry
 
-    table = Table(title="embedders (--model NAME)")
-    for col in ("name", "input", "dim", "metric", "normalise", "batch", "available", "description"):
-        table.add_column(col)
+    rows = []  # (name, input, dim, metric, normalise, batch, available, what it needs when not, description)
     for name, cls in registry().items():
-        ok = cls.available()
-        table.add_row(name, cls.input_kind or "image/array", str(cls.dim or "any"), cls.metric,
-                      "yes" if cls.normalize else "no", str(cls.batch_size),
-                      "yes" if ok else "[red]no[/] (" + escape(cls.install_hint()) + ")" if cls.install_hint()
-                      else "[red]no[/]", escape(cls.description))
+        ok, hint = cls.available(), cls.install_hint()
+        rows.append((name, cls.input_kind or "image/array", str(cls.dim or "any"), cls.metric,
+                     "yes" if cls.normalize else "no", str(cls.batch_size), ok, "" if ok else hint, cls.description))
     for name, module in missing_embedders().items():
         dist, extra = EXTRAS[module]
-        hint = escape(f'needs {dist}: pip install -e ".[{extra}]"')
-        table.add_row(name, "-", "-", "-", "-", "-", f"[red]no[/] ({hint})", "")
+        rows.append((name, "-", "-", "-", "-", "-", False, f'needs {dist}: pip install -e ".[{extra}]"', ""))
+    # One table where the description gets a readable column; in a narrower terminal the descriptions (and
+    # install lines) follow the table as lines of their own instead of being folded a word per line.
+    wide = out.width >= 140
+    table = Table(title="embedders (--model NAME)")
+    for col in ("name", "input", "dim", "metric", "normalise", "batch", "available") + (("description",) if wide else ()):
+        table.add_column(col, no_wrap=not wide and col != "available")
+    for *facts, ok, hint, description in rows:
+        available = "yes" if ok else "[red]no[/]" + (f" ({escape(hint)})" if hint and wide else "")
+        table.add_row(*map(escape, facts), available, *((escape(description),) if wide else ()))
     out.print(table)
-    forms = Table(title="your own model (--model FORM)")
-    for col in ("form", "available"):
-        forms.add_column(col)
+    if not wide:
+        for name, *_, ok, hint, description in rows:
+            line = f"[bold]{escape(name)}[/]: {escape(description)}" if description else f"[bold]{escape(name)}[/]:"
+            if hint:
+                line += f" [red]not installed[/] ({escape(hint)})"
+            out.print(line, soft_wrap=True)
+    forms = Table(title="your own model (--model FORM)", expand=not wide)  # ratios apply to an expanded table
+    forms.add_column("form", ratio=3)  # the longer text gets more of a narrow terminal
+    forms.add_column("available", ratio=2)
     forms.add_row("PATH.pt — TorchScript (images or arrays)", _available(("torch",)))
     forms.add_row(f"ARCH:PATH.pt — a state_dict of {', '.join(ARCHITECTURE_NAMES)}", _available(("torch",)))
     for _, what, needs in MODEL_FORMS.values():
