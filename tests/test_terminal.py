@@ -154,3 +154,15 @@ def test_embedders_reads_at_80_columns(workdir):
     lines = _ESCAPES.sub("", text).splitlines()
     assert any(line.startswith("identity: features already computed") for line in lines), lines
     assert any("onnx:PATH.onnx — an ONNX model run by" in line for line in lines), lines
+
+
+def test_evaluate_through_an_index_reads_at_80_columns(workdir):
+    # The title was a rich table title (centred, its second line indented to the middle) and the index column's
+    # header held the whole configuration, squeezing the metric names onto two lines each.
+    code, text = in_pty(["evaluate", "d.hdf5", "--backend", "hnsw"], 80, workdir)
+    assert code == 0, text[-2000:]
+    assert not too_wide(text, 80)
+    lines = _ESCAPES.sub("", text).splitlines()
+    assert lines[0].startswith("synth-3000x16"), lines[:3]
+    assert any("hnsw[hnswlib] to depth 32" in line for line in lines), lines
+    assert any(line.startswith("│ MAP@R to depth 32 (R capped at it)") for line in lines), lines

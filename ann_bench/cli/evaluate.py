@@ -70,15 +70,20 @@ def evaluate(dataset: Path, reference: str, thresholds: str | None, backend: str
         click.echo(json.dumps(result.as_json(), indent=1, default=str))
         return
     against = (f"the {result.n_reference:,} train vectors" if reference == "train" else "each other")
-    table = Table(title=f"{escape(result.dataset)}: {result.n_queries:,} test vectors against {against}, "
-                        f"{result.metric}; exact: the whole ranking"
-                        + (f", index: its first {result.depth}" if result.index is not None else ""))
+    # The title is a line of its own (as every table's in the CLI): a rich table title is centred on the table's
+    # width and wrapped there, indenting its second line to the middle of a narrow terminal.
+    index = ""
+    if result.index is not None:  # named in full in the title; the column's header is the backend alone
+        parts = [result.backend, ",".join(f"{k}={v}" for k, v in result.build.items()),
+                 ",".join(f"{k}={v}" for k, v in result.search.items())]
+        index = f"; {' '.join(p for p in parts if p)}: its first {result.depth}"
+    out.print(f"[italic]{escape(result.dataset)}: {result.n_queries:,} test vectors against {against}, "
+              f"{result.metric}; exact: the whole ranking{escape(index)}[/]", soft_wrap=True)
+    table = Table()
     table.add_column("metric")
     table.add_column("exact", justify="right")
     if result.index is not None:
-        parts = [result.backend, ",".join(f"{k}={v}" for k, v in result.build.items()),
-                 ",".join(f"{k}={v}" for k, v in result.search.items()), f"to depth {result.depth}"]
-        table.add_column(escape(" ".join(p for p in parts if p)), justify="right")
+        table.add_column(escape(f"{result.backend} to depth {result.depth}"), justify="right")
     for label, exact, through in metric_rows(result):
         table.add_row(escape(label), exact, *([through or ""] if result.index is not None else []))
     out.print(table)
