@@ -102,7 +102,8 @@ def embedders() -> None:
     # One table where the description gets a readable column; in a narrower terminal the descriptions (and
     # install lines) follow the table as lines of their own instead of being folded a word per line.
     wide = out.width >= 140
-    table = Table(title="embedders (--model NAME)")
+    out.print("[italic]embedders (--model NAME)[/]")  # titles as lines of their own, as every table's
+    table = Table()
     for col in ("name", "input", "dim", "metric", "normalise", "batch", "available") + (("description",) if wide else ()):
         table.add_column(col, no_wrap=not wide and col != "available")
     for *facts, ok, hint, description in rows:
@@ -115,7 +116,8 @@ def embedders() -> None:
             if hint:
                 line += f" [red]not installed[/] ({escape(hint)})"
             out.print(line, soft_wrap=True)
-    forms = Table(title="your own model (--model FORM)", expand=not wide)  # ratios apply to an expanded table
+    out.print("[italic]your own model (--model FORM)[/]")
+    forms = Table(expand=not wide)  # ratios apply to an expanded table
     forms.add_column("form", ratio=3)  # the longer text gets more of a narrow terminal
     forms.add_column("available", ratio=2)
     forms.add_row("PATH.pt — TorchScript (images or arrays)", _available(("torch",)))

@@ -161,8 +161,9 @@ def train(data: str, arch: str, loss: str, miner: str | None, dim: int, epochs: 
                                    "train_seconds": round(result.train_s, 2)}))
         return
     meta = result.checkpoint["meta"]
-    table = Table(title=f"{arch} / {loss}{' + ' + config.miner if config.miner else ''} on {escape(data)}: "
-                        f"{meta['n_test']:,} test items vs {reference}")
+    out.print(f"[italic]{arch} / {loss}{' + ' + config.miner if config.miner else ''} on {escape(data)}: "
+              f"{meta['n_test']:,} test items vs {reference}[/]", soft_wrap=True)  # a line, not a centred title
+    table = Table()
     table.add_column("metric")
     table.add_column("trained", justify="right")
     if result.baseline is not None:
