@@ -7,6 +7,7 @@ import os
 import pytest
 from click.testing import CliRunner
 
+from ann_bench.bench.metrics import RECALL_RULE
 from ann_bench.bench.results import ResultStore
 from ann_bench.cli import cli
 
@@ -153,7 +154,7 @@ def _record(qps, cpu_share, **kw):
 
     return Record(backend="hnsw", impl="hnswlib", build_params={"M": kw.pop("M", 16)}, search_params={"ef": qps},
                   k=10, mode="batch", threads=1, dataset_hash="h", dataset_name="d", recall=0.99, qps=qps,
-                  cpu_share=cpu_share, index_bytes=1000, **kw)
+                  cpu_share=cpu_share, index_bytes=1000, recall_rule=RECALL_RULE, **kw)
 
 
 def test_best_prefers_an_uncontended_row_and_says_what_it_left_out():
@@ -164,6 +165,30 @@ def test_best_prefers_an_uncontended_row_and_says_what_it_left_out():
     assert b.best.qps == 3000 and b.contended_left_out == 1 and b.contended_better == 1
     (b,) = best_configurations([_record(5000, 0.5), _record(4000, 0.6)], 0.95).per_backend
     assert b.best.qps == 5000 and b.contended_left_out == 0  # none uncontended: the best of what there is
+
+
+def test_the_winner_among_backends_is_uncontended_where_one_qualifies(tmp_path):
+    from ann_bench.bench.results import Record, ResultStore
+    from ann_bench.report.best import best_configurations
+
+    ivf = Record(backend="ivf", impl="faiss", build_params={"nlist": 64}, search_params={"nprobe": 1}, k=10,
+                 mode="batch", threads=1, dataset_hash="h", dataset_name="d", recall=0.99, qps=9000,
+                 cpu_share=0.5, index_bytes=1000, recall_rule=RECALL_RULE)
+    rows = [_record(5000, 0.99), ivf]
+    answer = best_configurations(rows, 0.95)
+    assert answer.winner.best.backend == "hnsw"  # ivf measured faster, but only while the CPU was shared
+    assert [b.group for b in answer.contended_faster] == ["ivf [faiss]"]
+    answer = best_configurations([_record(5000, 0.5), ivf], 0.95)
+    assert answer.winner.best.backend == "ivf" and answer.contended_faster == []  # all contended: the fastest
+    store = tmp_path / "r.sqlite"
+    with ResultStore(store) as s:
+        for r in rows:
+            s.save(r)
+    res = CliRunner().invoke(cli, ["best", "--recall", "0.95", "--results", str(store)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "winner: hnsw [hnswlib]" in res.stdout
+    assert "ivf [faiss] measured better (9,000 QPS) but was timed while another process had the CPU" in \
+        " ".join(res.stderr.split())
 
 
 def test_tune_ranks_a_contended_candidate_after_every_uncontended_one():

@@ -88,6 +88,7 @@ def _json(answer) -> dict:
     winner = answer.winner
     return {"mode": answer.mode, "k": answer.k,
             "winner": None if winner is None else {"group": winner.group, **flat_dict(winner.best)},
+            "contended_faster": [b.group for b in answer.contended_faster],
             "per_backend": [{"group": b.group, "candidates": b.candidates, "max_recall": b.max_recall,
                              "reason": b.reason, "contended_left_out": b.contended_left_out,
                              "contended_better": b.contended_better,
@@ -142,6 +143,12 @@ def _print_answer(answer, name: str | None, recall: float, x_metric: str, metric
                       f"{r.cpu_share:.2f}): its QPS is the machine's, not the library's; re-measure it with "
                       "`ann-bench run … --remeasure-contended` on a quieter machine before choosing by it",
                       soft_wrap=True)
+    for b in answer.contended_faster:
+        r = b.best
+        fig = f"{r.qps:,.0f} QPS" if metric == "qps" else f"p99 {r.p99_ms:.3f} ms"
+        err.print(f"[yellow]contended:[/] {escape(b.group)} measured better ({fig}) but was timed while another "
+                  f"process had the CPU (CPU share {r.cpu_share:.2f}), so the winner is the best uncontended "
+                  "configuration; re-measure it with `ann-bench run … --remeasure-contended`", soft_wrap=True)
     left_out = sum(b.contended_left_out for b in answer.per_backend)
     if left_out:
         better = sum(b.contended_better for b in answer.per_backend)

@@ -40,10 +40,24 @@ class BestAnswer:
 
     @property
     def winner(self) -> BackendBest | None:
+        """The backend whose best is the fastest — among the backends whose best was timed uncontended, where
+        there is one (as within a backend: a contended figure is the machine's, not the library's)."""
         found = [b for b in self.per_backend if b.best is not None]
         if not found:
             return None
-        return (max if BEST_METRICS[self.metric] else min)(found, key=lambda b: figure(b.best, self.metric))
+        pool = [b for b in found if not b.best.contended] or found
+        return (max if BEST_METRICS[self.metric] else min)(pool, key=lambda b: figure(b.best, self.metric))
+
+    @property
+    def contended_faster(self) -> list[BackendBest]:
+        """The backends passed over for the winner although their best measured better: timed contended."""
+        winner = self.winner
+        if winner is None or winner.best.contended:
+            return []
+        higher = BEST_METRICS[self.metric]
+        win = figure(winner.best, self.metric)
+        return [b for b in self.per_backend if b.best is not None and b.best.contended
+                and (figure(b.best, self.metric) > win if higher else figure(b.best, self.metric) < win)]
 
 
 def figure(r: Record, metric: str) -> float | None:
@@ -57,7 +71,7 @@ def best_configurations(records: list[Record], recall: float, *, max_memory: int
     ``index_bytes``) <= ``max_memory`` that has the highest QPS (``metric`` "qps") or the lowest p99 latency
     (``metric`` "p99", single mode only). Ties go to the higher recall, then the smaller index. Rows timed
     contended (``Record.contended``) are chosen only where no uncontended row qualifies: their figure is the
-    machine's, not the library's.
+    machine's, not the library's — within a backend, and for the winner among the backends.
 
     ``records`` must hold one dataset (InputError otherwise, naming --dataset); ``mode`` defaults to batch
     (single for p99), ``k`` to the only one stored. No configuration meeting the constraints is not an error:
