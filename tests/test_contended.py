@@ -232,3 +232,13 @@ def test_a_databases_engine_figure_is_retimed_while_contended(mode):
     figures = worker._engine_figures(Waiting(), Q, 10, mode, 2)
     assert Waiting.calls == 2 * (1 + worker.EXTRA_RUNS)  # every run waited: all of them timed
     assert figures["cpu_share_engine"] < 0.5 and figures["qps_engine"] > 0
+
+
+def test_the_fastest_per_filter_is_uncontended_where_one_reaches_the_target():
+    from ann_bench.report.panels import winners_per_filter
+
+    quiet, busy = _record(3000, 0.99, filter_spec="label"), _record(8000, 0.5, filter_spec="label", M=32)
+    ((name, _, best),) = winners_per_filter([quiet, busy], targets=(0.9,))
+    assert name == "label" and best == [quiet]
+    ((_, _, best),) = winners_per_filter([busy], targets=(0.9,))
+    assert best == [busy]  # nothing uncontended reaches it: the fastest of what there is
