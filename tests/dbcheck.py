@@ -70,6 +70,22 @@ def assert_save_load_identical(name, impl, build, search, X, Q, tmp_path, metric
     b.close()
 
 
+def assert_same_up_to_ties(D, I, D2, I2, tol=1e-6):
+    """The same distances, and the same ids except in the order of equal distances — and at the cut, where a tie
+    group reaching the k-th position may be cut anywhere (quantised distances such as PQ codes' tie exactly, and a
+    library's batch and one-row kernels may order ties differently)."""
+    np.testing.assert_allclose(D2, D, rtol=tol, atol=tol)
+    for row, (d, ids, ids2) in enumerate(zip(D, I, I2)):
+        at_cut = np.isclose(d, d[-1], rtol=tol, atol=tol)
+        start = 0
+        while start < len(d) and not at_cut[start]:
+            end = start + 1
+            while end < len(d) and np.isclose(d[end], d[start], rtol=tol, atol=tol):
+                end += 1
+            assert set(ids[start:end]) == set(ids2[start:end]), (row, start, ids, ids2)
+            start = end
+
+
 def assert_single_equals_batch(index, Q, k=10):
     """Single mode's timed calls and finish give what one batch call gives."""
     D, I = index.search(Q, k)
@@ -96,8 +112,7 @@ def assert_engine_matches_client(index, Q, k=10):
         res = single.call(Q[i : i + 1])
         kept.append(res if single.keep is None else single.keep(i, res))
     Ds, Is = single.finish(kept)
-    np.testing.assert_array_equal(Is, I)
-    np.testing.assert_allclose(Ds, D, rtol=1e-6, atol=1e-6)
+    assert_same_up_to_ties(D, I, Ds, Is)  # LanceDB IVF_PQ in ip: the one-row call cut a tie at k elsewhere (1 in 300)
     for mode in ("batch", "single"):
         figures, ids = measure(index, Q, k, mode, runs=2)
         assert figures["qps_engine"] > 0 and figures["qps"] > 0
