@@ -387,15 +387,19 @@ def bare_timm(model, timm):
     model.eval()
     transform = v2.Compose([v2.Resize(64, interpolation=InterpolationMode(cfg["interpolation"]), antialias=True),
                             v2.CenterCrop(56), v2.Normalize(cfg["mean"], cfg["std"])])
+    return _bare_image_loop(transform, lambda x: model.forward_head(model.forward_features(x), pre_logits=True))
 
+
+def _bare_image_loop(transform, forward):
+    """The loop a torchvision/timm user writes over grey uint8 images: scale to [0, 1], grey -> RGB, the
+    framework's transforms, the model, L2 normalisation."""
     def run(_, images: np.ndarray, batch_size: int) -> np.ndarray:
         out = []
         with torch.inference_mode():
             for start in range(0, len(images), batch_size):
                 x = torch.from_numpy(images[start : start + batch_size]).float().div(255.0)
                 x = transform(x.unsqueeze(1).expand(-1, 3, -1, -1))
-                y = model.forward_head(model.forward_features(x), pre_logits=True)
-                out.append(torch.nn.functional.normalize(y, dim=1).numpy())
+                out.append(torch.nn.functional.normalize(forward(x), dim=1).numpy())
         return np.concatenate(out)
     return run
 
@@ -413,16 +417,7 @@ def bare_torchvision(model):
     model.eval()
     transform = v2.Compose([v2.Resize(64, antialias=True), v2.CenterCrop(56),
                             v2.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
-
-    def run(_, images: np.ndarray, batch_size: int) -> np.ndarray:
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(images), batch_size):
-                x = torch.from_numpy(images[start : start + batch_size]).float().div(255.0)
-                x = transform(x.unsqueeze(1).expand(-1, 3, -1, -1))
-                out.append(torch.nn.functional.normalize(model(x), dim=1).numpy())
-        return np.concatenate(out)
-    return run
+    return _bare_image_loop(transform, model)
 
 
 def main() -> int:

@@ -82,12 +82,18 @@ def test_identity_is_the_content_not_how_labels_are_stored(tmp_path, small_set):
         assert va.content_hash() == vb.content_hash()
 
 
-def test_one_content_under_two_names_is_one_dataset_chosen_by_any_name(tmp_path, small_set):
+def _two_names(small_set, tmp_path):
+    """Two copies of ``small_set`` with the same content: a.hdf5 and b.hdf5."""
     with h5py.File(small_set) as f:
         train_labels, test_labels = f["train_labels"][...], f["test_labels"][...]
     a, b = tmp_path / "a.hdf5", tmp_path / "b.hdf5"
     _copy_with_labels(small_set, a, train_labels, test_labels)
     _copy_with_labels(small_set, b, train_labels, test_labels)
+    return a, b
+
+
+def test_one_content_under_two_names_is_one_dataset_chosen_by_any_name(tmp_path, small_set):
+    a, b = _two_names(small_set, tmp_path)
     store = tmp_path / "r.sqlite"
     run(a, store)
     assert "0 new row(s)" in run(b, store)  # the same content: its rows are there already
@@ -103,11 +109,7 @@ def test_one_content_under_two_names_is_one_dataset_chosen_by_any_name(tmp_path,
 def test_rows_measured_under_two_names_of_one_content_are_one_dataset(tmp_path, small_set):
     # The second name adds rows of its own (another backend): best/plot/report/index --from-best saw two
     # datasets, "a (hash)" and "b (hash)", and refused even with --dataset a.
-    with h5py.File(small_set) as f:
-        train_labels, test_labels = f["train_labels"][...], f["test_labels"][...]
-    a, b = tmp_path / "a.hdf5", tmp_path / "b.hdf5"
-    _copy_with_labels(small_set, a, train_labels, test_labels)
-    _copy_with_labels(small_set, b, train_labels, test_labels)
+    a, b = _two_names(small_set, tmp_path)
     store = tmp_path / "r.sqlite"
     run(a, store)
     assert "0 new row(s)" not in run(b, store, "--backend", "hnsw", "--build", "M=8", "--search", "ef=40")
