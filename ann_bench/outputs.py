@@ -251,9 +251,9 @@ def check_output(output: str | os.PathLike, kind: str, inputs: Iterable[str | os
         raise InputError(f"{option} {str(out)!r} is an HDF5 file (a dataset?); ann-bench never writes over one "
                          f"with {KINDS[kind][0].split(' written')[0]}: choose another output path")
     if not force and KINDS[kind][1] is _never:
-        raise InputError(f"{option} {str(out)!r} already exists; {KINDS[kind][0].split(' of ')[-1]} replaces a file "
-                         "only with --force (its outputs carry no ann-bench marker to tell an earlier one from a file "
-                         "of yours): pass --force to replace it, or choose another output path")
+        raise InputError(f"{option} {str(out)!r} already exists, and {KINDS[kind][0]} carries no ann-bench marker "
+                         "to tell an earlier one from a file of yours: pass --force to replace it, or choose another "
+                         "output path")
     if not force and not KINDS[kind][1](out):
         raise InputError(f"{option} {str(out)!r} exists and is not {KINDS[kind][0]} (no ann-bench marker; "
                          f"{OLDER}); pass --force to replace it, or choose another output path")

@@ -232,11 +232,11 @@ def test_index_directory_safety(tmp_path, keyed_set):
     # its own earlier output included (no format it writes has room for a marker).
     mine = tmp_path / "mine.csv"
     mine.write_text("query_key,rank,key,id,distance\nq,1,a,0,0.5\n")
-    one_line_error(invoke("search", idx, "--queries", keyed_set, "-o", mine), "already exists; `ann-bench search` replaces a file only with --force")
+    one_line_error(invoke("search", idx, "--queries", keyed_set, "-o", mine), "a neighbours file of `ann-bench search` carries no ann-bench marker to tell an earlier one from a file of yours: pass --force")
     assert mine.read_text() == "query_key,rank,key,id,distance\nq,1,a,0,0.5\n"
     out = tmp_path / "nn.csv"
     assert invoke("search", idx, "--queries", keyed_set, "-o", out).exit_code == 0
-    one_line_error(invoke("search", idx, "--queries", keyed_set, "-o", out), "already exists; `ann-bench search` replaces a file only with --force")
+    one_line_error(invoke("search", idx, "--queries", keyed_set, "-o", out), "a neighbours file of `ann-bench search` carries no ann-bench marker to tell an earlier one from a file of yours: pass --force")
     assert invoke("search", idx, "--queries", keyed_set, "-o", out, "--force").exit_code == 0
 
 
